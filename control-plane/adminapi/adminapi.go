@@ -1,0 +1,255 @@
+// Package adminapi owns the HTTP API of operators and analysts on
+// 127.0.0.1:8080: tenants under /api/v1/tenants, health and readiness,
+// Prometheus metrics, and the routes other components mount (DLQ, ROI,
+// webhook test). Errors are RFC 9457 problem details; the contract is
+// schemas/openapi/openapi.yaml and tests check every exchange against it.
+package adminapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/problem"
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+// Check is a readiness check; nil means healthy.
+type Check func(ctx context.Context) error
+
+// Options configure the server.
+type Options struct {
+	Token    string
+	Pepper   string
+	Registry *registry.Registry
+	Writer   *registry.Writer
+	Limits   config.RateLimits
+	Gatherer prometheus.Gatherer
+	Log      *slog.Logger
+}
+
+// Server is the admin API.
+type Server struct {
+	opt    Options
+	mux    *http.ServeMux
+	mu     sync.Mutex
+	checks map[string]Check
+}
+
+// New returns a server with the tenant routes mounted.
+func New(opt Options) *Server {
+	s := &Server{opt: opt, mux: http.NewServeMux(), checks: map[string]Check{}}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	if opt.Gatherer != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opt.Gatherer, promhttp.HandlerOpts{}))
+	}
+	s.HandleAdmin("GET /api/v1/tenants", s.listTenants)
+	s.HandleAdmin("POST /api/v1/tenants", s.createTenant)
+	s.HandleAdmin("GET /api/v1/tenants/{id}", s.getTenant)
+	s.HandleAdmin("PATCH /api/v1/tenants/{id}", s.updateTenant)
+	s.HandleAdmin("POST /api/v1/tenants/{id}/suspend", s.setStatus(schemas.StatusSuspended))
+	s.HandleAdmin("POST /api/v1/tenants/{id}/activate", s.setStatus(schemas.StatusActive))
+	s.HandleAdmin("POST /api/v1/tenants/{id}/rotate-key", s.rotateKey)
+	s.HandleAdmin("POST /api/v1/tenants/{id}/rotate-secret", s.rotateSecret)
+	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		problem.Error(w, r, http.StatusNotFound, "no such API route: "+r.Method+" "+r.URL.Path)
+	})
+	return s
+}
+
+// AddCheck registers a readiness check.
+func (s *Server) AddCheck(name string, c Check) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks[name] = c
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.opt.Log.Error("panic in handler", "path", r.URL.Path, "panic", fmt.Sprint(v))
+			problem.Error(w, r, http.StatusInternalServerError, "internal error")
+		}
+	}()
+	s.mux.ServeHTTP(w, r)
+}
+
+// HandleAdmin mounts h behind the admin token.
+func (s *Server) HandleAdmin(pattern string, h http.HandlerFunc) {
+	s.mux.Handle(pattern, s.adminAuth(h))
+}
+
+// HandleTenant mounts h behind a tenant API key; h finds the tenant with
+// registry.TenantFrom. If admin is true the admin token is accepted too (no
+// tenant in the context then).
+func (s *Server) HandleTenant(pattern string, admin bool, h http.HandlerFunc) {
+	s.mux.Handle(pattern, s.tenantAuth(admin, h))
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return "", false
+	}
+	return strings.TrimSpace(tok), true
+}
+
+func unauthorized(w http.ResponseWriter, r *http.Request, detail string) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="partners-engine"`)
+	problem.Error(w, r, http.StatusUnauthorized, detail)
+}
+
+func (s *Server) isAdmin(tok string) bool {
+	return subtle.ConstantTimeCompare([]byte(tok), []byte(s.opt.Token)) == 1
+}
+
+func (s *Server) adminAuth(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := bearer(r)
+		if !ok {
+			unauthorized(w, r, "missing bearer token")
+			return
+		}
+		if !s.isAdmin(tok) {
+			unauthorized(w, r, "invalid admin token")
+			return
+		}
+		h(w, r)
+	})
+}
+
+func (s *Server) tenantAuth(admin bool, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := bearer(r)
+		if !ok {
+			unauthorized(w, r, "missing bearer token")
+			return
+		}
+		if admin && s.isAdmin(tok) {
+			h(w, r)
+			return
+		}
+		if !registry.KeyLooksValid(tok) {
+			unauthorized(w, r, "invalid API key")
+			return
+		}
+		t, ok := s.opt.Registry.ByKeyHash(registry.HashKey(s.opt.Pepper, tok), time.Now())
+		if !ok {
+			unauthorized(w, r, "invalid API key")
+			return
+		}
+		if t.Status != schemas.StatusActive {
+			problem.Error(w, r, http.StatusForbidden, "tenant is "+t.Status)
+			return
+		}
+		h(w, r.WithContext(registry.WithTenant(r.Context(), t)))
+	})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	names := make([]string, 0, len(s.checks))
+	for n := range s.checks {
+		names = append(names, n)
+	}
+	s.mu.Unlock()
+	sort.Strings(names)
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	out := struct {
+		Ready  bool              `json:"ready"`
+		Checks map[string]string `json:"checks"`
+	}{Ready: true, Checks: map[string]string{}}
+	for _, n := range names {
+		s.mu.Lock()
+		c := s.checks[n]
+		s.mu.Unlock()
+		if err := c(ctx); err != nil {
+			out.Ready = false
+			out.Checks[n] = err.Error()
+		} else {
+			out.Checks[n] = "ok"
+		}
+	}
+	status := http.StatusOK
+	if !out.Ready {
+		status = http.StatusServiceUnavailable
+	}
+	WriteJSON(w, status, out)
+}
+
+// WriteJSON writes v as JSON.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// DecodeJSON decodes a JSON request body strictly (unknown fields are
+// errors, 1 MiB at most), writing a problem and returning false on failure.
+func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		problem.Error(w, r, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			problem.Error(w, r, http.StatusRequestEntityTooLarge, "request body over 1 MiB")
+			return false
+		}
+		problem.Error(w, r, http.StatusBadRequest, "malformed JSON body: "+err.Error())
+		return false
+	}
+	if dec.More() {
+		problem.Error(w, r, http.StatusBadRequest, "malformed JSON body: trailing data")
+		return false
+	}
+	return true
+}
+
+// writeError maps registry errors to problems: the one place statuses are chosen.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var fe *registry.FieldError
+	switch {
+	case errors.As(err, &fe):
+		d := problem.New(http.StatusBadRequest, fe.Error())
+		d.Field = fe.Field
+		problem.Write(w, r, d)
+	case errors.Is(err, registry.ErrNotFound):
+		problem.Error(w, r, http.StatusNotFound, err.Error())
+	case errors.Is(err, registry.ErrConflict):
+		problem.Error(w, r, http.StatusConflict, err.Error())
+	case errors.Is(err, context.Canceled):
+		problem.Error(w, r, http.StatusServiceUnavailable, "request cancelled")
+	default:
+		s.opt.Log.Error("admin API error", "path", r.URL.Path, "err", err)
+		problem.Error(w, r, http.StatusServiceUnavailable, "the tenants topic is unavailable; retry")
+	}
+}

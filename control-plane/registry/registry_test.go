@@ -1,0 +1,267 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/goleak"
+
+	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/kafka"
+	"github.com/partners-engine/partners-engine/internal/testenv"
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).run"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*broker).listen"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).handleConn"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).read"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).write"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).groupCoordinatorLoop"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*groups).manage"),
+	)
+}
+
+// running is a registry following the tenants topic in the background.
+type running struct {
+	reg  *registry.Registry
+	stop func()
+}
+
+func startRegistry(t *testing.T, cfg *config.Config, brokers []string, log *slog.Logger) *running {
+	t.Helper()
+	cl, err := kafka.NewClient(cfg, brokers, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New(kafka.Names{Prefix: cfg.Kafka.TopicPrefix}.Topic(schemas.TopicTenants), log, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- reg.Run(ctx, cl) }()
+	select {
+	case <-reg.Ready():
+	case err := <-done:
+		t.Fatalf("registry stopped before ready: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("registry not ready after 30s")
+	}
+	stop := func() {
+		cancel()
+		<-done
+		cl.Close()
+	}
+	t.Cleanup(stop)
+	return &running{reg: reg, stop: stop}
+}
+
+func newWriter(cfg *config.Config, reg *registry.Registry, prod registry.Producer) *registry.Writer {
+	return registry.NewWriter(reg, prod, registry.WriterOptions{
+		Topic:         kafka.Names{Prefix: cfg.Kafka.TopicPrefix}.Topic(schemas.TopicTenants),
+		Pepper:        cfg.Partner.Keys.Pepper,
+		Regions:       cfg.RegionNames(),
+		KeyOverlap:    time.Hour,
+		SecretOverlap: time.Hour,
+	})
+}
+
+// TestLifecycleRebuildsOnSecondRegistry runs create → suspend → rotate key on
+// the brokers under test, then checks a registry started afterwards rebuilds
+// the same state from the compacted topic.
+func TestLifecycleRebuildsOnSecondRegistry(t *testing.T) {
+	cfg := testenv.Config(t)
+	var logs testenv.LogBuffer
+	log := logs.Logger(t)
+	brokers, cl := testenv.Kafka(t, cfg)
+	first := startRegistry(t, cfg, brokers, log)
+	w := newWriter(cfg, first.reg, cl)
+	ctx := context.Background()
+
+	created, err := w.Create(ctx, registry.CreateRequest{Name: "Acme", Tier: "sandbox", WebhookURL: "http://127.0.0.1:9999/hook", Events: []string{"order.created"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.Tenant.ID
+	if !strings.HasPrefix(created.APIKey, "pk_sbx_") || !strings.HasPrefix(created.WebhookSecret, "whsec_") {
+		t.Fatalf("credentials have wrong shape: key prefix %q", created.APIKey[:7])
+	}
+	if got, ok := first.reg.ByKeyHash(registry.HashKey(cfg.Partner.Keys.Pepper, created.APIKey), time.Now()); !ok || got.ID != id {
+		t.Fatal("new key does not resolve to the tenant")
+	}
+	if _, err := w.SetStatus(ctx, id, schemas.StatusSuspended); err != nil {
+		t.Fatal(err)
+	}
+	_, newKey, err := w.RotateKey(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, newSecret, err := w.RotateSecret(ctx, id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := first.reg.Get(id)
+	if want.Version != 4 || want.Status != schemas.StatusSuspended || len(want.Keys) != 2 || len(want.Endpoints[0].Secrets) != 2 {
+		t.Fatalf("unexpected state after lifecycle: version %d status %s keys %d", want.Version, want.Status, len(want.Keys))
+	}
+
+	second := startRegistry(t, cfg, brokers, log)
+	got, ok := second.reg.Get(id)
+	if !ok {
+		t.Fatal("second registry lacks the tenant")
+	}
+	if got.Version != want.Version || got.Status != want.Status || got.Name != want.Name || len(got.Keys) != len(want.Keys) {
+		t.Fatalf("second registry state differs: got v%d %s, want v%d %s", got.Version, got.Status, want.Version, want.Status)
+	}
+	for _, k := range []string{created.APIKey, newKey} {
+		if tn, ok := second.reg.ByKeyHash(registry.HashKey(cfg.Partner.Keys.Pepper, k), time.Now()); !ok || tn.ID != id {
+			t.Fatal("a key valid during the overlap does not resolve on the second registry")
+		}
+	}
+	// A key past its overlap no longer resolves.
+	if _, ok := second.reg.ByKeyHash(registry.HashKey(cfg.Partner.Keys.Pepper, created.APIKey), time.Now().Add(2*time.Hour)); ok {
+		t.Fatal("rotated key still valid after the overlap")
+	}
+
+	for _, secret := range []string{created.APIKey, newKey, created.WebhookSecret, newSecret, cfg.Partner.Keys.Pepper} {
+		if strings.Contains(logs.String(), secret) {
+			t.Fatal("a key, secret or the pepper appears in the logs")
+		}
+	}
+}
+
+// TestFollowDelay measures how quickly a running registry sees a change made
+// through another process's writer.
+func TestFollowDelay(t *testing.T) {
+	cfg := testenv.Config(t)
+	log := slog.New(slog.DiscardHandler)
+	brokers, cl := testenv.Kafka(t, cfg)
+	writerSide := startRegistry(t, cfg, brokers, log)
+	follower := startRegistry(t, cfg, brokers, log)
+	seen := make(chan time.Time, 16)
+	follower.reg.OnChange(func(_, n *schemas.Tenant) {
+		if n != nil && n.Status == schemas.StatusSuspended {
+			seen <- time.Now()
+		}
+	})
+	w := newWriter(cfg, writerSide.reg, cl)
+	c, err := w.Create(context.Background(), registry.CreateRequest{Name: "Follow", Tier: "standard", WebhookURL: "https://partner.example/hook"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delays []time.Duration
+	for i := 0; i < 5; i++ {
+		status := schemas.StatusSuspended
+		start := time.Now()
+		if _, err := w.SetStatus(context.Background(), c.Tenant.ID, status); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case at := <-seen:
+			delays = append(delays, at.Sub(start))
+		case <-time.After(20 * time.Second):
+			t.Fatal("follower never saw the change")
+		}
+		if _, err := w.SetStatus(context.Background(), c.Tenant.ID, schemas.StatusActive); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("change → follower applied: %v (kafka real=%v)", delays, testenv.RealKafka())
+}
+
+func TestGarbageRecordIsSkipped(t *testing.T) {
+	cfg := testenv.Config(t)
+	var logs testenv.LogBuffer
+	log := logs.Logger(t)
+	brokers, cl := testenv.Kafka(t, cfg)
+	topic := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}.Topic(schemas.TopicTenants)
+	ctx := context.Background()
+	garbage := []*kgo.Record{
+		{Topic: topic, Key: []byte("tn_garbage"), Value: []byte("{not json whsec_secretvalue")},
+		{Topic: topic, Key: []byte("tn_mismatch"), Value: []byte(`{"id":"tn_other","name":"x","version":1}`)},
+	}
+	if err := cl.ProduceSync(ctx, garbage...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	r := startRegistry(t, cfg, brokers, log)
+	w := newWriter(cfg, r.reg, cl)
+	if _, err := w.Create(ctx, registry.CreateRequest{Name: "After", Tier: "enterprise", WebhookURL: "https://p.example/h"}); err != nil {
+		t.Fatalf("registry stopped following after garbage: %v", err)
+	}
+	if r.reg.Len() != 1 {
+		t.Fatalf("want 1 tenant, got %d", r.reg.Len())
+	}
+	if !strings.Contains(logs.String(), "skipping undecodable tenant record") {
+		t.Fatal("garbage record not logged")
+	}
+	if strings.Contains(logs.String(), "whsec_secretvalue") {
+		t.Fatal("garbage record contents were logged")
+	}
+}
+
+func TestWriterValidation(t *testing.T) {
+	cfg := testenv.Config(t)
+	brokers, cl := testenv.Kafka(t, cfg)
+	r := startRegistry(t, cfg, brokers, slog.New(slog.DiscardHandler))
+	w := newWriter(cfg, r.reg, cl)
+	ctx := context.Background()
+	if _, err := w.Create(ctx, registry.CreateRequest{Name: "Dup", Tier: "sandbox", WebhookURL: "https://a.example/h"}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		req   registry.CreateRequest
+		want  error
+		field string
+	}{
+		{"unknown tier", registry.CreateRequest{Name: "A", Tier: "gold", WebhookURL: "https://a.example/h"}, registry.ErrInvalid, "tier"},
+		{"malformed url", registry.CreateRequest{Name: "B", Tier: "sandbox", WebhookURL: "not a url"}, registry.ErrInvalid, "webhook_url"},
+		{"ftp url", registry.CreateRequest{Name: "B", Tier: "sandbox", WebhookURL: "ftp://a.example/h"}, registry.ErrInvalid, "webhook_url"},
+		{"credentials in url", registry.CreateRequest{Name: "B", Tier: "sandbox", WebhookURL: "https://u:p@a.example/h"}, registry.ErrInvalid, "webhook_url"},
+		{"duplicate name", registry.CreateRequest{Name: "dup", Tier: "sandbox", WebhookURL: "https://a.example/h"}, registry.ErrConflict, ""},
+		{"unknown region", registry.CreateRequest{Name: "C", Tier: "sandbox", WebhookURL: "https://a.example/h", Regions: []string{"mars"}}, registry.ErrInvalid, "regions[0]"},
+		{"bad event", registry.CreateRequest{Name: "D", Tier: "sandbox", WebhookURL: "https://a.example/h", Events: []string{"Bad Type"}}, registry.ErrInvalid, "events[0]"},
+		{"zero burst", registry.CreateRequest{Name: "E", Tier: "sandbox", WebhookURL: "https://a.example/h", RateLimit: &schemas.RateLimit{RequestsPerMinute: 10}}, registry.ErrInvalid, "rate_limit.burst_size"},
+		{"empty name", registry.CreateRequest{Name: "", Tier: "sandbox", WebhookURL: "https://a.example/h"}, registry.ErrInvalid, "name"},
+		{"jwt off enterprise", registry.CreateRequest{Name: "F", Tier: "standard", WebhookURL: "https://a.example/h", JWT: &schemas.JWTConfig{Issuer: "x"}}, registry.ErrInvalid, "jwt"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := w.Create(ctx, c.req)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("want %v, got %v", c.want, err)
+			}
+			var fe *registry.FieldError
+			if c.field != "" && (!errors.As(err, &fe) || fe.Field != c.field) {
+				t.Fatalf("want field %q, got %v", c.field, err)
+			}
+		})
+	}
+	if _, err := w.SetStatus(ctx, "tn_missing", schemas.StatusSuspended); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("want not found, got %v", err)
+	}
+}
+
+func TestKeyShape(t *testing.T) {
+	for _, tier := range registry.Tiers {
+		k := registry.NewAPIKey(tier)
+		if !registry.KeyLooksValid(k) {
+			t.Fatalf("generated key %q... fails KeyLooksValid", k[:10])
+		}
+	}
+	for _, bad := range []string{"", "pk_sbx_", "xx_sbx_aaaaaaaaaaaaaaaaaaaaaaa", "pk_sbx_aaaaaaaaaaaaa aaaaaaaaaa", strings.Repeat("pk_sbx_a", 40)} {
+		if registry.KeyLooksValid(bad) {
+			t.Fatalf("%q accepted", bad)
+		}
+	}
+	if registry.HashKey("p1", "k") == registry.HashKey("p2", "k") {
+		t.Fatal("hash ignores the pepper")
+	}
+}

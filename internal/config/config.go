@@ -1,0 +1,327 @@
+// Package config owns the configuration of partners-engine: one Config struct
+// with defaults in code, loaded from YAML with ${env:NAME:-default}
+// placeholders, decoded strictly (unknown keys are errors) and validated with
+// errors that name the key path and the bad value. `partners config check`
+// runs exactly this code.
+package config
+
+import (
+	"time"
+)
+
+// DefaultPath is where the binary looks for its configuration.
+const DefaultPath = "config/partners-engine.yaml"
+
+// Config is the whole configuration. YAML keys are the snake_case tags.
+type Config struct {
+	Partner    Partner    `yaml:"partner"`
+	Kafka      Kafka      `yaml:"kafka"`
+	ClickHouse ClickHouse `yaml:"clickhouse"`
+	Listeners  Listeners  `yaml:"listeners"`
+	Regions    []Region   `yaml:"regions"`
+	Telemetry  Telemetry  `yaml:"telemetry"`
+	Admin      Admin      `yaml:"admin"`
+	XDS        XDS        `yaml:"xds"`
+	Edge       Edge       `yaml:"edge"`
+}
+
+// Partner holds the seed's template.
+type Partner struct {
+	Gateway     Gateway     `yaml:"gateway"`
+	RateLimit   RateLimits  `yaml:"rate_limit"`
+	Webhooks    Webhooks    `yaml:"webhooks"`
+	Attribution Attribution `yaml:"attribution"`
+	Security    Security    `yaml:"security"`
+	Keys        Keys        `yaml:"keys"`
+}
+
+// Gateway configures tenant resolution at the edge.
+type Gateway struct {
+	Auth                  string `yaml:"auth"` // only "bearer"
+	TenantResolutionTTLSec int   `yaml:"tenant_resolution_ttl_sec"`
+	CacheSize             int    `yaml:"cache_size"`
+	NegativeTTLSec        int    `yaml:"negative_ttl_sec"`
+}
+
+// TTL is the positive cache TTL.
+func (g Gateway) TTL() time.Duration { return time.Duration(g.TenantResolutionTTLSec) * time.Second }
+
+// RateLimit is a token bucket.
+type RateLimit struct {
+	RequestsPerMinute int `yaml:"requests_per_minute"`
+	BurstSize         int `yaml:"burst_size"`
+}
+
+// RateLimits holds the default bucket and per-tier buckets.
+type RateLimits struct {
+	Default RateLimit            `yaml:"default"`
+	Tiers   map[string]RateLimit `yaml:"tiers"`
+}
+
+// ForTier returns the tier's bucket, or the default.
+func (r RateLimits) ForTier(tier string) RateLimit {
+	if rl, ok := r.Tiers[tier]; ok {
+		return rl
+	}
+	return r.Default
+}
+
+// Webhooks configures the webhooks processor.
+type Webhooks struct {
+	Retry        Retry    `yaml:"retry"`
+	DLQ          DLQ      `yaml:"dlq"`
+	Timeouts     Timeouts `yaml:"timeouts"`
+	Concurrency  int      `yaml:"concurrency"`           // in-flight requests overall
+	PerEndpoint  int      `yaml:"per_endpoint_concurrency"`
+	MaxBodyBytes int64    `yaml:"max_response_body_bytes"`
+	MaxEventBytes int     `yaml:"max_event_bytes"`
+	AllowPrivate []string `yaml:"allow_private_networks"` // CIDRs webhook URLs may resolve to despite the SSRF guard
+	Breaker      Breaker  `yaml:"circuit_breaker"`
+	SecretOverlapSec int  `yaml:"secret_rotation_overlap_sec"`
+}
+
+// Retry is the retry policy: attempt n (n>=2) waits base·mult^(n-2) after
+// attempt n-1, in topic partners.webhooks.retry.<n-1>.
+type Retry struct {
+	MaxAttempts       int     `yaml:"max_attempts"`
+	BackoffBaseSec    float64 `yaml:"backoff_base_sec"`
+	BackoffMultiplier float64 `yaml:"backoff_multiplier"`
+}
+
+// Delay returns the fixed delay of retry topic n (1-based): base·mult^(n-1).
+func (r Retry) Delay(n int) time.Duration {
+	d := r.BackoffBaseSec
+	for i := 1; i < n; i++ {
+		d *= r.BackoffMultiplier
+	}
+	return time.Duration(d * float64(time.Second))
+}
+
+// DLQ configures the dead-letter topic.
+type DLQ struct {
+	Enabled       bool `yaml:"enabled"`
+	RetentionDays int  `yaml:"retention_days"`
+}
+
+// Timeouts of one webhook HTTP attempt.
+type Timeouts struct {
+	ConnectSec float64 `yaml:"connect_sec"`
+	TotalSec   float64 `yaml:"total_sec"`
+}
+
+// Breaker configures the per-endpoint circuit breaker.
+type Breaker struct {
+	ConsecutiveFailures int     `yaml:"consecutive_failures"`
+	OpenSec             float64 `yaml:"open_sec"`
+}
+
+// Attribution configures the attribution processor and ROI.
+type Attribution struct {
+	TouchpointSources       []string          `yaml:"touchpoint_sources"`
+	ROIWindowDays           int               `yaml:"roi_window_days"`
+	LookbackDays            int               `yaml:"lookback_days"`
+	MaterializedViewRefreshSec int            `yaml:"materialized_view_refresh_sec"`
+	TimeDecayHalfLifeDays   float64           `yaml:"time_decay_half_life_days"`
+	BaseCurrency            string            `yaml:"base_currency"`
+	CurrencyRates           map[string]string `yaml:"currency_rates"` // currency -> base per unit, decimal string
+	Batch                   Batch             `yaml:"batch"`
+	HistoryCacheSize        int               `yaml:"history_cache_size"`
+}
+
+// Batch configures ClickHouse batching.
+type Batch struct {
+	Size      int     `yaml:"size"`
+	LingerSec float64 `yaml:"linger_sec"`
+}
+
+// Security configures tier security.
+type Security struct {
+	Enterprise Enterprise `yaml:"enterprise"`
+}
+
+// Enterprise security.
+type Enterprise struct {
+	MTLS           string `yaml:"mtls"` // enabled|disabled
+	JWTSigningAlgo string `yaml:"jwt_signing_algo"`
+	AuditLogging   string `yaml:"audit_logging"` // enabled|disabled
+}
+
+// Keys configures API key hashing and rotation.
+type Keys struct {
+	Pepper             string `yaml:"pepper"` // HMAC key for API key hashes; from env
+	RotationOverlapSec int    `yaml:"rotation_overlap_sec"`
+}
+
+// Kafka configures brokers and topics.
+type Kafka struct {
+	Brokers     []string `yaml:"brokers"` // empty: the embedded broker
+	DataDir     string   `yaml:"data_dir"` // embedded broker state
+	EmbeddedPort int     `yaml:"embedded_port"`
+	Partitions  int      `yaml:"partitions"`
+	Replication int      `yaml:"replication_factor"`
+	ClientID    string   `yaml:"client_id"`
+	GroupPrefix string   `yaml:"group_prefix"`
+	TopicPrefix string   `yaml:"topic_prefix"` // prepended to every topic name (tests)
+}
+
+// ClickHouse configures the warehouse connection.
+type ClickHouse struct {
+	Addr       []string `yaml:"addr"`
+	Database   string   `yaml:"database"`
+	Username   string   `yaml:"username"`
+	Password   string   `yaml:"password"`
+	AutoStart  bool     `yaml:"auto_start"` // partners dev: start deploy/local/clickhouse.sh if unreachable
+	DialTimeoutSec float64 `yaml:"dial_timeout_sec"`
+}
+
+// Listeners are the addresses the components listen on.
+type Listeners struct {
+	Admin   string `yaml:"admin"`
+	XDS     string `yaml:"xds"`
+	ExtAuthz string `yaml:"ext_authz"`
+}
+
+// Region is one edge region.
+type Region struct {
+	Name               string `yaml:"name"`
+	ProductionUpstream string `yaml:"production_upstream"` // host:port
+	SandboxUpstream    string `yaml:"sandbox_upstream"`
+}
+
+// Telemetry configures logs, traces and metrics. Traces and metrics follow
+// the standard OTEL_* environment variables; an OTLP exporter is created only
+// when OTEL_EXPORTER_OTLP_ENDPOINT (or the traces one) is set.
+type Telemetry struct {
+	LogLevel    string `yaml:"log_level"`
+	LogFormat   string `yaml:"log_format"` // text|json
+	ServiceName string `yaml:"service_name"`
+}
+
+// Admin configures the admin API.
+type Admin struct {
+	Token string `yaml:"token"`
+	URL   string `yaml:"url"` // where the CLI reaches the API
+}
+
+// XDS configures snapshot building.
+type XDS struct {
+	ExtAuthzTimeoutMS   int            `yaml:"ext_authz_timeout_ms"`
+	ExtAuthzCluster     string         `yaml:"ext_authz_address"` // host:port Envoy reaches the edge plugin at
+	CircuitBreakers     CircuitBreakers `yaml:"circuit_breakers"`
+	OutlierDetection    OutlierDetection `yaml:"outlier_detection"`
+	CacheSize           int            `yaml:"cache_size"`
+	ListenerPort        int            `yaml:"listener_port"`
+}
+
+// CircuitBreakers for upstream clusters.
+type CircuitBreakers struct {
+	MaxConnections     int `yaml:"max_connections"`
+	MaxPendingRequests int `yaml:"max_pending_requests"`
+	MaxRequests        int `yaml:"max_requests"`
+	MaxRetries         int `yaml:"max_retries"`
+}
+
+// OutlierDetection for upstream clusters.
+type OutlierDetection struct {
+	Consecutive5xx     int `yaml:"consecutive_5xx"`
+	IntervalSec        int `yaml:"interval_sec"`
+	BaseEjectionSec    int `yaml:"base_ejection_sec"`
+	MaxEjectionPercent int `yaml:"max_ejection_percent"`
+}
+
+// Edge configures the ext_authz plugin.
+type Edge struct {
+	UserHeader         string `yaml:"user_header"`
+	UserQueryParam     string `yaml:"user_query_param"`
+	TouchpointBuffer   int    `yaml:"touchpoint_buffer"`
+	MaxAuthHeaderBytes int    `yaml:"max_authorization_bytes"`
+}
+
+// Default returns the configuration with every default set.
+func Default() Config {
+	return Config{
+		Partner: Partner{
+			Gateway: Gateway{Auth: "bearer", TenantResolutionTTLSec: 45, CacheSize: 100_000, NegativeTTLSec: 5},
+			RateLimit: RateLimits{
+				Default: RateLimit{RequestsPerMinute: 60, BurstSize: 10},
+				Tiers: map[string]RateLimit{
+					"sandbox":    {RequestsPerMinute: 20, BurstSize: 5},
+					"enterprise": {RequestsPerMinute: 300, BurstSize: 50},
+				},
+			},
+			Webhooks: Webhooks{
+				Retry:         Retry{MaxAttempts: 5, BackoffBaseSec: 2, BackoffMultiplier: 2},
+				DLQ:           DLQ{Enabled: true, RetentionDays: 30},
+				Timeouts:      Timeouts{ConnectSec: 3, TotalSec: 10},
+				Concurrency:   256,
+				PerEndpoint:   16,
+				MaxBodyBytes:  64 << 10,
+				MaxEventBytes: 256 << 10,
+				Breaker:       Breaker{ConsecutiveFailures: 5, OpenSec: 30},
+				SecretOverlapSec: 24 * 3600,
+			},
+			Attribution: Attribution{
+				TouchpointSources:          []string{"utm", "referral_header", "api_key"},
+				ROIWindowDays:              30,
+				LookbackDays:               30,
+				MaterializedViewRefreshSec: 300,
+				TimeDecayHalfLifeDays:      7,
+				BaseCurrency:               "USD",
+				CurrencyRates:              map[string]string{"USD": "1", "EUR": "1.08", "GBP": "1.27"},
+				Batch:                      Batch{Size: 5000, LingerSec: 1},
+				HistoryCacheSize:           100_000,
+			},
+			Security: Security{Enterprise: Enterprise{MTLS: "enabled", JWTSigningAlgo: "RS256", AuditLogging: "enabled"}},
+			Keys:     Keys{RotationOverlapSec: 24 * 3600},
+		},
+		Kafka: Kafka{
+			DataDir:      ".local/kfake",
+			EmbeddedPort: 19092,
+			Partitions:   3,
+			Replication:  1,
+			ClientID:     "partners-engine",
+			GroupPrefix:  "partners",
+		},
+		ClickHouse: ClickHouse{
+			Addr:           []string{"127.0.0.1:9000"},
+			Database:       "partners",
+			Username:       "default",
+			DialTimeoutSec: 5,
+		},
+		Listeners: Listeners{Admin: "127.0.0.1:8080", XDS: "127.0.0.1:18000", ExtAuthz: "127.0.0.1:9191"},
+		Regions: []Region{
+			{Name: "us-east", ProductionUpstream: "127.0.0.1:8443", SandboxUpstream: "127.0.0.1:8444"},
+			{Name: "eu-west", ProductionUpstream: "127.0.0.1:8443", SandboxUpstream: "127.0.0.1:8444"},
+		},
+		Telemetry: Telemetry{LogLevel: "info", LogFormat: "text", ServiceName: "partners-engine"},
+		Admin:     Admin{URL: "http://127.0.0.1:8080"},
+		XDS: XDS{
+			ExtAuthzTimeoutMS: 250,
+			ExtAuthzCluster:   "127.0.0.1:9191",
+			CircuitBreakers:   CircuitBreakers{MaxConnections: 1024, MaxPendingRequests: 256, MaxRequests: 1024, MaxRetries: 3},
+			OutlierDetection:  OutlierDetection{Consecutive5xx: 5, IntervalSec: 10, BaseEjectionSec: 30, MaxEjectionPercent: 50},
+			CacheSize:         50_000,
+			ListenerPort:      10000,
+		},
+		Edge: Edge{UserHeader: "x-partner-user-id", UserQueryParam: "uid", TouchpointBuffer: 10_000, MaxAuthHeaderBytes: 4096},
+	}
+}
+
+// RegionNames returns the configured region names.
+func (c *Config) RegionNames() []string {
+	out := make([]string, len(c.Regions))
+	for i, r := range c.Regions {
+		out[i] = r.Name
+	}
+	return out
+}
+
+// Region returns the named region.
+func (c *Config) Region(name string) (Region, bool) {
+	for _, r := range c.Regions {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return Region{}, false
+}

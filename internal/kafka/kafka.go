@@ -1,0 +1,207 @@
+// Package kafka owns the Kafka plumbing shared by every component: client
+// construction (idempotent producer, kslog logging, kotel tracing), topic
+// bootstrap with kadm, the embedded kfake broker for `partners dev`, a
+// consumer loop that commits offsets only after the work is done, and W3C
+// trace context in record headers.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kotel"
+	"github.com/twmb/franz-go/plugin/kslog"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+// Names resolves logical topic names (schemas.Topic*) to the names on the
+// broker, applying kafka.topic_prefix so tests can run in isolation.
+type Names struct{ Prefix string }
+
+// Topic returns the broker name of a logical topic.
+func (n Names) Topic(logical string) string { return n.Prefix + logical }
+
+// Retry returns the broker name of retry topic n (1-based).
+func (n Names) Retry(i int) string { return n.Prefix + schemas.TopicRetryPrefix + strconv.Itoa(i) }
+
+// Group returns a consumer group name for a component.
+func (n Names) Group(prefix, component string) string {
+	return n.Prefix + prefix + "." + component
+}
+
+// TopicSpec is a topic the platform needs.
+type TopicSpec struct {
+	Name       string
+	Partitions int32
+	Configs    map[string]*string
+}
+
+func ptr(s string) *string { return &s }
+
+// Specs lists every topic the configuration needs, with cleanup policies and
+// retention as in DESIGN.md.
+func Specs(cfg *config.Config) []TopicSpec {
+	n := Names{Prefix: cfg.Kafka.TopicPrefix}
+	p := int32(cfg.Kafka.Partitions)
+	del := map[string]*string{"cleanup.policy": ptr("delete")}
+	specs := []TopicSpec{
+		{Name: n.Topic(schemas.TopicTenants), Partitions: p, Configs: map[string]*string{
+			"cleanup.policy": ptr("compact"), "min.compaction.lag.ms": ptr("0"),
+		}},
+		{Name: n.Topic(schemas.TopicEvents), Partitions: p, Configs: del},
+		{Name: n.Topic(schemas.TopicDeliveries), Partitions: p, Configs: del},
+		{Name: n.Topic(schemas.TopicTouchpoints), Partitions: p, Configs: del},
+		{Name: n.Topic(schemas.TopicConversions), Partitions: p, Configs: del},
+		{Name: n.Topic(schemas.TopicCosts), Partitions: p, Configs: del},
+		{Name: n.Topic(schemas.TopicAttrDLQ), Partitions: p, Configs: del},
+		{Name: n.Topic(schemas.TopicAudit), Partitions: p, Configs: del},
+	}
+	retention := strconv.FormatInt(int64(cfg.Partner.Webhooks.DLQ.RetentionDays)*24*3600*1000, 10)
+	specs = append(specs, TopicSpec{Name: n.Topic(schemas.TopicDLQ), Partitions: p, Configs: map[string]*string{
+		"cleanup.policy": ptr("delete"), "retention.ms": ptr(retention),
+	}})
+	for i := 1; i < cfg.Partner.Webhooks.Retry.MaxAttempts; i++ {
+		specs = append(specs, TopicSpec{Name: n.Retry(i), Partitions: p, Configs: del})
+	}
+	return specs
+}
+
+// EnsureTopics creates every missing topic. Existing topics are left as
+// they are (partition counts are never changed behind an operator's back).
+func EnsureTopics(ctx context.Context, cl *kgo.Client, cfg *config.Config) error {
+	adm := kadm.NewClient(cl)
+	repl := int16(cfg.Kafka.Replication)
+	for _, s := range Specs(cfg) {
+		res, err := adm.CreateTopic(ctx, s.Partitions, repl, s.Configs, s.Name)
+		if err == nil {
+			err = res.Err
+		}
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", s.Name, err)
+		}
+	}
+	return nil
+}
+
+// Options returns the client options every component uses: brokers, client
+// id, slog logging, kotel tracing with the global providers, and an
+// idempotent producer that waits for all in-sync replicas.
+func Options(cfg *config.Config, brokers []string, log *slog.Logger) []kgo.Opt {
+	tracer := kotel.NewTracer(kotel.TracerProvider(otel.GetTracerProvider()),
+		kotel.TracerPropagator(propagation.TraceContext{}), kotel.LinkSpans())
+	k := kotel.NewKotel(kotel.WithTracer(tracer))
+	return []kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.ClientID(cfg.Kafka.ClientID),
+		kgo.WithLogger(kslog.New(log.With("component", "kafka"))),
+		kgo.WithHooks(k.Hooks()...),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(5 * time.Millisecond),
+		kgo.RecordRetries(10),
+		kgo.RetryTimeout(30 * time.Second),
+		kgo.ProduceRequestTimeout(10 * time.Second),
+		kgo.DefaultProduceTopic(""),
+	}
+}
+
+// NewClient builds a client on the configured brokers plus extra options.
+func NewClient(cfg *config.Config, brokers []string, log *slog.Logger, extra ...kgo.Opt) (*kgo.Client, error) {
+	if len(brokers) == 0 {
+		return nil, errors.New("kafka: no brokers (start the embedded broker or set kafka.brokers)")
+	}
+	cl, err := kgo.NewClient(append(Options(cfg, brokers, log), extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	return cl, nil
+}
+
+// Embedded is the in-process kfake broker used by `partners dev` and the
+// fast tests. With a data dir its state survives restarts.
+type Embedded struct {
+	cluster *kfake.Cluster
+}
+
+// StartEmbedded starts kfake on 127.0.0.1:port (0: any port) persisting to
+// dataDir ("" keeps everything in memory).
+func StartEmbedded(dataDir string, port int, log *slog.Logger) (*Embedded, error) {
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.DefaultNumPartitions(3),
+		kfake.WithLogger(kfakeLogger{log: log.With("component", "kfake")})}
+	if port > 0 {
+		opts = append(opts, kfake.Ports(port))
+	}
+	if dataDir != "" {
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("embedded broker data dir: %w", err)
+		}
+		opts = append(opts, kfake.DataDir(dataDir))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	return &Embedded{cluster: c}, nil
+}
+
+// Addrs returns the broker addresses.
+func (e *Embedded) Addrs() []string { return e.cluster.ListenAddrs() }
+
+// Close stops the broker, flushing its data dir.
+func (e *Embedded) Close() { e.cluster.Close() }
+
+type kfakeLogger struct{ log *slog.Logger }
+
+func (l kfakeLogger) Logf(level kfake.LogLevel, msg string, args ...any) {
+	if level > kfake.LogLevelWarn || level == kfake.LogLevelNone {
+		return
+	}
+	l.log.Warn(strings.TrimSpace(fmt.Sprintf(msg, args...)))
+}
+
+// Propagator is the W3C trace context propagator used in record headers.
+var Propagator = propagation.TraceContext{}
+
+// Inject writes the span context of ctx into the record's headers.
+func Inject(ctx context.Context, r *kgo.Record) {
+	Propagator.Inject(ctx, kotel.NewRecordCarrier(r))
+}
+
+// Extract returns ctx carrying the remote span context of the record's headers.
+func Extract(ctx context.Context, r *kgo.Record) context.Context {
+	return Propagator.Extract(ctx, kotel.NewRecordCarrier(r))
+}
+
+// Header returns the value of the first header named key.
+func Header(r *kgo.Record, key string) (string, bool) {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value), true
+		}
+	}
+	return "", false
+}
+
+// SetHeader replaces or adds a header.
+func SetHeader(r *kgo.Record, key, value string) {
+	for i, h := range r.Headers {
+		if h.Key == key {
+			r.Headers[i].Value = []byte(value)
+			return
+		}
+	}
+	r.Headers = append(r.Headers, kgo.RecordHeader{Key: key, Value: []byte(value)})
+}

@@ -1,0 +1,224 @@
+// Package testenv gives tests the real servers the project runs against:
+// Apache Kafka when PARTNERS_TEST_KAFKA names brokers (make test starts one),
+// otherwise an in-process kfake broker; ClickHouse at PARTNERS_TEST_CLICKHOUSE
+// (default 127.0.0.1:9000). Every test gets its own topic prefix and
+// database, removed at cleanup.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/partners-engine/partners-engine/internal/chdb"
+	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/kafka"
+)
+
+// Config returns a valid configuration for tests: a random topic prefix, a
+// random ClickHouse database name, loopback allowed for webhooks, short
+// retry delays.
+func Config(t testing.TB) *config.Config {
+	t.Helper()
+	cfg := config.Default()
+	id := RandomID()
+	cfg.Partner.Keys.Pepper = "test-pepper-" + id + "-0123456789"
+	cfg.Admin.Token = "test-admin-token-" + id
+	cfg.Kafka.TopicPrefix = "t" + id + "."
+	cfg.Kafka.GroupPrefix = "partners"
+	cfg.ClickHouse.Database = "partners_test_" + id
+	cfg.ClickHouse.Addr = []string{ClickHouseAddr()}
+	cfg.Partner.Webhooks.AllowPrivate = []string{"127.0.0.1/32", "::1/128"}
+	cfg.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 3, BackoffBaseSec: 0.2, BackoffMultiplier: 2}
+	cfg.Partner.Webhooks.Timeouts = config.Timeouts{ConnectSec: 1, TotalSec: 2}
+	cfg.Partner.Attribution.Batch = config.Batch{Size: 500, LingerSec: 0.2}
+	cfg.Listeners = config.Listeners{Admin: "127.0.0.1:0", XDS: "127.0.0.1:0", ExtAuthz: "127.0.0.1:0"}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return &cfg
+}
+
+// RandomID returns 8 random hex characters.
+func RandomID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+var (
+	embeddedOnce sync.Once
+	embedded     *kafka.Embedded
+	embeddedErr  error
+)
+
+// RealKafka reports whether tests run against a real broker.
+func RealKafka() bool { return os.Getenv("PARTNERS_TEST_KAFKA") != "" }
+
+// Brokers returns the brokers tests use: PARTNERS_TEST_KAFKA, or a kfake
+// broker shared by the package's tests. It logs which, with the version.
+func Brokers(t testing.TB) []string {
+	t.Helper()
+	var brokers []string
+	if env := os.Getenv("PARTNERS_TEST_KAFKA"); env != "" {
+		brokers = strings.Split(env, ",")
+	} else {
+		embeddedOnce.Do(func() { embedded, embeddedErr = kafka.StartEmbedded("", 0, slog.New(slog.DiscardHandler)) })
+		if embeddedErr != nil {
+			t.Fatal(embeddedErr)
+		}
+		brokers = embedded.Addrs()
+	}
+	logKafkaVersion(t, brokers)
+	return brokers
+}
+
+var versionLogged sync.Map
+
+func logKafkaVersion(t testing.TB, brokers []string) {
+	if _, done := versionLogged.LoadOrStore(strings.Join(brokers, ","), true); done {
+		return
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	vs, err := kadm.NewClient(cl).ApiVersions(ctx)
+	if err != nil {
+		t.Fatalf("kafka at %v unreachable: %v", brokers, err)
+	}
+	kind := "kfake (embedded)"
+	if RealKafka() {
+		kind = "Apache Kafka"
+	}
+	vs.Each(func(v kadm.BrokerApiVersions) {
+		t.Logf("kafka: %s at %v, version guess %s", kind, brokers, v.VersionGuess())
+	})
+}
+
+// Kafka returns a client on the test brokers with the topics of cfg created,
+// and deletes those topics at cleanup.
+func Kafka(t testing.TB, cfg *config.Config, opts ...kgo.Opt) ([]string, *kgo.Client) {
+	t.Helper()
+	brokers := Brokers(t)
+	cl, err := kafka.NewClient(cfg, brokers, slog.New(slog.DiscardHandler), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := kafka.EnsureTopics(ctx, cl, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		var names []string
+		for _, s := range kafka.Specs(cfg) {
+			names = append(names, s.Name)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = kadm.NewClient(cl).DeleteTopics(ctx, names...)
+		cl.Close()
+	})
+	return brokers, cl
+}
+
+// ClickHouseAddr is the test ClickHouse address.
+func ClickHouseAddr() string {
+	if a := os.Getenv("PARTNERS_TEST_CLICKHOUSE"); a != "" {
+		return a
+	}
+	return "127.0.0.1:9000"
+}
+
+// ClickHouse opens cfg's (random) database, applies the migrations, logs the
+// server version and drops the database at cleanup. Without
+// PARTNERS_TEST_CLICKHOUSE set and no server reachable the test is skipped;
+// with it set (as make test does) an unreachable server fails the test.
+func ClickHouse(t testing.TB, cfg *config.Config) driver.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := chdb.Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		if os.Getenv("PARTNERS_TEST_CLICKHOUSE") == "" {
+			t.Skipf("ClickHouse not reachable at %s and PARTNERS_TEST_CLICKHOUSE unset: %v (make test starts one)", ClickHouseAddr(), err)
+		}
+		t.Fatalf("clickhouse: %v", err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := chdb.DropDatabase(ctx, cfg.ClickHouse); err != nil {
+			t.Logf("drop test database: %v", err)
+		}
+	})
+	v, err := chdb.ServerVersion(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, logged := versionLogged.LoadOrStore("clickhouse", true); !logged {
+		t.Logf("clickhouse: server %s at %s", v, ClickHouseAddr())
+	}
+	if _, err := chdb.Migrate(ctx, conn, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// LogBuffer captures logs so tests can search them (e.g. for leaked secrets).
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything logged so far.
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Logger returns a debug-level JSON logger writing to b and, with -v, to the
+// test log.
+func (b *LogBuffer) Logger(t testing.TB) *slog.Logger {
+	var w io.Writer = b
+	if testing.Verbose() && os.Getenv("PARTNERS_TEST_LOGS") != "" {
+		w = io.MultiWriter(b, os.Stderr)
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// Eventually polls cond until it is true or the timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

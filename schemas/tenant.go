@@ -1,0 +1,134 @@
+package schemas
+
+import "time"
+
+// Tenant tiers.
+const (
+	TierSandbox    = "sandbox"
+	TierStandard   = "standard"
+	TierEnterprise = "enterprise"
+)
+
+// Tenant statuses.
+const (
+	StatusActive    = "active"
+	StatusSuspended = "suspended"
+	StatusPending   = "pending"
+)
+
+// Tenant is the record on the compacted partners.tenants.v1 topic, keyed by
+// tenant id: the source of truth for partners. A tombstone (nil value) deletes
+// the tenant. Version increases by one with every change; consumers ignore a
+// record whose version is not newer than the one they hold.
+//
+// No plaintext API key or webhook secret is ever in the key hashes; webhook
+// secrets must be stored (the processor signs with them), so the topic is
+// operator-only and secrets never reach logs or traces.
+type Tenant struct {
+	SchemaVersion string           `json:"schema_version"`
+	ID            string           `json:"id"`
+	Name          string           `json:"name"`
+	Tier          string           `json:"tier"`
+	Status        string           `json:"status"`
+	Regions       []string         `json:"regions"`
+	RateLimit     *RateLimit       `json:"rate_limit,omitempty"` // override on top of the tier
+	Features      map[string]bool  `json:"features,omitempty"`
+	Keys          []APIKey         `json:"keys"`
+	Endpoints     []Endpoint       `json:"endpoints"`
+	JWT           *JWTConfig       `json:"jwt,omitempty"` // enterprise only
+	CreatedAt     time.Time        `json:"created_at"`
+	UpdatedAt     time.Time        `json:"updated_at"`
+	Version       int64            `json:"version"`
+}
+
+// RateLimit is a token bucket: BurstSize tokens, refilled at
+// RequestsPerMinute/60 per second.
+type RateLimit struct {
+	RequestsPerMinute int `json:"requests_per_minute" yaml:"requests_per_minute"`
+	BurstSize         int `json:"burst_size" yaml:"burst_size"`
+}
+
+// APIKey is a stored key: only its keyed hash (hex HMAC-SHA256 with the
+// pepper) and a short prefix for operators to recognise it.
+type APIKey struct {
+	ID        string     `json:"id"`
+	Hash      string     `json:"hash"`
+	Prefix    string     `json:"prefix"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"` // set when rotated: valid until then
+}
+
+// Endpoint is one webhook destination of a tenant.
+type Endpoint struct {
+	ID            string            `json:"id"`
+	URL           string            `json:"url"`
+	EventTypes    []string          `json:"event_types,omitempty"` // empty: all types
+	Filter        string            `json:"filter,omitempty"`      // CEL expression over the event
+	SchemaVersion string            `json:"payload_version,omitempty"`
+	Mapping       *FieldMapping     `json:"mapping,omitempty"`
+	Secrets       []WebhookSecret   `json:"secrets"`
+	Disabled      bool              `json:"disabled,omitempty"`
+	DisabledReason string           `json:"disabled_reason,omitempty"`
+	Headers       map[string]string `json:"headers,omitempty"`
+}
+
+// FieldMapping is a declarative, versioned payload transformation: each
+// output field is taken from a JSON path of the event.
+type FieldMapping struct {
+	Version int               `json:"version"`
+	Fields  map[string]string `json:"fields"` // output field -> source path, e.g. "data.amount"
+}
+
+// WebhookSecret is a Standard Webhooks secret ("whsec_" + base64). During a
+// rotation the old secret stays until ExpiresAt and both sign.
+type WebhookSecret struct {
+	ID        string     `json:"id"`
+	Secret    string     `json:"secret"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+// JWTConfig configures jwt_authn for an enterprise tenant.
+type JWTConfig struct {
+	Issuer    string   `json:"issuer"`
+	Audiences []string `json:"audiences,omitempty"`
+	JWKS      string   `json:"jwks"` // inline JWKS JSON (RS256 keys)
+}
+
+// ActiveSecrets returns the secrets valid at t, newest first.
+func (e Endpoint) ActiveSecrets(t time.Time) []WebhookSecret {
+	out := make([]WebhookSecret, 0, len(e.Secrets))
+	for i := len(e.Secrets) - 1; i >= 0; i-- {
+		s := e.Secrets[i]
+		if s.ExpiresAt == nil || t.Before(*s.ExpiresAt) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Subscribed reports whether the endpoint takes events of type typ.
+func (e Endpoint) Subscribed(typ string) bool {
+	if e.Disabled {
+		return false
+	}
+	if len(e.EventTypes) == 0 {
+		return true
+	}
+	for _, t := range e.EventTypes {
+		if t == typ || t == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+// InRegion reports whether the tenant is served in region r.
+func (t *Tenant) InRegion(r string) bool {
+	for _, x := range t.Regions {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
