@@ -188,8 +188,7 @@ func Migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) ([]uint32,
 				return done, fmt.Errorf("migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
 			}
 		}
-		if err := conn.Exec(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-			m.Version, m.Name, time.Now().UTC().Truncate(time.Second)); err != nil {
+		if err := record(ctx, conn, m); err != nil {
 			return done, fmt.Errorf("record migration %04d: %w", m.Version, err)
 		}
 		log.Info("migration applied", "version", m.Version, "name", m.Name)
@@ -205,4 +204,18 @@ func ServerVersion(ctx context.Context, conn driver.Conn) (string, error) {
 		return "", err
 	}
 	return v, nil
+}
+
+// record inserts the migration into schema_migrations. A one-row batch, not
+// Exec with VALUES: clickhouse-go's bound INSERT via Exec stalls on 18.16.
+func record(ctx context.Context, conn driver.Conn, m Migration) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO schema_migrations (version, name, applied_at)")
+	if err != nil {
+		return err
+	}
+	if err := b.Append(m.Version, m.Name, time.Now().UTC().Truncate(time.Second)); err != nil {
+		_ = b.Abort()
+		return err
+	}
+	return b.Send()
 }

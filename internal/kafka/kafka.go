@@ -107,7 +107,7 @@ func Options(cfg *config.Config, brokers []string, log *slog.Logger) []kgo.Opt {
 	return []kgo.Opt{
 		kgo.SeedBrokers(brokers...),
 		kgo.ClientID(cfg.Kafka.ClientID),
-		kgo.WithLogger(kslog.New(log.With("component", "kafka"))),
+		kgo.WithLogger(kslog.New(clientLogger(log))),
 		kgo.WithHooks(k.Hooks()...),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(5 * time.Millisecond),
@@ -204,4 +204,33 @@ func SetHeader(r *kgo.Record, key, value string) {
 		}
 	}
 	r.Headers = append(r.Headers, kgo.RecordHeader{Key: key, Value: []byte(value)})
+}
+
+// quiet drops records below min: franz-go logs every metadata refresh and
+// assignment at info, which drowns the platform's own logs.
+type quiet struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (q quiet) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= q.min && q.Handler.Enabled(ctx, l)
+}
+
+func (q quiet) WithAttrs(as []slog.Attr) slog.Handler {
+	return quiet{Handler: q.Handler.WithAttrs(as), min: q.min}
+}
+
+func (q quiet) WithGroup(name string) slog.Handler {
+	return quiet{Handler: q.Handler.WithGroup(name), min: q.min}
+}
+
+// clientLogger is the franz-go logger: warnings and errors only, unless the
+// process runs at debug level.
+func clientLogger(log *slog.Logger) *slog.Logger {
+	min := slog.LevelWarn
+	if log.Enabled(context.Background(), slog.LevelDebug) {
+		min = slog.LevelDebug
+	}
+	return slog.New(quiet{Handler: log.Handler(), min: min}).With("component", "kafka")
 }

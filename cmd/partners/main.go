@@ -1,0 +1,185 @@
+// Command partners is the one binary of partners-engine. Subcommands parse
+// flags, load the configuration and call into the component packages; see
+// `partners --help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/telemetry"
+)
+
+// app is what every subcommand shares: the config path and output streams.
+type app struct {
+	configPath string
+	logLevel   string
+	stdout     io.Writer
+	stderr     io.Writer
+}
+
+// exitError carries an exit code for main.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	a := &app{stdout: os.Stdout, stderr: os.Stderr}
+	root := a.rootCmd()
+	err := root.ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "partners:", err)
+		var ee *exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		os.Exit(1)
+	}
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "partners",
+		Short: "partners-engine: partner edge, signed webhooks and real-time partner ROI",
+		Long: `partners-engine runs the partner platform: an xDS control plane and ext_authz
+edge plugin for regional Envoy edges, Kafka-fed webhook fan-out with retries,
+DLQ and replay, and attribution into ClickHouse with partner ROI.
+
+Start everything locally with 'partners dev' (make run), then try:
+  partners tenants create --name Acme --tier sandbox --webhook-url http://127.0.0.1:9999/hook`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&a.configPath, "config", config.DefaultPath, "configuration file (YAML, ${env:NAME:-default} placeholders)")
+	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "", "override telemetry.log_level (debug|info|warn|error)")
+	root.AddCommand(
+		a.devCmd(),
+		a.migrateCmd(),
+		a.configCmd(),
+		a.tenantsCmd(),
+	)
+	root.AddCommand(a.componentCmds()...)
+	root.AddCommand(a.toolCmds()...)
+	return root
+}
+
+// load reads and validates the configuration.
+func (a *app) load() (*config.Config, error) {
+	cfg, err := config.Load(a.configPath)
+	if err != nil {
+		return nil, &exitError{code: 2, err: err}
+	}
+	if a.logLevel != "" {
+		cfg.Telemetry.LogLevel = a.logLevel
+		if err := cfg.Validate(); err != nil {
+			return nil, &exitError{code: 2, err: err}
+		}
+	}
+	return cfg, nil
+}
+
+// logger builds the process logger. slog.SetDefault happens only here.
+func (a *app) logger(cfg *config.Config) *slog.Logger {
+	log := telemetry.NewLogger(a.stderr, cfg.Telemetry.LogLevel, cfg.Telemetry.LogFormat)
+	slog.SetDefault(log)
+	return log
+}
+
+func (a *app) configCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Inspect the configuration"}
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "Validate the configuration strictly; errors name the key path and the value",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.load()
+			if err != nil {
+				return err
+			}
+			kafka := "embedded broker"
+			if len(cfg.Kafka.Brokers) > 0 {
+				kafka = fmt.Sprint(cfg.Kafka.Brokers)
+			}
+			fmt.Fprintf(a.stdout, "%s: valid (kafka: %s, clickhouse: %v/%s, regions: %v)\n",
+				a.configPath, kafka, cfg.ClickHouse.Addr, cfg.ClickHouse.Database, cfg.RegionNames())
+			return nil
+		},
+	}
+	cmd.AddCommand(check)
+	return cmd
+}
+
+func (a *app) migrateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply the ClickHouse migrations (idempotent)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.load()
+			if err != nil {
+				return err
+			}
+			return a.migrate(cmd.Context(), cfg)
+		},
+	}
+}
+
+func (a *app) devCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "dev",
+		Short: "Run every component in one process (embedded Kafka unless brokers are configured)",
+		Long: `dev runs the whole system in one process: the embedded kfake broker (state in
+kafka.data_dir, so tenants survive a restart) unless kafka.brokers is set, the
+local ClickHouse (started through deploy/local/clickhouse.sh if unreachable),
+migrations, the tenant registry, the admin API, the xDS control plane, the
+ext_authz edge plugin, and the webhooks and attribution processors.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.load()
+			if err != nil {
+				return err
+			}
+			log := a.logger(cfg)
+			ctx := cmd.Context()
+			rt, err := newRuntime(ctx, cfg, log, true)
+			if err != nil {
+				return err
+			}
+			if _, err := rt.clickhouse(ctx); err != nil {
+				rt.close()
+				return fmt.Errorf("clickhouse: %w", err)
+			}
+			rt.adminAPI()
+			for _, add := range []func(*runtime) error{addControlPlane, addEdge, addWebhooks, addAttribution} {
+				if err := add(rt); err != nil {
+					rt.close()
+					return err
+				}
+			}
+			fmt.Fprintln(a.stdout, "partners-engine dev is up:")
+			for _, l := range rt.banner {
+				fmt.Fprintln(a.stdout, "  "+l)
+			}
+			fmt.Fprintln(a.stdout, "Try, in another shell:")
+			fmt.Fprintln(a.stdout, "  bin/partners tenants create --name Acme --tier sandbox --webhook-url http://127.0.0.1:9999/hook")
+			fmt.Fprintln(a.stdout, "  bin/partners tenants list")
+			fmt.Fprintln(a.stdout, "Stop with Ctrl-C.")
+			return rt.run(ctx)
+		},
+	}
+}

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/partners-engine/partners-engine/control-plane/adminclient"
+	"github.com/partners-engine/partners-engine/internal/chdb"
+	"github.com/partners-engine/partners-engine/internal/config"
+)
+
+// api returns the generated admin API client, authenticated with the admin token.
+func (a *app) api(cfg *config.Config) (*adminclient.ClientWithResponses, error) {
+	return adminclient.NewClientWithResponses(cfg.Admin.URL,
+		adminclient.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}),
+		adminclient.WithRequestEditorFn(func(_ context.Context, req *http.Request) error {
+			req.Header.Set("Authorization", "Bearer "+cfg.Admin.Token)
+			return nil
+		}))
+}
+
+// apiResult prints a successful JSON body (indented) or turns a problem into
+// an error naming the status and detail.
+func (a *app) apiResult(status int, body []byte, err error, want int) error {
+	if err != nil {
+		return fmt.Errorf("admin API unreachable (is `make run` / `partners dev` up?): %w", err)
+	}
+	if status != want {
+		var p struct {
+			Title, Detail, Field string
+		}
+		if json.Unmarshal(body, &p) == nil && p.Title != "" {
+			return &exitError{code: 1, err: fmt.Errorf("%d %s: %s", status, p.Title, p.Detail)}
+		}
+		return &exitError{code: 1, err: fmt.Errorf("unexpected status %d: %s", status, bytes.TrimSpace(body))}
+	}
+	var out bytes.Buffer
+	if json.Indent(&out, body, "", "  ") != nil {
+		out.Write(body)
+	}
+	fmt.Fprintln(a.stdout, strings.TrimSpace(out.String()))
+	return nil
+}
+
+func (a *app) tenantsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "tenants",
+		Short: "Onboard and manage partners through the admin API",
+		Long: `tenants calls the admin API (admin.url, with admin.token). The API key and
+webhook secret are printed once, by create, rotate-key and rotate-secret.`,
+	}
+	var (
+		name, tier, url, region, events, status string
+	)
+	create := &cobra.Command{
+		Use:   "create --name N --tier T --webhook-url U [--events a,b] [--region R]",
+		Short: "Onboard a partner; prints JSON with id, api_key (shown once) and webhook_secret",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.load()
+			if err != nil {
+				return err
+			}
+			c, err := a.api(cfg)
+			if err != nil {
+				return err
+			}
+			body := adminclient.CreateTenant{Name: name, Tier: tier, WebhookUrl: url}
+			if events != "" {
+				ev := splitList(events)
+				body.Events = &ev
+			}
+			if region != "" {
+				rs := splitList(region)
+				body.Regions = &rs
+			}
+			if status != "" {
+				s := adminclient.CreateTenantStatus(status)
+				body.Status = &s
+			}
+			res, err := c.CreateTenantWithResponse(cmd.Context(), body)
+			if err != nil {
+				return a.apiResult(0, nil, err, http.StatusCreated)
+			}
+			return a.apiResult(res.StatusCode(), res.Body, nil, http.StatusCreated)
+		},
+	}
+	create.Flags().StringVar(&name, "name", "", "partner name (unique)")
+	create.Flags().StringVar(&tier, "tier", "", "sandbox, standard or enterprise")
+	create.Flags().StringVar(&url, "webhook-url", "", "webhook endpoint URL")
+	create.Flags().StringVar(&events, "events", "", "event types to deliver, comma-separated (default: all)")
+	create.Flags().StringVar(&region, "region", "", "regions, comma-separated (default: all configured)")
+	create.Flags().StringVar(&status, "status", "", "active (default) or pending")
+	for _, f := range []string{"name", "tier", "webhook-url"} {
+		_ = create.MarkFlagRequired(f)
+	}
+
+	var format, listStatus string
+	list := &cobra.Command{
+		Use:   "list [--status S] [--format table|json]",
+		Short: "List tenants",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.load()
+			if err != nil {
+				return err
+			}
+			c, err := a.api(cfg)
+			if err != nil {
+				return err
+			}
+			params := &adminclient.ListTenantsParams{}
+			if listStatus != "" {
+				s := adminclient.ListTenantsParamsStatus(listStatus)
+				params.Status = &s
+			}
+			res, err := c.ListTenantsWithResponse(cmd.Context(), params)
+			if err != nil || res.StatusCode() != http.StatusOK || format == "json" {
+				if err != nil {
+					return a.apiResult(0, nil, err, http.StatusOK)
+				}
+				return a.apiResult(res.StatusCode(), res.Body, nil, http.StatusOK)
+			}
+			if format != "table" {
+				return fmt.Errorf("--format: want table or json, got %q", format)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tTIER\tSTATUS\tREGIONS\tENDPOINTS\tVERSION")
+			for _, t := range res.JSON200.Tenants {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", t.Id, t.Name, t.Tier, t.Status, strings.Join(t.Regions, ","), len(t.Endpoints), t.Version)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&format, "format", "table", "table or json")
+	list.Flags().StringVar(&listStatus, "status", "", "only tenants with this status")
+
+	byID := func(use, short string, call func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (int, []byte, error)) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " ID",
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				cfg, err := a.load()
+				if err != nil {
+					return err
+				}
+				c, err := a.api(cfg)
+				if err != nil {
+					return err
+				}
+				status, body, err := call(cmd.Context(), c, args[0])
+				return a.apiResult(status, body, err, http.StatusOK)
+			},
+		}
+	}
+	get := byID("get", "Show one tenant", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (int, []byte, error) {
+		r, err := c.GetTenantWithResponse(ctx, id)
+		return statusBody(r, err)
+	})
+	suspend := byID("suspend", "Suspend a tenant (its keys stop working at the edge)", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (int, []byte, error) {
+		r, err := c.SuspendTenantWithResponse(ctx, id)
+		return statusBody(r, err)
+	})
+	activate := byID("activate", "Activate a tenant", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (int, []byte, error) {
+		r, err := c.ActivateTenantWithResponse(ctx, id)
+		return statusBody(r, err)
+	})
+	rotateKey := byID("rotate-key", "Issue a new API key (printed once); old keys stay valid for partner.keys.rotation_overlap_sec", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (int, []byte, error) {
+		r, err := c.RotateKeyWithResponse(ctx, id)
+		return statusBody(r, err)
+	})
+	var endpointID string
+	rotateSecret := byID("rotate-secret", "Issue a new webhook secret (printed once); old secrets keep signing for the overlap", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (int, []byte, error) {
+		p := &adminclient.RotateSecretParams{}
+		if endpointID != "" {
+			p.EndpointId = &endpointID
+		}
+		r, err := c.RotateSecretWithResponse(ctx, id, p)
+		return statusBody(r, err)
+	})
+	rotateSecret.Flags().StringVar(&endpointID, "endpoint-id", "", "rotate only this endpoint's secret")
+	cmd.AddCommand(create, list, get, suspend, activate, rotateKey, rotateSecret)
+	return cmd
+}
+
+type response interface {
+	StatusCode() int
+}
+
+// statusBody extracts status and body from a generated response.
+func statusBody[R interface {
+	response
+	comparable
+}](r R, err error) (int, []byte, error) {
+	var zero R
+	if err != nil || r == zero {
+		if err == nil {
+			err = errors.New("no response")
+		}
+		return 0, nil, err
+	}
+	return r.StatusCode(), bodyOf(r), nil
+}
+
+func bodyOf(r any) []byte {
+	switch v := r.(type) {
+	case *adminclient.GetTenantResponse:
+		return v.Body
+	case *adminclient.SuspendTenantResponse:
+		return v.Body
+	case *adminclient.ActivateTenantResponse:
+		return v.Body
+	case *adminclient.RotateKeyResponse:
+		return v.Body
+	case *adminclient.RotateSecretResponse:
+		return v.Body
+	case interface{ RawBody() []byte }:
+		return v.RawBody()
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// migrate applies the ClickHouse migrations and prints what it did.
+func (a *app) migrate(ctx context.Context, cfg *config.Config) error {
+	log := a.logger(cfg)
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	conn, err := chdb.Open(cctx, cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	v, _ := chdb.ServerVersion(cctx, conn)
+	applied, err := chdb.Migrate(cctx, conn, log.With("component", "migrate"))
+	if err != nil {
+		return err
+	}
+	all, _ := chdb.Migrations()
+	fmt.Fprintf(a.stdout, "clickhouse %s at %v, database %s: %d migration(s) applied now, %d in total\n",
+		v, cfg.ClickHouse.Addr, cfg.ClickHouse.Database, len(applied), len(all))
+	return nil
+}
