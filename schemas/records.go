@@ -106,10 +106,10 @@ type Cost struct {
 // Delivery outcomes of one webhook attempt.
 const (
 	OutcomeDelivered = "delivered"
-	OutcomeRetry     = "retry"     // retryable failure, moved to the next retry topic
-	OutcomeFailed    = "failed"    // permanent failure or attempts exhausted, moved to the DLQ
-	OutcomeDisabled  = "disabled"  // 410 Gone: endpoint disabled
-	OutcomeSkipped   = "skipped"   // circuit open: no call made, moved to the next retry topic
+	OutcomeRetry     = "retry"    // retryable failure, moved to the next retry topic
+	OutcomeFailed    = "failed"   // permanent failure or attempts exhausted, moved to the DLQ
+	OutcomeDisabled  = "disabled" // 410 Gone: endpoint disabled
+	OutcomeSkipped   = "skipped"  // circuit open: no call made, moved to the next retry topic
 )
 
 // DeliveryAttempt is one HTTP attempt at one webhook, on partners.deliveries.v1.

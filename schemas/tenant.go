@@ -25,20 +25,20 @@ const (
 // secrets must be stored (the processor signs with them), so the topic is
 // operator-only and secrets never reach logs or traces.
 type Tenant struct {
-	SchemaVersion string           `json:"schema_version"`
-	ID            string           `json:"id"`
-	Name          string           `json:"name"`
-	Tier          string           `json:"tier"`
-	Status        string           `json:"status"`
-	Regions       []string         `json:"regions"`
-	RateLimit     *RateLimit       `json:"rate_limit,omitempty"` // override on top of the tier
-	Features      map[string]bool  `json:"features,omitempty"`
-	Keys          []APIKey         `json:"keys"`
-	Endpoints     []Endpoint       `json:"endpoints"`
-	JWT           *JWTConfig       `json:"jwt,omitempty"` // enterprise only
-	CreatedAt     time.Time        `json:"created_at"`
-	UpdatedAt     time.Time        `json:"updated_at"`
-	Version       int64            `json:"version"`
+	SchemaVersion string          `json:"schema_version"`
+	ID            string          `json:"id"`
+	Name          string          `json:"name"`
+	Tier          string          `json:"tier"`
+	Status        string          `json:"status"`
+	Regions       []string        `json:"regions"`
+	RateLimit     *RateLimit      `json:"rate_limit,omitempty"` // override on top of the tier
+	Features      map[string]bool `json:"features,omitempty"`
+	Keys          []APIKey        `json:"keys"`
+	Endpoints     []Endpoint      `json:"endpoints"`
+	JWT           *JWTConfig      `json:"jwt,omitempty"` // enterprise only
+	CreatedAt     time.Time       `json:"created_at"`
+	UpdatedAt     time.Time       `json:"updated_at"`
+	Version       int64           `json:"version"`
 }
 
 // RateLimit is a token bucket: BurstSize tokens, refilled at
@@ -60,16 +60,16 @@ type APIKey struct {
 
 // Endpoint is one webhook destination of a tenant.
 type Endpoint struct {
-	ID            string            `json:"id"`
-	URL           string            `json:"url"`
-	EventTypes    []string          `json:"event_types,omitempty"` // empty: all types
-	Filter        string            `json:"filter,omitempty"`      // CEL expression over the event
-	SchemaVersion string            `json:"payload_version,omitempty"`
-	Mapping       *FieldMapping     `json:"mapping,omitempty"`
-	Secrets       []WebhookSecret   `json:"secrets"`
-	Disabled      bool              `json:"disabled,omitempty"`
-	DisabledReason string           `json:"disabled_reason,omitempty"`
-	Headers       map[string]string `json:"headers,omitempty"`
+	ID             string            `json:"id"`
+	URL            string            `json:"url"`
+	EventTypes     []string          `json:"event_types,omitempty"` // empty: all types
+	Filter         string            `json:"filter,omitempty"`      // CEL expression over the event
+	SchemaVersion  string            `json:"payload_version,omitempty"`
+	Mapping        *FieldMapping     `json:"mapping,omitempty"`
+	Secrets        []WebhookSecret   `json:"secrets"`
+	Disabled       bool              `json:"disabled,omitempty"`
+	DisabledReason string            `json:"disabled_reason,omitempty"`
+	Headers        map[string]string `json:"headers,omitempty"`
 }
 
 // FieldMapping is a declarative, versioned payload transformation: each

@@ -52,7 +52,7 @@ type runtime struct {
 	ch     driver.Conn
 	chErr  error
 
-	comps []component
+	comps  []component
 	banner []string // "what listens where" lines printed by dev
 }
 

@@ -49,12 +49,12 @@ type Producer interface {
 
 // WriterOptions configure a Writer.
 type WriterOptions struct {
-	Topic          string
-	Pepper         string
-	Regions        []string // configured regions; tenants may only name these
-	KeyOverlap     time.Duration
-	SecretOverlap  time.Duration
-	Now            func() time.Time
+	Topic         string
+	Pepper        string
+	Regions       []string // configured regions; tenants may only name these
+	KeyOverlap    time.Duration
+	SecretOverlap time.Duration
+	Now           func() time.Time
 }
 
 // Writer changes tenants: it reads the current state from the Registry,
@@ -79,14 +79,14 @@ func NewWriter(reg *Registry, prod Producer, opt WriterOptions) *Writer {
 
 // CreateRequest is what an operator gives to onboard a partner.
 type CreateRequest struct {
-	Name       string           `json:"name"`
-	Tier       string           `json:"tier"`
-	WebhookURL string           `json:"webhook_url"`
-	Events     []string         `json:"events,omitempty"`
-	Regions    []string         `json:"regions,omitempty"`
+	Name       string             `json:"name"`
+	Tier       string             `json:"tier"`
+	WebhookURL string             `json:"webhook_url"`
+	Events     []string           `json:"events,omitempty"`
+	Regions    []string           `json:"regions,omitempty"`
 	RateLimit  *schemas.RateLimit `json:"rate_limit,omitempty"`
-	Features   map[string]bool  `json:"features,omitempty"`
-	Status     string           `json:"status,omitempty"` // active (default) or pending
+	Features   map[string]bool    `json:"features,omitempty"`
+	Status     string             `json:"status,omitempty"` // active (default) or pending
 	JWT        *schemas.JWTConfig `json:"jwt,omitempty"`
 }
 
@@ -257,13 +257,13 @@ type Patch struct {
 
 // EndpointPatch replaces or adds an endpoint (by id; empty id adds one).
 type EndpointPatch struct {
-	ID         string                `json:"id,omitempty"`
-	URL        string                `json:"url"`
-	EventTypes []string              `json:"event_types,omitempty"`
-	Filter     string                `json:"filter,omitempty"`
-	PayloadVersion string            `json:"payload_version,omitempty"`
-	Mapping    *schemas.FieldMapping `json:"mapping,omitempty"`
-	Disabled   *bool                 `json:"disabled,omitempty"`
+	ID             string                `json:"id,omitempty"`
+	URL            string                `json:"url"`
+	EventTypes     []string              `json:"event_types,omitempty"`
+	Filter         string                `json:"filter,omitempty"`
+	PayloadVersion string                `json:"payload_version,omitempty"`
+	Mapping        *schemas.FieldMapping `json:"mapping,omitempty"`
+	Disabled       *bool                 `json:"disabled,omitempty"`
 }
 
 // Update applies a patch.

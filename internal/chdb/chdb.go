@@ -33,13 +33,13 @@ func Open(ctx context.Context, c config.ClickHouse) (driver.Conn, error) {
 
 func dial(ctx context.Context, c config.ClickHouse, database string) (driver.Conn, error) {
 	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:        c.Addr,
-		Protocol:    clickhouse.Native,
-		Auth:        clickhouse.Auth{Database: database, Username: c.Username, Password: c.Password},
-		DialTimeout: time.Duration(c.DialTimeoutSec * float64(time.Second)),
+		Addr:         c.Addr,
+		Protocol:     clickhouse.Native,
+		Auth:         clickhouse.Auth{Database: database, Username: c.Username, Password: c.Password},
+		DialTimeout:  time.Duration(c.DialTimeoutSec * float64(time.Second)),
 		MaxOpenConns: 16,
 		MaxIdleConns: 8,
-		Compression: &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+		Compression:  &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse %v: %w", c.Addr, err)

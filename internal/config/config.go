@@ -37,10 +37,10 @@ type Partner struct {
 
 // Gateway configures tenant resolution at the edge.
 type Gateway struct {
-	Auth                  string `yaml:"auth"` // only "bearer"
-	TenantResolutionTTLSec int   `yaml:"tenant_resolution_ttl_sec"`
-	CacheSize             int    `yaml:"cache_size"`
-	NegativeTTLSec        int    `yaml:"negative_ttl_sec"`
+	Auth                   string `yaml:"auth"` // only "bearer"
+	TenantResolutionTTLSec int    `yaml:"tenant_resolution_ttl_sec"`
+	CacheSize              int    `yaml:"cache_size"`
+	NegativeTTLSec         int    `yaml:"negative_ttl_sec"`
 }
 
 // TTL is the positive cache TTL.
@@ -68,16 +68,16 @@ func (r RateLimits) ForTier(tier string) RateLimit {
 
 // Webhooks configures the webhooks processor.
 type Webhooks struct {
-	Retry        Retry    `yaml:"retry"`
-	DLQ          DLQ      `yaml:"dlq"`
-	Timeouts     Timeouts `yaml:"timeouts"`
-	Concurrency  int      `yaml:"concurrency"`           // in-flight requests overall
-	PerEndpoint  int      `yaml:"per_endpoint_concurrency"`
-	MaxBodyBytes int64    `yaml:"max_response_body_bytes"`
-	MaxEventBytes int     `yaml:"max_event_bytes"`
-	AllowPrivate []string `yaml:"allow_private_networks"` // CIDRs webhook URLs may resolve to despite the SSRF guard
-	Breaker      Breaker  `yaml:"circuit_breaker"`
-	SecretOverlapSec int  `yaml:"secret_rotation_overlap_sec"`
+	Retry            Retry    `yaml:"retry"`
+	DLQ              DLQ      `yaml:"dlq"`
+	Timeouts         Timeouts `yaml:"timeouts"`
+	Concurrency      int      `yaml:"concurrency"` // in-flight requests overall
+	PerEndpoint      int      `yaml:"per_endpoint_concurrency"`
+	MaxBodyBytes     int64    `yaml:"max_response_body_bytes"`
+	MaxEventBytes    int      `yaml:"max_event_bytes"`
+	AllowPrivate     []string `yaml:"allow_private_networks"` // CIDRs webhook URLs may resolve to despite the SSRF guard
+	Breaker          Breaker  `yaml:"circuit_breaker"`
+	SecretOverlapSec int      `yaml:"secret_rotation_overlap_sec"`
 }
 
 // Retry is the retry policy: attempt n (n>=2) waits base·mult^(n-2) after
@@ -117,15 +117,15 @@ type Breaker struct {
 
 // Attribution configures the attribution processor and ROI.
 type Attribution struct {
-	TouchpointSources       []string          `yaml:"touchpoint_sources"`
-	ROIWindowDays           int               `yaml:"roi_window_days"`
-	LookbackDays            int               `yaml:"lookback_days"`
-	MaterializedViewRefreshSec int            `yaml:"materialized_view_refresh_sec"`
-	TimeDecayHalfLifeDays   float64           `yaml:"time_decay_half_life_days"`
-	BaseCurrency            string            `yaml:"base_currency"`
-	CurrencyRates           map[string]string `yaml:"currency_rates"` // currency -> base per unit, decimal string
-	Batch                   Batch             `yaml:"batch"`
-	HistoryCacheSize        int               `yaml:"history_cache_size"`
+	TouchpointSources          []string          `yaml:"touchpoint_sources"`
+	ROIWindowDays              int               `yaml:"roi_window_days"`
+	LookbackDays               int               `yaml:"lookback_days"`
+	MaterializedViewRefreshSec int               `yaml:"materialized_view_refresh_sec"`
+	TimeDecayHalfLifeDays      float64           `yaml:"time_decay_half_life_days"`
+	BaseCurrency               string            `yaml:"base_currency"`
+	CurrencyRates              map[string]string `yaml:"currency_rates"` // currency -> base per unit, decimal string
+	Batch                      Batch             `yaml:"batch"`
+	HistoryCacheSize           int               `yaml:"history_cache_size"`
 }
 
 // Batch configures ClickHouse batching.
@@ -154,30 +154,30 @@ type Keys struct {
 
 // Kafka configures brokers and topics.
 type Kafka struct {
-	Brokers     []string `yaml:"brokers"` // empty: the embedded broker
-	DataDir     string   `yaml:"data_dir"` // embedded broker state
-	EmbeddedPort int     `yaml:"embedded_port"`
-	Partitions  int      `yaml:"partitions"`
-	Replication int      `yaml:"replication_factor"`
-	ClientID    string   `yaml:"client_id"`
-	GroupPrefix string   `yaml:"group_prefix"`
-	TopicPrefix string   `yaml:"topic_prefix"` // prepended to every topic name (tests)
+	Brokers      []string `yaml:"brokers"`  // empty: the embedded broker
+	DataDir      string   `yaml:"data_dir"` // embedded broker state
+	EmbeddedPort int      `yaml:"embedded_port"`
+	Partitions   int      `yaml:"partitions"`
+	Replication  int      `yaml:"replication_factor"`
+	ClientID     string   `yaml:"client_id"`
+	GroupPrefix  string   `yaml:"group_prefix"`
+	TopicPrefix  string   `yaml:"topic_prefix"` // prepended to every topic name (tests)
 }
 
 // ClickHouse configures the warehouse connection.
 type ClickHouse struct {
-	Addr       []string `yaml:"addr"`
-	Database   string   `yaml:"database"`
-	Username   string   `yaml:"username"`
-	Password   string   `yaml:"password"`
-	AutoStart  bool     `yaml:"auto_start"` // partners dev: start deploy/local/clickhouse.sh if unreachable
-	DialTimeoutSec float64 `yaml:"dial_timeout_sec"`
+	Addr           []string `yaml:"addr"`
+	Database       string   `yaml:"database"`
+	Username       string   `yaml:"username"`
+	Password       string   `yaml:"password"`
+	AutoStart      bool     `yaml:"auto_start"` // partners dev: start deploy/local/clickhouse.sh if unreachable
+	DialTimeoutSec float64  `yaml:"dial_timeout_sec"`
 }
 
 // Listeners are the addresses the components listen on.
 type Listeners struct {
-	Admin   string `yaml:"admin"`
-	XDS     string `yaml:"xds"`
+	Admin    string `yaml:"admin"`
+	XDS      string `yaml:"xds"`
 	ExtAuthz string `yaml:"ext_authz"`
 }
 
@@ -205,12 +205,12 @@ type Admin struct {
 
 // XDS configures snapshot building.
 type XDS struct {
-	ExtAuthzTimeoutMS   int            `yaml:"ext_authz_timeout_ms"`
-	ExtAuthzCluster     string         `yaml:"ext_authz_address"` // host:port Envoy reaches the edge plugin at
-	CircuitBreakers     CircuitBreakers `yaml:"circuit_breakers"`
-	OutlierDetection    OutlierDetection `yaml:"outlier_detection"`
-	CacheSize           int            `yaml:"cache_size"`
-	ListenerPort        int            `yaml:"listener_port"`
+	ExtAuthzTimeoutMS int              `yaml:"ext_authz_timeout_ms"`
+	ExtAuthzCluster   string           `yaml:"ext_authz_address"` // host:port Envoy reaches the edge plugin at
+	CircuitBreakers   CircuitBreakers  `yaml:"circuit_breakers"`
+	OutlierDetection  OutlierDetection `yaml:"outlier_detection"`
+	CacheSize         int              `yaml:"cache_size"`
+	ListenerPort      int              `yaml:"listener_port"`
 }
 
 // CircuitBreakers for upstream clusters.
@@ -250,14 +250,14 @@ func Default() Config {
 				},
 			},
 			Webhooks: Webhooks{
-				Retry:         Retry{MaxAttempts: 5, BackoffBaseSec: 2, BackoffMultiplier: 2},
-				DLQ:           DLQ{Enabled: true, RetentionDays: 30},
-				Timeouts:      Timeouts{ConnectSec: 3, TotalSec: 10},
-				Concurrency:   256,
-				PerEndpoint:   16,
-				MaxBodyBytes:  64 << 10,
-				MaxEventBytes: 256 << 10,
-				Breaker:       Breaker{ConsecutiveFailures: 5, OpenSec: 30},
+				Retry:            Retry{MaxAttempts: 5, BackoffBaseSec: 2, BackoffMultiplier: 2},
+				DLQ:              DLQ{Enabled: true, RetentionDays: 30},
+				Timeouts:         Timeouts{ConnectSec: 3, TotalSec: 10},
+				Concurrency:      256,
+				PerEndpoint:      16,
+				MaxBodyBytes:     64 << 10,
+				MaxEventBytes:    256 << 10,
+				Breaker:          Breaker{ConsecutiveFailures: 5, OpenSec: 30},
 				SecretOverlapSec: 24 * 3600,
 			},
 			Attribution: Attribution{
