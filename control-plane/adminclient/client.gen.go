@@ -179,7 +179,7 @@ type JWT struct {
 type Problem struct {
 	Detail *string `json:"detail,omitempty"`
 
-	// Field the invalid request field
+	// Field the invalid request field, when there is one
 	Field    *string `json:"field,omitempty"`
 	Instance *string `json:"instance,omitempty"`
 	Status   int     `json:"status"`
@@ -1529,6 +1529,7 @@ type ListTenantsResponse struct {
 	JSON200      *struct {
 		Tenants []Tenant `json:"tenants"`
 	}
+	ApplicationproblemJSON400 *Problem
 	ApplicationproblemJSON401 *Problem
 }
 
@@ -2121,6 +2122,13 @@ func ParseListTenantsResponse(rsp *http.Response) (*ListTenantsResponse, error) 
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Problem

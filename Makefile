@@ -1,0 +1,62 @@
+# partners-engine. `make run` starts the system; `make test` installs and
+# starts what the tests need (ClickHouse, Apache Kafka) and runs them.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/partners
+export PARTNERS_TEST_KAFKA ?= 127.0.0.1:9092
+export PARTNERS_TEST_CLICKHOUSE ?= 127.0.0.1:9000
+TEST_TIMEOUT ?= 18m
+
+.PHONY: all build run test test-kfake unit bench lint fmt vet clean stack stack-down tidy-check
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/partners
+
+## run: the whole system in one process (embedded Kafka, local ClickHouse)
+run: build
+	bash deploy/local/clickhouse.sh start
+	$(BIN) dev
+
+## stack: start local ClickHouse and Apache Kafka (installed/fetched if missing)
+stack:
+	bash deploy/local/up.sh
+
+stack-down:
+	bash deploy/local/down.sh
+
+## test: lint, then every test with -race against real Kafka and ClickHouse
+test: stack lint
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+## test-kfake: the same suite on the embedded kfake broker (ClickHouse still real)
+test-kfake:
+	bash deploy/local/clickhouse.sh start
+	PARTNERS_TEST_KAFKA= $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+## unit: fast tests only (no servers needed; integration tests skip or use kfake)
+unit:
+	PARTNERS_TEST_KAFKA= PARTNERS_TEST_CLICKHOUSE= $(GO) test -short -count=1 ./...
+
+## bench: every benchmark with its same-run baseline; writes bench-results.json
+bench: stack
+	$(GO) run ./internal/benchharness -json bench-results.json
+
+lint: fmt vet tidy-check
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+tidy-check:
+	@cp go.mod /tmp/partners-go.mod.bak; cp go.sum /tmp/partners-go.sum.bak; \
+	$(GO) mod tidy >/dev/null 2>&1; \
+	if ! diff -q go.mod /tmp/partners-go.mod.bak >/dev/null || ! diff -q go.sum /tmp/partners-go.sum.bak >/dev/null; then \
+		cp /tmp/partners-go.mod.bak go.mod; cp /tmp/partners-go.sum.bak go.sum; echo "go.mod/go.sum not tidy: run go mod tidy"; exit 1; fi
+
+clean:
+	rm -rf bin bench-results.json
+	@echo "local data kept in .local/ (rm -rf .local to reset ClickHouse, Kafka and the embedded broker)"

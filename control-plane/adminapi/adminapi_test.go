@@ -1,0 +1,318 @@
+package adminapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/partners-engine/partners-engine/control-plane/adminapi"
+	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/kafka"
+	"github.com/partners-engine/partners-engine/internal/testenv"
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).run"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*broker).listen"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).handleConn"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).read"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).write"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).groupCoordinatorLoop"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*groups).manage"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+	)
+}
+
+// contract validates exchanges against schemas/openapi/openapi.yaml.
+type contract struct {
+	t      *testing.T
+	router routers.Router
+	base   string
+	token  string
+}
+
+func newContract(t *testing.T, base, token string) *contract {
+	t.Helper()
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromData(schemas.OpenAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := doc.Validate(loader.Context); err != nil {
+		t.Fatalf("openapi spec invalid: %v", err)
+	}
+	doc.Servers = openapi3.Servers{{URL: base}}
+	r, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &contract{t: t, router: r, base: base, token: token}
+}
+
+type exchange struct {
+	status  int
+	body    []byte
+	headers http.Header
+}
+
+func (e exchange) json(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(e.body, v); err != nil {
+		t.Fatalf("decode %s: %v", e.body, err)
+	}
+}
+
+// do sends a request and validates the response (always) and the request
+// (when validRequest: negative tests send requests the spec forbids).
+func (c *contract) do(method, path, token string, body any, validRequest bool) exchange {
+	c.t.Helper()
+	var rd io.Reader
+	var raw []byte
+	if body != nil {
+		if s, ok := body.(string); ok {
+			raw = []byte(s)
+		} else {
+			raw, _ = json.Marshal(body)
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, _ := http.NewRequest(method, c.base+path, rd)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	route, params, err := c.router.FindRoute(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: not in the OpenAPI spec: %v", method, path, err)
+	}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}}
+	if validRequest {
+		vreq := req.Clone(context.Background())
+		if raw != nil {
+			vreq.Body = io.NopCloser(bytes.NewReader(raw))
+		}
+		in.Request = vreq
+		if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil {
+			c.t.Fatalf("%s %s: request violates the spec: %v", method, path, err)
+		}
+		in.Request = req
+		if raw != nil {
+			req.Body = io.NopCloser(bytes.NewReader(raw))
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(resp.Body)
+	out := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header,
+		Options: &openapi3filter.Options{IncludeResponseStatus: true},
+	}
+	out.SetBodyBytes(rb)
+	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
+		c.t.Fatalf("%s %s → %d: response violates the spec: %v\n%s", method, path, resp.StatusCode, err, rb)
+	}
+	if resp.StatusCode >= 400 && resp.Header.Get("Content-Type") != "application/problem+json" {
+		c.t.Fatalf("%s %s → %d with Content-Type %q, want problem+json", method, path, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return exchange{status: resp.StatusCode, body: rb, headers: resp.Header}
+}
+
+type fixture struct {
+	cfg  *config.Config
+	c    *contract
+	logs *testenv.LogBuffer
+}
+
+func setup(t *testing.T) *fixture {
+	cfg := testenv.Config(t)
+	logs := &testenv.LogBuffer{}
+	log := logs.Logger(t)
+	brokers, cl := testenv.Kafka(t, cfg)
+	topic := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}.Topic(schemas.TopicTenants)
+	reg := registry.New(topic, log, nil)
+	rcl, err := kafka.NewClient(cfg, brokers, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = reg.Run(ctx, rcl) }()
+	t.Cleanup(func() { cancel(); <-done; rcl.Close() })
+	<-reg.Ready()
+	w := registry.NewWriter(reg, cl, registry.WriterOptions{Topic: topic, Pepper: cfg.Partner.Keys.Pepper,
+		Regions: cfg.RegionNames(), KeyOverlap: time.Hour, SecretOverlap: time.Hour})
+	srv := adminapi.New(adminapi.Options{Token: cfg.Admin.Token, Pepper: cfg.Partner.Keys.Pepper, Registry: reg, Writer: w,
+		Limits: cfg.Partner.RateLimit, Gatherer: prometheus.NewRegistry(), Log: log})
+	srv.HandleTenant("GET /api/v1/analytics/roi", true, func(w http.ResponseWriter, r *http.Request) {
+		t, _ := registry.TenantFrom(r.Context())
+		id := ""
+		if t != nil {
+			id = t.ID
+		}
+		adminapi.WriteJSON(w, http.StatusOK, map[string]any{"rows": []any{}, "window_days": 30, "tenant": id})
+	})
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	return &fixture{cfg: cfg, c: newContract(t, hs.URL, cfg.Admin.Token), logs: logs}
+}
+
+func TestTenantLifecycleMatchesSpec(t *testing.T) {
+	f := setup(t)
+	c, tok := f.c, f.cfg.Admin.Token
+	res := c.do("POST", "/api/v1/tenants", tok, map[string]any{
+		"name": "Acme", "tier": "sandbox", "webhook_url": "http://127.0.0.1:9999/hook", "events": []string{"order.created"}}, true)
+	if res.status != http.StatusCreated {
+		t.Fatalf("create: %d %s", res.status, res.body)
+	}
+	var created struct {
+		ID            string `json:"id"`
+		APIKey        string `json:"api_key"`
+		WebhookSecret string `json:"webhook_secret"`
+		Effective     struct {
+			RequestsPerMinute int `json:"requests_per_minute"`
+		} `json:"effective_rate_limit"`
+	}
+	res.json(t, &created)
+	if created.ID == "" || created.APIKey == "" || !strings.HasPrefix(created.WebhookSecret, "whsec_") {
+		t.Fatalf("create response lacks credentials: %s", res.body)
+	}
+	if created.Effective.RequestsPerMinute != 20 {
+		t.Fatalf("sandbox effective rate limit: %d", created.Effective.RequestsPerMinute)
+	}
+
+	res = c.do("GET", "/api/v1/tenants", tok, nil, true)
+	if res.status != 200 || !strings.Contains(string(res.body), created.ID) {
+		t.Fatalf("list: %d %s", res.status, res.body)
+	}
+	for _, leak := range []string{created.APIKey, created.WebhookSecret, `"hash"`} {
+		if strings.Contains(string(res.body), leak) {
+			t.Fatalf("list shows a credential or hash")
+		}
+	}
+	res = c.do("GET", "/api/v1/tenants/"+created.ID, tok, nil, true)
+	if res.status != 200 {
+		t.Fatalf("get: %d", res.status)
+	}
+	res = c.do("PATCH", "/api/v1/tenants/"+created.ID, tok, map[string]any{
+		"tier": "enterprise", "rate_limit": map[string]int{"requests_per_minute": 600, "burst_size": 100}, "features": map[string]bool{"reports": true}}, true)
+	if res.status != 200 || !strings.Contains(string(res.body), `"enterprise"`) {
+		t.Fatalf("patch: %d %s", res.status, res.body)
+	}
+	res = c.do("POST", "/api/v1/tenants/"+created.ID+"/suspend", tok, nil, true)
+	if res.status != 200 || !strings.Contains(string(res.body), `"suspended"`) {
+		t.Fatalf("suspend: %d %s", res.status, res.body)
+	}
+	res = c.do("POST", "/api/v1/tenants/"+created.ID+"/activate", tok, nil, true)
+	if res.status != 200 || !strings.Contains(string(res.body), `"active"`) {
+		t.Fatalf("activate: %d %s", res.status, res.body)
+	}
+	res = c.do("POST", "/api/v1/tenants/"+created.ID+"/rotate-key", tok, nil, true)
+	var rotated struct {
+		APIKey string `json:"api_key"`
+	}
+	res.json(t, &rotated)
+	if res.status != 200 || rotated.APIKey == "" || rotated.APIKey == created.APIKey {
+		t.Fatalf("rotate-key: %d", res.status)
+	}
+	res = c.do("POST", "/api/v1/tenants/"+created.ID+"/rotate-secret", tok, nil, true)
+	var rs struct {
+		WebhookSecret string `json:"webhook_secret"`
+	}
+	res.json(t, &rs)
+	if res.status != 200 || !strings.HasPrefix(rs.WebhookSecret, "whsec_") {
+		t.Fatalf("rotate-secret: %d", res.status)
+	}
+
+	// A tenant key authenticates tenant routes; the admin token too.
+	for _, key := range []string{created.APIKey, rotated.APIKey} {
+		res = c.do("GET", "/api/v1/analytics/roi", key, nil, true)
+		if res.status != 200 || !strings.Contains(string(res.body), created.ID) {
+			t.Fatalf("tenant key on tenant route: %d %s", res.status, res.body)
+		}
+	}
+	c.do("POST", "/api/v1/tenants/"+created.ID+"/suspend", tok, nil, true)
+	if res = c.do("GET", "/api/v1/analytics/roi", rotated.APIKey, nil, true); res.status != http.StatusForbidden {
+		t.Fatalf("suspended tenant key: want 403, got %d", res.status)
+	}
+
+	for _, secret := range []string{created.APIKey, created.WebhookSecret, rotated.APIKey, rs.WebhookSecret, f.cfg.Partner.Keys.Pepper, tok} {
+		if strings.Contains(f.logs.String(), secret) {
+			t.Fatal("a key, secret, token or the pepper appears in the logs")
+		}
+	}
+}
+
+func TestBadInputGetsProblems(t *testing.T) {
+	f := setup(t)
+	c, tok := f.c, f.cfg.Admin.Token
+	ok := c.do("POST", "/api/v1/tenants", tok, map[string]any{"name": "Dup", "tier": "standard", "webhook_url": "https://a.example/h"}, true)
+	if ok.status != 201 {
+		t.Fatalf("setup create: %d %s", ok.status, ok.body)
+	}
+	cases := []struct {
+		name, method, path, token string
+		body                      any
+		status                    int
+		field                     string
+	}{
+		{"unknown tier", "POST", "/api/v1/tenants", tok, map[string]any{"name": "A", "tier": "gold", "webhook_url": "https://a.example/h"}, 400, "tier"},
+		{"malformed url", "POST", "/api/v1/tenants", tok, map[string]any{"name": "B", "tier": "sandbox", "webhook_url": "not a url"}, 400, "webhook_url"},
+		{"duplicate name", "POST", "/api/v1/tenants", tok, map[string]any{"name": "dup", "tier": "sandbox", "webhook_url": "https://a.example/h"}, 409, ""},
+		{"missing token", "GET", "/api/v1/tenants", "", nil, 401, ""},
+		{"wrong token", "GET", "/api/v1/tenants", "wrong-token-value", nil, 401, ""},
+		{"tenant key is not admin", "GET", "/api/v1/tenants", "pk_sbx_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", nil, 401, ""},
+		{"unknown key on tenant route", "GET", "/api/v1/analytics/roi", "pk_sbx_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", nil, 401, ""},
+		{"malformed JSON", "POST", "/api/v1/tenants", tok, `{"name":`, 400, ""},
+		{"unknown field", "POST", "/api/v1/tenants", tok, map[string]any{"name": "C", "tier": "sandbox", "webhook_url": "https://a.example/h", "colour": "red"}, 400, ""},
+		{"unknown tenant", "GET", "/api/v1/tenants/tn_0000000000000000", tok, nil, 404, ""},
+		{"bad status filter", "GET", "/api/v1/tenants?status=deleted", tok, nil, 400, "status"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			sub := *c
+			sub.t = t
+			res := sub.do(tc.method, tc.path, tc.token, tc.body, false)
+			if res.status != tc.status {
+				t.Fatalf("want %d, got %d: %s", tc.status, res.status, res.body)
+			}
+			var p struct {
+				Type, Title, Detail, Field string
+				Status                     int
+			}
+			res.json(t, &p)
+			if p.Status != tc.status || p.Title == "" || p.Type == "" {
+				t.Fatalf("problem body incomplete: %s", res.body)
+			}
+			if p.Field != tc.field {
+				t.Fatalf("problem field %q, want %q", p.Field, tc.field)
+			}
+			if tc.status == 401 && res.headers.Get("WWW-Authenticate") == "" {
+				t.Fatal("401 without WWW-Authenticate")
+			}
+		})
+	}
+}
