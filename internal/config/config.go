@@ -78,6 +78,11 @@ type Webhooks struct {
 	AllowPrivate     []string `yaml:"allow_private_networks"` // CIDRs webhook URLs may resolve to despite the SSRF guard
 	Breaker          Breaker  `yaml:"circuit_breaker"`
 	SecretOverlapSec int      `yaml:"secret_rotation_overlap_sec"`
+	// EventTypes are the product event types the processor accepts; an event
+	// of any other type is dead-lettered with reason "unknown event type".
+	EventTypes []string `yaml:"event_types"`
+	// MaxRetryAfterSec caps how long a 429's Retry-After may hold a delivery.
+	MaxRetryAfterSec int `yaml:"max_retry_after_sec"`
 }
 
 // Retry is the retry policy: attempt n (n>=2) waits base·mult^(n-2) after
@@ -259,6 +264,8 @@ func Default() Config {
 				MaxEventBytes:    256 << 10,
 				Breaker:          Breaker{ConsecutiveFailures: 5, OpenSec: 30},
 				SecretOverlapSec: 24 * 3600,
+				EventTypes:       []string{"order.created", "order.updated", "order.completed", "order.refunded", "customer.created", "lead.qualified", "partner.test"},
+				MaxRetryAfterSec: 3600,
 			},
 			Attribution: Attribution{
 				TouchpointSources:          []string{"utm", "referral_header", "api_key"},

@@ -107,6 +107,9 @@ var Tiers = []string{"sandbox", "standard", "enterprise"}
 
 // Validate checks every value and reports all problems at once, each naming
 // its key path and value.
+// eventTypeRe is the shape of a product event type (schemas/json/event.v1).
+var eventTypeRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]*$`)
+
 func (cfg *Config) Validate() error {
 	c := &checker{}
 	p := cfg.Partner
@@ -154,6 +157,17 @@ func (cfg *Config) Validate() error {
 	c.positiveF("partner.webhooks.circuit_breaker.open_sec", w.Breaker.OpenSec)
 	if w.SecretOverlapSec < 0 {
 		c.fail("partner.webhooks.secret_rotation_overlap_sec", w.SecretOverlapSec, "must be >= 0")
+	}
+	if len(w.EventTypes) == 0 {
+		c.fail("partner.webhooks.event_types", "[]", "must list at least one event type")
+	}
+	for i, et := range w.EventTypes {
+		if !eventTypeRe.MatchString(et) {
+			c.fail(fmt.Sprintf("partner.webhooks.event_types[%d]", i), et, "must be an event type like order.created")
+		}
+	}
+	if w.MaxRetryAfterSec < 0 {
+		c.fail("partner.webhooks.max_retry_after_sec", w.MaxRetryAfterSec, "must be >= 0")
 	}
 
 	a := p.Attribution
