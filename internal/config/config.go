@@ -6,6 +6,7 @@
 package config
 
 import (
+	"strings"
 	"time"
 )
 
@@ -41,6 +42,32 @@ type Gateway struct {
 	TenantResolutionTTLSec int    `yaml:"tenant_resolution_ttl_sec"`
 	CacheSize              int    `yaml:"cache_size"`
 	NegativeTTLSec         int    `yaml:"negative_ttl_sec"`
+	// APIPrefix is the path prefix of the partner API at the edge.
+	APIPrefix string `yaml:"api_prefix"`
+	// FeatureRoutes gate path prefixes under APIPrefix behind tenant feature
+	// flags: a tenant reaches Prefix only with Features[Feature] = true. The
+	// control plane emits routes only for enabled features and the edge
+	// plugin answers 403 for the others.
+	FeatureRoutes []FeatureRoute `yaml:"feature_routes"`
+}
+
+// FeatureRoute is a path prefix reserved to tenants with a feature flag.
+type FeatureRoute struct {
+	Prefix  string `yaml:"prefix"`
+	Feature string `yaml:"feature"`
+}
+
+// FeatureFor returns the feature flag that gates path, if any. The longest
+// matching prefix wins.
+func (g Gateway) FeatureFor(path string) (string, bool) {
+	best := -1
+	feature := ""
+	for _, fr := range g.FeatureRoutes {
+		if strings.HasPrefix(path, fr.Prefix) && len(fr.Prefix) > best {
+			best, feature = len(fr.Prefix), fr.Feature
+		}
+	}
+	return feature, best >= 0
 }
 
 // TTL is the positive cache TTL.
@@ -216,6 +243,26 @@ type XDS struct {
 	OutlierDetection  OutlierDetection `yaml:"outlier_detection"`
 	CacheSize         int              `yaml:"cache_size"`
 	ListenerPort      int              `yaml:"listener_port"`
+	// EnterpriseListenerPort is the listener whose filter chain requires
+	// client certificates and runs jwt_authn for enterprise tenants.
+	EnterpriseListenerPort int `yaml:"enterprise_listener_port"`
+	// TLS names the certificate files on the Envoy hosts; the control plane
+	// serves them to Envoy as SDS secrets that point at these paths, so no
+	// private key ever crosses the xDS stream.
+	TLS                   EdgeTLS `yaml:"tls"`
+	UpstreamTimeoutMS     int     `yaml:"upstream_timeout_ms"`
+	ConnectTimeoutMS      int     `yaml:"connect_timeout_ms"`
+	OverloadRetryAfterSec int     `yaml:"overload_retry_after_sec"` // Retry-After of the fast 503 when an upstream overflows
+	// RebuildDebounceMS coalesces bursts of tenant changes into one snapshot
+	// per region.
+	RebuildDebounceMS int `yaml:"rebuild_debounce_ms"`
+}
+
+// EdgeTLS are paths on the Envoy host.
+type EdgeTLS struct {
+	ServerCertPath string `yaml:"server_cert_path"`
+	ServerKeyPath  string `yaml:"server_key_path"`
+	ClientCAPath   string `yaml:"client_ca_path"`
 }
 
 // CircuitBreakers for upstream clusters.
@@ -240,13 +287,23 @@ type Edge struct {
 	UserQueryParam     string `yaml:"user_query_param"`
 	TouchpointBuffer   int    `yaml:"touchpoint_buffer"`
 	MaxAuthHeaderBytes int    `yaml:"max_authorization_bytes"`
+	// JWTHeader carries the enterprise tenants' RS256 JWT (Authorization
+	// holds the API key).
+	JWTHeader string `yaml:"jwt_header"`
+	// ReferralHeader is read into the touchpoint's referrer.
+	ReferralHeader string `yaml:"referral_header"`
 }
 
 // Default returns the configuration with every default set.
 func Default() Config {
 	return Config{
 		Partner: Partner{
-			Gateway: Gateway{Auth: "bearer", TenantResolutionTTLSec: 45, CacheSize: 100_000, NegativeTTLSec: 5},
+			Gateway: Gateway{Auth: "bearer", TenantResolutionTTLSec: 45, CacheSize: 100_000, NegativeTTLSec: 5,
+				APIPrefix: "/api/v1/partners/",
+				FeatureRoutes: []FeatureRoute{
+					{Prefix: "/api/v1/partners/reports", Feature: "reports"},
+					{Prefix: "/api/v1/partners/bulk", Feature: "bulk_export"},
+				}},
 			RateLimit: RateLimits{
 				Default: RateLimit{RequestsPerMinute: 60, BurstSize: 10},
 				Tiers: map[string]RateLimit{
@@ -303,14 +360,25 @@ func Default() Config {
 		Telemetry: Telemetry{LogLevel: "info", LogFormat: "text", ServiceName: "partners-engine"},
 		Admin:     Admin{URL: "http://127.0.0.1:8080"},
 		XDS: XDS{
-			ExtAuthzTimeoutMS: 250,
-			ExtAuthzCluster:   "127.0.0.1:9191",
-			CircuitBreakers:   CircuitBreakers{MaxConnections: 1024, MaxPendingRequests: 256, MaxRequests: 1024, MaxRetries: 3},
-			OutlierDetection:  OutlierDetection{Consecutive5xx: 5, IntervalSec: 10, BaseEjectionSec: 30, MaxEjectionPercent: 50},
-			CacheSize:         50_000,
-			ListenerPort:      10000,
+			ExtAuthzTimeoutMS:      250,
+			ExtAuthzCluster:        "127.0.0.1:9191",
+			CircuitBreakers:        CircuitBreakers{MaxConnections: 1024, MaxPendingRequests: 256, MaxRequests: 1024, MaxRetries: 3},
+			OutlierDetection:       OutlierDetection{Consecutive5xx: 5, IntervalSec: 10, BaseEjectionSec: 30, MaxEjectionPercent: 50},
+			CacheSize:              50_000,
+			ListenerPort:           10000,
+			EnterpriseListenerPort: 10443,
+			TLS: EdgeTLS{
+				ServerCertPath: "/etc/envoy/certs/edge.crt",
+				ServerKeyPath:  "/etc/envoy/certs/edge.key",
+				ClientCAPath:   "/etc/envoy/certs/enterprise-ca.crt",
+			},
+			UpstreamTimeoutMS:     15_000,
+			ConnectTimeoutMS:      1_000,
+			OverloadRetryAfterSec: 1,
+			RebuildDebounceMS:     20,
 		},
-		Edge: Edge{UserHeader: "x-partner-user-id", UserQueryParam: "uid", TouchpointBuffer: 10_000, MaxAuthHeaderBytes: 4096},
+		Edge: Edge{UserHeader: "x-partner-user-id", UserQueryParam: "uid", TouchpointBuffer: 10_000, MaxAuthHeaderBytes: 4096,
+			JWTHeader: "x-partner-jwt", ReferralHeader: "referer"},
 	}
 }
 

@@ -102,6 +102,11 @@ func (c *checker) rateLimit(path string, rl RateLimit) {
 	c.positive(path+".burst_size", rl.BurstSize)
 }
 
+var (
+	featureRe = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+	headerRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+)
+
 // Tiers are the tenant tiers the configuration may name.
 var Tiers = []string{"sandbox", "standard", "enterprise"}
 
@@ -118,6 +123,18 @@ func (cfg *Config) Validate() error {
 	c.positive("partner.gateway.cache_size", p.Gateway.CacheSize)
 	if p.Gateway.NegativeTTLSec < 0 {
 		c.fail("partner.gateway.negative_ttl_sec", p.Gateway.NegativeTTLSec, "must be >= 0")
+	}
+	if !strings.HasPrefix(p.Gateway.APIPrefix, "/") || !strings.HasSuffix(p.Gateway.APIPrefix, "/") {
+		c.fail("partner.gateway.api_prefix", p.Gateway.APIPrefix, "must start and end with /")
+	}
+	for i, fr := range p.Gateway.FeatureRoutes {
+		path := fmt.Sprintf("partner.gateway.feature_routes[%d]", i)
+		if !strings.HasPrefix(fr.Prefix, p.Gateway.APIPrefix) || len(fr.Prefix) <= len(p.Gateway.APIPrefix) {
+			c.fail(path+".prefix", fr.Prefix, "must be a longer path under partner.gateway.api_prefix")
+		}
+		if !featureRe.MatchString(fr.Feature) {
+			c.fail(path+".feature", fr.Feature, "must be lower-case letters, digits and underscores")
+		}
 	}
 	c.rateLimit("partner.rate_limit.default", p.RateLimit.Default)
 	for tier, rl := range p.RateLimit.Tiers {
@@ -259,11 +276,34 @@ func (cfg *Config) Validate() error {
 	if cfg.XDS.ListenerPort <= 0 || cfg.XDS.ListenerPort > 65535 {
 		c.fail("xds.listener_port", cfg.XDS.ListenerPort, "must be a port number")
 	}
+	if cfg.XDS.EnterpriseListenerPort <= 0 || cfg.XDS.EnterpriseListenerPort > 65535 || cfg.XDS.EnterpriseListenerPort == cfg.XDS.ListenerPort {
+		c.fail("xds.enterprise_listener_port", cfg.XDS.EnterpriseListenerPort, "must be a port number other than xds.listener_port")
+	}
+	for path, v := range map[string]string{"xds.tls.server_cert_path": cfg.XDS.TLS.ServerCertPath,
+		"xds.tls.server_key_path": cfg.XDS.TLS.ServerKeyPath, "xds.tls.client_ca_path": cfg.XDS.TLS.ClientCAPath} {
+		if !strings.HasPrefix(v, "/") {
+			c.fail(path, v, "must be an absolute path on the Envoy host")
+		}
+	}
+	c.positive("xds.upstream_timeout_ms", cfg.XDS.UpstreamTimeoutMS)
+	c.positive("xds.connect_timeout_ms", cfg.XDS.ConnectTimeoutMS)
+	c.positive("xds.overload_retry_after_sec", cfg.XDS.OverloadRetryAfterSec)
+	if cfg.XDS.RebuildDebounceMS < 0 {
+		c.fail("xds.rebuild_debounce_ms", cfg.XDS.RebuildDebounceMS, "must be >= 0")
+	}
 	c.positive("xds.circuit_breakers.max_connections", cfg.XDS.CircuitBreakers.MaxConnections)
 	c.positive("xds.circuit_breakers.max_pending_requests", cfg.XDS.CircuitBreakers.MaxPendingRequests)
 	c.positive("xds.circuit_breakers.max_requests", cfg.XDS.CircuitBreakers.MaxRequests)
 	if cfg.Edge.UserHeader == "" {
 		c.fail("edge.user_header", cfg.Edge.UserHeader, "must not be empty")
+	}
+	for path, v := range map[string]string{"edge.user_header": cfg.Edge.UserHeader, "edge.jwt_header": cfg.Edge.JWTHeader, "edge.referral_header": cfg.Edge.ReferralHeader} {
+		if v != "" && !headerRe.MatchString(v) {
+			c.fail(path, v, "must be a lower-case HTTP header name")
+		}
+	}
+	if cfg.Edge.JWTHeader == "" || cfg.Edge.JWTHeader == "authorization" {
+		c.fail("edge.jwt_header", cfg.Edge.JWTHeader, "must name a header other than authorization")
 	}
 	c.positive("edge.touchpoint_buffer", cfg.Edge.TouchpointBuffer)
 	c.positive("edge.max_authorization_bytes", cfg.Edge.MaxAuthHeaderBytes)
