@@ -97,6 +97,8 @@ func newRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger, embed
 		rt.close()
 		return nil, err
 	}
+	lag := kafka.NewLagMonitor(rt.producer, rt.names.Group(cfg.Kafka.GroupPrefix, ""), 15*time.Second, rt.prom, log)
+	rt.add("kafka-lag", lag.Run)
 	bctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := kafka.EnsureTopics(bctx, rt.producer, cfg); err != nil {
