@@ -1,0 +1,534 @@
+// Package scenario drives a realistic end-to-end run against a running
+// partners-engine: three tenants (sandbox, standard, enterprise) with local
+// webhook receivers (healthy, flaky, down), partner calls through the
+// ext_authz API exactly as Envoy makes them, product events, conversions and
+// costs; then it waits for deliveries, the DLQ and ROI to settle and reports
+// them. `partners demo` prints the report; the end-to-end test asserts it.
+package scenario
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/shopspring/decimal"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/partners-engine/partners-engine/control-plane/adminclient"
+	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/kafka"
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+// Options configure a run.
+type Options struct {
+	Config     *config.Config
+	Brokers    []string
+	AdminURL   string
+	AdminToken string
+	ExtAuthz   string      // host:port of the edge plugin
+	ClickHouse driver.Conn // where the delivery log lands
+	Progress   io.Writer   // one progress line per step; nil: quiet
+	Events     int         // product events (default 20)
+	Users      int         // users who call through partners and convert (default 12)
+	Settle     time.Duration
+	Region     string
+	Models     []string
+}
+
+// Tenant is one scenario tenant.
+type Tenant struct {
+	ID, Name, Tier, Receiver string
+	Key, Secret              string
+}
+
+// Result is what a run observed.
+type Result struct {
+	Tenants     []Tenant
+	Checks      map[string]int            // authz outcome ("ok", "401", "403") -> count
+	Deliveries  map[string]map[string]int // tenant name -> outcome -> distinct webhook ids
+	Received    map[string]int            // tenant name -> signature-verified requests received
+	BadSigs     int                       // requests whose signature did not verify
+	DLQ         map[string]int            // tenant name -> dead letters
+	ROI         []ROIRow
+	TraceID     string // trace id of one delivery, from the delivery log
+	DeliveryID  string // its webhook-id
+	Events      int
+	Conversions int
+	Elapsed     time.Duration
+}
+
+// ROIRow is one partner × model line.
+type ROIRow struct {
+	Partner, Model                       string
+	Revenue, Cost                        string
+	Conversions                          float64
+	Leads                                int
+	NewCustomers                         float64
+	ROI, LTVCAC                          *float64
+	CPL, CAC, LTV                        *string
+}
+
+type receiver struct {
+	mu       sync.Mutex
+	name     string
+	mode     string // healthy | flaky | down
+	secret   string
+	attempts map[string]int // webhook-id -> attempts seen
+	verified int
+	badSigs  int
+	srv      *httptest.Server
+}
+
+func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if wh, err := standardwebhooks.NewWebhook(r.secret); err == nil && wh.Verify(body, req.Header) == nil {
+		r.verified++
+	} else {
+		r.badSigs++
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	id := req.Header.Get("webhook-id")
+	r.attempts[id]++
+	switch {
+	case r.mode == "down":
+		w.WriteHeader(http.StatusServiceUnavailable)
+	case r.mode == "flaky" && r.attempts[id] <= 2:
+		w.WriteHeader(http.StatusInternalServerError)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (o *Options) progress(format string, args ...any) {
+	if o.Progress != nil {
+		fmt.Fprintf(o.Progress, "  … "+format+"\n", args...)
+	}
+}
+
+// Run drives the scenario and waits for it to settle.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	start := time.Now()
+	if o.Events == 0 {
+		o.Events = 20
+	}
+	if o.Users == 0 {
+		o.Users = 12
+	}
+	if o.Settle == 0 {
+		o.Settle = 2 * time.Minute
+	}
+	if o.Region == "" {
+		o.Region = o.Config.Regions[0].Name
+	}
+	if len(o.Models) == 0 {
+		o.Models = []string{"first_touch", "last_touch", "linear", "time_decay", "position_based"}
+	}
+	api, err := adminclient.NewClientWithResponses(o.AdminURL,
+		adminclient.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
+			if r.Header.Get("Authorization") == "" {
+				r.Header.Set("Authorization", "Bearer "+o.AdminToken)
+			}
+			return nil
+		}))
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Checks: map[string]int{}, Deliveries: map[string]map[string]int{}, Received: map[string]int{}, DLQ: map[string]int{}}
+	suffix := fmt.Sprintf("%d", time.Now().UnixNano()%1_000_000)
+
+	// 1. Tenants with their receivers.
+	var receivers []*receiver
+	defer func() {
+		for _, r := range receivers {
+			r.srv.Close()
+		}
+	}()
+	for _, spec := range []struct{ tier, mode string }{{"sandbox", "healthy"}, {"standard", "flaky"}, {"enterprise", "down"}} {
+		rcv := &receiver{mode: spec.mode, attempts: map[string]int{}}
+		rcv.srv = httptest.NewServer(rcv)
+		receivers = append(receivers, rcv)
+		name := fmt.Sprintf("Demo %s %s", strings.ToUpper(spec.tier[:1])+spec.tier[1:], suffix)
+		events := []string{"order.created"}
+		resp, err := api.CreateTenantWithResponse(ctx, adminclient.CreateTenant{Name: name, Tier: spec.tier, WebhookUrl: rcv.srv.URL + "/hook", Events: &events})
+		if err != nil {
+			return nil, fmt.Errorf("create tenant: %w", err)
+		}
+		if resp.JSON201 == nil {
+			return nil, fmt.Errorf("create tenant: %d %s", resp.StatusCode(), resp.Body)
+		}
+		rcv.mu.Lock()
+		rcv.name, rcv.secret = name, resp.JSON201.WebhookSecret
+		rcv.mu.Unlock()
+		res.Tenants = append(res.Tenants, Tenant{ID: resp.JSON201.Id, Name: name, Tier: spec.tier, Receiver: spec.mode,
+			Key: resp.JSON201.ApiKey, Secret: resp.JSON201.WebhookSecret})
+	}
+	o.progress("created 3 tenants (sandbox → healthy receiver, standard → flaky, enterprise → down)")
+
+	// 2. Partner calls through ext_authz, as Envoy makes them.
+	conn, err := grpc.NewClient(o.ExtAuthz, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	authz := authv3.NewAuthorizationClient(conn)
+	deadline := time.Now().Add(30 * time.Second)
+	for { // the edge learns new tenants from the tenants topic
+		code, err := Check(ctx, authz, CheckInput{Key: res.Tenants[0].Key, Path: "/api/v1/partners/orders", Region: o.Region})
+		if err == nil && code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("edge plugin at %s never accepted the new tenant's key (last code %d, err %v)", o.ExtAuthz, code, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	calls := 0
+	for u := 0; u < o.Users; u++ {
+		// Every user touches one or two partners, with UTM parameters.
+		touched := []int{u % 3}
+		if u%2 == 0 {
+			touched = append(touched, (u+1)%3)
+		}
+		for _, ti := range touched {
+			q := url.Values{"utm_source": {"partner"}, "utm_medium": {"api"}, "utm_campaign": {"demo"}}
+			code, err := Check(ctx, authz, CheckInput{Key: res.Tenants[ti].Key, Path: "/api/v1/partners/orders?" + q.Encode(),
+				UserID: fmt.Sprintf("demo-user-%s-%d", suffix, u), Referer: "https://partner.example/landing", Region: o.Region})
+			if err != nil {
+				return nil, fmt.Errorf("check: %w", err)
+			}
+			res.Checks[codeName(code)]++
+			calls++
+		}
+	}
+	for _, bad := range []CheckInput{{Key: "", Path: "/api/v1/partners/orders"}, {Key: "pk_sbx_" + strings.Repeat("x", 43), Path: "/api/v1/partners/orders"}} {
+		bad.Region = o.Region
+		code, err := Check(ctx, authz, bad)
+		if err != nil {
+			return nil, err
+		}
+		res.Checks[codeName(code)]++
+	}
+	o.progress("%d partner calls through ext_authz (+2 with a missing and an unknown key)", calls)
+
+	// 3. Product events, conversions and costs.
+	prod, err := kafka.NewClient(o.Config, o.Brokers, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	defer prod.Close()
+	names := kafka.Names{Prefix: o.Config.Kafka.TopicPrefix}
+	var recs []*kgo.Record
+	now := time.Now().UTC().Truncate(time.Second)
+	for i := 0; i < o.Events; i++ {
+		ev := schemas.Event{SchemaVersion: "1", ID: fmt.Sprintf("evt_demo_%s_%04d", suffix, i), Type: "order.created", Source: "demo",
+			OccurredAt: now, Data: json.RawMessage(fmt.Sprintf(`{"order_id":"ord_%s_%d","amount":"%d.00","currency":"USD"}`, suffix, i, 10+i))}
+		recs = append(recs, record(ctx, names.Topic(schemas.TopicEvents), ev.ID, ev))
+	}
+	for u := 0; u < o.Users; u++ {
+		if u%3 == 2 {
+			continue // not every user converts
+		}
+		c := schemas.Conversion{SchemaVersion: "1", ID: fmt.Sprintf("conv_demo_%s_%d", suffix, u), UserID: fmt.Sprintf("demo-user-%s-%d", suffix, u),
+			Kind: schemas.ConversionPurchase, Amount: decimal.NewFromInt(int64(100 + 10*u)), Currency: []string{"USD", "EUR"}[u%2],
+			NewCustomer: u%4 == 0, OccurredAt: now.Add(time.Second)}
+		recs = append(recs, record(ctx, names.Topic(schemas.TopicConversions), c.UserID, c))
+		res.Conversions++
+		if u == 0 { // one refund
+			r := schemas.Conversion{SchemaVersion: "1", ID: fmt.Sprintf("conv_demo_%s_%d_refund", suffix, u), UserID: c.UserID,
+				Kind: schemas.ConversionRefund, Amount: c.Amount, Currency: c.Currency, RefundOf: c.ID, OccurredAt: now.Add(2 * time.Second)}
+			recs = append(recs, record(ctx, names.Topic(schemas.TopicConversions), r.UserID, r))
+		}
+	}
+	for i, t := range res.Tenants {
+		for d := 0; d < 3; d++ {
+			c := schemas.Cost{SchemaVersion: "1", ID: fmt.Sprintf("cost_demo_%s_%d_%d", suffix, i, d), PartnerID: t.ID,
+				Amount: decimal.NewFromInt(int64(40 + 10*i)), Currency: "USD", Category: "commission", OccurredAt: now.Add(-time.Duration(d) * 24 * time.Hour)}
+			recs = append(recs, record(ctx, names.Topic(schemas.TopicCosts), c.PartnerID, c))
+		}
+	}
+	if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	res.Events = o.Events
+	o.progress("published %d product events, %d conversions (+1 refund), 9 cost records", o.Events, res.Conversions)
+
+	// 4. Wait for deliveries, the DLQ and ROI.
+	settleBy := time.Now().Add(o.Settle)
+	lastLine := ""
+	for {
+		if err := res.collect(ctx, o, api); err != nil && time.Now().After(settleBy) {
+			return res, err
+		}
+		healthy := res.Deliveries[res.Tenants[0].Name][schemas.OutcomeDelivered]
+		flaky := res.Deliveries[res.Tenants[1].Name][schemas.OutcomeDelivered]
+		dead := res.DLQ[res.Tenants[2].Name]
+		line := fmt.Sprintf("delivered healthy %d/%d, flaky %d/%d; down endpoint in DLQ %d/%d; ROI rows %d",
+			healthy, o.Events, flaky, o.Events, dead, o.Events, len(res.ROI))
+		if line != lastLine {
+			o.progress("%s", line)
+			lastLine = line
+		}
+		if healthy >= o.Events && flaky >= o.Events && dead >= o.Events && res.roiReady() {
+			break
+		}
+		if time.Now().After(settleBy) {
+			return res, fmt.Errorf("not settled after %v: %s", o.Settle, line)
+		}
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	for _, r := range receivers {
+		r.mu.Lock()
+		res.Received[r.name] = r.verified
+		res.BadSigs += r.badSigs
+		r.mu.Unlock()
+	}
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+func (r *Result) roiReady() bool {
+	for _, row := range r.ROI {
+		if row.Revenue != "" && row.Revenue != "0" && row.Revenue != "0.00" {
+			return true
+		}
+	}
+	return false
+}
+
+// collect reads the delivery log, the DLQ and ROI.
+func (r *Result) collect(ctx context.Context, o Options, api *adminclient.ClientWithResponses) error {
+	ids := make([]string, 0, len(r.Tenants))
+	byID := map[string]string{}
+	for _, t := range r.Tenants {
+		ids = append(ids, t.ID)
+		byID[t.ID] = t.Name
+	}
+	rows, err := o.ClickHouse.Query(ctx, `SELECT tenant_id, outcome, uniqExact(delivery_id) FROM webhook_deliveries
+		WHERE tenant_id IN (?) GROUP BY tenant_id, outcome`, ids)
+	if err != nil {
+		return fmt.Errorf("delivery log: %w", err)
+	}
+	deliveries := map[string]map[string]int{}
+	for rows.Next() {
+		var tenant, outcome string
+		var n uint64
+		if err := rows.Scan(&tenant, &outcome, &n); err != nil {
+			rows.Close()
+			return err
+		}
+		name := byID[tenant]
+		if deliveries[name] == nil {
+			deliveries[name] = map[string]int{}
+		}
+		deliveries[name][outcome] = int(n)
+	}
+	rows.Close()
+	r.Deliveries = deliveries
+	if r.TraceID == "" {
+		var trace, id string
+		if err := o.ClickHouse.QueryRow(ctx, `SELECT trace_id, delivery_id FROM webhook_deliveries
+			WHERE tenant_id = ? AND outcome = ? AND trace_id != '' ORDER BY attempted_at LIMIT 1`, r.Tenants[1].ID, schemas.OutcomeDelivered).Scan(&trace, &id); err == nil {
+			r.TraceID, r.DeliveryID = trace, id
+		}
+	}
+	for _, t := range r.Tenants {
+		tenant := t.ID
+		limit := 10000
+		dl, err := api.ListDLQWithResponse(ctx, &adminclient.ListDLQParams{Tenant: &tenant, Limit: &limit})
+		if err != nil {
+			return err
+		}
+		if dl.JSON200 == nil {
+			return fmt.Errorf("dlq list: %d %s", dl.StatusCode(), dl.Body)
+		}
+		seen := map[string]bool{}
+		for _, d := range dl.JSON200.DeadLetters {
+			if d.DeliveryId != nil {
+				seen[*d.DeliveryId] = true
+			}
+		}
+		r.DLQ[t.Name] = len(seen)
+	}
+	var roi []ROIRow
+	for _, t := range r.Tenants {
+		for _, m := range o.Models {
+			partner, model := t.ID, adminclient.GetROIParamsModel(m)
+			resp, err := api.GetROIWithResponse(ctx, &adminclient.GetROIParams{PartnerId: &partner, Model: &model})
+			if err != nil {
+				return err
+			}
+			if resp.JSON200 == nil {
+				return fmt.Errorf("roi: %d %s", resp.StatusCode(), resp.Body)
+			}
+			for _, row := range resp.JSON200.Rows {
+				roi = append(roi, ROIRow{Partner: t.Name, Model: row.Model, Revenue: row.Revenue, Cost: row.Cost,
+					Conversions: float64(row.Conversions), Leads: row.Leads, NewCustomers: float64(row.NewCustomers),
+					ROI: toF(row.Roi), LTVCAC: toF(row.LtvCac), CPL: row.Cpl, CAC: row.Cac, LTV: row.Ltv})
+			}
+		}
+	}
+	r.ROI = roi
+	return nil
+}
+
+func toF[T ~float32 | ~float64](p *T) *float64 {
+	if p == nil {
+		return nil
+	}
+	v := float64(*p)
+	return &v
+}
+
+func record(ctx context.Context, topic, key string, v any) *kgo.Record {
+	b, _ := json.Marshal(v)
+	r := &kgo.Record{Topic: topic, Key: []byte(key), Value: b}
+	kafka.Inject(ctx, r)
+	return r
+}
+
+// CheckInput is one partner request as Envoy presents it to ext_authz.
+type CheckInput struct {
+	Key, Path, UserID, Referer, Region, TraceParent string
+}
+
+// Check sends a CheckRequest shaped as Envoy's and returns the HTTP status
+// Envoy would answer with (0 when allowed).
+func Check(ctx context.Context, c authv3.AuthorizationClient, in CheckInput) (int, error) {
+	headers := map[string]string{
+		":authority": "edge." + in.Region + ".partners.example", ":method": "GET", ":path": in.Path, ":scheme": "https",
+		"user-agent": "partners-demo/1.0", "x-request-id": fmt.Sprintf("%d", time.Now().UnixNano()),
+	}
+	if in.Key != "" {
+		headers["authorization"] = "Bearer " + in.Key
+	}
+	if in.UserID != "" {
+		headers["x-partner-user-id"] = in.UserID
+	}
+	if in.Referer != "" {
+		headers["referer"] = in.Referer
+	}
+	if in.TraceParent != "" {
+		headers["traceparent"] = in.TraceParent
+	} else {
+		carrier := propagation.MapCarrier{}
+		otel.GetTextMapPropagator().Inject(ctx, carrier)
+		if tp := carrier.Get("traceparent"); tp != "" {
+			headers["traceparent"] = tp
+		}
+	}
+	path, _, _ := strings.Cut(in.Path, "?")
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source:      &authv3.AttributeContext_Peer{Address: sockAddr("203.0.113.7", 51234)},
+		Destination: &authv3.AttributeContext_Peer{Address: sockAddr("10.0.0.10", 10000)},
+		Request: &authv3.AttributeContext_Request{
+			Time: timestamppb.Now(),
+			Http: &authv3.AttributeContext_HttpRequest{
+				Id: headers["x-request-id"], Method: "GET", Headers: headers, Path: in.Path,
+				Host: headers[":authority"], Scheme: "https", Protocol: "HTTP/1.1",
+			},
+		},
+		ContextExtensions: map[string]string{"region": in.Region, "route": path},
+	}}
+	resp, err := c.Check(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	if resp.GetStatus().GetCode() == 0 {
+		return 0, nil
+	}
+	if d := resp.GetDeniedResponse(); d != nil && d.GetStatus() != nil {
+		return int(d.GetStatus().GetCode()), nil
+	}
+	return 403, nil
+}
+
+func sockAddr(ip string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}}
+}
+
+func codeName(code int) string {
+	if code == 0 {
+		return "ok"
+	}
+	return fmt.Sprint(code)
+}
+
+// Print writes the summary.
+func (r *Result) Print(w io.Writer) {
+	fmt.Fprintf(w, "\nScenario finished in %s: %d product events to 3 partners.\n\n", r.Elapsed.Round(time.Second), r.Events)
+	fmt.Fprintln(w, "Edge (ext_authz) decisions:")
+	keys := make([]string, 0, len(r.Checks))
+	for k := range r.Checks {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %-4s %d\n", k, r.Checks[k])
+	}
+	fmt.Fprintln(w, "\nDeliveries by outcome (distinct webhook ids, from the ClickHouse delivery log):")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PARTNER\tRECEIVER\tDELIVERED\tRETRY\tSKIPPED\tFAILED\tDLQ\tVERIFIED REQUESTS")
+	for _, t := range r.Tenants {
+		d := r.Deliveries[t.Name]
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", t.Name, t.Receiver, d[schemas.OutcomeDelivered], d[schemas.OutcomeRetry],
+			d[schemas.OutcomeSkipped], d[schemas.OutcomeFailed], r.DLQ[t.Name], r.Received[t.Name])
+	}
+	_ = tw.Flush()
+	if r.BadSigs > 0 {
+		fmt.Fprintf(w, "  WARNING: %d requests failed signature verification\n", r.BadSigs)
+	}
+	fmt.Fprintln(w, "\nPartner ROI (window 30 days, base currency):")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PARTNER\tMODEL\tREVENUE\tCOST\tCONVERSIONS\tLEADS\tROI\tCPL\tCAC\tLTV")
+	for _, row := range r.ROI {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%.2f\t%d\t%s\t%s\t%s\t%s\n", row.Partner, row.Model, row.Revenue, row.Cost,
+			row.Conversions, row.Leads, fptr(row.ROI), sptr(row.CPL), sptr(row.CAC), sptr(row.LTV))
+	}
+	_ = tw.Flush()
+	if r.TraceID != "" {
+		fmt.Fprintf(w, "\nTrace of one delivery: trace_id %s (webhook-id %s)\n", r.TraceID, r.DeliveryID)
+		fmt.Fprintln(w, "  find it in your tracing backend, or: SELECT * FROM webhook_deliveries WHERE trace_id = '"+r.TraceID+"'")
+	}
+}
+
+func fptr(p *float64) string {
+	if p == nil {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", *p)
+}
+
+func sptr(p *string) string {
+	if p == nil {
+		return "—"
+	}
+	return *p
+}
