@@ -1,9 +1,121 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"text/tabwriter"
 
-// addAttribution adds the attribution processor to rt. (Issue 5 fills this in.)
-func addAttribution(rt *runtime) error { return nil }
+	"github.com/spf13/cobra"
 
-// attributionToolCmds are `partners roi` and friends. (Issue 5.)
-func (a *app) attributionToolCmds() []*cobra.Command { return nil }
+	"github.com/partners-engine/partners-engine/control-plane/adminclient"
+	"github.com/partners-engine/partners-engine/processors/attribution"
+	"github.com/partners-engine/partners-engine/processors/attribution/models"
+	"github.com/partners-engine/partners-engine/processors/attribution/roi"
+)
+
+// addAttribution adds the attribution processor (Kafka → ClickHouse) and
+// mounts GET /api/v1/analytics/roi on the admin API.
+func addAttribution(rt *runtime) error {
+	ctx := context.Background()
+	conn, err := rt.clickhouse(ctx)
+	if err != nil {
+		return fmt.Errorf("attribution: clickhouse: %w", err)
+	}
+	p, err := attribution.New(attribution.Options{
+		Config: rt.cfg, Brokers: rt.brokers, Conn: conn, Producer: rt.producer,
+		Log: rt.log.With("component", "attribution"), Metrics: rt.prom,
+	})
+	if err != nil {
+		return err
+	}
+	rt.add("attribution", p.Run)
+	reg := rt.registry()
+	rt.adminAPI().HandleTenant("GET /api/v1/analytics/roi", true, roi.Handler(roi.HandlerOptions{
+		Conn: conn, DefaultWindow: rt.cfg.Partner.Attribution.ROIWindowDays,
+		TenantName: reg.Get, Log: rt.log.With("component", "roi"),
+	}))
+	rt.admin.AddCheck("clickhouse", func(ctx context.Context) error { return conn.Ping(ctx) })
+	return nil
+}
+
+// attributionToolCmds are the analyst commands: `partners roi`.
+func (a *app) attributionToolCmds() []*cobra.Command {
+	var (
+		partner, model, format string
+		window                 int
+	)
+	cmd := &cobra.Command{
+		Use:   "roi --partner-id ID [--window 30] [--model last_touch] [--format table|json]",
+		Short: "Partner ROI, CPL, CAC and LTV per attribution model",
+		Long: `roi reads GET /api/v1/analytics/roi through the admin API (admin.url with
+admin.token), so the CLI sees exactly what partners and dashboards see and
+needs no ClickHouse credentials. --model "" (or all) lists every model.
+Money is in partner.attribution.base_currency.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "table" && format != "json" {
+				return &exitError{code: 2, err: fmt.Errorf("--format: want table or json, got %q", format)}
+			}
+			if window < roi.MinWindow || window > roi.MaxWindow {
+				return &exitError{code: 2, err: fmt.Errorf("--window: must be between %d and %d days, got %d", roi.MinWindow, roi.MaxWindow, window)}
+			}
+			if model == "all" {
+				model = ""
+			}
+			if model != "" && !models.Valid(model) {
+				return &exitError{code: 2, err: fmt.Errorf("--model: want one of %s, got %q", strings.Join(models.All, ", "), model)}
+			}
+			cfg, err := a.load()
+			if err != nil {
+				return err
+			}
+			c, err := a.api(cfg)
+			if err != nil {
+				return err
+			}
+			params := &adminclient.GetROIParams{Window: &window}
+			if partner != "" {
+				params.PartnerId = &partner
+			}
+			if model != "" {
+				m := adminclient.GetROIParamsModel(model)
+				params.Model = &m
+			}
+			res, err := c.GetROIWithResponse(cmd.Context(), params)
+			if err != nil {
+				return a.apiResult(0, nil, err, http.StatusOK)
+			}
+			if res.StatusCode() != http.StatusOK || format == "json" || res.JSON200 == nil {
+				return a.apiResult(res.StatusCode(), res.Body, nil, http.StatusOK)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "PARTNER\tMODEL\tREVENUE\tCOST\tCONVERSIONS\tLEADS\tNEW CUST\tROI\tCPL\tCAC\tLTV\tLTV:CAC\t")
+			for _, r := range res.JSON200.Rows {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.4f\t%d\t%.4f\t%s\t%s\t%s\t%s\t%s\t\n", r.PartnerId, r.Model, r.Revenue, r.Cost,
+					r.Conversions, r.Leads, r.NewCustomers, optF(r.Roi), optS(r.Cpl), optS(r.Cac), optS(r.Ltv), optF(r.LtvCac))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&partner, "partner-id", "", "partner (tenant) id; empty with the admin token: every partner")
+	cmd.Flags().IntVar(&window, "window", 30, "window in days (1..3650), ending today (UTC)")
+	cmd.Flags().StringVar(&model, "model", "last_touch", "attribution model: "+strings.Join(models.All, ", ")+", or all")
+	cmd.Flags().StringVar(&format, "format", "table", "table or json")
+	return []*cobra.Command{cmd}
+}
+
+func optF(f *float32) string {
+	if f == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.4f", *f)
+}
+
+func optS(s *string) string {
+	if s == nil {
+		return "-"
+	}
+	return *s
+}

@@ -1,0 +1,266 @@
+// Package attribution owns the attribution processor: it consumes
+// touchpoints, conversions and costs from Kafka, credits every conversion to
+// the partners that touched its user inside the lookback window under each
+// attribution model (processors/attribution/models), and writes the raw
+// records and the attribution rows to ClickHouse in batches, committing
+// Kafka offsets only after the inserts succeeded. ClickHouse materialized
+// views (schemas/clickhouse/migrations/0200_*) roll them up per partner, day
+// and model; processors/attribution/roi reads them.
+//
+// Guarantees: at-least-once into ClickHouse with deterministic ids, so a
+// replayed batch writes identical rows and every total read by roi is
+// unchanged (reads de-duplicate by id). ClickHouse down: the batch is
+// retried with backoff, never committed and never dropped. Malformed input
+// goes to partners.attribution.dlq with its reason; the pipeline keeps
+// going.
+package attribution
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/shopspring/decimal"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/kafka"
+	"github.com/partners-engine/partners-engine/processors/attribution/models"
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+// Options configure a Processor.
+type Options struct {
+	Config   *config.Config // kafka.* for the consumer, partner.attribution for the models
+	Brokers  []string
+	Conn     driver.Conn // ClickHouse, migrated
+	Producer *kgo.Client // produces dead letters
+	Log      *slog.Logger
+	Metrics  prometheus.Registerer // nil: no metrics
+	// Now is the clock used for ingested_at (tests may fix it); nil: time.Now.
+	Now func() time.Time
+}
+
+// Processor is the attribution processor.
+type Processor struct {
+	opt     Options
+	names   kafka.Names
+	rates   map[string]decimal.Decimal
+	params  models.Params
+	sources map[string]bool
+	hist    *lru.Cache[string, *history]
+	m       metrics
+}
+
+type metrics struct {
+	records  *prometheus.CounterVec
+	rows     *prometheus.CounterVec
+	retries  prometheus.Counter
+	batchDur prometheus.Histogram
+	pending  prometheus.Counter
+}
+
+// New validates the options and builds a processor.
+func New(opt Options) (*Processor, error) {
+	if opt.Config == nil || opt.Conn == nil || opt.Producer == nil || opt.Log == nil {
+		return nil, errors.New("attribution: Config, Conn, Producer and Log are required")
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	a := opt.Config.Partner.Attribution
+	p := &Processor{
+		opt:     opt,
+		names:   kafka.Names{Prefix: opt.Config.Kafka.TopicPrefix},
+		rates:   map[string]decimal.Decimal{},
+		sources: map[string]bool{},
+		params: models.Params{
+			Lookback: time.Duration(a.LookbackDays) * 24 * time.Hour,
+			HalfLife: time.Duration(a.TimeDecayHalfLifeDays * float64(24*time.Hour)),
+		},
+	}
+	for cur, r := range a.CurrencyRates {
+		d, err := decimal.NewFromString(r)
+		if err != nil || !d.IsPositive() {
+			return nil, fmt.Errorf("partner.attribution.currency_rates.%s: %q is not a positive decimal", cur, r)
+		}
+		p.rates[cur] = d
+	}
+	for _, s := range a.TouchpointSources {
+		p.sources[s] = true
+	}
+	h, err := lru.New[string, *history](a.HistoryCacheSize)
+	if err != nil {
+		return nil, fmt.Errorf("attribution: history cache: %w", err)
+	}
+	p.hist = h
+	p.m = metrics{
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "partners_attribution_records_total", Help: "Kafka records handled by the attribution processor, by topic and outcome (ok, dead_letter).",
+		}, []string{"topic", "outcome"}),
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "partners_attribution_rows_inserted_total", Help: "Rows inserted into ClickHouse, by table (duplicates on replay included).",
+		}, []string{"table"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "partners_attribution_batch_retries_total", Help: "Batches retried because ClickHouse or Kafka failed.",
+		}),
+		batchDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "partners_attribution_batch_seconds", Help: "Time to attribute and insert one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}),
+		pending: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "partners_attribution_refunds_pending_total", Help: "Refunds seen before the conversion they refund (credited when it arrives).",
+		}),
+	}
+	if opt.Metrics != nil {
+		for _, c := range []prometheus.Collector{p.m.records, p.m.rows, p.m.retries, p.m.batchDur, p.m.pending} {
+			if err := opt.Metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("attribution metrics: %w", err)
+			}
+		}
+	}
+	return p, nil
+}
+
+// Topics are the broker names of the topics the processor consumes.
+func (p *Processor) Topics() []string {
+	return []string{
+		p.names.Topic(schemas.TopicTouchpoints),
+		p.names.Topic(schemas.TopicConversions),
+		p.names.Topic(schemas.TopicCosts),
+	}
+}
+
+// Group is the consumer group of the processor.
+func (p *Processor) Group() string {
+	return p.names.Group(p.opt.Config.Kafka.GroupPrefix, "attribution")
+}
+
+// Run consumes until ctx ends. Records are gathered into a batch until
+// partner.attribution.batch.size records or batch.linger_sec after the
+// first one, then attributed and inserted; the batch's offsets are committed
+// only after every insert (and every dead letter) succeeded. A failing batch
+// is retried with backoff (100 ms doubling to 10 s) until it succeeds or ctx
+// ends; nothing is committed meanwhile, so a restart replays it.
+func (p *Processor) Run(ctx context.Context) error {
+	purge := func(context.Context, *kgo.Client, map[string][]int32) { p.hist.Purge() }
+	opts := append(kafka.ConsumerOptions(),
+		kgo.ConsumerGroup(p.Group()),
+		kgo.ConsumeTopics(p.Topics()...),
+		// Touchpoints and conversions are both keyed by user id over the same
+		// partition count: the range balancer gives one member the same
+		// partition numbers of every topic, so one process sees all of a
+		// user's records and its history cache stays coherent.
+		kgo.Balancers(kgo.RangeBalancer()),
+		// A partition that moved may have been written by another member:
+		// forget cached histories (ClickHouse is reloaded on the next miss).
+		kgo.OnPartitionsAssigned(purge), kgo.OnPartitionsRevoked(purge), kgo.OnPartitionsLost(purge),
+	)
+	cl, err := kafka.NewClient(p.opt.Config, p.opt.Brokers, p.opt.Log, opts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	return p.loop(ctx, cl)
+}
+
+func (p *Processor) loop(ctx context.Context, cl *kgo.Client) error {
+	b := p.opt.Config.Partner.Attribution.Batch
+	size := b.Size
+	linger := time.Duration(b.LingerSec * float64(time.Second))
+	var pending []*kgo.Record
+	var first time.Time
+	for {
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if len(pending) > 0 {
+			pctx, cancel = context.WithDeadline(ctx, first.Add(linger))
+		}
+		fetches := cl.PollRecords(pctx, size-len(pending))
+		cancel()
+		if fetches.IsClientClosed() {
+			return nil
+		}
+		if ctx.Err() != nil {
+			p.finalFlush(ctx, cl, pending)
+			return nil
+		}
+		fetches.EachError(func(topic string, part int32, err error) {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				p.opt.Log.Warn("kafka fetch error", "topic", topic, "partition", part, "err", err)
+			}
+		})
+		recs := fetches.Records()
+		if len(recs) > 0 && len(pending) == 0 {
+			first = time.Now()
+		}
+		pending = append(pending, recs...)
+		if len(pending) == 0 {
+			cl.AllowRebalance()
+			continue
+		}
+		if len(pending) < size && time.Now().Before(first.Add(linger)) {
+			continue
+		}
+		if !p.flushRetrying(ctx, pending) {
+			p.finalFlush(ctx, cl, nil)
+			return nil
+		}
+		p.commit(ctx, cl, pending)
+		pending = nil
+		cl.AllowRebalance()
+	}
+}
+
+// finalFlush gives a batch gathered before shutdown one bounded attempt, so
+// a clean stop does not leave work for the next start; whatever fails is
+// simply not committed and is replayed.
+func (p *Processor) finalFlush(ctx context.Context, cl *kgo.Client, pending []*kgo.Record) {
+	defer cl.AllowRebalance()
+	if len(pending) == 0 {
+		return
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := p.Handle(fctx, pending); err != nil {
+		p.opt.Log.Warn("final batch not flushed; it will be replayed", "records", len(pending), "err", err)
+		return
+	}
+	p.commit(fctx, cl, pending)
+}
+
+func (p *Processor) commit(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := cl.CommitRecords(cctx, recs...); err != nil {
+		p.opt.Log.Warn("offset commit failed; records will be handled again (idempotent)", "err", err)
+	}
+}
+
+// flushRetrying handles recs until it succeeds (true) or ctx ends (false).
+func (p *Processor) flushRetrying(ctx context.Context, recs []*kgo.Record) bool {
+	backoff := 100 * time.Millisecond
+	for {
+		t0 := time.Now()
+		err := p.Handle(ctx, recs)
+		if err == nil {
+			p.m.batchDur.Observe(time.Since(t0).Seconds())
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		p.m.retries.Inc()
+		p.opt.Log.Warn("attribution batch failed; retrying it (offsets not committed)", "records", len(recs), "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}

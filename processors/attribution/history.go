@@ -1,0 +1,119 @@
+package attribution
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/partners-engine/partners-engine/processors/attribution/models"
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+// history is what the processor knows of one user: every touchpoint and
+// conversion, by id. It is cached in an LRU (partner.attribution.
+// history_cache_size users); on a miss it is loaded from ClickHouse, which
+// holds every record of every committed batch.
+type history struct {
+	touches map[string]models.Touch
+	convs   map[string]conv
+}
+
+func newHistory() *history {
+	return &history{touches: map[string]models.Touch{}, convs: map[string]conv{}}
+}
+
+func (h *history) addTouch(t models.Touch) { h.touches[t.ID] = t }
+func (h *history) addConv(c conv)          { h.convs[c.ID] = c }
+
+func (h *history) touchList() []models.Touch {
+	out := make([]models.Touch, 0, len(h.touches))
+	for _, t := range h.touches {
+		out = append(out, t)
+	}
+	return out
+}
+
+// anchor is the time a conversion is attributed at: its own, or for a
+// refund the refunded conversion's (same touches, same split). A refund of
+// a conversion not seen yet has no anchor.
+func (h *history) anchor(c conv) (time.Time, bool) {
+	if c.Kind != schemas.ConversionRefund {
+		return c.At, true
+	}
+	orig, ok := h.convs[c.RefundOf]
+	if !ok || orig.Kind == schemas.ConversionRefund {
+		return time.Time{}, false
+	}
+	return orig.At, true
+}
+
+// loadChunk bounds the user ids bound into one IN (...) list (18.16's
+// max_query_size is 256 KiB).
+const loadChunk = 500
+
+// histories returns the history of every user, from the cache or, for the
+// misses, from ClickHouse (one query per table per chunk of users).
+func (p *Processor) histories(ctx context.Context, users map[string]bool) (map[string]*history, error) {
+	out := make(map[string]*history, len(users))
+	var miss []string
+	for _, u := range sortedKeys(users) {
+		if h, ok := p.hist.Get(u); ok {
+			out[u] = h
+			continue
+		}
+		out[u] = newHistory()
+		miss = append(miss, u)
+	}
+	for i := 0; i < len(miss); i += loadChunk {
+		chunk := miss[i:min(i+loadChunk, len(miss))]
+		if err := p.loadTouches(ctx, chunk, out); err != nil {
+			return nil, err
+		}
+		if err := p.loadConvs(ctx, chunk, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (p *Processor) loadTouches(ctx context.Context, users []string, out map[string]*history) error {
+	rows, err := p.opt.Conn.Query(ctx,
+		`SELECT user_id, id, any(partner_id), any(occurred_at) FROM touchpoints WHERE user_id IN (?) GROUP BY user_id, id`, users)
+	if err != nil {
+		return fmt.Errorf("load touchpoint history: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u string
+		var t models.Touch
+		if err := rows.Scan(&u, &t.ID, &t.PartnerID, &t.At); err != nil {
+			return fmt.Errorf("load touchpoint history: %w", err)
+		}
+		t.At = t.At.UTC()
+		out[u].addTouch(t)
+	}
+	return rows.Err()
+}
+
+func (p *Processor) loadConvs(ctx context.Context, users []string, out map[string]*history) error {
+	rows, err := p.opt.Conn.Query(ctx, `SELECT user_id, id, any(kind), any(refund_of), any(amount), any(currency),
+		any(amount_base), any(new_customer), any(occurred_at)
+		FROM conversions WHERE user_id IN (?) GROUP BY user_id, id`, users)
+	if err != nil {
+		return fmt.Errorf("load conversion history: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var c conv
+		var nc uint8
+		var amount, base decimal.Decimal
+		if err := rows.Scan(&c.UserID, &c.ID, &c.Kind, &c.RefundOf, &amount, &c.Currency, &base, &nc, &c.At); err != nil {
+			return fmt.Errorf("load conversion history: %w", err)
+		}
+		c.Amount, c.AmountBase, c.NewCustomer, c.At = amount, base, nc == 1, c.At.UTC()
+		out[c.UserID].addConv(c)
+	}
+	return rows.Err()
+}

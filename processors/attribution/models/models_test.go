@@ -1,0 +1,108 @@
+package models
+
+import (
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+)
+
+var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+
+func tp(id, partner string, hoursBefore float64) Touch {
+	return Touch{ID: id, PartnerID: partner, At: t0.Add(-time.Duration(hoursBefore * float64(time.Hour)))}
+}
+
+func d(s string) decimal.Decimal { return decimal.RequireFromString(s) }
+
+func shares(t *testing.T, model string, touches []Touch, total string, places int32, p Params) map[string]string {
+	t.Helper()
+	ws, err := Weights(model, Eligible(touches, t0, p.Lookback), t0, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for i, s := range Split(d(total), ws, places) {
+		out[ws[i].PartnerID] = s.String()
+	}
+	return out
+}
+
+func TestModels(t *testing.T) {
+	p := Params{Lookback: 30 * 24 * time.Hour, HalfLife: 7 * 24 * time.Hour}
+	three := []Touch{tp("t1", "a", 72), tp("t2", "b", 48), tp("t3", "c", 24)}
+	cases := []struct {
+		name, model string
+		touches     []Touch
+		total       string
+		want        map[string]string
+	}{
+		{"first", FirstTouch, three, "100", map[string]string{"a": "100", "b": "0", "c": "0"}},
+		{"last", LastTouch, three, "100", map[string]string{"a": "0", "b": "0", "c": "100"}},
+		{"linear thirds to the cent", Linear, three, "100", map[string]string{"a": "33.34", "b": "33.33", "c": "33.33"}},
+		{"linear same partner twice", Linear, []Touch{tp("t1", "a", 3), tp("t2", "b", 2), tp("t3", "a", 1)}, "90", map[string]string{"a": "60", "b": "30"}},
+		{"position 1 touch", PositionBased, three[:1], "10", map[string]string{"a": "10"}},
+		{"position 2 touches", PositionBased, three[:2], "10", map[string]string{"a": "5", "b": "5"}},
+		{"position 40/20/40", PositionBased, three, "10", map[string]string{"a": "4", "b": "2", "c": "4"}},
+		{"position 4 touches", PositionBased, []Touch{tp("t1", "a", 4), tp("t2", "b", 3), tp("t3", "c", 2), tp("t4", "d", 1)}, "100", map[string]string{"a": "40", "b": "10", "c": "10", "d": "40"}},
+		{"refund negates", Linear, three, "-100", map[string]string{"a": "-33.34", "b": "-33.33", "c": "-33.33"}},
+		// one half-life apart: weights 1 (age 0) and 1/2 (age 7 days)
+		{"time decay half-life", TimeDecay, []Touch{tp("t1", "a", 7*24), tp("t2", "b", 0)}, "90", map[string]string{"a": "30", "b": "60"}},
+		{"outside lookback ignored", LastTouch, []Touch{tp("old", "z", 31*24), tp("t1", "a", 1)}, "5", map[string]string{"a": "5"}},
+		{"after the conversion ignored", LastTouch, []Touch{tp("late", "z", -1), tp("t1", "a", 1)}, "5", map[string]string{"a": "5"}},
+		{"lookback edge is inclusive", FirstTouch, []Touch{tp("edge", "z", 30*24), tp("t1", "a", 1)}, "5", map[string]string{"z": "5", "a": "0"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := shares(t, c.model, c.touches, c.total, 2, p)
+			if len(got) != len(c.want) {
+				t.Fatalf("got %v, want %v", got, c.want)
+			}
+			for k, v := range c.want {
+				if !d(got[k]).Equal(d(v)) {
+					t.Fatalf("partner %s: got %s, want %s (all %v)", k, got[k], v, got)
+				}
+			}
+		})
+	}
+}
+
+func TestSplitSumsExactly(t *testing.T) {
+	ws := []Weight{{"a", d("1")}, {"b", d("1")}, {"c", d("1")}, {"d", d("0.000000000001")}, {"e", d("7")}}
+	for _, total := range []string{"0.01", "0.07", "1", "99.99", "-13.37", "123456789.01"} {
+		var sum decimal.Decimal
+		pos := Split(d(total).Abs(), ws, 2)
+		for i, s := range Split(d(total), ws, 2) {
+			sum = sum.Add(s)
+			if d(total).IsNegative() && !s.Equal(pos[i].Neg()) {
+				t.Fatalf("split of %s is not the negation of the positive split: %v vs %v", total, s, pos[i])
+			}
+		}
+		if !sum.Equal(d(total)) {
+			t.Fatalf("split of %s sums to %s", total, sum)
+		}
+	}
+	if got := Split(d("5"), nil, 2); len(got) != 0 {
+		t.Fatalf("no weights: %v", got)
+	}
+}
+
+func TestEligibleDedupAndOrder(t *testing.T) {
+	el := Eligible([]Touch{tp("b", "p", 1), tp("a", "p", 1), tp("a", "p", 1), tp("c", "q", 2)}, t0, time.Hour*24)
+	if len(el) != 3 || el[0].ID != "c" || el[1].ID != "a" || el[2].ID != "b" {
+		t.Fatalf("got %+v", el)
+	}
+}
+
+func TestToBaseRoundsHalfAwayFromZero(t *testing.T) {
+	for _, c := range []struct{ amount, rate, want string }{
+		{"10.005", "1", "10.01"}, {"-10.005", "1", "-10.01"}, {"9.99", "1.08", "10.79"}, {"0.0049", "1.27", "0.01"},
+	} {
+		if got := ToBase(d(c.amount), d(c.rate)); !got.Equal(d(c.want)) {
+			t.Errorf("ToBase(%s, %s) = %s, want %s", c.amount, c.rate, got, c.want)
+		}
+	}
+	if _, err := Weights("nope", nil, t0, Params{}); err == nil {
+		t.Fatal("unknown model accepted")
+	}
+}

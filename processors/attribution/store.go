@@ -1,0 +1,95 @@
+package attribution
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// insert writes the batch's rows, one INSERT per table naming its columns
+// (clickhouse-go batches need that on 18.16). Raw records go first, then
+// the attribution rows; a failure anywhere fails the whole batch, which is
+// retried as a whole (every row has a deterministic id).
+func (p *Processor) insert(ctx context.Context, b *batch) error {
+	now := p.opt.Now().UTC().Truncate(1e9)
+	if len(b.touches) > 0 {
+		err := p.send(ctx, "touchpoints", `INSERT INTO touchpoints (id, user_id, partner_id, source, utm_source, utm_medium,
+			utm_campaign, referrer, region, trace_id, occurred_at, ingested_at)`, func(bt driver.Batch) error {
+			for _, t := range b.touches {
+				if err := bt.Append(t.ID, t.UserID, t.PartnerID, t.Source, t.UTMSource, t.UTMMedium, t.UTMCampaign,
+					t.Referrer, t.Region, t.TraceID, t.OccurredAt, now); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, len(b.touches))
+		if err != nil {
+			return err
+		}
+	}
+	if len(b.convs) > 0 {
+		err := p.send(ctx, "conversions", `INSERT INTO conversions (id, user_id, kind, amount, currency, amount_base,
+			new_customer, refund_of, occurred_at, ingested_at)`, func(bt driver.Batch) error {
+			for _, c := range b.convs {
+				nc := uint8(0)
+				if c.NewCustomer {
+					nc = 1
+				}
+				if err := bt.Append(c.ID, c.UserID, c.Kind, c.Amount, c.Currency, c.AmountBase, nc, c.RefundOf, c.At, now); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, len(b.convs))
+		if err != nil {
+			return err
+		}
+	}
+	if len(b.costs) > 0 {
+		err := p.send(ctx, "costs", `INSERT INTO costs (id, partner_id, amount, currency, amount_base, category,
+			occurred_at, ingested_at)`, func(bt driver.Batch) error {
+			for _, c := range b.costs {
+				if err := bt.Append(c.ID, c.PartnerID, c.Amount, c.Currency, c.AmountBase, c.Category, c.OccurredAt, now); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, len(b.costs))
+		if err != nil {
+			return err
+		}
+	}
+	if len(b.attrs) > 0 {
+		err := p.send(ctx, "attributions", `INSERT INTO attributions (id, conversion_id, user_id, partner_id, model, kind,
+			version, credit, revenue, new_customer, converted_at, ingested_at)`, func(bt driver.Batch) error {
+			for _, a := range b.attrs {
+				if err := bt.Append(a.ID, a.ConversionID, a.UserID, a.PartnerID, a.Model, a.Kind, a.Version,
+					a.Credit, a.Revenue, a.NewCustomer, a.At, now); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, len(b.attrs))
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Processor) send(ctx context.Context, table, query string, fill func(driver.Batch) error, n int) error {
+	bt, err := p.opt.Conn.PrepareBatch(ctx, query)
+	if err != nil {
+		return fmt.Errorf("insert %s: %w", table, err)
+	}
+	if err := fill(bt); err != nil {
+		_ = bt.Abort()
+		return fmt.Errorf("insert %s: %w", table, err)
+	}
+	if err := bt.Send(); err != nil {
+		return fmt.Errorf("insert %s: %w", table, err)
+	}
+	p.m.rows.WithLabelValues(table).Add(float64(n))
+	return nil
+}
