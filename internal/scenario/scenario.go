@@ -79,13 +79,13 @@ type Result struct {
 
 // ROIRow is one partner × model line.
 type ROIRow struct {
-	Partner, Model                       string
-	Revenue, Cost                        string
-	Conversions                          float64
-	Leads                                int
-	NewCustomers                         float64
-	ROI, LTVCAC                          *float64
-	CPL, CAC, LTV                        *string
+	Partner, Model string
+	Revenue, Cost  string
+	Conversions    float64
+	Leads          int
+	NewCustomers   float64
+	ROI, LTVCAC    *float64
+	CPL, CAC, LTV  *string
 }
 
 type receiver struct {
