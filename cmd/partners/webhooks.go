@@ -1,9 +1,231 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
 
-// addWebhooks adds the webhooks processor to rt. (Issue 4 fills this in.)
-func addWebhooks(rt *runtime) error { return nil }
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
 
-// webhookToolCmds are `partners events publish` and `partners dlq`. (Issue 4.)
-func (a *app) webhookToolCmds() []*cobra.Command { return nil }
+	"github.com/partners-engine/partners-engine/control-plane/adminclient"
+	"github.com/partners-engine/partners-engine/internal/chdb"
+	"github.com/partners-engine/partners-engine/internal/kafka"
+	"github.com/partners-engine/partners-engine/processors/webhooks"
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+// addWebhooks adds the webhooks processor (first attempts, one stage per
+// retry topic, DLQ depth), the delivery-log sink into ClickHouse, and the
+// DLQ and webhook-test routes of the admin API.
+func addWebhooks(rt *runtime) error {
+	reg := rt.registry()
+	p, err := webhooks.New(webhooks.Options{
+		Config: rt.cfg, Brokers: rt.brokers, Tenants: reg, Disabler: rt.writer, Log: rt.log, Metrics: rt.prom,
+	})
+	if err != nil {
+		return err
+	}
+	api := &webhooks.API{P: p, Producer: rt.producer}
+	admin := rt.adminAPI()
+	admin.HandleAdmin("GET /api/v1/dlq", api.List)
+	admin.HandleAdmin("POST /api/v1/dlq/replay", api.Replay)
+	admin.HandleTenant("POST /api/v1/partners/webhooks/test", false, api.Test)
+	rt.add("webhooks", func(ctx context.Context) error {
+		// Fanning out before the tenants are loaded would deliver to nobody.
+		if err := rt.waitRegistry(ctx); err != nil {
+			return nil
+		}
+		return p.Run(ctx)
+	})
+	rt.add("delivery-log", func(ctx context.Context) error {
+		conn, err := rt.clickhouse(ctx)
+		for err != nil {
+			// The log waits on its topic: ClickHouse being down delays the
+			// table, never the deliveries.
+			rt.log.Warn("delivery log: ClickHouse unavailable; retrying in 10s", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(10 * time.Second):
+			}
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			conn, err = chdb.Open(cctx, rt.cfg.ClickHouse)
+			if err == nil {
+				if _, err = chdb.Migrate(cctx, conn, rt.log); err != nil {
+					conn.Close()
+				} else {
+					defer conn.Close()
+				}
+			}
+			cancel()
+		}
+		return webhooks.RunDeliveryLog(ctx, rt.cfg, rt.brokers, conn, rt.log)
+	})
+	return nil
+}
+
+// webhookToolCmds are `partners events publish` and `partners dlq`.
+func (a *app) webhookToolCmds() []*cobra.Command {
+	return []*cobra.Command{a.eventsCmd(), a.dlqCmd()}
+}
+
+func (a *app) eventsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "events", Short: "Publish product events"}
+	var typ, data, id, tenantID, source string
+	publish := &cobra.Command{
+		Use:   "publish --type T --data JSON [--id ID] [--tenant-id ID]",
+		Short: "Publish a product event to partners.events.v1",
+		Long: `publish sends one event to partners.events.v1 on kafka.brokers, or, when
+none are configured, to the embedded broker of a running 'partners dev'
+(127.0.0.1:<kafka.embedded_port>). The id defaults to a random one; publishing
+the same id again is the same event (same webhook-ids).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.load()
+			if err != nil {
+				return err
+			}
+			if id == "" {
+				id = "evt_" + strings.ReplaceAll(time.Now().UTC().Format("20060102T150405.000000000"), ".", "")
+			}
+			ev := schemas.Event{SchemaVersion: schemas.SchemaVersion, ID: id, Type: typ, Source: source,
+				OccurredAt: time.Now().UTC(), TenantID: tenantID, Data: json.RawMessage(data)}
+			b, err := json.Marshal(ev)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("--data must be a JSON object: %w", err)}
+			}
+			if err := schemas.Validate(schemas.KindEvent, b); err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("invalid event: %w", err)}
+			}
+			brokers := cfg.Kafka.Brokers
+			if len(brokers) == 0 {
+				brokers = []string{fmt.Sprintf("127.0.0.1:%d", cfg.Kafka.EmbeddedPort)}
+			}
+			cl, err := kafka.NewClient(cfg, brokers, a.logger(cfg))
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			topic := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}.Topic(schemas.TopicEvents)
+			r, err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte(id), Value: b}).First()
+			if err != nil {
+				return fmt.Errorf("publish to %s on %v (is 'partners dev' running?): %w", topic, brokers, err)
+			}
+			out, _ := json.Marshal(map[string]any{"id": id, "type": typ, "topic": r.Topic, "partition": r.Partition, "offset": r.Offset})
+			fmt.Fprintln(a.stdout, string(out))
+			return nil
+		},
+	}
+	publish.Flags().StringVar(&typ, "type", "", "event type, e.g. order.created (must be in partner.webhooks.event_types)")
+	publish.Flags().StringVar(&data, "data", "{}", "event payload, a JSON object")
+	publish.Flags().StringVar(&id, "id", "", "event id (default: generated)")
+	publish.Flags().StringVar(&tenantID, "tenant-id", "", "deliver to this tenant only")
+	publish.Flags().StringVar(&source, "source", "cli", "producing system")
+	_ = publish.MarkFlagRequired("type")
+	cmd.AddCommand(publish)
+	return cmd
+}
+
+func (a *app) dlqCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dlq",
+		Short: "List and replay the webhooks dead-letter queue through the admin API",
+	}
+	var tenant, eventType, since, format string
+	var limit int
+	addFilters := func(c *cobra.Command) {
+		c.Flags().StringVar(&tenant, "tenant", "", "only this tenant id")
+		c.Flags().StringVar(&eventType, "event-type", "", "only this event type")
+		c.Flags().StringVar(&since, "since", "", "only dead letters since an RFC 3339 time or a duration ago (24h)")
+	}
+	opt := func(s string) *string {
+		if s == "" {
+			return nil
+		}
+		return &s
+	}
+	list := &cobra.Command{
+		Use:   "list [--tenant ID] [--event-type T] [--since 24h] [--limit N] [--format table|json]",
+		Short: "List dead letters",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.load()
+			if err != nil {
+				return err
+			}
+			c, err := a.api(cfg)
+			if err != nil {
+				return err
+			}
+			params := &adminclient.ListDLQParams{Tenant: opt(tenant), EventType: opt(eventType), Since: opt(since)}
+			if limit > 0 {
+				params.Limit = &limit
+			}
+			res, err := c.ListDLQWithResponse(cmd.Context(), params)
+			if err != nil {
+				return a.apiResult(0, nil, err, http.StatusOK)
+			}
+			if res.StatusCode() != http.StatusOK || format == "json" {
+				return a.apiResult(res.StatusCode(), res.Body, nil, http.StatusOK)
+			}
+			if format != "table" {
+				return fmt.Errorf("--format: want table or json, got %q", format)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "DELIVERY ID\tTENANT\tENDPOINT\tEVENT TYPE\tATTEMPTS\tLAST STATUS\tLAST ATTEMPT\tREASON")
+			for _, d := range res.JSON200.DeadLetters {
+				last := ""
+				if d.LastAttemptAt != nil {
+					last = d.LastAttemptAt.Format(time.RFC3339)
+				}
+				st := ""
+				if d.LastStatus != nil {
+					st = fmt.Sprint(*d.LastStatus)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", deref(d.DeliveryId), deref(d.TenantId), deref(d.EndpointId),
+					deref(d.EventType), d.Attempts, st, last, d.Reason)
+			}
+			return tw.Flush()
+		},
+	}
+	addFilters(list)
+	list.Flags().IntVar(&limit, "limit", 0, "at most this many (API default 100)")
+	list.Flags().StringVar(&format, "format", "table", "table or json")
+	replay := &cobra.Command{
+		Use:   "replay [--tenant ID] [--event-type T] [--since 24h]",
+		Short: "Replay matching dead letters into the first retry topic with their original webhook-id and payload",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.load()
+			if err != nil {
+				return err
+			}
+			c, err := a.api(cfg)
+			if err != nil {
+				return err
+			}
+			res, err := c.ReplayDLQWithResponse(cmd.Context(), &adminclient.ReplayDLQParams{Tenant: opt(tenant), EventType: opt(eventType), Since: opt(since)})
+			if err != nil {
+				return a.apiResult(0, nil, err, http.StatusOK)
+			}
+			return a.apiResult(res.StatusCode(), res.Body, nil, http.StatusOK)
+		},
+	}
+	addFilters(replay)
+	cmd.AddCommand(list, replay)
+	return cmd
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

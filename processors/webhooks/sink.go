@@ -1,0 +1,69 @@
+package webhooks
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/kafka"
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+// deliveryColumns are named in the INSERT: clickhouse-go batches need them on 18.16.
+const deliveryInsert = `INSERT INTO webhook_deliveries (id, delivery_id, tenant_id, endpoint_id, event_id, event_type, attempt, status_code, outcome, latency_ms, error, trace_id, attempted_at)`
+
+// RunDeliveryLog sinks partners.deliveries.v1 into the ClickHouse table
+// webhook_deliveries until ctx ends: one batch insert per polled batch, offsets
+// committed after the insert (at-least-once; the table and its rollup
+// deduplicate by attempt id). Undecodable records are logged and skipped.
+func RunDeliveryLog(ctx context.Context, cfg *config.Config, brokers []string, conn driver.Conn, log *slog.Logger) error {
+	names := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}
+	log = log.With("component", "delivery-log")
+	opts := append(kafka.ConsumerOptions(),
+		kgo.ConsumerGroup(names.Group(cfg.Kafka.GroupPrefix, "delivery-log")),
+		kgo.ConsumeTopics(names.Topic(schemas.TopicDeliveries)))
+	cl, err := kafka.NewClient(cfg, brokers, log, opts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	return kafka.Consume(ctx, cl, log, func(ctx context.Context, recs []*kgo.Record) error {
+		return InsertAttempts(ctx, conn, recs, log)
+	})
+}
+
+// InsertAttempts inserts delivery-attempt records in one batch.
+func InsertAttempts(ctx context.Context, conn driver.Conn, recs []*kgo.Record, log *slog.Logger) error {
+	b, err := conn.PrepareBatch(ctx, deliveryInsert)
+	if err != nil {
+		return fmt.Errorf("prepare webhook_deliveries batch: %w", err)
+	}
+	n := 0
+	for _, r := range recs {
+		var a schemas.DeliveryAttempt
+		if err := json.Unmarshal(r.Value, &a); err != nil || a.ID == "" {
+			log.Warn("undecodable delivery attempt skipped", "partition", r.Partition, "offset", r.Offset)
+			continue
+		}
+		if err := b.Append(a.ID, a.DeliveryID, a.TenantID, a.EndpointID, a.EventID, a.EventType,
+			uint16(min(max(a.Attempt, 0), 65535)), uint16(min(max(a.StatusCode, 0), 65535)), a.Outcome, a.LatencyMS,
+			a.Error, a.TraceID, a.AttemptedAt.UTC()); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("append delivery attempt: %w", err)
+		}
+		n++
+	}
+	if n == 0 {
+		_ = b.Abort()
+		return nil
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("insert %d delivery attempts: %w", n, err)
+	}
+	return nil
+}
