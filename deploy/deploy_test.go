@@ -1,0 +1,1463 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/shopspring/decimal"
+	"gopkg.in/yaml.v3"
+
+	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/testenv"
+)
+
+// repoRoot is the repository root as seen from this package's directory.
+const repoRoot = ".."
+
+// artefactDirs are the trees whose every YAML and JSON file must parse.
+var artefactDirs = []string{"compose", "k8s", "grafana", "envoy"}
+
+// partnersImageRepo identifies the partners-engine image in compose and k8s.
+const partnersImageRepo = "partners-engine/partners"
+
+// artefact is one parsed file: its path relative to deploy/ and its
+// documents (YAML multi-doc, or the one JSON value).
+type artefact struct {
+	path string
+	raw  []byte
+	docs []any
+}
+
+var (
+	artefactsOnce sync.Once
+	artefactsAll  []artefact
+	artefactsErrs []error
+)
+
+// artefacts parses every .yaml, .yml and .json file under artefactDirs.
+func artefacts(t *testing.T) []artefact {
+	t.Helper()
+	artefactsOnce.Do(func() {
+		for _, dir := range artefactDirs {
+			err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				ext := filepath.Ext(path)
+				if d.IsDir() || (ext != ".yaml" && ext != ".yml" && ext != ".json") {
+					return nil
+				}
+				b, err := os.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				a := artefact{path: filepath.ToSlash(path), raw: b}
+				if ext == ".json" {
+					var v any
+					if err := json.Unmarshal(b, &v); err != nil {
+						artefactsErrs = append(artefactsErrs, fmt.Errorf("%s: invalid JSON: %w", path, err))
+						return nil
+					}
+					a.docs = []any{v}
+				} else {
+					if filepath.Base(path) == "partners-engine.yaml" {
+						// A partners-engine config is YAML once its ${env:...}
+						// placeholders are expanded (flow lists hold them bare).
+						b = config.Expand(b, noEnv)
+					}
+					docs, err := yamlDocs(b)
+					if err != nil {
+						artefactsErrs = append(artefactsErrs, fmt.Errorf("%s: invalid YAML: %w", path, err))
+						return nil
+					}
+					a.docs = docs
+				}
+				artefactsAll = append(artefactsAll, a)
+				return nil
+			})
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				artefactsErrs = append(artefactsErrs, err)
+			}
+		}
+	})
+	return artefactsAll
+}
+
+func TestArtefactsParse(t *testing.T) {
+	all := artefacts(t)
+	for _, err := range artefactsErrs {
+		t.Error(err)
+	}
+	for _, dir := range []string{"compose/", "k8s/", "grafana/"} {
+		if !slices.ContainsFunc(all, func(a artefact) bool { return strings.HasPrefix(a.path, dir) }) {
+			t.Errorf("no YAML or JSON file under deploy/%s", dir)
+		}
+	}
+	for _, a := range all {
+		if len(a.docs) == 0 {
+			t.Errorf("%s: empty", a.path)
+		}
+	}
+}
+
+func yamlDocs(b []byte) ([]any, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var docs []any
+	for {
+		var v any
+		err := dec.Decode(&v)
+		if errors.Is(err, io.EOF) {
+			return docs, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if v != nil {
+			docs = append(docs, v)
+		}
+	}
+}
+
+func artefactAt(t *testing.T, path string) artefact {
+	t.Helper()
+	for _, a := range artefacts(t) {
+		if a.path == path {
+			return a
+		}
+	}
+	t.Fatalf("%s: missing", path)
+	return artefact{}
+}
+
+// walk calls fn for every map entry in v, depth first, with the key path.
+func walk(v any, path string, fn func(path, key string, val any)) {
+	switch x := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fn(path, k, x[k])
+			walk(x[k], path+"."+k, fn)
+		}
+	case []any:
+		for i, e := range x {
+			walk(e, fmt.Sprintf("%s[%d]", path, i), fn)
+		}
+	}
+}
+
+// get follows keys through nested maps; "" when absent.
+func get(v any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+func str(v any) string {
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprint(v)
+}
+
+func list(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
+
+// defaults is config/partners-engine.yaml with no environment: the ports
+// every deployment must agree with. (config.Load is config.Parse of the
+// file with os.LookupEnv; an empty environment keeps the test independent
+// of the shell it runs in.)
+func defaults(t *testing.T) *config.Config {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "config", "partners-engine.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(b, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func noEnv(string) (string, bool) { return "", false }
+
+func hostPort(t *testing.T, what, addr string) (string, int) {
+	t.Helper()
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("%s: %q: %v", what, addr, err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatalf("%s: %q: port: %v", what, addr, err)
+	}
+	return h, n
+}
+
+func port(t *testing.T, what, addr string) int {
+	_, p := hostPort(t, what, addr)
+	return p
+}
+
+// --- images -----------------------------------------------------------------
+
+var (
+	exactVersion = regexp.MustCompile(`\d+\.\d+\.\d+`)
+	imageDigest  = regexp.MustCompile(`@sha256:[0-9a-f]{64}$`)
+)
+
+// pinned reports why an image reference is not pinned to one build: it
+// needs a digest, or a tag naming an exact major.minor.patch version (not
+// latest, not a floating major or minor tag such as 4 or v1.34).
+func pinned(ref string) error {
+	if ref == "" {
+		return errors.New("empty image reference")
+	}
+	if strings.Contains(ref, "$") {
+		return errors.New("interpolated image reference: pin it literally")
+	}
+	if imageDigest.MatchString(ref) {
+		return nil
+	}
+	name := ref[strings.LastIndex(ref, "/")+1:]
+	i := strings.LastIndex(name, ":")
+	if i < 0 {
+		return errors.New("no tag (means latest)")
+	}
+	tag := name[i+1:]
+	if tag == "latest" {
+		return errors.New("tag latest")
+	}
+	if !exactVersion.MatchString(tag) {
+		return fmt.Errorf("tag %q is not an exact version (want major.minor.patch or a digest)", tag)
+	}
+	return nil
+}
+
+func TestPinnedRule(t *testing.T) {
+	for ref, ok := range map[string]bool{
+		"envoyproxy/envoy:v1.34.1":                          true,
+		"clickhouse/clickhouse-server:24.8.4.13":            true,
+		"localhost:5000/partners-engine/partners:0.1.0":     true,
+		"golang:1.26.8-bookworm":                            true,
+		"grafana/grafana@sha256:" + strings.Repeat("a", 64): true,
+		"envoyproxy/envoy":                                  false,
+		"envoyproxy/envoy:latest":                           false,
+		"apache/kafka:4":                                    false,
+		"envoyproxy/envoy:v1.34":                            false,
+		"gcr.io/distroless/static-debian12:nonroot":         false,
+		"localhost:5000/partners":                           false,
+		"partners-engine/partners:${TAG:-0.1.0}":            false,
+	} {
+		if err := pinned(ref); (err == nil) != ok {
+			t.Errorf("pinned(%q) = %v, want ok=%v", ref, err, ok)
+		}
+	}
+}
+
+func TestImagesPinned(t *testing.T) {
+	n := 0
+	for _, a := range artefacts(t) {
+		for _, doc := range a.docs {
+			walk(doc, "", func(path, key string, val any) {
+				switch {
+				case key == "image":
+					n++
+					if err := pinned(str(val)); err != nil {
+						t.Errorf("%s%s.image %q: %v", a.path, path, str(val), err)
+					}
+				case key == "images" && strings.HasSuffix(a.path, "kustomization.yaml"):
+					for _, im := range list(val) {
+						ref := str(get(im, "newName"))
+						if ref == "" {
+							ref = str(get(im, "name"))
+						}
+						if d := str(get(im, "digest")); d != "" {
+							ref += "@" + d
+						} else {
+							ref += ":" + str(get(im, "newTag"))
+						}
+						if err := pinned(ref); err != nil {
+							t.Errorf("%s%s.images %q: %v", a.path, path, ref, err)
+						}
+					}
+				case key == "GF_INSTALL_PLUGINS":
+					for _, p := range strings.Split(str(val), ",") {
+						f := strings.Fields(p)
+						if len(f) != 2 || !exactVersion.MatchString(f[1]) {
+							t.Errorf("%s%s: Grafana plugin %q is not pinned (want \"<id> <x.y.z>\")", a.path, path, p)
+						}
+					}
+				}
+			})
+		}
+	}
+	if n < 10 {
+		t.Errorf("found only %d image references; the walk is broken", n)
+	}
+	// Dockerfile base images: pinned, or scratch, or an earlier stage.
+	b, err := os.ReadFile("compose/Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stages := map[string]bool{"scratch": true}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || !strings.EqualFold(f[0], "FROM") {
+			continue
+		}
+		ref := f[1]
+		if strings.HasPrefix(ref, "--platform") && len(f) > 2 {
+			ref = f[2]
+		}
+		if !stages[ref] {
+			if err := pinned(ref); err != nil {
+				t.Errorf("compose/Dockerfile: FROM %s: %v", ref, err)
+			}
+		}
+		if len(f) >= 4 && strings.EqualFold(f[len(f)-2], "AS") {
+			stages[f[len(f)-1]] = true
+		}
+	}
+}
+
+// --- compose ----------------------------------------------------------------
+
+type composeService struct {
+	Image       string         `yaml:"image"`
+	Command     []string       `yaml:"command"`
+	Environment map[string]any `yaml:"environment"`
+	Ports       []string       `yaml:"ports"`
+	Expose      []string       `yaml:"expose"`
+	Volumes     []string       `yaml:"volumes"`
+	NetworkMode string         `yaml:"network_mode"`
+}
+
+type composeFile struct {
+	Services map[string]composeService `yaml:"services"`
+}
+
+func loadCompose(t *testing.T) composeFile {
+	t.Helper()
+	var c composeFile
+	if err := yaml.Unmarshal(artefactAt(t, "compose/compose.yaml").raw, &c); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Services) == 0 {
+		t.Fatal("compose/compose.yaml: no services")
+	}
+	return c
+}
+
+var composeVar = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:?-([^}]*))?\}`)
+
+// env is the service's environment as the container sees it, with compose
+// ${VAR:-default} interpolation resolved to the defaults.
+func (s composeService) env() map[string]string {
+	out := map[string]string{}
+	for k, v := range s.Environment {
+		out[k] = composeVar.ReplaceAllString(str(v), "$3")
+	}
+	return out
+}
+
+func (s composeService) publishes(port int) bool {
+	p := strconv.Itoa(port)
+	for _, spec := range append(slices.Clone(s.Ports), s.Expose...) {
+		spec = strings.TrimSuffix(strings.TrimSuffix(spec, "/tcp"), "/udp")
+		if spec == p || strings.HasSuffix(spec, ":"+p) {
+			return true
+		}
+	}
+	return false
+}
+
+func lookupIn(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	}
+}
+
+// partnersComponents maps the compose service / k8s Deployment names to
+// the `partners` subcommand each runs.
+var partnersComponents = []string{"control-plane", "edge", "webhooks", "attribution"}
+
+func TestComposeAgreesWithConfig(t *testing.T) {
+	def := defaults(t)
+	adminPort, xdsPort, authzPort := port(t, "listeners.admin", def.Listeners.Admin), port(t, "listeners.xds", def.Listeners.XDS), port(t, "listeners.ext_authz", def.Listeners.ExtAuthz)
+	c := loadCompose(t)
+	copyYAML, err := os.ReadFile("compose/partners-engine.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	isService := func(what, host string) {
+		if _, ok := c.Services[host]; !ok {
+			t.Errorf("%s: host %q is not a compose service", what, host)
+		}
+	}
+	for _, name := range append(slices.Clone(partnersComponents), "migrate") {
+		s, ok := c.Services[name]
+		if !ok {
+			t.Errorf("compose: service %q missing", name)
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			if !strings.Contains(s.Image, partnersImageRepo) {
+				t.Errorf("image %q is not the partners-engine image", s.Image)
+			}
+			if len(s.Command) == 0 || s.Command[0] != name {
+				t.Errorf("command %v: want `partners %s`", s.Command, name)
+			}
+			if !slices.Contains(s.Volumes, "./partners-engine.yaml:/app/config/partners-engine.yaml:ro") {
+				t.Errorf("volumes %v: the compose config copy is not mounted at the default --config path", s.Volumes)
+			}
+			env := s.env()
+			for _, k := range []string{"PARTNERS_KAFKA_BROKERS", "PARTNERS_CLICKHOUSE_ADDR", "PARTNERS_CLICKHOUSE_DB", "PARTNERS_CLICKHOUSE_USER",
+				"PARTNERS_CLICKHOUSE_PASSWORD", "PARTNERS_ADMIN_TOKEN", "PARTNERS_KEY_PEPPER", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
+				if env[k] == "" {
+					t.Errorf("environment: %s unset", k)
+				}
+			}
+			// The configuration this container runs with: the copy, strictly
+			// decoded and validated, with the service's environment.
+			cfg, err := config.Parse(copyYAML, lookupIn(env))
+			if err != nil {
+				t.Fatalf("compose/partners-engine.yaml with the %s environment: %v", name, err)
+			}
+			for _, l := range []struct {
+				key, addr string
+				want      int
+			}{{"listeners.admin", cfg.Listeners.Admin, adminPort}, {"listeners.xds", cfg.Listeners.XDS, xdsPort}, {"listeners.ext_authz", cfg.Listeners.ExtAuthz, authzPort}} {
+				h, p := hostPort(t, l.key, l.addr)
+				if p != l.want {
+					t.Errorf("%s = %s: port %d, config default is %d", l.key, l.addr, p, l.want)
+				}
+				if h != "0.0.0.0" && h != "" && h != "::" {
+					t.Errorf("%s = %s: a container must listen on all interfaces", l.key, l.addr)
+				}
+			}
+			for _, b := range cfg.Kafka.Brokers {
+				h, _ := hostPort(t, "kafka.brokers", b)
+				isService("kafka.brokers", h)
+			}
+			for _, a := range cfg.ClickHouse.Addr {
+				h, _ := hostPort(t, "clickhouse.addr", a)
+				isService("clickhouse.addr", h)
+			}
+			if cfg.ClickHouse.AutoStart {
+				t.Error("clickhouse.auto_start: the image has no deploy/local scripts")
+			}
+			h, p := hostPort(t, "xds.ext_authz_address", cfg.XDS.ExtAuthzCluster)
+			if p != authzPort {
+				t.Errorf("xds.ext_authz_address %s: port %d, the edge listens on %d", cfg.XDS.ExtAuthzCluster, p, authzPort)
+			}
+			if e, ok := c.Services[h]; !ok || len(e.Command) == 0 || e.Command[0] != "edge" {
+				t.Errorf("xds.ext_authz_address %s: %q is not the compose service running `partners edge`", cfg.XDS.ExtAuthzCluster, h)
+			}
+			for _, r := range cfg.Regions {
+				for _, u := range []string{r.ProductionUpstream, r.SandboxUpstream} {
+					h, _ := hostPort(t, "regions upstream", u)
+					isService("regions["+r.Name+"] upstream", h)
+				}
+			}
+			u := env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+			if !strings.HasPrefix(u, "http://otel-collector:4317") {
+				t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT %q: want the collector's OTLP gRPC receiver http://otel-collector:4317", u)
+			}
+		})
+	}
+	if cp := c.Services["control-plane"]; !cp.publishes(adminPort) || !cp.publishes(xdsPort) {
+		t.Errorf("control-plane ports %v: want the admin API %d and xDS %d", cp.Ports, adminPort, xdsPort)
+	}
+	if e := c.Services["edge"]; !e.publishes(authzPort) {
+		t.Errorf("edge ports %v %v: want ext_authz %d", e.Ports, e.Expose, authzPort)
+	}
+
+	// Prometheus scrapes every component on its admin listener.
+	prom := artefactAt(t, "compose/prometheus.yml").docs[0]
+	var targets []string
+	for _, sc := range list(get(prom, "scrape_configs")) {
+		for _, st := range list(get(sc, "static_configs")) {
+			for _, tg := range list(get(st, "targets")) {
+				targets = append(targets, str(tg))
+			}
+		}
+	}
+	for _, name := range partnersComponents {
+		if want := fmt.Sprintf("%s:%d", name, adminPort); !slices.Contains(targets, want) {
+			t.Errorf("compose/prometheus.yml: no scrape target %s (targets %v)", want, targets)
+		}
+	}
+	for _, tg := range targets {
+		h, _ := hostPort(t, "prometheus target", tg)
+		isService("compose/prometheus.yml target", h)
+	}
+
+	// The collector receives OTLP gRPC on the port the services export to,
+	// and exports traces to Jaeger.
+	otel := artefactAt(t, "compose/otel-collector.yaml").docs[0]
+	if ep := str(get(otel, "receivers", "otlp", "protocols", "grpc", "endpoint")); !strings.HasSuffix(ep, ":4317") {
+		t.Errorf("compose/otel-collector.yaml: OTLP gRPC receiver at %q, services export to :4317", ep)
+	}
+	exp := str(get(otel, "exporters", "otlp/jaeger", "endpoint"))
+	if h, _ := hostPort(t, "otlp/jaeger endpoint", exp); h != "jaeger" {
+		t.Errorf("compose/otel-collector.yaml: otlp/jaeger endpoint %q", exp)
+	}
+	if tr := list(get(otel, "service", "pipelines", "traces", "exporters")); !slices.Contains(tr, any("otlp/jaeger")) {
+		t.Errorf("compose/otel-collector.yaml: traces pipeline exporters %v lack otlp/jaeger", tr)
+	}
+
+	// Envoy runs the bootstrap of deploy/envoy.
+	env := c.Services["envoy"]
+	if !slices.ContainsFunc(env.Volumes, func(v string) bool { return strings.HasPrefix(v, "../envoy/envoy.yaml:") }) {
+		t.Errorf("compose envoy volumes %v: deploy/envoy/envoy.yaml is not mounted", env.Volumes)
+	}
+}
+
+// TestConfigCopiesMatchOriginal keeps deploy/compose/partners-engine.yaml and
+// the k8s ConfigMap in step with config/partners-engine.yaml: after undoing
+// the documented container-address differences, the decoded configurations
+// must be equal.
+func TestConfigCopiesMatchOriginal(t *testing.T) {
+	orig := defaults(t)
+	copies := map[string][]byte{}
+	b, err := os.ReadFile("compose/partners-engine.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	copies["compose/partners-engine.yaml"] = b
+	copies["k8s/config.yaml (partners-config)"] = []byte(k8sConfigYAML(t, k8sObjects(t)))
+	for name, b := range copies {
+		cfg, err := config.Parse(b, noEnv)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		cfg.ClickHouse.AutoStart = orig.ClickHouse.AutoStart
+		cfg.XDS.ExtAuthzCluster = orig.XDS.ExtAuthzCluster
+		if len(cfg.Regions) == len(orig.Regions) {
+			for i := range cfg.Regions {
+				cfg.Regions[i].ProductionUpstream = orig.Regions[i].ProductionUpstream
+				cfg.Regions[i].SandboxUpstream = orig.Regions[i].SandboxUpstream
+			}
+		}
+		for _, d := range diff("", reflect.ValueOf(*orig), reflect.ValueOf(*cfg)) {
+			t.Errorf("%s differs from config/partners-engine.yaml at %s (update the copy)", name, d)
+		}
+	}
+}
+
+// diff lists the paths where a and b differ.
+func diff(path string, a, b reflect.Value) []string {
+	switch a.Kind() {
+	case reflect.Struct:
+		var out []string
+		for i := range a.NumField() {
+			f := a.Type().Field(i)
+			name := strings.Split(f.Tag.Get("yaml"), ",")[0]
+			if name == "" {
+				name = f.Name
+			}
+			out = append(out, diff(path+"."+name, a.Field(i), b.Field(i))...)
+		}
+		return out
+	case reflect.Slice:
+		if a.Len() != b.Len() {
+			return []string{fmt.Sprintf("%s: %v vs %v", path, a.Interface(), b.Interface())}
+		}
+		var out []string
+		for i := range a.Len() {
+			out = append(out, diff(fmt.Sprintf("%s[%d]", path, i), a.Index(i), b.Index(i))...)
+		}
+		return out
+	default:
+		if !reflect.DeepEqual(a.Interface(), b.Interface()) {
+			return []string{fmt.Sprintf("%s: %v vs %v", path, a.Interface(), b.Interface())}
+		}
+		return nil
+	}
+}
+
+// --- kubernetes -------------------------------------------------------------
+
+type k8sObject struct {
+	file string
+	doc  map[string]any
+}
+
+func (o k8sObject) kind() string { return str(o.doc["kind"]) }
+func (o k8sObject) name() string { return str(get(o.doc, "metadata", "name")) }
+
+func k8sObjects(t *testing.T) []k8sObject {
+	t.Helper()
+	var out []k8sObject
+	for _, a := range artefacts(t) {
+		if !strings.HasPrefix(a.path, "k8s/") || strings.HasSuffix(a.path, "kustomization.yaml") {
+			continue
+		}
+		for _, d := range a.docs {
+			m, ok := d.(map[string]any)
+			if !ok || str(m["kind"]) == "" || str(m["apiVersion"]) == "" {
+				t.Errorf("%s: a document without apiVersion/kind", a.path)
+				continue
+			}
+			out = append(out, k8sObject{file: a.path, doc: m})
+		}
+	}
+	return out
+}
+
+func k8sFind(objs []k8sObject, kind, name string) (k8sObject, bool) {
+	for _, o := range objs {
+		if o.kind() == kind && o.name() == name {
+			return o, true
+		}
+	}
+	return k8sObject{}, false
+}
+
+func k8sConfigYAML(t *testing.T, objs []k8sObject) string {
+	t.Helper()
+	cm, ok := k8sFind(objs, "ConfigMap", "partners-config")
+	if !ok {
+		t.Fatal("k8s: ConfigMap partners-config missing")
+	}
+	s := str(get(cm.doc, "data", "partners-engine.yaml"))
+	if s == "" {
+		t.Fatal("k8s: ConfigMap partners-config has no partners-engine.yaml")
+	}
+	return s
+}
+
+// podSpec returns the pod template spec of a Deployment or Job.
+func podSpec(o k8sObject) map[string]any {
+	m, _ := get(o.doc, "spec", "template", "spec").(map[string]any)
+	return m
+}
+
+func containers(spec map[string]any) []map[string]any {
+	var out []map[string]any
+	for _, c := range append(list(spec["initContainers"]), list(spec["containers"])...) {
+		if m, ok := c.(map[string]any); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func containerPorts(c map[string]any) map[string]int {
+	out := map[string]int{}
+	for _, p := range list(c["ports"]) {
+		n, _ := strconv.Atoi(str(get(p, "containerPort")))
+		out[str(get(p, "name"))] = n
+	}
+	return out
+}
+
+func TestK8sAgreesWithConfig(t *testing.T) {
+	def := defaults(t)
+	adminPort, xdsPort, authzPort := port(t, "listeners.admin", def.Listeners.Admin), port(t, "listeners.xds", def.Listeners.XDS), port(t, "listeners.ext_authz", def.Listeners.ExtAuthz)
+	objs := k8sObjects(t)
+
+	// The environment of every partners container: partners-env plus the
+	// keys of the secret template.
+	env := map[string]string{}
+	envCM, ok := k8sFind(objs, "ConfigMap", "partners-env")
+	if !ok {
+		t.Fatal("k8s: ConfigMap partners-env missing")
+	}
+	for k, v := range get(envCM.doc, "data").(map[string]any) {
+		env[k] = str(v)
+	}
+	sec, ok := k8sFind(objs, "Secret", "partners-secrets")
+	if !ok {
+		t.Fatal("k8s: Secret partners-secrets (template) missing")
+	}
+	for _, k := range []string{"PARTNERS_ADMIN_TOKEN", "PARTNERS_KEY_PEPPER"} {
+		if _, ok := get(sec.doc, "stringData").(map[string]any)[k]; !ok {
+			t.Errorf("k8s Secret partners-secrets: no %s", k)
+		}
+	}
+	for k, v := range get(sec.doc, "stringData").(map[string]any) {
+		env[k] = str(v)
+	}
+	cfg, err := config.Parse([]byte(k8sConfigYAML(t, objs)), lookupIn(env))
+	if err != nil {
+		t.Fatalf("k8s ConfigMap partners-config with the partners-env environment: %v", err)
+	}
+	for _, l := range []struct {
+		key, addr string
+		want      int
+	}{{"listeners.admin", cfg.Listeners.Admin, adminPort}, {"listeners.xds", cfg.Listeners.XDS, xdsPort}, {"listeners.ext_authz", cfg.Listeners.ExtAuthz, authzPort}} {
+		h, p := hostPort(t, l.key, l.addr)
+		if p != l.want {
+			t.Errorf("k8s %s = %s: port %d, config default is %d", l.key, l.addr, p, l.want)
+		}
+		if h != "0.0.0.0" && h != "" && h != "::" {
+			t.Errorf("k8s %s = %s: a pod must listen on all interfaces", l.key, l.addr)
+		}
+	}
+	if cfg.ClickHouse.AutoStart {
+		t.Error("k8s clickhouse.auto_start: the image has no deploy/local scripts")
+	}
+
+	wantPorts := map[string][]int{
+		"control-plane": {adminPort, xdsPort},
+		"edge":          {adminPort, authzPort},
+		"webhooks":      {adminPort},
+		"attribution":   {adminPort},
+	}
+	for _, name := range partnersComponents {
+		d, ok := k8sFind(objs, "Deployment", name)
+		if !ok {
+			t.Errorf("k8s: Deployment %s missing", name)
+			continue
+		}
+		cs := containers(podSpec(d))
+		if len(cs) != 1 {
+			t.Errorf("k8s Deployment %s: %d containers, want 1", name, len(cs))
+			continue
+		}
+		c := cs[0]
+		if args := list(c["args"]); len(args) == 0 || str(args[0]) != name {
+			t.Errorf("k8s Deployment %s: args %v, want `partners %s`", name, args, name)
+		}
+		ports := containerPorts(c)
+		for _, p := range wantPorts[name] {
+			if !slices.Contains(slices.Collect(mapValues(ports)), p) {
+				t.Errorf("k8s Deployment %s: containerPorts %v lack %d", name, ports, p)
+			}
+		}
+		svc, ok := k8sFind(objs, "Service", name)
+		if !ok {
+			t.Errorf("k8s: Service %s missing", name)
+			continue
+		}
+		for _, sp := range list(get(svc.doc, "spec", "ports")) {
+			tp := str(get(sp, "targetPort"))
+			if _, named := ports[tp]; !named && !slices.Contains(slices.Collect(mapValues(ports)), atoi(tp)) {
+				t.Errorf("k8s Service %s: targetPort %s is no container port of Deployment %s", name, tp, name)
+			}
+		}
+	}
+
+	// Envoy reaches the edge plugin at xds.ext_authz_address: a Service
+	// selecting the edge pods, on the ext_authz port.
+	h, p := hostPort(t, "xds.ext_authz_address", cfg.XDS.ExtAuthzCluster)
+	if p != authzPort {
+		t.Errorf("k8s xds.ext_authz_address %s: port %d, the edge listens on %d", cfg.XDS.ExtAuthzCluster, p, authzPort)
+	}
+	svcName := strings.Split(h, ".")[0]
+	if svc, ok := k8sFind(objs, "Service", svcName); !ok || str(get(svc.doc, "spec", "selector", "app.kubernetes.io/name")) != "edge" {
+		t.Errorf("k8s xds.ext_authz_address %s: %q is not a Service selecting the edge pods", cfg.XDS.ExtAuthzCluster, svcName)
+	} else if !slices.ContainsFunc(list(get(svc.doc, "spec", "ports")), func(sp any) bool { return atoi(str(get(sp, "port"))) == authzPort }) {
+		t.Errorf("k8s Service %s: no port %d", svcName, authzPort)
+	}
+
+	// Every manifest is listed in the kustomization, except the secret template.
+	kust := artefactAt(t, "k8s/kustomization.yaml").docs[0]
+	res := list(get(kust, "resources"))
+	files, _ := filepath.Glob("k8s/*.yaml")
+	for _, f := range files {
+		base := filepath.Base(f)
+		listed := slices.Contains(res, any(base))
+		switch {
+		case base == "kustomization.yaml":
+		case base == "secret.example.yaml" && listed:
+			t.Errorf("k8s/kustomization.yaml must not apply the secret template")
+		case base != "secret.example.yaml" && !listed:
+			t.Errorf("k8s/kustomization.yaml: %s is not in resources", base)
+		}
+	}
+}
+
+func mapValues(m map[string]int) func(func(int) bool) {
+	return func(yield func(int) bool) {
+		for _, v := range m {
+			if !yield(v) {
+				return
+			}
+		}
+	}
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+func TestK8sWorkloadsHardened(t *testing.T) {
+	def := defaults(t)
+	adminPort := port(t, "listeners.admin", def.Listeners.Admin)
+	objs := k8sObjects(t)
+	n := 0
+	for _, o := range objs {
+		if o.kind() != "Deployment" && o.kind() != "Job" {
+			continue
+		}
+		n++
+		spec := podSpec(o)
+		podNonRoot := get(spec, "securityContext", "runAsNonRoot") == true
+		for _, c := range containers(spec) {
+			what := fmt.Sprintf("%s %s %s/%s", o.file, o.kind(), o.name(), str(c["name"]))
+			if !podNonRoot && get(c, "securityContext", "runAsNonRoot") != true {
+				t.Errorf("%s: runAsNonRoot is not true", what)
+			}
+			if get(c, "securityContext", "readOnlyRootFilesystem") != true {
+				t.Errorf("%s: readOnlyRootFilesystem is not true", what)
+			}
+			if get(c, "securityContext", "allowPrivilegeEscalation") != false {
+				t.Errorf("%s: allowPrivilegeEscalation is not false", what)
+			}
+			for _, rk := range []string{"requests", "limits"} {
+				for _, r := range []string{"cpu", "memory"} {
+					if str(get(c, "resources", rk, r)) == "" {
+						t.Errorf("%s: resources.%s.%s unset", what, rk, r)
+					}
+				}
+			}
+			if !strings.Contains(str(c["image"]), partnersImageRepo) || o.kind() != "Deployment" {
+				continue
+			}
+			// partners-engine services: probes on the admin listener.
+			ports := containerPorts(c)
+			for probe, path := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz"} {
+				hp := get(c, probe, "httpGet")
+				if str(get(hp, "path")) != path {
+					t.Errorf("%s: %s path %q, want %s", what, probe, str(get(hp, "path")), path)
+				}
+				pp := str(get(hp, "port"))
+				if n, named := ports[pp]; (named && n != adminPort) || (!named && atoi(pp) != adminPort) {
+					t.Errorf("%s: %s port %s is not the admin listener %d", what, probe, pp, adminPort)
+				}
+			}
+		}
+	}
+	if n < 6 {
+		t.Errorf("found %d Deployments/Jobs, want the 4 services, envoy and migrate", n)
+	}
+	// Secrets in the repository are templates only.
+	for _, o := range objs {
+		if o.kind() != "Secret" {
+			continue
+		}
+		if _, ok := o.doc["data"]; ok {
+			t.Errorf("%s Secret %s: data (base64 values) in the repository; use stringData placeholders", o.file, o.name())
+		}
+		for k, v := range get(o.doc, "stringData").(map[string]any) {
+			if !strings.HasPrefix(str(v), "REPLACE_ME") {
+				t.Errorf("%s Secret %s: %s has a value; templates carry REPLACE_ME placeholders only", o.file, o.name(), k)
+			}
+		}
+	}
+}
+
+// --- envoy ------------------------------------------------------------------
+
+// bootstraps are deploy/envoy's files and every Envoy bootstrap embedded
+// in a k8s ConfigMap.
+func bootstraps(t *testing.T) map[string]any {
+	t.Helper()
+	out := map[string]any{}
+	for _, a := range artefacts(t) {
+		if strings.HasPrefix(a.path, "envoy/") {
+			for i, d := range a.docs {
+				if get(d, "static_resources") != nil || get(d, "dynamic_resources") != nil {
+					out[fmt.Sprintf("%s#%d", a.path, i)] = d
+				}
+			}
+		}
+	}
+	for _, o := range k8sObjects(t) {
+		if o.kind() != "ConfigMap" {
+			continue
+		}
+		for k, v := range get(o.doc, "data").(map[string]any) {
+			if !strings.HasSuffix(k, ".yaml") || !strings.Contains(str(v), "static_resources") {
+				continue
+			}
+			docs, err := yamlDocs([]byte(str(v)))
+			if err != nil || len(docs) != 1 {
+				t.Errorf("%s ConfigMap %s %s: %v", o.file, o.name(), k, err)
+				continue
+			}
+			out[fmt.Sprintf("%s ConfigMap %s %s", o.file, o.name(), k)] = docs[0]
+		}
+	}
+	return out
+}
+
+func TestEnvoyBootstrapsPointAtXDS(t *testing.T) {
+	def := defaults(t)
+	xdsPort := port(t, "listeners.xds", def.Listeners.XDS)
+	if _, err := os.Stat("envoy/envoy.yaml"); err != nil {
+		t.Errorf("deploy/envoy/envoy.yaml (mounted by compose): %v", err)
+	}
+	bs := bootstraps(t)
+	if len(bs) == 0 {
+		t.Fatal("no Envoy bootstrap found")
+	}
+	c := loadCompose(t)
+	for name, b := range bs {
+		var adsClusters []string
+		for _, gs := range list(get(b, "dynamic_resources", "ads_config", "grpc_services")) {
+			adsClusters = append(adsClusters, str(get(gs, "envoy_grpc", "cluster_name")))
+		}
+		if len(adsClusters) == 0 {
+			t.Errorf("%s: no dynamic_resources.ads_config grpc_services envoy_grpc cluster", name)
+		}
+		for _, cn := range adsClusters {
+			var cl any
+			for _, x := range list(get(b, "static_resources", "clusters")) {
+				if str(get(x, "name")) == cn {
+					cl = x
+				}
+			}
+			if cl == nil {
+				t.Errorf("%s: ADS cluster %q is not a static cluster", name, cn)
+				continue
+			}
+			var eps int
+			for _, e := range list(get(cl, "load_assignment", "endpoints")) {
+				for _, lb := range list(get(e, "lb_endpoints")) {
+					sa := get(lb, "endpoint", "address", "socket_address")
+					eps++
+					if p := atoi(str(get(sa, "port_value"))); p != xdsPort {
+						t.Errorf("%s: xDS cluster %s endpoint port %d, the control plane serves xDS on %d", name, cn, p, xdsPort)
+					}
+					host := str(get(sa, "address"))
+					switch {
+					case strings.HasPrefix(name, "envoy/"):
+						// Compose mounts this file: its xDS host must resolve there.
+						if _, ok := c.Services[host]; !ok && c.Services["envoy"].NetworkMode != "service:control-plane" {
+							t.Errorf("%s: xDS host %q is neither a compose service nor reachable through network_mode service:control-plane", name, host)
+						}
+					case strings.HasPrefix(name, "k8s/"):
+						if strings.Split(host, ".")[0] != "control-plane" {
+							t.Errorf("%s: xDS host %q is not the control-plane Service", name, host)
+						}
+					}
+				}
+			}
+			if eps == 0 {
+				t.Errorf("%s: xDS cluster %s has no endpoints", name, cn)
+			}
+		}
+	}
+	// The control plane tells Envoy to reach ext_authz at the edge's port.
+	if p := port(t, "xds.ext_authz_address", def.XDS.ExtAuthzCluster); p != port(t, "listeners.ext_authz", def.Listeners.ExtAuthz) {
+		t.Errorf("config: xds.ext_authz_address %s does not point at listeners.ext_authz %s", def.XDS.ExtAuthzCluster, def.Listeners.ExtAuthz)
+	}
+}
+
+// --- grafana ----------------------------------------------------------------
+
+type dashboardRef struct {
+	file, panel string
+	dsUID       string
+	sql, promQL string
+}
+
+func grafanaDatasources(t *testing.T) map[string]string {
+	t.Helper()
+	uids := map[string]string{}
+	for _, a := range artefacts(t) {
+		if !strings.HasPrefix(a.path, "grafana/provisioning/datasources/") {
+			continue
+		}
+		for _, d := range a.docs {
+			for _, ds := range list(get(d, "datasources")) {
+				uid, typ := str(get(ds, "uid")), str(get(ds, "type"))
+				if uid == "" || typ == "" {
+					t.Errorf("%s: datasource %q without uid or type", a.path, str(get(ds, "name")))
+				}
+				uids[uid] = typ
+			}
+		}
+	}
+	if len(uids) == 0 {
+		t.Fatal("grafana: no provisioned datasources")
+	}
+	return uids
+}
+
+const (
+	clickhouseType = "grafana-clickhouse-datasource"
+	prometheusType = "prometheus"
+)
+
+// dashboardQueries checks every panel's datasource and returns the queries.
+func dashboardQueries(t *testing.T) []dashboardRef {
+	t.Helper()
+	uids := grafanaDatasources(t)
+	var refs []dashboardRef
+	seenUID := map[string]string{}
+	n := 0
+	for _, a := range artefacts(t) {
+		if !strings.HasPrefix(a.path, "grafana/dashboards/") {
+			continue
+		}
+		n++
+		if !strings.HasSuffix(a.path, ".json") {
+			t.Errorf("%s: dashboards are JSON", a.path)
+			continue
+		}
+		d := a.docs[0]
+		uid, title := str(get(d, "uid")), str(get(d, "title"))
+		if uid == "" || title == "" {
+			t.Errorf("%s: dashboard without uid or title", a.path)
+		}
+		if other, dup := seenUID[uid]; dup {
+			t.Errorf("%s: dashboard uid %q already used by %s", a.path, uid, other)
+		}
+		seenUID[uid] = a.path
+		checkDS := func(where string, ds any) string {
+			u := str(get(ds, "uid"))
+			typ, ok := uids[u]
+			if !ok {
+				t.Errorf("%s %s: datasource uid %q is not provisioned (have %v)", a.path, where, u, uids)
+			} else if dt := str(get(ds, "type")); dt != "" && dt != typ {
+				t.Errorf("%s %s: datasource %q has type %q, provisioned as %q", a.path, where, u, dt, typ)
+			}
+			return u
+		}
+		add := func(where, u string, q any) {
+			r := dashboardRef{file: a.path, panel: where, dsUID: u}
+			switch uids[u] {
+			case clickhouseType:
+				r.sql = str(get(q, "rawSql"))
+				if r.sql == "" {
+					r.sql = str(get(q, "query"))
+				}
+			case prometheusType:
+				r.promQL = str(get(q, "expr"))
+				if r.promQL == "" {
+					r.promQL = str(get(q, "query"))
+				}
+			}
+			if r.sql == "" && r.promQL == "" {
+				t.Errorf("%s %s: empty query", a.path, where)
+			}
+			refs = append(refs, r)
+		}
+		var panels func(ps []any)
+		count := 0
+		panels = func(ps []any) {
+			for _, p := range ps {
+				count++
+				where := fmt.Sprintf("panel %q", str(get(p, "title")))
+				if str(get(p, "type")) == "row" {
+					panels(list(get(p, "panels")))
+					continue
+				}
+				pu := checkDS(where, get(p, "datasource"))
+				ts := list(get(p, "targets"))
+				if len(ts) == 0 {
+					t.Errorf("%s %s: no targets", a.path, where)
+				}
+				for _, tg := range ts {
+					u := pu
+					if ds := get(tg, "datasource"); ds != nil {
+						u = checkDS(where+" target", ds)
+					}
+					add(where, u, tg)
+				}
+			}
+		}
+		panels(list(get(d, "panels")))
+		if count == 0 {
+			t.Errorf("%s: no panels", a.path)
+		}
+		for _, v := range list(get(d, "templating", "list")) {
+			if str(get(v, "type")) != "query" {
+				continue
+			}
+			where := fmt.Sprintf("variable %q", str(get(v, "name")))
+			u := checkDS(where, get(v, "datasource"))
+			q := get(v, "query")
+			if s, ok := q.(string); ok {
+				q = map[string]any{"rawSql": s, "expr": s}
+			}
+			add(where, u, q)
+		}
+	}
+	if n < 4 {
+		t.Errorf("grafana: %d dashboards, want partner ROI, delivery health, edge auth and xDS", n)
+	}
+	return refs
+}
+
+var (
+	createStmt = regexp.MustCompile(`(?is)\bCREATE\s+(?:TABLE|VIEW|MATERIALIZED\s+VIEW)\s+(?:IF\s+NOT\s+EXISTS\s+)?` + "`?" + `([A-Za-z_][A-Za-z0-9_.]*)`)
+	fromTable  = regexp.MustCompile(`(?i)\b(?:FROM|JOIN)\s+` + "`?" + `([A-Za-z_][A-Za-z0-9_.]*)`)
+	promName   = regexp.MustCompile(`[A-Za-z_:][A-Za-z0-9_:]*`)
+)
+
+// clickhouseObjects are the tables and views the migrations create.
+func clickhouseObjects(t *testing.T) map[string]bool {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(repoRoot, "schemas", "clickhouse", "migrations", "*.sql"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no migrations: %v", err)
+	}
+	out := map[string]bool{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range createStmt.FindAllStringSubmatch(stripSQLComments(string(b)), -1) {
+			out[unqualified(m[1])] = true
+		}
+	}
+	return out
+}
+
+func stripSQLComments(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(s, "\n") {
+		if i := strings.Index(l, "--"); i >= 0 {
+			l = l[:i]
+		}
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func unqualified(name string) string { return name[strings.LastIndex(name, ".")+1:] }
+
+// sqlTables are the tables a query reads (FROM/JOIN followed by a name;
+// subqueries start with a parenthesis and are skipped).
+func sqlTables(sql string) []string {
+	var out []string
+	for _, m := range fromTable.FindAllStringSubmatch(stripSQLComments(sql), -1) {
+		out = append(out, unqualified(m[1]))
+	}
+	return out
+}
+
+func TestGrafanaDashboardsUseProvisionedDatasources(t *testing.T) {
+	refs := dashboardQueries(t)
+	var ch, prom int
+	for _, r := range refs {
+		if r.sql != "" {
+			ch++
+		}
+		if r.promQL != "" {
+			prom++
+		}
+	}
+	if ch == 0 || prom == 0 {
+		t.Errorf("dashboards have %d ClickHouse and %d Prometheus queries; want both", ch, prom)
+	}
+	// The dashboards provider reads the directory compose mounts them at.
+	found := false
+	for _, a := range artefacts(t) {
+		if !strings.HasPrefix(a.path, "grafana/provisioning/dashboards/") {
+			continue
+		}
+		for _, d := range a.docs {
+			for _, p := range list(get(d, "providers")) {
+				found = true
+				if path := str(get(p, "options", "path")); path != "/var/lib/grafana/dashboards" {
+					t.Errorf("%s: provider path %q; compose mounts deploy/grafana/dashboards at /var/lib/grafana/dashboards", a.path, path)
+				}
+			}
+		}
+	}
+	if !found {
+		t.Error("grafana: no dashboards provider provisioned")
+	}
+}
+
+func TestGrafanaClickHouseTablesExist(t *testing.T) {
+	objects := clickhouseObjects(t)
+	n := 0
+	for _, r := range dashboardQueries(t) {
+		if r.sql == "" {
+			continue
+		}
+		tables := sqlTables(r.sql)
+		if len(tables) == 0 {
+			t.Errorf("%s %s: no table found in %q", r.file, r.panel, r.sql)
+		}
+		for _, tb := range tables {
+			n++
+			if !objects[tb] {
+				t.Errorf("%s %s: ClickHouse table or view %q is not created by schemas/clickhouse/migrations", r.file, r.panel, tb)
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no ClickHouse tables referenced by the dashboards")
+	}
+}
+
+// goSources is the text of every non-test .go file of the repository
+// outside deploy/.
+func goSources(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(repoRoot, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			base := d.Name()
+			if path != repoRoot && (strings.HasPrefix(base, ".") || base == "deploy" || base == "vendor" || base == "testdata" || base == "bin") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		b.Write(src)
+		b.WriteByte('\n')
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// metricDeclared reports whether the Go code declares the metric name m as
+// a string literal: the Prometheus name itself, without the histogram
+// series suffix, or the OpenTelemetry instrument name the Prometheus
+// exporter translates to it (dots for underscores, without _total or the
+// unit suffix).
+func metricDeclared(src, m string) bool {
+	cands := []string{m}
+	for _, suf := range []string{"_bucket", "_count", "_sum"} {
+		if s, ok := strings.CutSuffix(m, suf); ok {
+			cands = append(cands, s)
+		}
+	}
+	for _, c := range slices.Clone(cands) {
+		c = strings.TrimSuffix(c, "_total")
+		for _, unit := range []string{"", "_seconds", "_milliseconds", "_bytes", "_ratio"} {
+			if s, ok := strings.CutSuffix(c, unit); ok {
+				cands = append(cands, s, strings.ReplaceAll(s, "_", "."))
+			}
+		}
+	}
+	for _, c := range cands {
+		if strings.Contains(src, `"`+c+`"`) {
+			return true
+		}
+	}
+	return false
+}
+
+// promMetrics are the partners_* metric names a PromQL expression uses.
+func promMetrics(expr string) []string {
+	var out []string
+	for _, tok := range promName.FindAllString(expr, -1) {
+		if strings.HasPrefix(tok, "partners_") {
+			out = append(out, tok)
+		}
+	}
+	return out
+}
+
+func TestGrafanaPrometheusMetricsDeclared(t *testing.T) {
+	src := goSources(t)
+	n := 0
+	for _, r := range dashboardQueries(t) {
+		for _, m := range promMetrics(r.promQL) {
+			n++
+			if !metricDeclared(src, m) {
+				t.Errorf("%s %s: metric %s is declared nowhere in the Go code", r.file, r.panel, m)
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no partners_* metrics referenced by the dashboards")
+	}
+	if metricDeclared(src, "partners_no_such_metric_total") {
+		t.Error("metricDeclared matched a metric nobody declares")
+	}
+}
+
+// --- dashboards against the real ClickHouse ----------------------------------
+
+// grafanaMacros stand in for what Grafana and the ClickHouse plugin expand
+// before sending a query.
+func expandGrafana(sql string, from, to time.Time) string {
+	f, tt := fmt.Sprintf("toDateTime(%d)", from.Unix()), fmt.Sprintf("toDateTime(%d)", to.Unix())
+	sql = regexp.MustCompile(`\$__timeFilter\(([^)]+)\)`).ReplaceAllString(sql, "$1 >= "+f+" AND $1 <= "+tt)
+	return strings.NewReplacer(
+		"$__fromTime", f, "$__toTime", tt,
+		"${model}", "last_touch",
+		"${partner:singlequote}", "'p-1'",
+		"${tenant:singlequote}", "'t-1'",
+	).Replace(sql)
+}
+
+// TestDashboardQueriesRunOnClickHouse runs every ClickHouse query of the
+// dashboards on a migrated database with a little data, and checks the ROI
+// and delivery figures the panels show.
+func TestDashboardQueriesRunOnClickHouse(t *testing.T) {
+	cfg := testenv.Config(t)
+	conn := testenv.ClickHouse(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	now := time.Now().UTC().Truncate(time.Second)
+	at := now.Add(-time.Hour)
+	insert := func(stmt string, rows ...[]any) {
+		t.Helper()
+		b, err := conn.PrepareBatch(ctx, stmt)
+		if err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+		for _, r := range rows {
+			if err := b.Append(r...); err != nil {
+				t.Fatalf("%s: %v", stmt, err)
+			}
+		}
+		if err := b.Send(); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	dec := decimal.RequireFromString
+	// One conversion worth 100 credited fully to p-1 under every model, and
+	// inserted twice (at-least-once): the ROI must not double.
+	var attrs [][]any
+	for _, model := range []string{"first_touch", "last_touch", "linear", "time_decay", "position_based"} {
+		row := []any{"a-" + model, "c-1", "u-1", "p-1", model, "purchase", uint64(1), dec("1"), dec("100"), dec("1"), at}
+		attrs = append(attrs, row, row)
+	}
+	insert("INSERT INTO attributions (id, conversion_id, user_id, partner_id, model, kind, version, credit, revenue, new_customer, converted_at)", attrs...)
+	insert("INSERT INTO costs (id, partner_id, amount, currency, amount_base, category, occurred_at)",
+		[]any{"cost-1", "p-1", dec("40"), "USD", dec("40"), "cpc", at},
+		[]any{"cost-1", "p-1", dec("40"), "USD", dec("40"), "cpc", at})
+	insert("INSERT INTO touchpoints (id, user_id, partner_id, source, utm_source, utm_medium, utm_campaign, referrer, region, trace_id, occurred_at)",
+		[]any{"tp-1", "u-1", "p-1", "utm", "", "", "", "", "us-east", "", at},
+		[]any{"tp-2", "u-2", "p-1", "api_key", "", "", "", "", "us-east", "", at})
+	// One delivery: a retry then a success, the success row duplicated.
+	ok := []any{"d-1/2", "d-1", "t-1", "e-1", "ev-1", "order.created", uint16(2), uint16(200), "delivered", 12.5, "", "trace-2", at}
+	insert("INSERT INTO webhook_deliveries (id, delivery_id, tenant_id, endpoint_id, event_id, event_type, attempt, status_code, outcome, latency_ms, error, trace_id, attempted_at)",
+		[]any{"d-1/1", "d-1", "t-1", "e-1", "ev-1", "order.created", uint16(1), uint16(503), "retry", 30.0, "503", "trace-1", at}, ok, ok)
+
+	results := map[string][]map[string]any{}
+	n := 0
+	for _, r := range dashboardQueries(t) {
+		if r.sql == "" {
+			continue
+		}
+		n++
+		sql := expandGrafana(r.sql, now.Add(-48*time.Hour), now.Add(time.Hour))
+		if strings.Contains(sql, "$") {
+			t.Errorf("%s %s: unexpanded macro or variable in %q (teach expandGrafana)", r.file, r.panel, sql)
+			continue
+		}
+		rows, err := queryMaps(ctx, conn, sql)
+		if err != nil {
+			t.Errorf("%s %s: %v\n%s", r.file, r.panel, err, sql)
+			continue
+		}
+		results[r.file+" "+r.panel] = rows
+	}
+	if n == 0 {
+		t.Fatal("no ClickHouse queries in the dashboards")
+	}
+
+	roi := results[`grafana/dashboards/partner-roi.json panel "ROI per partner"`]
+	if len(roi) != 1 {
+		t.Fatalf("ROI per partner: %v, want one row for p-1", roi)
+	}
+	for col, want := range map[string]float64{"revenue": 100, "cost": 40, "profit": 60, "roi": 1.5, "conversions": 1, "new_customers": 1, "cac": 40, "leads": 2, "cpl": 20} {
+		if got := toFloat(roi[0][col]); got != want {
+			t.Errorf("ROI per partner: %s = %v, want %v", col, roi[0][col], want)
+		}
+	}
+	del := results[`grafana/dashboards/delivery-health.json panel "Delivery summary per partner"`]
+	if len(del) != 1 {
+		t.Fatalf("Delivery summary per partner: %v, want one row for t-1", del)
+	}
+	for col, want := range map[string]float64{"deliveries": 1, "delivered": 1, "success_ratio": 1, "attempts": 2, "dead_lettered": 0} {
+		if got := toFloat(del[0][col]); got != want {
+			t.Errorf("Delivery summary per partner: %s = %v, want %v", col, del[0][col], want)
+		}
+	}
+}
+
+func queryMaps(ctx context.Context, conn driver.Conn, sql string) ([]map[string]any, error) {
+	rows, err := conn.Query(ctx, sql)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols := rows.ColumnTypes()
+	var out []map[string]any
+	for rows.Next() {
+		dest := make([]any, len(cols))
+		for i, c := range cols {
+			dest[i] = reflect.New(c.ScanType()).Interface()
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, err
+		}
+		m := map[string]any{}
+		for i, c := range cols {
+			m[c.Name()] = reflect.ValueOf(dest[i]).Elem().Interface()
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+func toFloat(v any) float64 {
+	switch x := v.(type) {
+	case decimal.Decimal:
+		f, _ := x.Float64()
+		return f
+	case *float64:
+		if x == nil {
+			return 0
+		}
+		return *x
+	}
+	f, err := strconv.ParseFloat(fmt.Sprint(v), 64)
+	if err != nil {
+		return -1
+	}
+	return f
+}
