@@ -980,6 +980,110 @@ func TestEnvoyBootstrapsPointAtXDS(t *testing.T) {
 	}
 }
 
+// TestEnvoyDeploymentsMatchXDSConfig checks what the control plane tells
+// Envoy against where Envoy runs: the region it asks for is configured, the
+// listener ports the snapshots open are published, and the TLS files the SDS
+// secrets name are mounted.
+func TestEnvoyDeploymentsMatchXDSConfig(t *testing.T) {
+	def := defaults(t)
+	regions := def.RegionNames()
+	tlsPaths := []string{def.XDS.TLS.ServerCertPath, def.XDS.TLS.ServerKeyPath, def.XDS.TLS.ClientCAPath}
+	mounted := func(what string, mounts []string) {
+		for _, p := range tlsPaths {
+			if !slices.ContainsFunc(mounts, func(m string) bool { return strings.HasPrefix(p, strings.TrimSuffix(m, "/")+"/") }) {
+				t.Errorf("%s: xds.tls file %s is under none of the mounts %v", what, p, mounts)
+			}
+		}
+	}
+	flag := func(args []string, name string) string {
+		if i := slices.Index(args, name); i >= 0 && i+1 < len(args) {
+			return args[i+1]
+		}
+		return ""
+	}
+
+	// compose
+	c := loadCompose(t)
+	e, ok := c.Services["envoy"]
+	if !ok {
+		t.Fatal("compose: no envoy service")
+	}
+	region := flag(e.Command, "--service-cluster")
+	if region == "" {
+		for _, b := range bootstraps(t) {
+			region = str(get(b, "node", "cluster"))
+		}
+	}
+	if !slices.Contains(regions, region) {
+		t.Errorf("compose envoy: region (node.cluster / --service-cluster) %q is not in regions %v", region, regions)
+	}
+	for _, p := range []int{def.XDS.ListenerPort, def.XDS.EnterpriseListenerPort} {
+		if !e.publishes(p) {
+			t.Errorf("compose envoy: ports %v lack the xDS listener port %d", e.Ports, p)
+		}
+	}
+	var mounts []string
+	for _, v := range e.Volumes {
+		if parts := strings.Split(v, ":"); len(parts) >= 2 {
+			mounts = append(mounts, parts[1])
+		}
+	}
+	mounted("compose envoy", mounts)
+
+	// kubernetes
+	objs := k8sObjects(t)
+	n := 0
+	for _, o := range objs {
+		if o.kind() != "Deployment" {
+			continue
+		}
+		for _, ct := range containers(podSpec(o)) {
+			if !strings.HasPrefix(str(ct["image"]), "envoyproxy/envoy") {
+				continue
+			}
+			n++
+			what := fmt.Sprintf("%s Deployment %s", o.file, o.name())
+			ports := slices.Collect(mapValues(containerPorts(ct)))
+			for _, p := range []int{def.XDS.ListenerPort, def.XDS.EnterpriseListenerPort} {
+				if !slices.Contains(ports, p) {
+					t.Errorf("%s: containerPorts %v lack the xDS listener port %d", what, ports, p)
+				}
+			}
+			var mounts []string
+			for _, m := range list(ct["volumeMounts"]) {
+				mounts = append(mounts, str(get(m, "mountPath")))
+			}
+			mounted(what, mounts)
+			var args []string
+			for _, a := range list(ct["args"]) {
+				args = append(args, str(a))
+			}
+			region := flag(args, "--service-cluster")
+			if region == "" {
+				// node.cluster of the bootstrap ConfigMap mounted by the pod.
+				for _, v := range list(get(podSpec(o), "volumes")) {
+					cmName := str(get(v, "configMap", "name"))
+					if cm, ok := k8sFind(objs, "ConfigMap", cmName); ok {
+						for _, data := range get(cm.doc, "data").(map[string]any) {
+							if docs, err := yamlDocs([]byte(str(data))); err == nil && len(docs) == 1 {
+								if r := str(get(docs[0], "node", "cluster")); r != "" {
+									region = r
+								}
+							}
+						}
+					}
+				}
+			}
+			if !slices.Contains(regions, region) {
+				t.Errorf("%s: region (node.cluster / --service-cluster) %q is not in regions %v", what, region, regions)
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("k8s: no Envoy Deployment")
+	}
+}
+
 // --- grafana ----------------------------------------------------------------
 
 type dashboardRef struct {
