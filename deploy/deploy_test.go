@@ -390,11 +390,19 @@ func (s composeService) env() map[string]string {
 	return out
 }
 
+// publishes reports whether the container port is exposed to the other
+// services, or published on the host under the same number (the README
+// documents the host ports).
 func (s composeService) publishes(port int) bool {
 	p := strconv.Itoa(port)
-	for _, spec := range append(slices.Clone(s.Ports), s.Expose...) {
-		spec = strings.TrimSuffix(strings.TrimSuffix(spec, "/tcp"), "/udp")
-		if spec == p || strings.HasSuffix(spec, ":"+p) {
+	for _, spec := range s.Expose {
+		if strings.TrimSuffix(spec, "/tcp") == p {
+			return true
+		}
+	}
+	for _, spec := range s.Ports {
+		spec = strings.TrimSuffix(spec, "/tcp")
+		if spec == p || spec == p+":"+p || strings.HasSuffix(spec, ":"+p+":"+p) {
 			return true
 		}
 	}
@@ -1510,6 +1518,13 @@ func TestDashboardQueriesRunOnClickHouse(t *testing.T) {
 	for col, want := range map[string]float64{"revenue": 100, "cost": 40, "profit": 60, "roi": 1.5, "conversions": 1, "new_customers": 1, "cac": 40, "leads": 2, "cpl": 20} {
 		if got := toFloat(roi[0][col]); got != want {
 			t.Errorf("ROI per partner: %s = %v, want %v", col, roi[0][col], want)
+		}
+	}
+	stats := map[string]float64{"Attributed revenue": 100, "Cost": 40, "ROI": 1.5, "Conversions (credit)": 1, "New customers (credit)": 1, "CAC": 40}
+	for title, want := range stats {
+		got := results[fmt.Sprintf("grafana/dashboards/partner-roi.json panel %q", title)]
+		if len(got) != 1 || toFloat(got[0]["value"]) != want {
+			t.Errorf("partner ROI stat %q: %v, want value %v", title, got, want)
 		}
 	}
 	del := results[`grafana/dashboards/delivery-health.json panel "Delivery summary per partner"`]
