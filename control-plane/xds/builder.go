@@ -647,7 +647,9 @@ func staticCluster(name, hostPort string, connectTimeout time.Duration) (*cluste
 // change there, and no key material crosses the xDS stream.
 func (b *Builder) secrets() []types.Resource {
 	t := b.cfg.XDS.TLS
-	file := func(p string) *core.DataSource { return &core.DataSource{Specifier: &core.DataSource_Filename{Filename: p}} }
+	file := func(p string) *core.DataSource {
+		return &core.DataSource{Specifier: &core.DataSource_Filename{Filename: p}}
+	}
 	return []types.Resource{
 		&tls.Secret{Name: SecretClientCA, Type: &tls.Secret_ValidationContext{ValidationContext: &tls.CertificateValidationContext{
 			TrustedCa: file(t.ClientCAPath),
@@ -700,4 +702,3 @@ func mustAny(m proto.Message) *anypb.Any {
 	}
 	return a
 }
-

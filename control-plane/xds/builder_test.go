@@ -134,7 +134,6 @@ func firstDiff(a, b string) string {
 	return "lengths differ"
 }
 
-
 // regionView is what a test reads back from a region's resources.
 type regionView struct {
 	buckets   map[string]*rlcommon.LocalRateLimitDescriptor // tenant id -> descriptor
@@ -376,4 +375,3 @@ func TestValidateCatchesPackedConfig(t *testing.T) {
 		t.Fatalf("want a StatPrefix violation from the packed local_ratelimit, got %v", err)
 	}
 }
-

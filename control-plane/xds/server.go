@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -395,3 +396,50 @@ func (l logAdapter) Debugf(f string, a ...any) { l.log.Debug(fmt.Sprintf(f, a...
 func (l logAdapter) Infof(f string, a ...any)  { l.log.Debug(fmt.Sprintf(f, a...)) }
 func (l logAdapter) Warnf(f string, a ...any)  { l.log.Warn(fmt.Sprintf(f, a...)) }
 func (l logAdapter) Errorf(f string, a ...any) { l.log.Error(fmt.Sprintf(f, a...)) }
+
+// StaticTenants is an in-memory tenant source for tools, benchmarks and
+// tests: Put applies a change and notifies like the registry does.
+type StaticTenants struct {
+	mu       sync.Mutex
+	tenants  map[string]*schemas.Tenant
+	watchers []registry.ChangeFunc
+}
+
+// NewStaticTenants returns a source holding ts.
+func NewStaticTenants(ts ...*schemas.Tenant) *StaticTenants {
+	s := &StaticTenants{tenants: map[string]*schemas.Tenant{}}
+	for _, t := range ts {
+		s.tenants[t.ID] = t
+	}
+	return s
+}
+
+// List returns every tenant.
+func (s *StaticTenants) List() []*schemas.Tenant {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*schemas.Tenant, 0, len(s.tenants))
+	for _, t := range s.tenants {
+		out = append(out, t)
+	}
+	return out
+}
+
+// OnChange registers fn.
+func (s *StaticTenants) OnChange(fn registry.ChangeFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.watchers = append(s.watchers, fn)
+}
+
+// Put stores t (replacing the tenant with its id) and notifies watchers.
+func (s *StaticTenants) Put(t *schemas.Tenant) {
+	s.mu.Lock()
+	old := s.tenants[t.ID]
+	s.tenants[t.ID] = t
+	ws := slices.Clone(s.watchers)
+	s.mu.Unlock()
+	for _, w := range ws {
+		w(old, t)
+	}
+}
