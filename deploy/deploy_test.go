@@ -409,6 +409,20 @@ func (s composeService) publishes(port int) bool {
 	return false
 }
 
+// unusedEnv lists the PARTNERS_* variables of env that no ${env:...}
+// placeholder of the configuration reads: a typo there silently keeps the
+// default.
+func unusedEnv(cfgYAML []byte, env map[string]string) []string {
+	var out []string
+	for k := range env {
+		if strings.HasPrefix(k, "PARTNERS_") && !bytes.Contains(cfgYAML, []byte("${env:"+k+":")) && !bytes.Contains(cfgYAML, []byte("${env:"+k+"}")) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 func lookupIn(env map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) {
 		v, ok := env[k]
@@ -455,6 +469,9 @@ func TestComposeAgreesWithConfig(t *testing.T) {
 				if env[k] == "" {
 					t.Errorf("environment: %s unset", k)
 				}
+			}
+			if u := unusedEnv(copyYAML, env); len(u) > 0 {
+				t.Errorf("environment: %v are read by no ${env:...} placeholder of the config", u)
 			}
 			// The configuration this container runs with: the copy, strictly
 			// decoded and validated, with the service's environment.
@@ -719,7 +736,11 @@ func TestK8sAgreesWithConfig(t *testing.T) {
 	for k, v := range get(sec.doc, "stringData").(map[string]any) {
 		env[k] = str(v)
 	}
-	cfg, err := config.Parse([]byte(k8sConfigYAML(t, objs)), lookupIn(env))
+	cfgYAML := []byte(k8sConfigYAML(t, objs))
+	if u := unusedEnv(cfgYAML, env); len(u) > 0 {
+		t.Errorf("k8s partners-env/partners-secrets: %v are read by no ${env:...} placeholder of the config", u)
+	}
+	cfg, err := config.Parse(cfgYAML, lookupIn(env))
 	if err != nil {
 		t.Fatalf("k8s ConfigMap partners-config with the partners-env environment: %v", err)
 	}
