@@ -80,7 +80,7 @@ func (p *Processor) histories(ctx context.Context, users map[string]bool) (map[s
 
 func (p *Processor) loadTouches(ctx context.Context, users []string, out map[string]*history) error {
 	rows, err := p.opt.Conn.Query(ctx,
-		`SELECT user_id, id, any(partner_id), any(occurred_at) FROM touchpoints WHERE user_id IN (?) GROUP BY user_id, id`, users)
+		`SELECT user_id, id, any(partner_id), any(occurred_at) FROM touchpoints WHERE has(?, user_id) GROUP BY user_id, id`, users)
 	if err != nil {
 		return fmt.Errorf("load touchpoint history: %w", err)
 	}
@@ -100,7 +100,7 @@ func (p *Processor) loadTouches(ctx context.Context, users []string, out map[str
 func (p *Processor) loadConvs(ctx context.Context, users []string, out map[string]*history) error {
 	rows, err := p.opt.Conn.Query(ctx, `SELECT user_id, id, any(kind), any(refund_of), any(amount), any(currency),
 		any(amount_base), any(new_customer), any(occurred_at)
-		FROM conversions WHERE user_id IN (?) GROUP BY user_id, id`, users)
+		FROM conversions WHERE has(?, user_id) GROUP BY user_id, id`, users)
 	if err != nil {
 		return fmt.Errorf("load conversion history: %w", err)
 	}

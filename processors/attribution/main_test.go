@@ -1,0 +1,139 @@
+package attribution_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/goleak"
+
+	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/kafka"
+	"github.com/partners-engine/partners-engine/internal/testenv"
+	"github.com/partners-engine/partners-engine/processors/attribution"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).run"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*broker).listen"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).handleConn"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).read"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).write"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).groupCoordinatorLoop"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*groups).manage"),
+	)
+}
+
+// env is one test's Kafka topics, ClickHouse database and producer.
+type env struct {
+	cfg     *config.Config
+	brokers []string
+	cl      *kgo.Client
+	conn    driver.Conn
+	names   kafka.Names
+	log     *testenv.LogBuffer
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	cfg := testenv.Config(t)
+	brokers, cl := testenv.Kafka(t, cfg)
+	conn := testenv.ClickHouse(t, cfg)
+	return &env{cfg: cfg, brokers: brokers, cl: cl, conn: conn, names: kafka.Names{Prefix: cfg.Kafka.TopicPrefix}, log: &testenv.LogBuffer{}}
+}
+
+// start runs a processor on e until the test ends (or stop is called).
+func (e *env) start(t *testing.T, conn driver.Conn) (stop func()) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("processor logs:\n%s", tail(e.log.String(), 4000))
+		}
+	})
+	t.Helper()
+	if conn == nil {
+		conn = e.conn
+	}
+	p, err := attribution.New(attribution.Options{Config: e.cfg, Brokers: e.brokers, Conn: conn, Producer: e.cl, Log: slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("processor: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func (e *env) publish(t *testing.T, recs []*kgo.Record) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := e.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) publishDataset(t *testing.T, d attribution.Dataset) {
+	t.Helper()
+	recs, err := d.Records(e.names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, recs)
+}
+
+// waitCaughtUp waits until the processor's group has committed every
+// offset of its topics: everything produced so far is in ClickHouse.
+func (e *env) waitCaughtUp(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	adm := kadm.NewClient(e.cl)
+	p, _ := attribution.New(attribution.Options{Config: e.cfg, Conn: e.conn, Producer: e.cl, Log: slog.New(slog.DiscardHandler)})
+	topics, group := p.Topics(), p.Group()
+	testenv.Eventually(t, timeout, "attribution group caught up", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ends, err := adm.ListEndOffsets(ctx, topics...)
+		if err != nil {
+			return false
+		}
+		committed, err := adm.FetchOffsets(ctx, group)
+		if err != nil {
+			return false
+		}
+		ok := true
+		ends.Each(func(o kadm.ListedOffset) {
+			if o.Offset == 0 {
+				return
+			}
+			c, found := committed.Lookup(o.Topic, o.Partition)
+			if !found || c.At < o.Offset {
+				ok = false
+			}
+		})
+		return ok
+	})
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
