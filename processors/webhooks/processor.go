@@ -454,3 +454,6 @@ func (p *Processor) record(ctx context.Context, topic, key string, v any) *kgo.R
 	kafka.Inject(ctx, r)
 	return r
 }
+
+// Close releases idle HTTP connections. Call it after Run returned.
+func (p *Processor) Close() { p.hc.CloseIdleConnections() }
