@@ -110,6 +110,11 @@ type Webhooks struct {
 	EventTypes []string `yaml:"event_types"`
 	// MaxRetryAfterSec caps how long a 429's Retry-After may hold a delivery.
 	MaxRetryAfterSec int `yaml:"max_retry_after_sec"`
+	// InstanceID names this processor instance in its Kafka transactional
+	// ids. It must be stable across restarts (a restarted instance fences
+	// its crashed predecessor's open transactions at once) and unique among
+	// running instances. Empty: the host name.
+	InstanceID string `yaml:"instance_id"`
 }
 
 // Retry is the retry policy: attempt n (n>=2) waits base·mult^(n-2) after

@@ -113,6 +113,8 @@ var Tiers = []string{"sandbox", "standard", "enterprise"}
 // Validate checks every value and reports all problems at once, each naming
 // its key path and value.
 // eventTypeRe is the shape of a product event type (schemas/json/event.v1).
+var instanceIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
 var eventTypeRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]*$`)
 
 func (cfg *Config) Validate() error {
@@ -182,6 +184,9 @@ func (cfg *Config) Validate() error {
 		if !eventTypeRe.MatchString(et) {
 			c.fail(fmt.Sprintf("partner.webhooks.event_types[%d]", i), et, "must be an event type like order.created")
 		}
+	}
+	if w.InstanceID != "" && !instanceIDRe.MatchString(w.InstanceID) {
+		c.fail("partner.webhooks.instance_id", w.InstanceID, "must be 1 to 64 letters, digits, '.', '_' or '-'")
 	}
 	if w.MaxRetryAfterSec < 0 {
 		c.fail("partner.webhooks.max_retry_after_sec", w.MaxRetryAfterSec, "must be >= 0")

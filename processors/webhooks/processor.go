@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +48,8 @@ type Options struct {
 	Log            *slog.Logger
 	Metrics        prometheus.Registerer // nil: metrics are not registered
 	TracerProvider trace.TracerProvider  // nil: the global provider
-	// InstanceID makes transactional ids unique per process; empty: random.
+	// InstanceID names the instance in transactional ids; empty:
+	// partner.webhooks.instance_id, else the host name.
 	InstanceID string
 }
 
@@ -134,7 +136,14 @@ func New(opt Options) (*Processor, error) {
 	}
 	inst := opt.InstanceID
 	if inst == "" {
-		inst = randomHex(6)
+		inst = cfg.Partner.Webhooks.InstanceID
+	}
+	if inst == "" {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			inst = h
+		} else {
+			inst = randomHex(6)
+		}
 	}
 	p := &Processor{
 		cfg: cfg, wh: cfg.Partner.Webhooks, brokers: opt.Brokers, names: kafka.Names{Prefix: cfg.Kafka.TopicPrefix},

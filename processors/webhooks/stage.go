@@ -121,7 +121,7 @@ func (s *stage) run(ctx context.Context) error {
 		kgo.ConsumerGroup(s.group),
 		kgo.ConsumeTopics(s.topic),
 		kgo.TransactionalID(s.group+"-"+s.p.inst),
-		kgo.TransactionTimeout(60*time.Second),
+		kgo.TransactionTimeout(20*time.Second),
 		kgo.DisableAutoCommit(),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
