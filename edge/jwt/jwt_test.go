@@ -1,0 +1,74 @@
+package jwt_test
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/partners-engine/partners-engine/edge/jwt"
+)
+
+func TestVerify(t *testing.T) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := jwt.ParseJWKS([]byte(jwt.JWKS(&k.PublicKey, "k1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	exp := jwt.Expect{Issuer: "https://idp", Audiences: []string{"api"}, Now: now, Leeway: 30 * time.Second}
+	sign := func(c map[string]any) string {
+		s, err := jwt.Sign(k, "k1", c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	good := sign(map[string]any{"iss": "https://idp", "aud": []string{"x", "api"}, "exp": now.Unix() + 60, "sub": "s"})
+	c, err := jwt.Verify(good, keys, exp)
+	if err != nil || c.Subject != "s" {
+		t.Fatalf("good token: %v %v", c, err)
+	}
+	parts := strings.Split(good, ".")
+	cases := map[string]struct {
+		tok  string
+		want error
+	}{
+		"two parts":      {parts[0] + "." + parts[1], jwt.ErrMalformed},
+		"tampered":       {parts[0] + "." + sign(map[string]any{"iss": "https://idp", "aud": "api", "exp": now.Unix() + 999})[len(parts[0])+1:len(parts[0])+1+10] + parts[1][10:] + "." + parts[2], jwt.ErrInvalid},
+		"alg none":       {"eyJhbGciOiJub25lIn0." + parts[1] + ".", jwt.ErrInvalid},
+		"expired":        {sign(map[string]any{"iss": "https://idp", "aud": "api", "exp": now.Unix() - 31}), jwt.ErrInvalid},
+		"in leeway":      {sign(map[string]any{"iss": "https://idp", "aud": "api", "exp": now.Unix() - 10}), nil},
+		"no exp":         {sign(map[string]any{"iss": "https://idp", "aud": "api"}), jwt.ErrInvalid},
+		"not yet":        {sign(map[string]any{"iss": "https://idp", "aud": "api", "exp": now.Unix() + 99, "nbf": now.Unix() + 60}), jwt.ErrInvalid},
+		"other audience": {sign(map[string]any{"iss": "https://idp", "aud": "web", "exp": now.Unix() + 60}), jwt.ErrInvalid},
+		"other issuer":   {sign(map[string]any{"iss": "https://evil", "aud": "api", "exp": now.Unix() + 60}), jwt.ErrInvalid},
+		"huge":           {strings.Repeat("a", jwt.MaxTokenBytes+1), jwt.ErrMalformed},
+	}
+	for name, c := range cases {
+		_, err := jwt.Verify(c.tok, keys, exp)
+		if (c.want == nil) != (err == nil) || (c.want != nil && !errors.Is(err, c.want)) {
+			t.Errorf("%s: err %v, want %v", name, err, c.want)
+		}
+	}
+}
+
+func TestParseJWKSRejects(t *testing.T) {
+	for name, doc := range map[string]string{
+		"not json":   "{",
+		"no keys":    `{"keys":[]}`,
+		"only oct":   `{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`,
+		"short n":    `{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB"}]}`,
+		"wrong alg":  `{"keys":[{"kty":"RSA","alg":"RS512","n":"AQAB","e":"AQAB"}]}`,
+		"bad base64": `{"keys":[{"kty":"RSA","n":"!!!","e":"AQAB"}]}`,
+	} {
+		if _, err := jwt.ParseJWKS([]byte(doc)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
