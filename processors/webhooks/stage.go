@@ -60,6 +60,10 @@ type stage struct {
 	lastWM      map[partKey]int64
 	topicIDs    map[string][16]byte
 	lastCommit  time.Time
+	sess        *kgo.GroupTransactSession
+	inTxn       bool
+	produced    int // records produced in the open transaction
+	produceErr  atomic.Pointer[error]
 }
 
 type partKey struct {
@@ -140,8 +144,12 @@ func (s *stage) run(ctx context.Context) error {
 		close(s.done)
 		sess.Close()
 	}()
+	s.sess = sess
 	s.log.Debug("stage started", "group", s.group)
 	for ctx.Err() == nil {
+		if err := s.begin(); err != nil {
+			return err
+		}
 		s.resumeDue(sess.Client())
 		if s.outstanding < maxOutstanding {
 			wait := pollWait
@@ -164,7 +172,7 @@ func (s *stage) run(ctx context.Context) error {
 		} else {
 			select {
 			case r := <-s.results:
-				s.ready = append(s.ready, r)
+				s.add(r)
 			case <-time.After(pollWait):
 			case <-ctx.Done():
 			}
@@ -177,11 +185,14 @@ func (s *stage) run(ctx context.Context) error {
 	// Shutdown: start nothing new, let started attempts finish (bounded by
 	// the HTTP total timeout), commit what finished.
 	s.stopping.Store(true)
+	if err := s.begin(); err != nil {
+		return err
+	}
 	deadline := time.Now().Add(time.Duration(s.p.wh.Timeouts.TotalSec*float64(time.Second)) + time.Second)
 	for s.inflight.Load() > 0 && time.Now().Before(deadline) {
 		select {
 		case r := <-s.results:
-			s.ready = append(s.ready, r)
+			s.add(r)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -227,7 +238,7 @@ func (s *stage) accept(ctx context.Context, r *kgo.Record) {
 	s.outstanding++
 	gen := s.gen.Load()
 	if len(dead) > 0 {
-		s.ready = append(s.ready, &result{gen: gen, key: k, offset: r.Offset, recs: dead})
+		s.add(&result{gen: gen, key: k, offset: r.Offset, recs: dead})
 	}
 	queueCap := int64(max(8*s.p.wh.PerEndpoint, 64))
 	for _, j := range jobs {
@@ -289,11 +300,42 @@ func (s *stage) drain() {
 	for {
 		select {
 		case r := <-s.results:
-			s.ready = append(s.ready, r)
+			s.add(r)
 		default:
 			return
 		}
 	}
+}
+
+// begin opens the stage's transaction if none is open. Records are produced
+// into it as soon as their deliveries finish, so ending it only flushes the
+// last few: the poll loop is never held long by one partner's retries.
+func (s *stage) begin() error {
+	if s.inTxn {
+		return nil
+	}
+	if err := s.sess.Begin(); err != nil {
+		return fmt.Errorf("webhooks stage %s: begin transaction: %w", s.label, err)
+	}
+	s.inTxn = true
+	return nil
+}
+
+// add produces a finished result's records into the open transaction and
+// keeps the result for the watermark accounting of the next commit.
+func (s *stage) add(r *result) {
+	if r.gen != s.gen.Load() {
+		return
+	}
+	for _, rec := range r.recs {
+		s.produced++
+		s.sess.Produce(s.httpCtx, rec, func(_ *kgo.Record, err error) {
+			if err != nil {
+				s.produceErr.Store(&err)
+			}
+		})
+	}
+	s.ready = append(s.ready, r)
 }
 
 func (s *stage) watermarks() map[partKey]int64 {
@@ -342,36 +384,20 @@ func (s *stage) commit(sess *kgo.GroupTransactSession, force bool) error {
 		}
 	}
 	wm := s.watermarks()
-	var recs []*kgo.Record
-	for _, r := range s.ready {
-		if r.gen == gen {
-			recs = append(recs, r.recs...)
-		}
-	}
 	s.ready = s.ready[:0]
-	if len(recs) == 0 && !s.changed(wm) {
+	if s.produced == 0 && !s.changed(wm) {
 		return nil
 	}
 	s.lastCommit = time.Now()
-	if err := sess.Begin(); err != nil {
-		return fmt.Errorf("webhooks stage %s: begin transaction: %w", s.label, err)
-	}
-	var produceErr atomic.Pointer[error]
-	for _, rec := range recs {
-		sess.Produce(s.httpCtx, rec, func(_ *kgo.Record, err error) {
-			if err != nil {
-				produceErr.Store(&err)
-			}
-		})
-	}
 	ectx, cancel := context.WithTimeout(s.httpCtx, 60*time.Second)
 	defer cancel()
 	ectx = kgo.PreTxnCommitFnContext(ectx, s.rewrite(wm))
 	committed, err := sess.End(ectx, kgo.TryCommit)
+	s.inTxn, s.produced = false, 0
 	if err != nil {
 		return fmt.Errorf("webhooks stage %s: end transaction: %w", s.label, err)
 	}
-	if pe := produceErr.Load(); pe != nil {
+	if pe := s.produceErr.Swap(nil); pe != nil {
 		s.log.Warn("produce failed in transaction", "err", *pe, "committed", committed)
 		committed = false
 	}
