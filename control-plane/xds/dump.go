@@ -108,12 +108,17 @@ const FetchTimeout = 10 * time.Second
 // every resource as Envoy's JSON mapping (proto field names, packed configs
 // expanded with their @type), in stable order.
 func (f *Fetched) YAML() ([]byte, error) {
-	out := map[string]any{"region": f.Region}
-	versions := map[string]string{}
+	doc := struct {
+		Region    string            `yaml:"region"`
+		Versions  map[string]string `yaml:"versions"`
+		Clusters  []any             `yaml:"clusters"`
+		Secrets   []any             `yaml:"secrets"`
+		Listeners []any             `yaml:"listeners"`
+		Routes    []any             `yaml:"routes"`
+	}{Region: f.Region, Versions: map[string]string{}}
 	for typ, v := range f.Versions {
-		versions[shortType(typ)] = v
+		doc.Versions[shortType(typ)] = v
 	}
-	out["versions"] = versions
 	mo := protojson.MarshalOptions{UseProtoNames: true}
 	for _, typ := range ResourceTypes {
 		list := []any{}
@@ -128,23 +133,18 @@ func (f *Fetched) YAML() ([]byte, error) {
 			}
 			list = append(list, v)
 		}
-		out[yamlKey(typ)] = list
+		switch typ {
+		case typeCluster:
+			doc.Clusters = list
+		case typeSecret:
+			doc.Secrets = list
+		case typeListener:
+			doc.Listeners = list
+		case typeRoute:
+			doc.Routes = list
+		}
 	}
-	return yaml.Marshal(out)
-}
-
-func yamlKey(typ string) string {
-	switch typ {
-	case typeListener:
-		return "listeners"
-	case typeRoute:
-		return "routes"
-	case typeCluster:
-		return "clusters"
-	case typeSecret:
-		return "secrets"
-	}
-	return shortType(typ)
+	return yaml.Marshal(doc)
 }
 
 // Unpack returns the message packed in a, for tests and tools.
