@@ -1,0 +1,212 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/goleak"
+
+	"github.com/partners-engine/partners-engine/internal/kafka"
+	"github.com/partners-engine/partners-engine/internal/testenv"
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).run"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*broker).listen"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).handleConn"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).read"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).write"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).groupCoordinatorLoop"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*groups).manage"),
+	)
+}
+
+func TestEnsureTopicsPolicies(t *testing.T) {
+	cfg := testenv.Config(t)
+	_, cl := testenv.Kafka(t, cfg)
+	// A second run is a no-op, not an error.
+	if err := kafka.EnsureTopics(context.Background(), cl, cfg); err != nil {
+		t.Fatalf("second EnsureTopics: %v", err)
+	}
+	names := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}
+	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(context.Background(), names.Topic(schemas.TopicTenants), names.Topic(schemas.TopicDLQ), names.Retry(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]map[string]string{
+		names.Topic(schemas.TopicTenants): {"cleanup.policy": "compact"},
+		names.Topic(schemas.TopicDLQ):     {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(cfg.Partner.Webhooks.DLQ.RetentionDays * 86400 * 1000)},
+		names.Retry(1):                    {"cleanup.policy": "delete"},
+	}
+	for _, rc := range rcs {
+		if rc.Err != nil {
+			t.Fatalf("%s: %v", rc.Name, rc.Err)
+		}
+		for k, v := range want[rc.Name] {
+			got := ""
+			for _, c := range rc.Configs {
+				if c.Key == k && c.Value != nil {
+					got = *c.Value
+				}
+			}
+			if got != v {
+				t.Errorf("%s %s = %q, want %q", rc.Name, k, got, v)
+			}
+		}
+	}
+	retries := 0
+	for _, s := range kafka.Specs(cfg) {
+		if len(s.Name) > len(names.Retry(0))-1 && s.Name[:len(names.Retry(0))-1] == names.Retry(0)[:len(names.Retry(0))-1] {
+			retries++
+		}
+	}
+	if retries != cfg.Partner.Webhooks.Retry.MaxAttempts-1 {
+		t.Errorf("%d retry topics, want max_attempts-1 = %d", retries, cfg.Partner.Webhooks.Retry.MaxAttempts-1)
+	}
+}
+
+// TestConsumeCommitsOnlyAfterWork: a batch whose handler fails is handled
+// again; handled batches are committed; a consumer that stops in the middle
+// of a batch leaves that batch to the next member of the group.
+func TestConsumeCommitsOnlyAfterWork(t *testing.T) {
+	cfg := testenv.Config(t)
+	brokers, cl := testenv.Kafka(t, cfg)
+	names := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}
+	topic := names.Topic(schemas.TopicEvents)
+	group := names.Group(cfg.Kafka.GroupPrefix, "consume-test")
+	produce := func(from, to int) {
+		var recs []*kgo.Record
+		for i := from; i < to; i++ {
+			recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(i)), Value: []byte(strconv.Itoa(i))})
+		}
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := slog.New(slog.DiscardHandler)
+	newConsumer := func() *kgo.Client {
+		c, err := kafka.NewClient(cfg, brokers, log, append(kafka.ConsumerOptions(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+
+	var mu sync.Mutex
+	first := map[string]int{}
+	failures := 0
+	crashing := false
+	produce(0, 100)
+	c1 := newConsumer()
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	done1 := make(chan error, 1)
+	go func() {
+		done1 <- kafka.Consume(ctx1, c1, log, func(ctx context.Context, rs []*kgo.Record) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if failures == 0 {
+				failures++
+				return errors.New("transient")
+			}
+			if crashing { // records 100..199: stop mid-batch, nothing done
+				cancel1()
+				return ctx.Err()
+			}
+			for _, r := range rs {
+				first[string(r.Value)]++
+			}
+			return nil
+		})
+	}()
+	testenv.Eventually(t, 60*time.Second, "first 100 records handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(first) == 100
+	})
+	// Give the commit a moment to land, then send the batch that "crashes".
+	testenv.Eventually(t, 30*time.Second, "first batch committed", func() bool {
+		offs, err := kadm.NewClient(cl).FetchOffsets(context.Background(), group)
+		if err != nil {
+			return false
+		}
+		total := int64(0)
+		offs.Each(func(o kadm.OffsetResponse) { total += o.At })
+		return total == 100
+	})
+	mu.Lock()
+	crashing = true
+	mu.Unlock()
+	produce(100, 200)
+	<-ctx1.Done()
+	if err := <-done1; err != nil {
+		t.Fatal(err)
+	}
+	c1.Close()
+
+	c2 := newConsumer()
+	defer c2.Close()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel2()
+	second := map[string]int{}
+	go func() {
+		_ = kafka.Consume(ctx2, c2, log, func(_ context.Context, rs []*kgo.Record) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, r := range rs {
+				second[string(r.Value)]++
+			}
+			if len(second) >= 100 {
+				cancel2()
+			}
+			return nil
+		})
+	}()
+	<-ctx2.Done()
+	mu.Lock()
+	defer mu.Unlock()
+	if failures != 1 {
+		t.Fatalf("the failing handler ran %d times", failures)
+	}
+	for i := 0; i < 200; i++ {
+		k := strconv.Itoa(i)
+		if i < 100 && (first[k] != 1 || second[k] != 0) {
+			t.Fatalf("record %d: first consumer %d times, second %d times; want 1 and 0 (committed after work)", i, first[k], second[k])
+		}
+		if i >= 100 && (first[k] != 0 || second[k] != 1) {
+			t.Fatalf("record %d: first consumer %d times, second %d times; want 0 and 1 (not committed when the work did not finish)", i, first[k], second[k])
+		}
+	}
+}
+
+func TestTraceContextInHeaders(t *testing.T) {
+	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true})
+	ctx := trace.ContextWithSpanContext(context.Background(), sc)
+	r := &kgo.Record{}
+	kafka.Inject(ctx, r)
+	tp, ok := kafka.Header(r, "traceparent")
+	if !ok || tp != fmt.Sprintf("00-%s-%s-01", tid, sid) {
+		t.Fatalf("traceparent header %q", tp)
+	}
+	got := trace.SpanContextFromContext(kafka.Extract(context.Background(), r))
+	if got.TraceID() != tid || got.SpanID() != sid {
+		t.Fatalf("extracted %v", got)
+	}
+	kafka.SetHeader(r, "traceparent", "x")
+	if v, _ := kafka.Header(r, "traceparent"); v != "x" || len(r.Headers) != 1 {
+		t.Fatalf("SetHeader did not replace: %v", r.Headers)
+	}
+}
