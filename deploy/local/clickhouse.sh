@@ -11,10 +11,12 @@
 #   CLICKHOUSE_TCP_PORT      native protocol port (default 9000)
 #   CLICKHOUSE_HTTP_PORT     HTTP port (default 8123)
 #   CLICKHOUSE_WAIT_TIMEOUT  seconds to wait for readiness (default 60)
+#   PARTNERS_CLICKHOUSE_DIR  state directory (default <repo>/.local/clickhouse); with other ports it
+#                            runs a second, independent server (fault tests stop their own one)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-CH_DIR="$ROOT/.local/clickhouse"
+CH_DIR="${PARTNERS_CLICKHOUSE_DIR:-$ROOT/.local/clickhouse}"
 TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
 HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-8123}"
 WAIT_TIMEOUT="${CLICKHOUSE_WAIT_TIMEOUT:-60}"

@@ -99,37 +99,44 @@ func (e *env) publishDataset(t *testing.T, d attribution.Dataset) {
 	e.publish(t, recs)
 }
 
-// waitCaughtUp waits until the processor's group has committed every
-// offset of its topics: everything produced so far is in ClickHouse.
+// caughtUp reports whether the processor's group has committed every offset
+// of its topics: everything produced so far is in ClickHouse.
+func caughtUp(t *testing.T, e *env) bool {
+	adm := kadm.NewClient(e.cl)
+	p, err := attribution.New(attribution.Options{Config: e.cfg, Conn: e.conn, Producer: e.cl, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, p.Topics()...)
+	if err != nil {
+		return false
+	}
+	committed, err := adm.FetchOffsets(ctx, p.Group())
+	if err != nil {
+		return false
+	}
+	ok := true
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset == 0 {
+			return
+		}
+		c, found := committed.Lookup(o.Topic, o.Partition)
+		if !found || c.At < o.Offset {
+			ok = false
+		}
+	})
+	return ok
+}
+
+// waitCaughtUp waits until caughtUp.
 func (e *env) waitCaughtUp(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	adm := kadm.NewClient(e.cl)
-	p, _ := attribution.New(attribution.Options{Config: e.cfg, Conn: e.conn, Producer: e.cl, Log: slog.New(slog.DiscardHandler)})
-	topics, group := p.Topics(), p.Group()
-	testenv.Eventually(t, timeout, "attribution group caught up", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		ends, err := adm.ListEndOffsets(ctx, topics...)
-		if err != nil {
-			return false
-		}
-		committed, err := adm.FetchOffsets(ctx, group)
-		if err != nil {
-			return false
-		}
-		ok := true
-		ends.Each(func(o kadm.ListedOffset) {
-			if o.Offset == 0 {
-				return
-			}
-			c, found := committed.Lookup(o.Topic, o.Partition)
-			if !found || c.At < o.Offset {
-				ok = false
-			}
-		})
-		return ok
-	})
+	testenv.Eventually(t, timeout, "attribution group caught up", func() bool { return caughtUp(t, e) })
 }
+
+func namesOf(cfg *config.Config) kafka.Names { return kafka.Names{Prefix: cfg.Kafka.TopicPrefix} }
 
 func tail(s string, n int) string {
 	if len(s) > n {
