@@ -211,6 +211,9 @@ func (w *Writer) Create(ctx context.Context, req CreateRequest) (*Created, error
 	if req.JWT != nil && req.Tier != schemas.TierEnterprise {
 		return nil, invalid("jwt", "set", "is only available to enterprise tenants")
 	}
+	if err := w.waitReady(ctx); err != nil {
+		return nil, err
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if _, dup := w.reg.ByName(req.Name); dup {
@@ -441,6 +444,9 @@ func (w *Writer) RotateSecret(ctx context.Context, id, endpointID string) (*sche
 // modify runs fn on a deep copy of the tenant and writes the result as the
 // next version.
 func (w *Writer) modify(ctx context.Context, id string, fn func(t *schemas.Tenant, now time.Time) error) (*schemas.Tenant, error) {
+	if err := w.waitReady(ctx); err != nil {
+		return nil, err
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	cur, ok := w.reg.Get(id)
@@ -484,4 +490,15 @@ func (w *Writer) put(ctx context.Context, t *schemas.Tenant) error {
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return w.reg.WaitVersion(wctx, t.ID, t.Version)
+}
+
+// waitReady blocks until the registry has read the whole tenants topic:
+// before that, duplicate checks and read-modify-write would see a partial state.
+func (w *Writer) waitReady(ctx context.Context) error {
+	select {
+	case <-w.reg.Ready():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("tenant registry still loading: %w", ctx.Err())
+	}
 }
