@@ -143,7 +143,7 @@ func New(opt Options) (*Server, error) {
 // Serve serves ext_authz on lis until ctx ends, and produces touchpoints and
 // audit records meanwhile.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	gs := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler()), grpc.MaxRecvMsgSize(1<<20))
+	gs := grpc.NewServer(serverOptions()...)
 	authv3.RegisterAuthorizationServer(gs, s)
 	done := make(chan struct{})
 	ectx, stopEmitter := context.WithCancel(context.Background())
@@ -166,6 +166,12 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		err = nil
 	}
 	return err
+}
+
+// serverOptions are the ext_authz gRPC server's options: OTel tracing and a
+// bound on CheckRequest size (Envoy's own header limit is 60 KiB).
+func serverOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler()), grpc.MaxRecvMsgSize(1 << 20)}
 }
 
 // decision is the outcome of one Check before it is encoded for Envoy.

@@ -1,0 +1,62 @@
+package authz_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/edge/authz"
+	"github.com/partners-engine/partners-engine/internal/benchrow"
+	"github.com/partners-engine/partners-engine/internal/kafka"
+	"github.com/partners-engine/partners-engine/internal/testenv"
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+// BenchmarkCheckCacheHit is the in-process cost of one Check on the
+// cache-hit path (no gRPC).
+func BenchmarkCheckCacheHit(b *testing.B) {
+	cfg := testenv.Config(b)
+	tenants := newFakeTenants()
+	key := registry.NewAPIKey("standard")
+	tenants.put(nil, &schemas.Tenant{ID: "tn_b", Tier: "standard", Status: "active", Regions: []string{"us-east"}, Version: 1,
+		Keys: []schemas.APIKey{{ID: "k", Hash: registry.HashKey(cfg.Partner.Keys.Pepper, key)}}})
+	srv, err := authz.New(authz.Options{Config: cfg, Tenants: tenants, Producer: &sink{}, Names: kafka.Names{},
+		Log: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry(), Now: time.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := envoyRequest{path: "/api/v1/partners/orders", headers: bearer(key)}.proto()
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := srv.Check(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestBenchRuns runs the make-bench suite in its quick form; figures are
+// printed, never asserted.
+func TestBenchRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("make bench runs it in full")
+	}
+	rows, err := authz.Bench(context.Background(), benchrow.Env{Quick: true, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 3 {
+		t.Fatalf("%d rows", len(rows))
+	}
+	for _, r := range rows {
+		if r.Value <= 0 || r.BaselineValue <= 0 {
+			t.Fatalf("row without a measurement: %+v", r)
+		}
+		t.Logf("%s: %.1f %s (baseline %s: %.1f, ratio %.2f)", r.Name, r.Value, r.Unit, r.Baseline, r.BaselineValue, r.Ratio())
+	}
+}
