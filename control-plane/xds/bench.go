@@ -10,8 +10,8 @@ import (
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	client "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	client "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 

@@ -36,8 +36,11 @@ func (emptyAuthz) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckRes
 
 type mapLookup map[string]*schemas.Tenant
 
-func (m mapLookup) ByKeyHash(h string, _ time.Time) (*schemas.Tenant, bool) { t, ok := m[h]; return t, ok }
-func (m mapLookup) OnChange(registry.ChangeFunc)                         {}
+func (m mapLookup) ByKeyHash(h string, _ time.Time) (*schemas.Tenant, bool) {
+	t, ok := m[h]
+	return t, ok
+}
+func (m mapLookup) OnChange(registry.ChangeFunc) {}
 
 type discard struct{}
 
