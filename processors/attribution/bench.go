@@ -1,0 +1,413 @@
+package attribution
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/shopspring/decimal"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/partners-engine/partners-engine/internal/benchrow"
+	"github.com/partners-engine/partners-engine/internal/chdb"
+	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/kafka"
+	"github.com/partners-engine/partners-engine/processors/attribution/roi"
+)
+
+// Bench is the attribution suite of `make bench`:
+//
+//   - ingest: records/s from Kafka into ClickHouse through the processor
+//     (decode, validate, attribute under 5 models, insert raw and attribution
+//     rows, commit), beside a raw clickhouse-go batch insert of exactly the
+//     rows the processor wrote, in the same run;
+//   - ROI query latency from the rollups beside the same figures computed
+//     from the raw tables (de-duplicated by id), over ≥ 1 M attribution rows
+//     generated on the server with INSERT … SELECT FROM numbers();
+//   - freshness p50/p99, produce → visible in the ROI numbers, beside the
+//     configured batch linger.
+func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
+	log := env.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	records, queryRows := 200_000, 1_000_000
+	if env.Quick {
+		records, queryRows = 20_000, 200_000
+	}
+	cfg := config.Default()
+	id := fmt.Sprintf("%x", time.Now().UnixNano()&0xffffffff)
+	cfg.Kafka.TopicPrefix = "bench" + id + "."
+	cfg.ClickHouse.Addr = []string{env.ClickHouseAddr}
+	cfg.ClickHouse.Database = "partners_bench_" + id
+	cfg.Partner.Keys.Pepper = "bench-pepper-0123456789"
+	cfg.Admin.Token = "bench-admin-token"
+
+	brokers := env.Brokers
+	if len(brokers) == 0 {
+		emb, err := kafka.StartEmbedded("", 0, log)
+		if err != nil {
+			return nil, err
+		}
+		defer emb.Close()
+		brokers = emb.Addrs()
+	}
+	cl, err := kafka.NewClient(&cfg, brokers, log, kgo.ProducerBatchMaxBytes(4<<20))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	if err := kafka.EnsureTopics(ctx, cl, &cfg); err != nil {
+		return nil, err
+	}
+	defer func() {
+		var names []string
+		for _, s := range kafka.Specs(&cfg) {
+			names = append(names, s.Name)
+		}
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_, _ = kadm.NewClient(cl).DeleteTopics(dctx, names...)
+	}()
+	conn, err := openBenchDB(ctx, cfg.ClickHouse, log)
+	if err != nil {
+		return nil, err
+	}
+	defer dropBenchDB(ctx, conn, cfg.ClickHouse)
+
+	var rows []benchrow.Row
+	ingest, err := benchIngest(ctx, &cfg, brokers, cl, conn, log, records)
+	if err != nil {
+		return rows, fmt.Errorf("ingest: %w", err)
+	}
+	rows = append(rows, ingest...)
+
+	p, err := New(Options{Config: &cfg, Brokers: brokers, Conn: conn, Producer: cl, Log: log})
+	if err != nil {
+		return rows, err
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(pctx) }()
+	samples, ferr := Freshness(ctx, cl, conn, kafka.Names{Prefix: cfg.Kafka.TopicPrefix}, 30)
+	cancel()
+	<-done
+	if ferr != nil {
+		return rows, fmt.Errorf("freshness: %w", ferr)
+	}
+	linger := cfg.Partner.Attribution.Batch.LingerSec * 1000
+	rows = append(rows,
+		benchrow.Row{Name: "freshness p50 (produce → in ROI)", Value: ms(Percentile(samples, 50)), Unit: "ms", Baseline: "batch linger", BaselineValue: linger},
+		benchrow.Row{Name: "freshness p99 (produce → in ROI)", Value: ms(Percentile(samples, 99)), Unit: "ms", Baseline: "batch linger", BaselineValue: linger})
+
+	q, err := benchQueries(ctx, cfg.ClickHouse, log, queryRows)
+	if err != nil {
+		return rows, fmt.Errorf("queries: %w", err)
+	}
+	return append(rows, q...), nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func openBenchDB(ctx context.Context, c config.ClickHouse, log *slog.Logger) (driver.Conn, error) {
+	conn, err := chdb.Open(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := chdb.Migrate(ctx, conn, log); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+func dropBenchDB(ctx context.Context, conn driver.Conn, c config.ClickHouse) {
+	conn.Close()
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+	defer cancel()
+	_ = chdb.DropDatabase(dctx, c)
+}
+
+// benchIngest publishes a generated dataset of about n records, times the
+// processor from start until its group committed everything, then inserts
+// the very rows it wrote into a second database with plain clickhouse-go
+// batches of the same size.
+func benchIngest(ctx context.Context, cfg *config.Config, brokers []string, cl *kgo.Client, conn driver.Conn, log *slog.Logger, n int) ([]benchrow.Row, error) {
+	names := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}
+	d := Generate(GenOptions{Seed: 1, Now: time.Now().UTC(), Days: 60, Partners: 20, Users: n / 4, MaxTouches: 4, MaxConvs: 2, RefundRate: 0.1, CostsPer: 50})
+	recs, err := d.Records(names)
+	if err != nil {
+		return nil, err
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return nil, err
+	}
+	p, err := New(Options{Config: cfg, Brokers: brokers, Conn: conn, Producer: cl, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(pctx) }()
+	adm := kadm.NewClient(cl)
+	for {
+		if ok, err := committedAll(ctx, adm, p); err != nil {
+			cancel()
+			<-done
+			return nil, err
+		} else if ok {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			cancel()
+			<-done
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	elapsed := time.Since(start)
+	cancel()
+	<-done
+	rate := float64(d.Len()) / elapsed.Seconds()
+
+	// Baseline: the same rows, straight from Go memory into a fresh database.
+	base := cfg.ClickHouse
+	base.Database += "_raw"
+	bconn, err := openBenchDB(ctx, base, log)
+	if err != nil {
+		return nil, err
+	}
+	defer dropBenchDB(ctx, bconn, base)
+	tables, err := readBack(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	size := cfg.Partner.Attribution.Batch.Size
+	t0 := time.Now()
+	for _, tb := range tables {
+		for i := 0; i < len(tb.rows); i += size {
+			b, err := bconn.PrepareBatch(ctx, "INSERT INTO "+tb.name+" ("+tb.cols+")")
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range tb.rows[i:min(i+size, len(tb.rows))] {
+				if err := b.Append(r...); err != nil {
+					return nil, err
+				}
+			}
+			if err := b.Send(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	baseRate := float64(d.Len()) / time.Since(t0).Seconds()
+	var attrRows int
+	for _, tb := range tables {
+		if tb.name == "attributions" {
+			attrRows = len(tb.rows)
+		}
+	}
+	return []benchrow.Row{{
+		Name:  fmt.Sprintf("ingest Kafka→ClickHouse, %d records (+%d attribution rows)", d.Len(), attrRows),
+		Value: rate, Unit: "records/s",
+		Baseline: "raw clickhouse-go batch insert of the same rows", BaselineValue: baseRate,
+	}}, nil
+}
+
+func committedAll(ctx context.Context, adm *kadm.Client, p *Processor) (bool, error) {
+	ends, err := adm.ListEndOffsets(ctx, p.Topics()...)
+	if err != nil {
+		return false, err
+	}
+	committed, err := adm.FetchOffsets(ctx, p.Group())
+	if err != nil {
+		return false, nil // group not created yet
+	}
+	ok := true
+	ends.Each(func(o kadm.ListedOffset) {
+		if c, found := committed.Lookup(o.Topic, o.Partition); o.Offset > 0 && (!found || c.At < o.Offset) {
+			ok = false
+		}
+	})
+	return ok, nil
+}
+
+type tableRows struct {
+	name, cols string
+	rows       [][]any
+}
+
+// readBack loads every row the processor wrote, in insertable form.
+func readBack(ctx context.Context, conn driver.Conn) ([]tableRows, error) {
+	specs := []struct{ name, cols string }{
+		{"touchpoints", "id, user_id, partner_id, source, utm_source, utm_medium, utm_campaign, referrer, region, trace_id, occurred_at, ingested_at"},
+		{"conversions", "id, user_id, kind, amount, currency, amount_base, new_customer, refund_of, occurred_at, ingested_at"},
+		{"costs", "id, partner_id, amount, currency, amount_base, category, occurred_at, ingested_at"},
+		{"attributions", "id, conversion_id, user_id, partner_id, model, kind, version, credit, revenue, new_customer, converted_at, ingested_at"},
+	}
+	var out []tableRows
+	for _, s := range specs {
+		rows, err := conn.Query(ctx, "SELECT "+s.cols+" FROM "+s.name)
+		if err != nil {
+			return nil, err
+		}
+		tr := tableRows{name: s.name, cols: s.cols}
+		types := rows.ColumnTypes()
+		for rows.Next() {
+			vals := make([]any, len(types))
+			for i, ct := range types {
+				switch ct.DatabaseTypeName() {
+				case "String":
+					vals[i] = new(string)
+				case "UInt8":
+					vals[i] = new(uint8)
+				case "UInt64":
+					vals[i] = new(uint64)
+				case "Decimal(18, 4)":
+					vals[i] = new(decimal.Decimal)
+				default: // DateTime('UTC')
+					vals[i] = new(time.Time)
+				}
+			}
+			if err := rows.Scan(vals...); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			for i, v := range vals {
+				switch x := v.(type) {
+				case *string:
+					vals[i] = *x
+				case *uint8:
+					vals[i] = *x
+				case *uint64:
+					vals[i] = *x
+				case *decimal.Decimal:
+					vals[i] = *x
+				case *time.Time:
+					vals[i] = *x
+				}
+			}
+			tr.rows = append(tr.rows, vals)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		out = append(out, tr)
+	}
+	return out, nil
+}
+
+// SeedSynthetic fills conn's (migrated) database on the server with n
+// attribution rows (n/5 conversions × 5 models over 200 partners and 90
+// days, 10 % of them inserted twice and 5 % re-attributed with a higher
+// version), n/10 costs (10 % duplicated) and n touchpoints, with INSERT …
+// SELECT FROM numbers() so a million rows take seconds. The materialized
+// views fill the rollups as for real inserts.
+func SeedSynthetic(ctx context.Context, conn driver.Conn, n int) error {
+	attr := `INSERT INTO attributions (id, conversion_id, user_id, partner_id, model, kind, version, credit, revenue, new_customer, converted_at, ingested_at)
+SELECT
+  hex(MD5(concat(toString(intDiv(number, 5)), '/', toString(number % 5)))) AS id,
+  concat('c', toString(intDiv(number, 5))),
+  concat('u', toString(intDiv(number, 5) % 150000)),
+  concat('p', toString(intDiv(number, 5) % 200)),
+  ['first_touch', 'last_touch', 'linear', 'time_decay', 'position_based'][number % 5 + 1],
+  'purchase', toUInt64(__VERSION__), toDecimal64(1, 4), toDecimal64(intDiv(number, 5) % 50000, 4) / 100,
+  toDecimal64(intDiv(number, 5) % 3 = 0, 4),
+  toDateTime(now() - intDiv(number, 5) % (90 * 86400)), now()
+FROM numbers(__ROWS__) WHERE __FILTER__`
+	cost := `INSERT INTO costs (id, partner_id, amount, currency, amount_base, category, occurred_at, ingested_at)
+SELECT concat('k', toString(number)), concat('p', toString(number % 200)), toDecimal64(number % 1000, 4), 'USD',
+  toDecimal64(number % 1000, 4), 'fee', toDateTime(now() - number % (90 * 86400)), now()
+FROM numbers(__ROWS__) WHERE __FILTER__`
+	touch := `INSERT INTO touchpoints (id, user_id, partner_id, source, utm_source, utm_medium, utm_campaign, referrer, region, trace_id, occurred_at, ingested_at)
+SELECT concat('t', toString(number)), concat('u', toString(number % 150000)), concat('p', toString(number % 200)), 'utm',
+  '', '', '', '', '', '', toDateTime(now() - number % (90 * 86400)), now()
+FROM numbers(__ROWS__) WHERE __FILTER__`
+	// n is an int, not input: it is formatted into the text (INSERT … SELECT
+	// with bound arguments is not worth the risk on 18.16).
+	fill := func(q string, rows int, version, filter string) string {
+		return strings.NewReplacer("__VERSION__", version, "__FILTER__", filter, "__ROWS__", strconv.Itoa(rows)).Replace(q)
+	}
+	steps := []string{
+		fill(attr, n, "1", "1"),
+		fill(attr, n, "1", "number % 10 = 0"),
+		fill(attr, n, "2", "number % 20 = 0"),
+		fill(cost, n/10, "", "1"),
+		fill(cost, n/10, "", "number % 10 = 0"),
+		fill(touch, n, "", "1"),
+	}
+	for _, q := range steps {
+		if err := conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("seed: %w", err)
+		}
+	}
+	return nil
+}
+
+// benchQueries times roi.Load from the rollups and from the raw tables over
+// a seeded database (median of 7 runs after a warm-up), for every partner
+// and for one partner, and checks both give the same figures.
+func benchQueries(ctx context.Context, base config.ClickHouse, log *slog.Logger, n int) ([]benchrow.Row, error) {
+	c := base
+	c.Database += "_q"
+	conn, err := openBenchDB(ctx, c, log)
+	if err != nil {
+		return nil, err
+	}
+	defer dropBenchDB(ctx, conn, c)
+	if err := SeedSynthetic(ctx, conn, n); err != nil {
+		return nil, err
+	}
+	var out []benchrow.Row
+	for _, q := range []struct {
+		name string
+		q    roi.Query
+	}{
+		{"every partner", roi.Query{Model: "last_touch", Window: 30}},
+		{"one partner", roi.Query{PartnerID: "p7", Model: "last_touch", Window: 30}},
+	} {
+		fast, fr, err := timeLoad(ctx, conn, q.q, roi.Rollups)
+		if err != nil {
+			return nil, err
+		}
+		slow, sr, err := timeLoad(ctx, conn, q.q, roi.Raw)
+		if err != nil {
+			return nil, err
+		}
+		if fmt.Sprint(fr) != fmt.Sprint(sr) {
+			return nil, errors.New("rollups and raw tables disagree for " + q.name)
+		}
+		out = append(out, benchrow.Row{
+			Name:  fmt.Sprintf("ROI query, %s, 30 days, rollups (%d attribution rows)", q.name, n+n/10+n/20),
+			Value: ms(fast), Unit: "ms", Baseline: "same figures from raw tables", BaselineValue: ms(slow),
+		})
+	}
+	return out, nil
+}
+
+func timeLoad(ctx context.Context, conn driver.Conn, q roi.Query, src roi.Source) (time.Duration, []roi.Totals, error) {
+	res, err := roi.Load(ctx, conn, q, src) // warm-up
+	if err != nil {
+		return 0, nil, err
+	}
+	var ds []time.Duration
+	for i := 0; i < 7; i++ {
+		t0 := time.Now()
+		if _, err := roi.Load(ctx, conn, q, src); err != nil {
+			return 0, nil, err
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[len(ds)/2], res, nil
+}
