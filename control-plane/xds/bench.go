@@ -103,11 +103,15 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 			Baseline: "same build, derived-config cache cold", BaselineValue: ms(pct(cold, 50)),
 		})
 	}
-	many, err := changeToVersion(ctx, env.Log, 100)
+	changes := 30
+	if env.Quick {
+		changes = 8
+	}
+	many, err := changeToVersion(ctx, env.Log, 100, changes)
 	if err != nil {
 		return rows, err
 	}
-	one, err := changeToVersion(ctx, env.Log, 1)
+	one, err := changeToVersion(ctx, env.Log, 1, changes)
 	if err != nil {
 		return rows, err
 	}
@@ -124,7 +128,7 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 // ADS clients of us-east (listeners), then applies tenant changes one at a
 // time and measures from each change to the moment every client has
 // received the new version.
-func changeToVersion(ctx context.Context, log *slog.Logger, clients int) ([]time.Duration, error) {
+func changeToVersion(ctx context.Context, log *slog.Logger, clients, changes int) ([]time.Duration, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -180,7 +184,7 @@ func changeToVersion(ctx context.Context, log *slog.Logger, clients int) ([]time
 	// settle, then measure from a quiet state.
 	time.Sleep(500 * time.Millisecond)
 	var out []time.Duration
-	for i := 0; i < 30; i++ {
+	for i := 0; i < changes; i++ {
 		t := BenchTenants(1)[0]
 		t.ID = fmt.Sprintf("tn_benchnew%04d", i)
 		start := time.Now()

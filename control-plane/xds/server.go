@@ -284,6 +284,9 @@ func (s *Server) reportSkipped(region string, skipped []Skipped) {
 		if s.reported[k] {
 			continue
 		}
+		if len(s.reported) > 100_000 {
+			s.reported = map[tenantKey]bool{} // bound: some warnings repeat
+		}
 		s.reported[k] = true
 		outcome := "tier_default"
 		if sk.Excluded {

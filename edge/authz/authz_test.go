@@ -693,3 +693,25 @@ func TestKafkaDownNeverDelaysCheck(t *testing.T) {
 }
 
 func traceOf(ctx context.Context) string { return trace.SpanContextFromContext(ctx).TraceID().String() }
+
+// TestOversizedRequest: a CheckRequest beyond the server's message bound is
+// refused by gRPC (Envoy then answers status_on_error, 503, fail closed);
+// huge non-credential headers within it are harmless.
+func TestOversizedRequest(t *testing.T) {
+	p := startPlugin(t)
+	key := p.addTenant(tenant("tn_big", schemas.TierStandard, schemas.StatusActive))
+	r := p.check(envoyRequest{path: "/api/v1/partners/x", headers: map[string]string{"authorization": "Bearer " + key, "x-big": strings.Repeat("b", 60<<10)}})
+	if status(r) != 200 {
+		t.Fatalf("60 KiB of other headers: status %d", status(r))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := p.client.Check(ctx, envoyRequest{path: "/api/v1/partners/x", headers: map[string]string{"authorization": "Bearer " + key, "x-big": strings.Repeat("b", 2<<20)}}.proto())
+	if err == nil || !strings.Contains(err.Error(), "ResourceExhausted") {
+		t.Fatalf("2 MiB CheckRequest: err %v, want ResourceExhausted", err)
+	}
+	// The server still answers afterwards.
+	if status(p.check(envoyRequest{path: "/api/v1/partners/x", headers: bearer(key)})) != 200 {
+		t.Fatal("server broken after an oversized request")
+	}
+}
