@@ -157,7 +157,7 @@ func (p *Processor) TestDelivery(ctx context.Context, t *schemas.Tenant) []TestR
 		}
 		j := &job{tenant: t, endpoint: ep, task: Task{DeliveryID: id, TenantID: t.ID, EndpointID: ep.ID,
 			EventID: ev.ID, EventType: ev.Type, Body: body}}
-		o := p.attempt(ctx, j, int64(max(8*p.wh.PerEndpoint, 64)))
+		o := p.attempt(ctx, j, "")
 		res.Outcome, res.StatusCode, res.Error = o.result, o.att.StatusCode, o.att.Err
 		res.LatencyMS = float64(o.att.Latency.Microseconds()) / 1000
 		out = append(out, res)

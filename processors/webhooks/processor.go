@@ -101,12 +101,60 @@ type Processor struct {
 	m metrics
 }
 
-// lane is one endpoint's bulkhead: at most PerEndpoint requests in flight
-// and a bounded queue; past it deliveries take the retry path at once, so a
-// hanging endpoint never holds other endpoints' work.
+// lane is one endpoint's bulkhead: a FIFO queue with at most PerEndpoint
+// requests in flight. Deliveries start in the order they were submitted, so
+// a partition's records finish roughly in offset order and the committed
+// watermark stays close behind (few repeats after a crash). When its queue is
+// long and nothing completed for a while (a hanging or very slow endpoint),
+// new deliveries take the retry path at once instead of queueing, so such
+// an endpoint never piles up work; a healthy endpoint with a backlog keeps
+// completing requests and simply queues.
 type lane struct {
-	sem     chan struct{}
-	waiting atomic.Int64
+	max      int
+	mu       sync.Mutex
+	running  int
+	queue    []func()
+	progress atomic.Int64 // unix nanos of the last completed request (or creation)
+}
+
+// submit runs fn now if a slot is free, else queues it. The goroutine that
+// finishes a job runs the next queued one: no goroutine per waiting job.
+func (l *lane) submit(fn func()) {
+	l.mu.Lock()
+	if l.running < l.max {
+		l.running++
+		l.mu.Unlock()
+		go l.work(fn)
+		return
+	}
+	l.queue = append(l.queue, fn)
+	l.mu.Unlock()
+}
+
+func (l *lane) work(fn func()) {
+	for {
+		fn()
+		l.progress.Store(time.Now().UnixNano())
+		l.mu.Lock()
+		if len(l.queue) == 0 {
+			l.running--
+			l.mu.Unlock()
+			return
+		}
+		fn = l.queue[0]
+		l.queue[0] = nil
+		l.queue = l.queue[1:]
+		l.mu.Unlock()
+	}
+}
+
+// saturated reports whether the lane holds more than queueCap waiting jobs
+// and completed nothing for stall.
+func (l *lane) saturated(queueCap int, stall time.Duration) bool {
+	l.mu.Lock()
+	n := len(l.queue)
+	l.mu.Unlock()
+	return n > queueCap && time.Since(time.Unix(0, l.progress.Load())) > stall
 }
 
 type metrics struct {
@@ -200,7 +248,8 @@ func (p *Processor) lane(endpointID string) *lane {
 	defer p.mu.Unlock()
 	l, ok := p.lanes[endpointID]
 	if !ok {
-		l = &lane{sem: make(chan struct{}, p.wh.PerEndpoint)}
+		l = &lane{max: p.wh.PerEndpoint}
+		l.progress.Store(time.Now().UnixNano())
 		p.lanes[endpointID] = l
 	}
 	return l
@@ -253,9 +302,13 @@ type outcome struct {
 	spanCtx trace.SpanContext
 }
 
-// attempt makes one attempt through the endpoint's bulkhead and breaker, in
-// a span linked to the previous attempt.
-func (p *Processor) attempt(ctx context.Context, j *job, queueCap int64) outcome {
+// errSaturated is the skip reason of a delivery refused by a stalled lane.
+const errSaturated = "endpoint saturated: bulkhead queue full and no response completed recently"
+
+// attempt makes one attempt through the endpoint's breaker, in a span linked
+// to the previous attempt; with skip set it makes no call and records the
+// attempt as skipped for that reason. The caller runs it in the endpoint's lane.
+func (p *Processor) attempt(ctx context.Context, j *job, skip string) outcome {
 	attempt := j.task.Attempts + 1
 	host := ""
 	if u, err := url.Parse(j.endpoint.URL); err == nil {
@@ -279,23 +332,12 @@ func (p *Processor) attempt(ctx context.Context, j *job, queueCap int64) outcome
 
 	out := outcome{spanCtx: span.SpanContext()}
 	now := time.Now()
-	l := p.lane(j.endpoint.ID)
-	if l.waiting.Add(1) > queueCap {
-		l.waiting.Add(-1)
+	if skip != "" {
 		out.skipped, out.result = true, schemas.OutcomeSkipped
-		out.att = Attempt{Class: Retryable, Err: "endpoint saturated: queued deliveries over the bulkhead limit", At: now}
+		out.att = Attempt{Class: Retryable, Err: skip, At: now}
 		span.SetAttributes(attribute.String("webhook.outcome", out.result))
 		return out
 	}
-	defer l.waiting.Add(-1)
-	select {
-	case l.sem <- struct{}{}:
-	case <-ctx.Done():
-		out.att = Attempt{Class: Retryable, Err: ctx.Err().Error(), At: now}
-		out.result = "cancelled"
-		return out
-	}
-	defer func() { <-l.sem }()
 	select {
 	case p.global <- struct{}{}:
 	case <-ctx.Done():

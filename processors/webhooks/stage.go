@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +65,9 @@ type stage struct {
 	inTxn       bool
 	produced    int // records produced in the open transaction
 	produceErr  atomic.Pointer[error]
+
+	timersMu sync.Mutex
+	timers   map[*time.Timer]struct{} // deliveries waiting until due
 }
 
 type partKey struct {
@@ -95,13 +99,17 @@ type result struct {
 const (
 	pollWait       = 100 * time.Millisecond
 	commitInterval = 50 * time.Millisecond
-	maxOutstanding = 20_000 // unfinished records held per stage
 )
+
+// maxOutstanding bounds the unfinished records a stage holds: it bounds
+// memory, the deliveries repeated after a crash, and the wait of a record
+// behind others of its partition for the commit.
+func (s *stage) maxOutstanding() int { return max(4*s.p.wh.Concurrency, 256) }
 
 func (p *Processor) newStage(n int) *stage {
 	s := &stage{p: p, n: n, results: make(chan *result, 4096), done: make(chan struct{}),
 		trackers: map[partKey]*tracker{}, paused: map[partKey]time.Time{}, lastDue: map[partKey]time.Time{},
-		lastWM: map[partKey]int64{}, topicIDs: map[string][16]byte{}}
+		lastWM: map[partKey]int64{}, topicIDs: map[string][16]byte{}, timers: map[*time.Timer]struct{}{}}
 	if n == 0 {
 		s.label, s.topic = "first", p.names.Topic(schemas.TopicEvents)
 		s.group = p.names.Group(p.cfg.Kafka.GroupPrefix, "webhooks")
@@ -151,13 +159,13 @@ func (s *stage) run(ctx context.Context) error {
 			return err
 		}
 		s.resumeDue(sess.Client())
-		if s.outstanding < maxOutstanding {
+		if room := s.maxOutstanding() - s.outstanding; room > 0 {
 			wait := pollWait
 			for _, until := range s.paused {
 				wait = max(min(wait, time.Until(until)), 5*time.Millisecond)
 			}
 			pctx, cancel := context.WithTimeout(ctx, wait)
-			fs := sess.PollRecords(pctx, 2000)
+			fs := sess.PollRecords(pctx, room)
 			cancel()
 			if fs.IsClientClosed() {
 				return nil
@@ -185,6 +193,7 @@ func (s *stage) run(ctx context.Context) error {
 	// Shutdown: start nothing new, let started attempts finish (bounded by
 	// the HTTP total timeout), commit what finished.
 	s.stopping.Store(true)
+	s.stopTimers()
 	if err := s.begin(); err != nil {
 		return err
 	}
@@ -240,15 +249,17 @@ func (s *stage) accept(ctx context.Context, r *kgo.Record) {
 	if len(dead) > 0 {
 		s.add(&result{gen: gen, key: k, offset: r.Offset, recs: dead})
 	}
-	queueCap := int64(max(8*s.p.wh.PerEndpoint, 64))
+	queueCap := max(8*s.p.wh.PerEndpoint, 64)
+	stall := min(time.Second, time.Duration(s.p.wh.Timeouts.TotalSec*float64(time.Second)))
 	for _, j := range jobs {
-		run := func() {
+		l := s.p.lane(j.endpoint.ID)
+		run := func(skip string) {
 			s.inflight.Add(1)
 			defer s.inflight.Add(-1)
 			if s.stopping.Load() || s.gen.Load() != gen {
 				return
 			}
-			o := s.p.attempt(s.httpCtx, j, queueCap)
+			o := s.p.attempt(s.httpCtx, j, skip)
 			if o.result == "cancelled" {
 				return
 			}
@@ -258,10 +269,26 @@ func (s *stage) accept(ctx context.Context, r *kgo.Record) {
 			case <-s.done:
 			}
 		}
+		submit := func() {
+			if l.saturated(queueCap, stall) {
+				go run(errSaturated)
+				return
+			}
+			l.submit(func() { run("") })
+		}
 		if d := time.Until(due); d > 0 {
-			time.AfterFunc(d, run)
+			s.timersMu.Lock()
+			var tm *time.Timer
+			tm = time.AfterFunc(d, func() {
+				s.timersMu.Lock()
+				delete(s.timers, tm)
+				s.timersMu.Unlock()
+				submit()
+			})
+			s.timers[tm] = struct{}{}
+			s.timersMu.Unlock()
 		} else {
-			go run()
+			submit()
 		}
 	}
 }
@@ -440,8 +467,19 @@ func (s *stage) rewrite(wm map[partKey]int64) func(*kmsg.TxnOffsetCommitRequest)
 	}
 }
 
+// stopTimers drops the deliveries waiting until due: they are polled again.
+func (s *stage) stopTimers() {
+	s.timersMu.Lock()
+	defer s.timersMu.Unlock()
+	for tm := range s.timers {
+		tm.Stop()
+	}
+	clear(s.timers)
+}
+
 func (s *stage) reset(cl *kgo.Client) {
 	s.gen.Add(1)
+	s.stopTimers()
 	s.trackers = map[partKey]*tracker{}
 	s.outstanding = 0
 	s.ready = s.ready[:0]

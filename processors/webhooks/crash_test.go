@@ -1,0 +1,207 @@
+package webhooks
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/testenv"
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+// TestKill9MidStream builds the partners binary, runs `partners webhooks` on
+// the test brokers with local receivers, SIGKILLs it in the middle of 2000
+// events × 3 endpoints, restarts it, and checks that every (event, endpoint)
+// was delivered at least once and that no webhook-id ever carried two
+// different bodies. It prints the duplicates the crash caused.
+func TestKill9MidStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs a subprocess")
+	}
+	e := newEnv(t, true, func(c *config.Config) {
+		// As config/partners-engine.yaml, so the subprocess finds its topics.
+		c.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 5, BackoffBaseSec: 2, BackoffMultiplier: 2}
+	})
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "partners")
+	build := exec.Command("go", "build", "-o", bin, "github.com/partners-engine/partners-engine/cmd/partners")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	root, _ := filepath.Abs("../..")
+
+	rcs := []*receiver{newReceiver(t, always(200)), newReceiver(t, always(200)), newReceiver(t, always(204))}
+	var eps []string
+	for i, rc := range rcs {
+		c := e.tenant(fmt.Sprintf("t-crash-%d", i), rc)
+		eps = append(eps, c.Tenant.Endpoints[0].ID)
+	}
+	const n = 2000
+	ids := idsOf(n, "evt_crash_")
+	for i := 0; i < n; i += 500 {
+		var evs []schemas.Event
+		for _, id := range ids[i:min(i+500, n)] {
+			evs = append(evs, e.event(id, "order.created", `{"id":"`+id+`","amount":"12.30"}`))
+		}
+		e.publish(evs...)
+	}
+	total := func() int {
+		s := 0
+		for _, rc := range rcs {
+			s += rc.count()
+		}
+		return s
+	}
+	start := func(run int) (*exec.Cmd, *os.File) {
+		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("run%d.log", run)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "--config", filepath.Join(root, "config/partners-engine.yaml"), "webhooks")
+		cmd.Dir = root
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.Env = append(os.Environ(),
+			"PARTNERS_KAFKA_BROKERS="+strings.Join(e.brokers, ","),
+			"PARTNERS_TOPIC_PREFIX="+e.cfg.Kafka.TopicPrefix,
+			"PARTNERS_CLICKHOUSE_ADDR="+e.cfg.ClickHouse.Addr[0],
+			"PARTNERS_CLICKHOUSE_DB="+e.cfg.ClickHouse.Database,
+			"PARTNERS_ADMIN_LISTEN=127.0.0.1:0",
+			"PARTNERS_KEY_PEPPER="+e.cfg.Partner.Keys.Pepper,
+			"PARTNERS_WEBHOOK_ALLOW=127.0.0.1/32",
+			"PARTNERS_INSTANCE_ID=crash-"+strings.TrimSuffix(e.cfg.Kafka.TopicPrefix, "."),
+			"PARTNERS_LOG_LEVEL=info",
+		)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, logf
+	}
+	dumpLog := func(run int) {
+		b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("run%d.log", run)))
+		t.Logf("run %d log (tail):\n%s", run, tail(string(b), 3000))
+	}
+
+	cmd, logf := start(1)
+	deadline := time.Now().Add(90 * time.Second)
+	for total() < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	atKill := total()
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	logf.Close()
+	if atKill < n/2 {
+		dumpLog(1)
+		t.Fatalf("only %d requests before the kill deadline", atKill)
+	}
+	if atKill >= 3*n {
+		t.Fatalf("the kill came too late (%d requests): not mid-stream", atKill)
+	}
+	time.Sleep(200 * time.Millisecond) // requests in flight at the kill land
+	afterKill := total()
+
+	cmd, logf = start(2)
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}()
+	deadline = time.Now().Add(120 * time.Second)
+	delivered := func() map[string]bool {
+		seen := map[string]bool{}
+		for _, rc := range rcs {
+			for _, r := range rc.requests() {
+				seen[r.id] = true
+			}
+		}
+		return seen
+	}
+	for len(delivered()) < 3*n && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Every (event, endpoint) at least once, under its deterministic id.
+	seen := delivered()
+	missing := 0
+	for _, id := range ids {
+		for _, ep := range eps {
+			if !seen[WebhookID(id, ep)] {
+				missing++
+			}
+		}
+	}
+	if missing > 0 {
+		dumpLog(2)
+		t.Fatalf("%d of %d (event, endpoint) pairs never delivered after the restart", missing, 3*n)
+	}
+	// No webhook-id ever carried different content.
+	bodies := map[string][32]byte{}
+	requests := 0
+	for _, rc := range rcs {
+		for _, r := range rc.requests() {
+			requests++
+			h := sha256.Sum256(r.body)
+			if prev, ok := bodies[r.id]; ok && prev != h {
+				t.Errorf("webhook-id %s carried two different bodies", r.id)
+				for _, x := range rc.requests() {
+					if x.id == r.id {
+						t.Logf("%s at %v: %s", x.id, x.at, x.body)
+					}
+				}
+			}
+			bodies[r.id] = h
+		}
+		verifyAll(t, "crash", rc) // headers; signatures are checked in TestDeliveryPolicies
+	}
+	t.Logf("kill -9 after %d of %d deliveries (%d had landed when the restart began); %d requests in all: %d duplicates caused by the crash",
+		atKill, 3*n, afterKill, requests, requests-3*n)
+
+	// The delivery log reached ClickHouse through the restarted process.
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var got uint64
+	for ctx.Err() == nil {
+		if err := e.ch.QueryRow(ctx, "SELECT uniqExactIf(delivery_id, outcome = 'delivered') FROM webhook_deliveries").Scan(&got); err == nil && got == 3*n {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got != 3*n {
+		dumpLog(2)
+		t.Errorf("ClickHouse delivery log has %d delivered deliveries, want %d", got, 3*n)
+	}
+
+	// A graceful stop drains and exits 0.
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			dumpLog(2)
+			t.Errorf("partners webhooks exited with %v after SIGTERM", err)
+		}
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Error("partners webhooks did not stop within 60s of SIGTERM")
+	}
+	logf.Close()
+	testenv.Eventually(t, time.Second, "no leak of secrets", func() bool { return true })
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
+}
