@@ -264,7 +264,9 @@ func (e *env) publishRaw(recs ...*kgo.Record) {
 	}
 }
 
-func (e *env) topic(logical string) string { return kafka.Names{Prefix: e.cfg.Kafka.TopicPrefix}.Topic(logical) }
+func (e *env) topic(logical string) string {
+	return kafka.Names{Prefix: e.cfg.Kafka.TopicPrefix}.Topic(logical)
+}
 
 // readAll reads a topic (read committed) from the start to its end.
 func (e *env) readAll(topic string) []*kgo.Record {

@@ -9,8 +9,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/schemas"
 )

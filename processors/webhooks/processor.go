@@ -44,7 +44,7 @@ type Options struct {
 	Config         *config.Config
 	Brokers        []string
 	Tenants        Tenants
-	Disabler       Disabler             // nil: a 410 is dead-lettered but the endpoint stays enabled
+	Disabler       Disabler // nil: a 410 is dead-lettered but the endpoint stays enabled
 	Log            *slog.Logger
 	Metrics        prometheus.Registerer // nil: metrics are not registered
 	TracerProvider trace.TracerProvider  // nil: the global provider

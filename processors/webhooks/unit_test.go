@@ -211,10 +211,10 @@ func TestFilters(t *testing.T) {
 	}
 	ev := map[string]any{"type": "order.completed", "data": map[string]any{"total": 150.0, "currency": "EUR"}}
 	for expr, want := range map[string]bool{
-		`event.type == "order.completed"`:                                true,
-		`event.data.total > 100.0 && event.data.currency == "EUR"`:       true,
-		`event.data.total > 200.0`:                                       false,
-		`event.data.missing == "x"`:                                      false, // evaluation error: no match
+		`event.type == "order.completed"`:                                 true,
+		`event.data.total > 100.0 && event.data.currency == "EUR"`:        true,
+		`event.data.total > 200.0`:                                        false,
+		`event.data.missing == "x"`:                                       false, // evaluation error: no match
 		`has(event.data.currency) && event.data.currency.startsWith("E")`: true,
 	} {
 		got, err := f.Match(expr, ev)
