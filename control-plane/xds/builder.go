@@ -21,6 +21,7 @@ import (
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	stream "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	extauthz "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
@@ -66,6 +67,7 @@ const (
 	ClusterProduction  = "partners-production"
 	ClusterSandbox     = "partners-sandbox"
 	ClusterExtAuthz    = "partners-ext-authz"
+	ClusterOTel        = "partners-otel-collector"
 	SecretServerCert   = "edge-server-cert"
 	SecretClientCA     = "enterprise-client-ca"
 
@@ -192,11 +194,11 @@ func (b *Builder) Build(region string, tenants []*schemas.Tenant) (res Resources
 			},
 		}},
 	}
-	public, err := b.listener(ListenerPublic, b.cfg.XDS.ListenerPort, false, descriptors, nil)
+	public, err := b.listener(region, ListenerPublic, b.cfg.XDS.ListenerPort, false, descriptors, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	enterprise, err := b.listener(ListenerEnterprise, b.cfg.XDS.EnterpriseListenerPort, true, descriptors, providers)
+	enterprise, err := b.listener(region, ListenerEnterprise, b.cfg.XDS.EnterpriseListenerPort, true, descriptors, providers)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -208,14 +210,22 @@ func (b *Builder) Build(region string, tenants []*schemas.Tenant) (res Resources
 	if err != nil {
 		return nil, nil, fmt.Errorf("regions[%s].sandbox_upstream: %w", region, err)
 	}
-	authz, err := b.extAuthzCluster()
+	authz, err := b.grpcCluster(ClusterExtAuthz, b.cfg.XDS.ExtAuthzCluster)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("xds.ext_authz_address: %w", err)
+	}
+	clusters := []types.Resource{authz, prod, sbx}
+	if addr := b.cfg.XDS.Tracing.CollectorAddress; addr != "" {
+		otel, err := b.grpcCluster(ClusterOTel, addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("xds.tracing.collector_address: %w", err)
+		}
+		clusters = append(clusters, otel)
 	}
 	return Resources{
 		resource.ListenerType: {enterprise, public},
 		resource.RouteType:    {rc},
-		resource.ClusterType:  {authz, prod, sbx},
+		resource.ClusterType:  clusters,
 		resource.SecretType:   b.secrets(),
 	}, skipped, nil
 }
@@ -248,24 +258,24 @@ func EffectiveLimit(limits config.RateLimits, t *schemas.Tenant) (schemas.RateLi
 	return eff, nil
 }
 
-var tenantIDRe = func() func(string) bool {
-	return func(s string) bool {
-		if s == "" || len(s) > 64 {
+// validTenantID reports whether id can be used verbatim in header matchers,
+// descriptor values and route and provider names.
+func validTenantID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
 			return false
 		}
-		for i := 0; i < len(s); i++ {
-			c := s[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-				return false
-			}
-		}
-		return true
 	}
-}()
+	return true
+}
 
 func (b *Builder) derive(t *schemas.Tenant) *tenantConfig {
 	tc := &tenantConfig{}
-	if !tenantIDRe(t.ID) {
+	if !validTenantID(t.ID) {
 		tc.err = fmt.Errorf("tenant id %q is not a lower-case identifier: not routable", t.ID)
 		return tc
 	}
@@ -395,7 +405,7 @@ func jwtProvider(c *schemas.JWTConfig, fromHeader string) (*jwt.JwtProvider, err
 	}, nil
 }
 
-func (b *Builder) listener(name string, port int, enterprise bool, descriptors []*rlcommon.LocalRateLimitDescriptor, providers map[string]*jwt.JwtProvider) (*listener.Listener, error) {
+func (b *Builder) listener(region, name string, port int, enterprise bool, descriptors []*rlcommon.LocalRateLimitDescriptor, providers map[string]*jwt.JwtProvider) (*listener.Listener, error) {
 	var filters []*hcm.HttpFilter
 	if enterprise {
 		filters = append(filters, httpFilter(filterJWT, jwtAuthn(providers, b.cfg.Partner.Gateway.APIPrefix)))
@@ -423,6 +433,20 @@ func (b *Builder) listener(name string, port int, enterprise bool, descriptors [
 		// Oversized request headers are refused by Envoy (431) before any
 		// filter runs; the plugin also bounds Authorization itself.
 		MaxRequestHeadersKb: wrapperspb.UInt32(60),
+	}
+	if b.cfg.XDS.Tracing.CollectorAddress != "" {
+		// Envoy's spans (and the ext_authz call's, which the plugin's Check
+		// span continues) go to the collector.
+		m.Tracing = &hcm.HttpConnectionManager_Tracing{
+			RandomSampling: &typev3.Percent{Value: b.cfg.XDS.Tracing.SamplePercent},
+			Provider: &tracev3.Tracing_Http{
+				Name: "envoy.tracers.opentelemetry",
+				ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: mustAny(&tracev3.OpenTelemetryConfig{
+					GrpcService: &core.GrpcService{TargetSpecifier: &core.GrpcService_EnvoyGrpc_{EnvoyGrpc: &core.GrpcService_EnvoyGrpc{ClusterName: ClusterOTel}}},
+					ServiceName: "partners-edge-" + region,
+				})},
+			},
+		}
 	}
 	tlsCtx := &tls.DownstreamTlsContext{
 		CommonTlsContext: &tls.CommonTlsContext{
@@ -599,10 +623,11 @@ func (b *Builder) upstream(name, hostPort string) (*cluster.Cluster, error) {
 	return c, nil
 }
 
-func (b *Builder) extAuthzCluster() (*cluster.Cluster, error) {
-	c, err := staticCluster(ClusterExtAuthz, b.cfg.XDS.ExtAuthzCluster, time.Duration(b.cfg.XDS.ConnectTimeoutMS)*time.Millisecond)
+// grpcCluster is an HTTP/2 cluster for a gRPC service Envoy calls.
+func (b *Builder) grpcCluster(name, hostPort string) (*cluster.Cluster, error) {
+	c, err := staticCluster(name, hostPort, time.Duration(b.cfg.XDS.ConnectTimeoutMS)*time.Millisecond)
 	if err != nil {
-		return nil, fmt.Errorf("xds.ext_authz_address: %w", err)
+		return nil, err
 	}
 	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{
 		http2OptionsName: mustAny(&upstreamhttp.HttpProtocolOptions{

@@ -375,3 +375,30 @@ func TestValidateCatchesPackedConfig(t *testing.T) {
 		t.Fatalf("want a StatPrefix violation from the packed local_ratelimit, got %v", err)
 	}
 }
+
+// TestTracing: with a collector configured every HCM traces to it through
+// an HTTP/2 cluster, and the packed tracer config validates.
+func TestTracing(t *testing.T) {
+	cfg := goldenConfig(t)
+	cfg.XDS.Tracing = config.EdgeTracing{CollectorAddress: "otel-collector:4317", SamplePercent: 10}
+	res, _, snap := build(t, cfg, "us-east", goldenTenants())
+	if _, err := xds.Validate(snap); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := snap.GetResources(resource.ClusterType)[xds.ClusterOTel]; !ok {
+		t.Fatal("no collector cluster")
+	}
+	for _, r := range res[resource.ListenerType] {
+		l := r.(*listener.Listener)
+		m, _ := xds.Unpack[*hcm.HttpConnectionManager](l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig())
+		tr := m.GetTracing()
+		if tr.GetProvider().GetName() != "envoy.tracers.opentelemetry" || tr.GetRandomSampling().GetValue() != 10 {
+			t.Fatalf("%s tracing = %v", l.GetName(), tr)
+		}
+	}
+	// Without a collector nothing traces and no cluster points nowhere.
+	_, _, snap = build(t, goldenConfig(t), "us-east", goldenTenants())
+	if _, ok := snap.GetResources(resource.ClusterType)[xds.ClusterOTel]; ok {
+		t.Fatal("collector cluster without a collector")
+	}
+}

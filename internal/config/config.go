@@ -261,6 +261,16 @@ type XDS struct {
 	// RebuildDebounceMS coalesces bursts of tenant changes into one snapshot
 	// per region.
 	RebuildDebounceMS int `yaml:"rebuild_debounce_ms"`
+	// Tracing makes Envoy trace partner requests and export spans over OTLP
+	// gRPC; empty collector_address: Envoy does not trace (the plugin still
+	// continues a traceparent the partner sends).
+	Tracing EdgeTracing `yaml:"tracing"`
+}
+
+// EdgeTracing configures Envoy's OpenTelemetry tracer.
+type EdgeTracing struct {
+	CollectorAddress string  `yaml:"collector_address"` // host:port of an OTLP gRPC receiver, as Envoy reaches it
+	SamplePercent    float64 `yaml:"sample_percent"`
 }
 
 // EdgeTLS are paths on the Envoy host.
@@ -381,6 +391,7 @@ func Default() Config {
 			ConnectTimeoutMS:      1_000,
 			OverloadRetryAfterSec: 1,
 			RebuildDebounceMS:     20,
+			Tracing:               EdgeTracing{SamplePercent: 100},
 		},
 		Edge: Edge{UserHeader: "x-partner-user-id", UserQueryParam: "uid", TouchpointBuffer: 10_000, MaxAuthHeaderBytes: 4096,
 			JWTHeader: "x-partner-jwt", ReferralHeader: "referer"},

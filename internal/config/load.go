@@ -293,6 +293,10 @@ func (cfg *Config) Validate() error {
 	c.positive("xds.upstream_timeout_ms", cfg.XDS.UpstreamTimeoutMS)
 	c.positive("xds.connect_timeout_ms", cfg.XDS.ConnectTimeoutMS)
 	c.positive("xds.overload_retry_after_sec", cfg.XDS.OverloadRetryAfterSec)
+	c.hostPort("xds.tracing.collector_address", cfg.XDS.Tracing.CollectorAddress, false)
+	if cfg.XDS.Tracing.SamplePercent < 0 || cfg.XDS.Tracing.SamplePercent > 100 {
+		c.fail("xds.tracing.sample_percent", cfg.XDS.Tracing.SamplePercent, "must be between 0 and 100")
+	}
 	if cfg.XDS.RebuildDebounceMS < 0 {
 		c.fail("xds.rebuild_debounce_ms", cfg.XDS.RebuildDebounceMS, "must be >= 0")
 	}
