@@ -389,7 +389,8 @@ func jwtProvider(c *schemas.JWTConfig, fromHeader string) (*jwt.JwtProvider, err
 	if c.Issuer == "" {
 		return nil, errors.New("issuer is empty")
 	}
-	if _, err := edgejwt.ParseJWKS([]byte(c.JWKS)); err != nil {
+	keys, err := edgejwt.ParseJWKS([]byte(c.JWKS))
+	if err != nil {
 		return nil, err
 	}
 	return &jwt.JwtProvider{
@@ -397,7 +398,7 @@ func jwtProvider(c *schemas.JWTConfig, fromHeader string) (*jwt.JwtProvider, err
 		Audiences:         c.Audiences,
 		RequireExpiration: true,
 		JwksSourceSpecifier: &jwt.JwtProvider_LocalJwks{LocalJwks: &core.DataSource{
-			Specifier: &core.DataSource_InlineString{InlineString: c.JWKS},
+			Specifier: &core.DataSource_InlineString{InlineString: keys.JWKS()},
 		}},
 		FromHeaders:       []*jwt.JwtHeader{{Name: fromHeader}},
 		Forward:           true,

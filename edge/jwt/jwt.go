@@ -193,11 +193,31 @@ func Sign(key *rsa.PrivateKey, kid string, claims any) (string, error) {
 
 // JWKS returns the JWKS document of a public key.
 func JWKS(pub *rsa.PublicKey, kid string) string {
-	e := big.NewInt(int64(pub.E)).Bytes()
-	b, _ := json.Marshal(map[string]any{"keys": []map[string]string{{
-		"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
-		"n": base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
-		"e": base64.RawURLEncoding.EncodeToString(e),
-	}}})
+	return Keys{kid: pub}.JWKS()
+}
+
+// JWKS returns the keys as a JWKS document restricted to RS256: what the
+// control plane gives Envoy's jwt_authn, so Envoy accepts exactly the
+// algorithm the plugin checks, whatever else a tenant's JWKS held.
+func (k Keys) JWKS() string {
+	kids := make([]string, 0, len(k))
+	for kid := range k {
+		kids = append(kids, kid)
+	}
+	slices.Sort(kids)
+	keys := make([]map[string]string, 0, len(k))
+	for _, kid := range kids {
+		pub := k[kid]
+		m := map[string]string{
+			"kty": "RSA", "alg": "RS256", "use": "sig",
+			"n": base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
+			"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes()),
+		}
+		if kid != "" {
+			m["kid"] = kid
+		}
+		keys = append(keys, m)
+	}
+	b, _ := json.Marshal(map[string]any{"keys": keys})
 	return string(b)
 }

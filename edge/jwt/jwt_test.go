@@ -72,3 +72,20 @@ func TestParseJWKSRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestJWKSKeepsOnlyRS256(t *testing.T) {
+	k, _ := rsa.GenerateKey(rand.Reader, 2048)
+	mixed := strings.Replace(jwt.JWKS(&k.PublicKey, "k1"), `{"keys":[`, `{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"AA","kid":"ec"},`, 1)
+	keys, err := jwt.ParseJWKS([]byte(mixed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := keys.JWKS()
+	if strings.Contains(out, "EC") || !strings.Contains(out, `"kid":"k1"`) || !strings.Contains(out, `"alg":"RS256"`) {
+		t.Fatalf("sanitized JWKS = %s", out)
+	}
+	again, err := jwt.ParseJWKS([]byte(out))
+	if err != nil || again["k1"].N.Cmp(k.PublicKey.N) != 0 {
+		t.Fatalf("round trip: %v", err)
+	}
+}
