@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"reflect"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -261,6 +263,15 @@ func TestDeliveryPolicies(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, "every attempt on the delivery log topic", func() bool {
 		return len(e.attempts()) == total
 	})
+	byAttempt := map[string]int{}
+	for _, a := range e.attempts() {
+		if a.TenantID == tn["failing"].id {
+			byAttempt[fmt.Sprintf("%d:%s", a.Attempt, a.Outcome)]++
+		}
+	}
+	if want := map[string]int{"1:retry": n, "2:retry": n, "3:failed": n, "4:delivered": n}; !reflect.DeepEqual(byAttempt, want) {
+		t.Errorf("failing tenant's attempt log %v, want %v", byAttempt, want)
+	}
 	ctx, cancel2 := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel2()
 	var inCH uint64

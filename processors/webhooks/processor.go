@@ -410,14 +410,21 @@ func (p *Processor) records(ctx context.Context, j *job, o outcome, stage string
 	if o.spanCtx.IsValid() {
 		t.TraceID, t.SpanID = o.spanCtx.TraceID().String(), o.spanCtx.SpanID().String()
 	}
-	p.m.attempts.WithLabelValues(o.result, stage).Inc()
+	// The logged outcome says where the delivery went: a retryable failure
+	// of the last attempt is "failed" (dead-lettered), not "retry".
+	next := t.Stage + 1
+	result := o.result
+	if (result == schemas.OutcomeRetry || result == schemas.OutcomeSkipped) && next >= p.wh.Retry.MaxAttempts {
+		result = schemas.OutcomeFailed
+	}
+	p.m.attempts.WithLabelValues(result, stage).Inc()
 	if !o.skipped {
-		p.m.latency.WithLabelValues(o.result).Observe(o.att.Latency.Seconds())
+		p.m.latency.WithLabelValues(result).Observe(o.att.Latency.Seconds())
 	}
 	attempt := schemas.DeliveryAttempt{
 		SchemaVersion: schemas.SchemaVersion, ID: fmt.Sprintf("%s/%d", t.DeliveryID, t.Attempts), DeliveryID: t.DeliveryID,
 		TenantID: t.TenantID, EndpointID: t.EndpointID, EventID: t.EventID, EventType: t.EventType, Attempt: t.Attempts,
-		StatusCode: o.att.StatusCode, Outcome: o.result, LatencyMS: float64(o.att.Latency.Microseconds()) / 1000,
+		StatusCode: o.att.StatusCode, Outcome: result, LatencyMS: float64(o.att.Latency.Microseconds()) / 1000,
 		Error: o.att.Err, TraceID: t.TraceID, AttemptedAt: o.att.At.UTC(),
 	}
 	spanCtx := trace.ContextWithSpanContext(ctx, o.spanCtx)
@@ -427,10 +434,6 @@ func (p *Processor) records(ctx context.Context, j *job, o outcome, stage string
 	case schemas.OutcomeDelivered:
 		log.Debug("delivered", "status", o.att.StatusCode)
 	case schemas.OutcomeRetry, schemas.OutcomeSkipped:
-		next := t.Stage + 1
-		if j.task.Stage == 0 {
-			next = 1
-		}
 		if next >= p.wh.Retry.MaxAttempts {
 			log.Info("attempts exhausted; dead-lettering", "status", o.att.StatusCode, "err", o.att.Err)
 			if dl := p.deadLetter(spanCtx, t, "attempts exhausted", stage); dl != nil {
