@@ -214,8 +214,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		for _, ti := range touched {
 			q := url.Values{"utm_source": {"partner"}, "utm_medium": {"api"}, "utm_campaign": {"demo"}}
-			code, err := Check(ctx, authz, CheckInput{Key: res.Tenants[ti].Key, Path: "/api/v1/partners/orders?" + q.Encode(),
-				UserID: fmt.Sprintf("demo-user-%s-%d", suffix, u), Referer: "https://partner.example/landing", Region: o.Region})
+			in := CheckInput{Key: res.Tenants[ti].Key, Path: "/api/v1/partners/orders?" + q.Encode(),
+				UserID: fmt.Sprintf("demo-user-%s-%d", suffix, u), Referer: "https://partner.example/landing", Region: o.Region}
+			if res.Tenants[ti].Tier == "enterprise" { // arrives on the mTLS listener
+				in.Principal = "spiffe://partners.example/" + res.Tenants[ti].ID
+			}
+			code, err := Check(ctx, authz, in)
 			if err != nil {
 				return nil, fmt.Errorf("check: %w", err)
 			}
@@ -416,6 +420,9 @@ func record(ctx context.Context, topic, key string, v any) *kgo.Record {
 // CheckInput is one partner request as Envoy presents it to ext_authz.
 type CheckInput struct {
 	Key, Path, UserID, Referer, Region, TraceParent string
+	// Principal is the client certificate's identity, which Envoy reports
+	// for requests on the mTLS (enterprise) listener.
+	Principal string
 }
 
 // Check sends a CheckRequest shaped as Envoy's and returns the HTTP status
@@ -445,7 +452,7 @@ func Check(ctx context.Context, c authv3.AuthorizationClient, in CheckInput) (in
 	}
 	path, _, _ := strings.Cut(in.Path, "?")
 	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source:      &authv3.AttributeContext_Peer{Address: sockAddr("203.0.113.7", 51234)},
+		Source:      &authv3.AttributeContext_Peer{Address: sockAddr("203.0.113.7", 51234), Principal: in.Principal},
 		Destination: &authv3.AttributeContext_Peer{Address: sockAddr("10.0.0.10", 10000)},
 		Request: &authv3.AttributeContext_Request{
 			Time: timestamppb.Now(),
