@@ -37,9 +37,6 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).write"),
 		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).groupCoordinatorLoop"),
 		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*groups).manage"),
-		// clickhouse-go's connection pool reaper outlives Close by a tick.
-		goleak.IgnoreAnyFunction("github.com/ClickHouse/clickhouse-go/v2.(*clickhouse).startAutoCloseIdleConnections"),
-		goleak.IgnoreTopFunction("time.Sleep"),
 	)
 }
 
