@@ -1009,6 +1009,45 @@ func TestEnvoyBootstrapsPointAtXDS(t *testing.T) {
 	}
 }
 
+// TestK8sEnvoyBootstrapMirrorsDeployEnvoy: the cluster's bootstrap is
+// deploy/envoy/envoy.yaml except for the xDS host and the node id.
+func TestK8sEnvoyBootstrapMirrorsDeployEnvoy(t *testing.T) {
+	want := artefactAt(t, "envoy/envoy.yaml").docs[0]
+	n := 0
+	for name, b := range bootstraps(t) {
+		if !strings.HasPrefix(name, "k8s/") {
+			continue
+		}
+		n++
+		norm := func(v any) any {
+			var c any
+			raw, _ := json.Marshal(v)
+			_ = json.Unmarshal(raw, &c)
+			if node, ok := get(c, "node").(map[string]any); ok {
+				delete(node, "id")
+			}
+			for _, cl := range list(get(c, "static_resources", "clusters")) {
+				for _, e := range list(get(cl, "load_assignment", "endpoints")) {
+					for _, lb := range list(get(e, "lb_endpoints")) {
+						if sa, ok := get(lb, "endpoint", "address", "socket_address").(map[string]any); ok {
+							delete(sa, "address")
+						}
+					}
+				}
+			}
+			return c
+		}
+		if w, g := norm(want), norm(b); !reflect.DeepEqual(w, g) {
+			wj, _ := json.MarshalIndent(w, "", " ")
+			gj, _ := json.MarshalIndent(g, "", " ")
+			t.Errorf("%s differs from deploy/envoy/envoy.yaml beyond the xDS host and node id:\n%s\nvs\n%s", name, gj, wj)
+		}
+	}
+	if n == 0 {
+		t.Error("k8s: no Envoy bootstrap ConfigMap")
+	}
+}
+
 // TestEnvoyDeploymentsMatchXDSConfig checks what the control plane tells
 // Envoy against where Envoy runs: the region it asks for is configured, the
 // listener ports the snapshots open are published, and the TLS files the SDS
