@@ -16,6 +16,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
@@ -187,7 +188,13 @@ func newEnv(t *testing.T, withClickHouse bool, mutate func(*config.Config)) *env
 	})
 	e.spans = tracetest.NewSpanRecorder()
 	e.tp = trace.NewTracerProvider(trace.WithSpanProcessor(e.spans))
-	t.Cleanup(func() { _ = e.tp.Shutdown(context.Background()) })
+	// Global too: kotel's publish spans (Kafka clients) use it, as in the binary.
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(e.tp)
+	t.Cleanup(func() {
+		otel.SetTracerProvider(prev)
+		_ = e.tp.Shutdown(context.Background())
+	})
 	return e
 }
 

@@ -504,7 +504,9 @@ func (p *Processor) record(ctx context.Context, topic, key string, v any) *kgo.R
 	if err != nil {
 		panic(fmt.Sprintf("webhooks: marshal %T: %v", v, err)) // our own types always marshal
 	}
-	r := &kgo.Record{Topic: topic, Key: []byte(key), Value: b}
+	// Context makes kotel's publish span a child of the attempt's span, so
+	// the header it injects keeps the delivery in one trace.
+	r := &kgo.Record{Topic: topic, Key: []byte(key), Value: b, Context: ctx}
 	kafka.Inject(ctx, r)
 	return r
 }
