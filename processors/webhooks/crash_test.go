@@ -3,7 +3,10 @@ package webhooks
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,10 +43,20 @@ func TestKill9MidStream(t *testing.T) {
 
 	rcs := []*receiver{newReceiver(t, always(200)), newReceiver(t, always(200)), newReceiver(t, always(204))}
 	var eps []string
+	var apiKey, tenant0 string
 	for i, rc := range rcs {
 		c := e.tenant(fmt.Sprintf("t-crash-%d", i), rc)
 		eps = append(eps, c.Tenant.Endpoints[0].ID)
+		if i == 0 {
+			apiKey, tenant0 = c.APIKey, c.Tenant.ID
+		}
 	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminAddr := lis.Addr().String()
+	lis.Close()
 	const n = 2000
 	ids := idsOf(n, "evt_crash_")
 	for i := 0; i < n; i += 500 {
@@ -60,6 +73,21 @@ func TestKill9MidStream(t *testing.T) {
 		}
 		return s
 	}
+	cliEnv := func() []string {
+		return append(os.Environ(),
+			"PARTNERS_KAFKA_BROKERS="+strings.Join(e.brokers, ","),
+			"PARTNERS_TOPIC_PREFIX="+e.cfg.Kafka.TopicPrefix,
+			"PARTNERS_CLICKHOUSE_ADDR="+e.cfg.ClickHouse.Addr[0],
+			"PARTNERS_CLICKHOUSE_DB="+e.cfg.ClickHouse.Database,
+			"PARTNERS_ADMIN_LISTEN="+adminAddr,
+			"PARTNERS_ADMIN_URL=http://"+adminAddr,
+			"PARTNERS_ADMIN_TOKEN="+e.cfg.Admin.Token,
+			"PARTNERS_KEY_PEPPER="+e.cfg.Partner.Keys.Pepper,
+			"PARTNERS_WEBHOOK_ALLOW=127.0.0.1/32",
+			"PARTNERS_INSTANCE_ID=crash-"+strings.TrimSuffix(e.cfg.Kafka.TopicPrefix, "."),
+			"PARTNERS_LOG_LEVEL=info",
+		)
+	}
 	start := func(run int) (*exec.Cmd, *os.File) {
 		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("run%d.log", run)))
 		if err != nil {
@@ -68,17 +96,7 @@ func TestKill9MidStream(t *testing.T) {
 		cmd := exec.Command(bin, "--config", filepath.Join(root, "config/partners-engine.yaml"), "webhooks")
 		cmd.Dir = root
 		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.Env = append(os.Environ(),
-			"PARTNERS_KAFKA_BROKERS="+strings.Join(e.brokers, ","),
-			"PARTNERS_TOPIC_PREFIX="+e.cfg.Kafka.TopicPrefix,
-			"PARTNERS_CLICKHOUSE_ADDR="+e.cfg.ClickHouse.Addr[0],
-			"PARTNERS_CLICKHOUSE_DB="+e.cfg.ClickHouse.Database,
-			"PARTNERS_ADMIN_LISTEN=127.0.0.1:0",
-			"PARTNERS_KEY_PEPPER="+e.cfg.Partner.Keys.Pepper,
-			"PARTNERS_WEBHOOK_ALLOW=127.0.0.1/32",
-			"PARTNERS_INSTANCE_ID=crash-"+strings.TrimSuffix(e.cfg.Kafka.TopicPrefix, "."),
-			"PARTNERS_LOG_LEVEL=info",
-		)
+		cmd.Env = cliEnv()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -179,6 +197,53 @@ func TestKill9MidStream(t *testing.T) {
 	if got != 3*n {
 		dumpLog(2)
 		t.Errorf("ClickHouse delivery log has %d delivered deliveries, want %d", got, 3*n)
+	}
+
+	// The CLI and the admin routes addWebhooks mounted, on the running binary:
+	// an unknown event type published with `partners events publish` is
+	// listed by `partners dlq list`; `partners dlq replay` answers; the
+	// tenant's webhook test reaches its endpoint.
+	cli := func(args ...string) []byte {
+		c := exec.Command(bin, append([]string{"--config", filepath.Join(root, "config/partners-engine.yaml")}, args...)...)
+		c.Dir, c.Env = root, cliEnv()
+		out, err := c.Output()
+		if err != nil {
+			var stderr []byte
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = ee.Stderr
+			}
+			t.Fatalf("partners %v: %v\n%s%s", args, err, out, stderr)
+		}
+		return out
+	}
+	cli("events", "publish", "--type", "spaceship.launched", "--data", `{"x":1}`, "--id", "evt_cli_unknown")
+	var listed struct {
+		DeadLetters []schemas.DeadLetter `json:"dead_letters"`
+	}
+	testenv.Eventually(t, 30*time.Second, "dead letter listed by the CLI", func() bool {
+		_ = json.Unmarshal(cli("dlq", "list", "--format", "json", "--since", "1h"), &listed)
+		return len(listed.DeadLetters) == 1
+	})
+	if dl := listed.DeadLetters[0]; dl.EventID != "evt_cli_unknown" || !strings.HasPrefix(dl.Reason, "unknown event type") {
+		t.Errorf("partners dlq list: %+v", dl)
+	}
+	if out := cli("dlq", "replay", "--tenant", tenant0); !strings.Contains(string(out), `"replayed": 0`) {
+		t.Errorf("partners dlq replay: %s", out)
+	}
+	req, _ := http.NewRequest("POST", "http://"+adminAddr+"/api/v1/partners/webhooks/test", nil)
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	before := rcs[0].count()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tr struct {
+		Results []TestResult `json:"results"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&tr)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(tr.Results) != 1 || tr.Results[0].Outcome != schemas.OutcomeDelivered || rcs[0].count() != before+1 {
+		t.Errorf("webhook test route: %d %+v", resp.StatusCode, tr)
 	}
 
 	// A graceful stop drains and exits 0.
