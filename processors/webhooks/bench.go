@@ -148,7 +148,7 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 	cfg.Partner.Webhooks.AllowPrivate = []string{"127.0.0.1/32"}
 	cfg.Partner.Webhooks.PerEndpoint = workers
 	guard, _ := NewGuard(cfg.Partner.Webhooks.AllowPrivate)
-	hc := newHTTPClient(cfg.Partner.Webhooks, guard, noop.NewTracerProvider(), kafka.Propagator)
+	hc := newHTTPClient(cfg.Partner.Webhooks, guard)
 	defer hc.CloseIdleConnections()
 	secrets := []string{benchSecret(1)}
 	signed := func(i int) error {
@@ -167,10 +167,10 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 	rows = append(rows, benchrow.Row{Name: fmt.Sprintf("webhooks: signed deliveries/s, delivery client, %d B, %d concurrent", size, workers),
 		Value: signedRate, Unit: "deliveries/s", Baseline: "plain Go HTTP POST loop, same payloads", BaselineValue: plainRate})
 
-	if e2e, err := benchEndToEnd(ctx, env, log, rcv, min(n, 10_000)); err != nil {
+	if e2e, err := benchEndToEnd(ctx, env, log, rcv, min(n, 10_000), workers); err != nil {
 		log.Warn("webhooks end-to-end bench skipped", "err", err)
 	} else {
-		rows = append(rows, benchrow.Row{Name: "webhooks: signed deliveries/s, processor end to end (Kafka in, log out)",
+		rows = append(rows, benchrow.Row{Name: fmt.Sprintf("webhooks: signed deliveries/s, processor end to end (Kafka in, log out), %d concurrent", workers),
 			Value: e2e, Unit: "deliveries/s", Baseline: "plain Go HTTP POST loop, same payloads", BaselineValue: plainRate})
 	}
 
@@ -202,7 +202,7 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 
 // benchEndToEnd publishes n events for one tenant endpoint and runs the
 // processor until the receiver got them all; it returns deliveries/s.
-func benchEndToEnd(ctx context.Context, env benchrow.Env, log *slog.Logger, rcv *benchReceiver, n int) (float64, error) {
+func benchEndToEnd(ctx context.Context, env benchrow.Env, log *slog.Logger, rcv *benchReceiver, n, workers int) (float64, error) {
 	brokers := env.Brokers
 	if len(brokers) == 0 {
 		emb, err := kafka.StartEmbedded("", 0, log)
@@ -216,6 +216,7 @@ func benchEndToEnd(ctx context.Context, env benchrow.Env, log *slog.Logger, rcv 
 	cfg.Kafka.TopicPrefix = "bench" + randomHex(4) + "."
 	cfg.Partner.Webhooks.AllowPrivate = []string{"127.0.0.1/32"}
 	cfg.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 2, BackoffBaseSec: 1, BackoffMultiplier: 2}
+	cfg.Partner.Webhooks.PerEndpoint = workers // the same concurrency as the plain loop
 	cl, err := kafka.NewClient(&cfg, brokers, log)
 	if err != nil {
 		return 0, err

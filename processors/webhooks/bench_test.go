@@ -6,11 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/partners-engine/partners-engine/internal/benchrow"
 	"github.com/partners-engine/partners-engine/internal/config"
-	"github.com/partners-engine/partners-engine/internal/kafka"
 )
 
 func BenchmarkSign1KB(b *testing.B) {
@@ -31,7 +29,7 @@ func BenchmarkSignedDelivery(b *testing.B) {
 	defer rcv.close()
 	cfg := config.Default()
 	g, _ := NewGuard([]string{"127.0.0.1/32"})
-	hc := newHTTPClient(cfg.Partner.Webhooks, g, noop.NewTracerProvider(), kafka.Propagator)
+	hc := newHTTPClient(cfg.Partner.Webhooks, g)
 	defer hc.CloseIdleConnections()
 	body := benchPayloads(1, 1024)[0]
 	s := []string{benchSecret(1)}

@@ -9,10 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/partners-engine/partners-engine/internal/config"
-	"github.com/partners-engine/partners-engine/internal/kafka"
 )
 
 func testClient(t *testing.T, allow ...string) *http.Client {
@@ -22,7 +20,7 @@ func testClient(t *testing.T, allow ...string) *http.Client {
 	}
 	cfg := config.Default().Partner.Webhooks
 	cfg.Timeouts = config.Timeouts{ConnectSec: 0.5, TotalSec: 1}
-	hc := newHTTPClient(cfg, g, noop.NewTracerProvider(), kafka.Propagator)
+	hc := newHTTPClient(cfg, g)
 	t.Cleanup(hc.CloseIdleConnections)
 	return hc
 }

@@ -201,7 +201,7 @@ func New(opt Options) (*Processor, error) {
 		global: make(chan struct{}, cfg.Partner.Webhooks.Concurrency),
 		lanes:  map[string]*lane{}, breakers: map[string]*gobreaker.CircuitBreaker[Attempt]{},
 	}
-	p.hc = newHTTPClient(p.wh, g, tp, p.prop)
+	p.hc = newHTTPClient(p.wh, g)
 	for _, t := range p.wh.EventTypes {
 		p.known[t] = true
 	}
@@ -314,7 +314,7 @@ func (p *Processor) attempt(ctx context.Context, j *job, skip string) outcome {
 	if u, err := url.Parse(j.endpoint.URL); err == nil {
 		host = u.Hostname()
 	}
-	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
 		attribute.String("tenant.id", j.tenant.ID), attribute.String("webhook.endpoint.id", j.endpoint.ID),
 		attribute.String("webhook.endpoint.host", host), attribute.Int("webhook.attempt", attempt),
 		attribute.String("webhook.id", j.task.DeliveryID), attribute.String("event.type", j.task.EventType))}
