@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/partners-engine/partners-engine/internal/benchrow"
 	"github.com/partners-engine/partners-engine/internal/config"
 )

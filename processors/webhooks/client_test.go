@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/partners-engine/partners-engine/internal/config"
 )
 
