@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/shopspring/decimal"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/partners-engine/partners-engine/processors/attribution/models"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -49,9 +51,9 @@ func (h *history) anchor(c conv) (time.Time, bool) {
 	return orig.At, true
 }
 
-// loadChunk bounds the user ids bound into one IN (...) list (18.16's
+// loadChunkBytes bounds the user ids bound into one query (18.16's
 // max_query_size is 256 KiB).
-const loadChunk = 500
+const loadChunkBytes = 128 << 10
 
 // histories returns the history of every user, from the cache or, for the
 // misses, from ClickHouse (one query per table per chunk of users).
@@ -66,21 +68,39 @@ func (p *Processor) histories(ctx context.Context, users map[string]bool) (map[s
 		out[u] = newHistory()
 		miss = append(miss, u)
 	}
-	for i := 0; i < len(miss); i += loadChunk {
-		chunk := miss[i:min(i+loadChunk, len(miss))]
-		if err := p.loadTouches(ctx, chunk, out); err != nil {
+	for len(miss) > 0 {
+		n, size := 0, 0
+		for n < len(miss) && (n == 0 || size+len(miss[n])+4 <= loadChunkBytes) {
+			size += len(miss[n]) + 4
+			n++
+		}
+		chunk := miss[:n]
+		miss = miss[n:]
+		// The two scans are independent; each fills its own maps.
+		tch, cch := map[string][]models.Touch{}, map[string][]conv{}
+		var g errgroup.Group
+		g.Go(func() error { return p.loadTouches(ctx, chunk, tch) })
+		g.Go(func() error { return p.loadConvs(ctx, chunk, cch) })
+		if err := g.Wait(); err != nil {
 			return nil, err
 		}
-		if err := p.loadConvs(ctx, chunk, out); err != nil {
-			return nil, err
+		for u, ts := range tch {
+			for _, t := range ts {
+				out[u].addTouch(t)
+			}
+		}
+		for u, cs := range cch {
+			for _, c := range cs {
+				out[u].addConv(c)
+			}
 		}
 	}
 	return out, nil
 }
 
-func (p *Processor) loadTouches(ctx context.Context, users []string, out map[string]*history) error {
+func (p *Processor) loadTouches(ctx context.Context, users []string, out map[string][]models.Touch) error {
 	rows, err := p.opt.Conn.Query(ctx,
-		`SELECT user_id, id, any(partner_id), any(occurred_at) FROM touchpoints WHERE has(?, user_id) GROUP BY user_id, id`, users)
+		`SELECT user_id, id, any(partner_id), any(occurred_at) FROM touchpoints_by_user WHERE user_id IN ? GROUP BY user_id, id`, groupSet(users))
 	if err != nil {
 		return fmt.Errorf("load touchpoint history: %w", err)
 	}
@@ -92,15 +112,15 @@ func (p *Processor) loadTouches(ctx context.Context, users []string, out map[str
 			return fmt.Errorf("load touchpoint history: %w", err)
 		}
 		t.At = t.At.UTC()
-		out[u].addTouch(t)
+		out[u] = append(out[u], t)
 	}
 	return rows.Err()
 }
 
-func (p *Processor) loadConvs(ctx context.Context, users []string, out map[string]*history) error {
+func (p *Processor) loadConvs(ctx context.Context, users []string, out map[string][]conv) error {
 	rows, err := p.opt.Conn.Query(ctx, `SELECT user_id, id, any(kind), any(refund_of), any(amount), any(currency),
 		any(amount_base), any(new_customer), any(occurred_at)
-		FROM conversions WHERE has(?, user_id) GROUP BY user_id, id`, users)
+		FROM conversions WHERE user_id IN ? GROUP BY user_id, id`, groupSet(users))
 	if err != nil {
 		return fmt.Errorf("load conversion history: %w", err)
 	}
@@ -113,7 +133,17 @@ func (p *Processor) loadConvs(ctx context.Context, users []string, out map[strin
 			return fmt.Errorf("load conversion history: %w", err)
 		}
 		c.Amount, c.AmountBase, c.NewCustomer, c.At = amount, base, nc == 1, c.At.UTC()
-		out[c.UserID].addConv(c)
+		out[c.UserID] = append(out[c.UserID], c)
 	}
 	return rows.Err()
+}
+
+// groupSet binds ids as a tuple, for "IN ?" (a plain slice binds as an
+// array, which IN does not take on 18.16).
+func groupSet(ids []string) clickhouse.GroupSet {
+	v := make([]any, len(ids))
+	for i, id := range ids {
+		v[i] = id
+	}
+	return clickhouse.GroupSet{Value: v}
 }

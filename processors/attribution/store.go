@@ -3,16 +3,28 @@ package attribution
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"golang.org/x/sync/errgroup"
 )
 
 // insert writes the batch's rows, one INSERT per table naming its columns
-// (clickhouse-go batches need that on 18.16). Raw records go first, then
-// the attribution rows; a failure anywhere fails the whole batch, which is
-// retried as a whole (every row has a deterministic id).
+// (clickhouse-go batches need that on 18.16), the four tables concurrently;
+// a failure anywhere fails the whole batch, which is retried as a whole
+// (every row has a deterministic id) and not committed before all four
+// succeeded.
 func (p *Processor) insert(ctx context.Context, b *batch) error {
 	now := p.opt.Now().UTC().Truncate(1e9)
+	var g errgroup.Group
+	g.Go(func() error { return p.insertTouches(ctx, b, now) })
+	g.Go(func() error { return p.insertConvs(ctx, b, now) })
+	g.Go(func() error { return p.insertCosts(ctx, b, now) })
+	g.Go(func() error { return p.insertAttrs(ctx, b, now) })
+	return g.Wait()
+}
+
+func (p *Processor) insertTouches(ctx context.Context, b *batch, now time.Time) error {
 	if len(b.touches) > 0 {
 		err := p.send(ctx, "touchpoints", `INSERT INTO touchpoints (id, user_id, partner_id, source, utm_source, utm_medium,
 			utm_campaign, referrer, region, trace_id, occurred_at, ingested_at)`, func(bt driver.Batch) error {
@@ -28,6 +40,10 @@ func (p *Processor) insert(ctx context.Context, b *batch) error {
 			return err
 		}
 	}
+	return nil
+}
+
+func (p *Processor) insertConvs(ctx context.Context, b *batch, now time.Time) error {
 	if len(b.convs) > 0 {
 		err := p.send(ctx, "conversions", `INSERT INTO conversions (id, user_id, kind, amount, currency, amount_base,
 			new_customer, refund_of, occurred_at, ingested_at)`, func(bt driver.Batch) error {
@@ -46,6 +62,10 @@ func (p *Processor) insert(ctx context.Context, b *batch) error {
 			return err
 		}
 	}
+	return nil
+}
+
+func (p *Processor) insertCosts(ctx context.Context, b *batch, now time.Time) error {
 	if len(b.costs) > 0 {
 		err := p.send(ctx, "costs", `INSERT INTO costs (id, partner_id, amount, currency, amount_base, category,
 			occurred_at, ingested_at)`, func(bt driver.Batch) error {
@@ -60,6 +80,10 @@ func (p *Processor) insert(ctx context.Context, b *batch) error {
 			return err
 		}
 	}
+	return nil
+}
+
+func (p *Processor) insertAttrs(ctx context.Context, b *batch, now time.Time) error {
 	if len(b.attrs) > 0 {
 		err := p.send(ctx, "attributions", `INSERT INTO attributions (id, conversion_id, user_id, partner_id, model, kind,
 			version, credit, revenue, new_customer, converted_at, ingested_at)`, func(bt driver.Batch) error {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -147,16 +148,16 @@ FROM (
   SELECT partner_id, model, conversion_id, anyMerge(user_id) AS u, anyMerge(kind) AS k,
          argMaxMerge(revenue) AS r, argMaxMerge(credit) AS c, argMaxMerge(new_customer) AS n
   FROM attribution_daily
-  WHERE day >= toDate(?) AND day <= toDate(?) AND (? = '' OR partner_id = ?) AND (? = '' OR model = ?)
+  WHERE day >= toDate(?) AND day <= toDate(?) __PARTNER__ __MODEL__
   GROUP BY partner_id, model, day, conversion_id
 ) GROUP BY partner_id, model`,
 		cost: `SELECT partner_id, sum(a) FROM (
   SELECT partner_id, id, anyMerge(amount) AS a FROM costs_daily
-  WHERE day >= toDate(?) AND day <= toDate(?) AND (? = '' OR partner_id = ?)
+  WHERE day >= toDate(?) AND day <= toDate(?) __PARTNER__
   GROUP BY partner_id, day, id
 ) GROUP BY partner_id`,
 		leads: `SELECT partner_id, uniqExactMerge(users) FROM leads_daily
-  WHERE day >= toDate(?) AND day <= toDate(?) AND (? = '' OR partner_id = ?)
+  WHERE day >= toDate(?) AND day <= toDate(?) __PARTNER__
   GROUP BY partner_id`,
 	},
 	Raw: {
@@ -165,16 +166,16 @@ FROM (
   SELECT partner_id, model, id, any(user_id) AS u, any(kind) AS k,
          argMax(revenue, version) AS r, argMax(credit, version) AS c, argMax(new_customer, version) AS n
   FROM attributions
-  WHERE toDate(converted_at) >= toDate(?) AND toDate(converted_at) <= toDate(?) AND (? = '' OR partner_id = ?) AND (? = '' OR model = ?)
+  WHERE toDate(converted_at) >= toDate(?) AND toDate(converted_at) <= toDate(?) __PARTNER__ __MODEL__
   GROUP BY partner_id, model, id
 ) GROUP BY partner_id, model`,
 		cost: `SELECT partner_id, sum(a) FROM (
   SELECT partner_id, id, any(amount_base) AS a FROM costs
-  WHERE toDate(occurred_at) >= toDate(?) AND toDate(occurred_at) <= toDate(?) AND (? = '' OR partner_id = ?)
+  WHERE toDate(occurred_at) >= toDate(?) AND toDate(occurred_at) <= toDate(?) __PARTNER__
   GROUP BY partner_id, id
 ) GROUP BY partner_id`,
 		leads: `SELECT partner_id, uniqExact(user_id) FROM touchpoints
-  WHERE toDate(occurred_at) >= toDate(?) AND toDate(occurred_at) <= toDate(?) AND (? = '' OR partner_id = ?)
+  WHERE toDate(occurred_at) >= toDate(?) AND toDate(occurred_at) <= toDate(?) __PARTNER__
   GROUP BY partner_id`,
 	},
 }
@@ -197,7 +198,11 @@ func Load(ctx context.Context, conn driver.Conn, q Query, src Source) ([]Totals,
 	if q.PartnerID != "" {
 		partners[q.PartnerID] = true
 	}
-	rows, err := conn.Query(ctx, sq.attr, from, to, q.PartnerID, q.PartnerID, q.Model, q.Model)
+	// Optional filters change the shape of the SQL, never its values:
+	// "partner_id = ?" (not "? = '' OR partner_id = ?") lets ClickHouse use
+	// the primary key.
+	attrSQL, attrArgs := filtered(sq.attr, q, true, from, to)
+	rows, err := conn.Query(ctx, attrSQL, attrArgs...)
 	if err != nil {
 		return nil, fmt.Errorf("roi attribution: %w", err)
 	}
@@ -215,7 +220,8 @@ func Load(ctx context.Context, conn driver.Conn, q Query, src Source) ([]Totals,
 		return nil, fmt.Errorf("roi attribution: %w", err)
 	}
 	costs := map[string]decimal.Decimal{}
-	rows, err = conn.Query(ctx, sq.cost, from, to, q.PartnerID, q.PartnerID)
+	costSQL, costArgs := filtered(sq.cost, q, false, from, to)
+	rows, err = conn.Query(ctx, costSQL, costArgs...)
 	if err != nil {
 		return nil, fmt.Errorf("roi cost: %w", err)
 	}
@@ -234,7 +240,8 @@ func Load(ctx context.Context, conn driver.Conn, q Query, src Source) ([]Totals,
 		return nil, fmt.Errorf("roi cost: %w", err)
 	}
 	leads := map[string]uint64{}
-	rows, err = conn.Query(ctx, sq.leads, from, to, q.PartnerID, q.PartnerID)
+	leadsSQL, leadsArgs := filtered(sq.leads, q, false, from, to)
+	rows, err = conn.Query(ctx, leadsSQL, leadsArgs...)
 	if err != nil {
 		return nil, fmt.Errorf("roi leads: %w", err)
 	}
@@ -274,4 +281,20 @@ func Load(ctx context.Context, conn driver.Conn, q Query, src Source) ([]Totals,
 		}
 	}
 	return out, nil
+}
+
+// filtered fills the optional partner and model conditions of a query and
+// returns its bound arguments in order.
+func filtered(sql string, q Query, model bool, from, to string) (string, []any) {
+	args := []any{from, to}
+	partner, mod := "", ""
+	if q.PartnerID != "" {
+		partner = "AND partner_id = ?"
+		args = append(args, q.PartnerID)
+	}
+	if model && q.Model != "" {
+		mod = "AND model = ?"
+		args = append(args, q.Model)
+	}
+	return strings.NewReplacer("__PARTNER__", partner, "__MODEL__", mod).Replace(sql), args
 }
