@@ -19,7 +19,6 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
@@ -86,7 +85,6 @@ type Processor struct {
 	disable Disabler
 	log     *slog.Logger
 	tracer  trace.Tracer
-	prop    propagation.TextMapPropagator
 	hc      *http.Client
 	filters *filters
 	known   map[string]bool
@@ -196,8 +194,8 @@ func New(opt Options) (*Processor, error) {
 	p := &Processor{
 		cfg: cfg, wh: cfg.Partner.Webhooks, brokers: opt.Brokers, names: kafka.Names{Prefix: cfg.Kafka.TopicPrefix},
 		tenants: opt.Tenants, disable: opt.Disabler, log: opt.Log.With("component", "webhooks"),
-		tracer: tp.Tracer("github.com/partners-engine/partners-engine/processors/webhooks"),
-		prop:   kafka.Propagator, filters: f, known: map[string]bool{}, inst: inst,
+		tracer:  tp.Tracer("github.com/partners-engine/partners-engine/processors/webhooks"),
+		filters: f, known: map[string]bool{}, inst: inst,
 		global: make(chan struct{}, cfg.Partner.Webhooks.Concurrency),
 		lanes:  map[string]*lane{}, breakers: map[string]*gobreaker.CircuitBreaker[Attempt]{},
 	}
