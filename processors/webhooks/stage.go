@@ -55,7 +55,6 @@ type stage struct {
 	// owned by the loop goroutine
 	trackers    map[partKey]*tracker
 	outstanding int
-	ready       []*result
 	paused      map[partKey]time.Time
 	lastDue     map[partKey]time.Time
 	lastWM      map[partKey]int64
@@ -78,8 +77,9 @@ type partKey struct {
 // tracker follows one partition's unfinished records in offset order.
 type tracker struct {
 	queue   []int64
-	pending map[int64]int
-	head    int64 // next offset after the last polled record
+	pending map[int64]int           // deliveries not finished, per offset
+	outs    map[int64][]*kgo.Record // outputs of finished deliveries, held until the offset is committable
+	head    int64                   // next offset after the last polled record
 }
 
 func (t *tracker) watermark() int64 {
@@ -217,7 +217,7 @@ func (s *stage) accept(ctx context.Context, r *kgo.Record) {
 	k := partKey{r.Topic, r.Partition}
 	tr := s.trackers[k]
 	if tr == nil {
-		tr = &tracker{pending: map[int64]int{}}
+		tr = &tracker{pending: map[int64]int{}, outs: map[int64][]*kgo.Record{}}
 		s.trackers[k] = tr
 	}
 	tr.head = r.Offset + 1
@@ -348,21 +348,41 @@ func (s *stage) begin() error {
 	return nil
 }
 
-// add produces a finished result's records into the open transaction and
-// keeps the result for the watermark accounting of the next commit.
+// add records a finished delivery of a record. A record's outputs (attempt
+// logs, retry or DLQ records) are produced into the open transaction only
+// once every record before it in its partition is finished too, that is
+// when the watermark the transaction commits passes it: a record's moves
+// and its offset commit are then always in the same transaction (exactly
+// once), and with FIFO lanes that is almost always at once.
 func (s *stage) add(r *result) {
 	if r.gen != s.gen.Load() {
 		return
 	}
-	for _, rec := range r.recs {
-		s.produced++
-		s.sess.Produce(s.httpCtx, rec, func(_ *kgo.Record, err error) {
-			if err != nil {
-				s.produceErr.Store(&err)
-			}
-		})
+	t := s.trackers[r.key]
+	if t == nil {
+		return
 	}
-	s.ready = append(s.ready, r)
+	t.outs[r.offset] = append(t.outs[r.offset], r.recs...)
+	if t.pending[r.offset]--; t.pending[r.offset] <= 0 {
+		delete(t.pending, r.offset)
+	}
+	for len(t.queue) > 0 {
+		off := t.queue[0]
+		if _, open := t.pending[off]; open {
+			break
+		}
+		for _, rec := range t.outs[off] {
+			s.produced++
+			s.sess.Produce(s.httpCtx, rec, func(_ *kgo.Record, err error) {
+				if err != nil {
+					s.produceErr.Store(&err)
+				}
+			})
+		}
+		delete(t.outs, off)
+		t.queue = t.queue[1:]
+		s.outstanding--
+	}
 }
 
 func (s *stage) watermarks() map[partKey]int64 {
@@ -382,36 +402,15 @@ func (s *stage) changed(wm map[partKey]int64) bool {
 	return false
 }
 
-// commit produces the finished results and commits the watermarks in one
-// transaction. An aborted transaction (a rebalance) resets the stage: the
+// commit ends the open transaction, which holds the outputs of every record
+// below the watermarks, committing the watermarks with them. An aborted transaction (a rebalance) resets the stage: the
 // session rewinds to the committed offsets and everything unfinished is
 // polled again.
 func (s *stage) commit(sess *kgo.GroupTransactSession, force bool) error {
 	if !force && time.Since(s.lastCommit) < commitInterval {
 		return nil
 	}
-	gen := s.gen.Load()
-	for _, r := range s.ready {
-		if r.gen != gen {
-			continue
-		}
-		if t := s.trackers[r.key]; t != nil {
-			if t.pending[r.offset]--; t.pending[r.offset] <= 0 {
-				delete(t.pending, r.offset)
-			}
-		}
-	}
-	for _, t := range s.trackers {
-		for len(t.queue) > 0 {
-			if _, open := t.pending[t.queue[0]]; open {
-				break
-			}
-			t.queue = t.queue[1:]
-			s.outstanding--
-		}
-	}
 	wm := s.watermarks()
-	s.ready = s.ready[:0]
 	if s.produced == 0 && !s.changed(wm) {
 		return nil
 	}
@@ -482,7 +481,6 @@ func (s *stage) reset(cl *kgo.Client) {
 	s.stopTimers()
 	s.trackers = map[partKey]*tracker{}
 	s.outstanding = 0
-	s.ready = s.ready[:0]
 	s.lastWM = map[partKey]int64{}
 	for k := range s.paused {
 		cl.ResumeFetchPartitions(map[string][]int32{k.topic: {k.part}})
