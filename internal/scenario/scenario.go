@@ -94,6 +94,7 @@ type receiver struct {
 	mode     string // healthy | flaky | down
 	secret   string
 	attempts map[string]int // webhook-id -> attempts seen
+	order    []string       // webhook-ids in order of first arrival
 	verified int
 	badSigs  int
 	srv      *httptest.Server
@@ -111,11 +112,16 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	id := req.Header.Get("webhook-id")
+	if _, seen := r.attempts[id]; !seen {
+		r.order = append(r.order, id)
+	}
 	r.attempts[id]++
 	switch {
 	case r.mode == "down":
 		w.WriteHeader(http.StatusServiceUnavailable)
-	case r.mode == "flaky" && r.attempts[id] <= 2:
+	case r.mode == "flaky" && r.attempts[id] == 1 && len(r.order)%2 == 1:
+		// Every other webhook fails its first attempt: retries without
+		// enough consecutive failures to open the circuit breaker.
 		w.WriteHeader(http.StatusInternalServerError)
 	default:
 		w.WriteHeader(http.StatusNoContent)
@@ -146,6 +152,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if len(o.Models) == 0 {
 		o.Models = []string{"first_touch", "last_touch", "linear", "time_decay", "position_based"}
 	}
+	res := &Result{Checks: map[string]int{}, Deliveries: map[string]map[string]int{}, Received: map[string]int{}, DLQ: map[string]int{}}
+	defer func() { res.Elapsed = time.Since(start) }()
 	api, err := adminclient.NewClientWithResponses(o.AdminURL,
 		adminclient.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
 			if r.Header.Get("Authorization") == "" {
@@ -156,7 +164,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Checks: map[string]int{}, Deliveries: map[string]map[string]int{}, Received: map[string]int{}, DLQ: map[string]int{}}
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano()%1_000_000)
 
 	// 1. Tenants with their receivers.
@@ -164,6 +171,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	defer func() {
 		for _, r := range receivers {
 			r.srv.Close()
+			r.mu.Lock()
+			res.Received[r.name] = r.verified
+			res.BadSigs += r.badSigs
+			r.mu.Unlock()
 		}
 	}()
 	for _, spec := range []struct{ tier, mode string }{{"sandbox", "healthy"}, {"standard", "flaky"}, {"enterprise", "down"}} {
@@ -307,13 +318,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		case <-time.After(time.Second):
 		}
 	}
-	for _, r := range receivers {
-		r.mu.Lock()
-		res.Received[r.name] = r.verified
-		res.BadSigs += r.badSigs
-		r.mu.Unlock()
-	}
-	res.Elapsed = time.Since(start)
 	return res, nil
 }
 
@@ -335,7 +339,7 @@ func (r *Result) collect(ctx context.Context, o Options, api *adminclient.Client
 		byID[t.ID] = t.Name
 	}
 	rows, err := o.ClickHouse.Query(ctx, `SELECT tenant_id, outcome, uniqExact(delivery_id) FROM webhook_deliveries
-		WHERE tenant_id IN (?) GROUP BY tenant_id, outcome`, ids)
+		WHERE has(?, tenant_id) GROUP BY tenant_id, outcome`, ids)
 	if err != nil {
 		return fmt.Errorf("delivery log: %w", err)
 	}

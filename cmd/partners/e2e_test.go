@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/receiver/otlpreceiver"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+
+	"github.com/partners-engine/partners-engine/internal/scenario"
+	"github.com/partners-engine/partners-engine/internal/testenv"
+)
+
+// otlpSink starts the OpenTelemetry collector's OTLP receiver in-process on
+// a free port and returns the spans it receives.
+func otlpSink(t *testing.T) (*consumertest.TracesSink, string) {
+	t.Helper()
+	f := otlpreceiver.NewFactory()
+	cfg := f.CreateDefaultConfig().(*otlpreceiver.Config)
+	endpoint := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Protocols.GRPC.GetOrInsertDefault().NetAddr.Endpoint = endpoint
+	cfg.Protocols.HTTP = configoptional.None[otlpreceiver.HTTPConfig]()
+	sink := new(consumertest.TracesSink)
+	r, err := f.CreateTraces(context.Background(), receivertest.NewNopSettings(f.Type()), cfg, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
+	return sink, endpoint
+}
+
+type span struct {
+	name, kind, traceID, spanID, parent string
+	attrs                               map[string]string
+	links                               []string // linked trace ids
+}
+
+func spans(sink *consumertest.TracesSink) []span {
+	var out []span
+	for _, td := range sink.AllTraces() {
+		rss := td.ResourceSpans()
+		for i := 0; i < rss.Len(); i++ {
+			sss := rss.At(i).ScopeSpans()
+			for j := 0; j < sss.Len(); j++ {
+				ss := sss.At(j).Spans()
+				for k := 0; k < ss.Len(); k++ {
+					s := ss.At(k)
+					sp := span{name: s.Name(), kind: s.Kind().String(), traceID: s.TraceID().String(), spanID: s.SpanID().String(),
+						parent: s.ParentSpanID().String(), attrs: map[string]string{}}
+					s.Attributes().Range(func(k string, v pcommon.Value) bool {
+						sp.attrs[k] = v.AsString()
+						return true
+					})
+					for l := 0; l < s.Links().Len(); l++ {
+						sp.links = append(sp.links, s.Links().At(l).TraceID().String())
+					}
+					out = append(out, sp)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestEndToEnd runs every component in-process on the test brokers (real
+// Apache Kafka under make test) and the real ClickHouse, drives the demo
+// scenario, asserts its numbers, and checks over the wire (OTLP) that one
+// trace links the product event, the fan-out and every delivery attempt, and
+// that the delivery log holds that trace id.
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	sink, endpoint := otlpSink(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+endpoint)
+	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
+
+	cfg := testenv.Config(t)
+	cfg.Kafka.Brokers = testenv.Brokers(t)
+	testenv.ClickHouse(t, cfg) // fresh migrated database, dropped at cleanup
+	cfg.Listeners.Admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Listeners.XDS = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Listeners.ExtAuthz = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.XDS.ExtAuthzCluster = cfg.Listeners.ExtAuthz
+	cfg.Admin.URL = "http://" + cfg.Listeners.Admin
+	cfg.Partner.Webhooks.Breaker.OpenSec = 0.5
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var logs testenv.LogBuffer
+	log := logs.Logger(t)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rt, err := newRuntime(ctx, cfg, log, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := rt.clickhouse(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.adminAPI()
+	for _, add := range []func(*runtime) error{addControlPlane, addEdge, addWebhooks, addAttribution} {
+		if err := add(rt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- rt.run(ctx) }()
+	testenv.Eventually(t, 60*time.Second, "admin API ready", func() bool {
+		resp, err := http.Get(cfg.Admin.URL + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+
+	const events, users = 15, 9
+	res, err := scenario.Run(ctx, scenario.Options{Config: cfg, Brokers: cfg.Kafka.Brokers, AdminURL: cfg.Admin.URL,
+		AdminToken: cfg.Admin.Token, ExtAuthz: cfg.Listeners.ExtAuthz, ClickHouse: conn, Events: events, Users: users,
+		Settle: 2 * time.Minute, Progress: testWriter{t}})
+	if res != nil {
+		var b strings.Builder
+		res.Print(&b)
+		t.Log(b.String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Edge: every partner call allowed, the missing key 401, the unknown key 403.
+	if res.Checks["401"] != 1 || res.Checks["403"] != 1 || res.Checks["ok"] == 0 {
+		t.Errorf("authz decisions: %v", res.Checks)
+	}
+	healthy, flaky, down := res.Tenants[0].Name, res.Tenants[1].Name, res.Tenants[2].Name
+	if got := res.Deliveries[healthy]["delivered"]; got != events {
+		t.Errorf("healthy partner: %d delivered, want %d", got, events)
+	}
+	if got := res.Deliveries[flaky]["delivered"]; got != events {
+		t.Errorf("flaky partner: %d delivered, want %d", got, events)
+	}
+	if got := res.Deliveries[flaky]["retry"]; got != (events+1)/2 {
+		t.Errorf("flaky partner: %d webhook ids retried, want %d (every other first attempt fails)", got, (events+1)/2)
+	}
+	if got := res.Deliveries[down]["delivered"]; got != 0 {
+		t.Errorf("down partner: %d delivered", got)
+	}
+	if res.DLQ[down] != events || res.DLQ[healthy] != 0 || res.DLQ[flaky] != 0 {
+		t.Errorf("DLQ: %v, want only the down partner's %d", res.DLQ, events)
+	}
+	if res.Received[healthy] != events || res.Received[flaky] != events+(events+1)/2 {
+		t.Errorf("signature-verified requests received: %v", res.Received)
+	}
+	if res.BadSigs != 0 {
+		t.Errorf("%d webhook requests failed Standard Webhooks verification", res.BadSigs)
+	}
+
+	// ROI: every model credits each conversion fully across the partners
+	// that touched the user, so per model the partners' revenue adds up to
+	// the converted revenue in USD (EUR at the configured rate), refund
+	// deducted.
+	want := decimal.Zero
+	eur, _ := decimal.NewFromString(cfg.Partner.Attribution.CurrencyRates["EUR"])
+	for u := 0; u < users; u++ {
+		if u%3 == 2 || u == 0 { // scenario: u%3==2 never converts; user 0's purchase is refunded
+			continue
+		}
+		amt := decimal.NewFromInt(int64(100 + 10*u))
+		if u%2 == 1 {
+			amt = amt.Mul(eur)
+		}
+		want = want.Add(amt.Round(2))
+	}
+	perModel := map[string]decimal.Decimal{}
+	for _, row := range res.ROI {
+		v, err := decimal.NewFromString(row.Revenue)
+		if err != nil {
+			t.Fatalf("revenue %q: %v", row.Revenue, err)
+		}
+		perModel[row.Model] = perModel[row.Model].Add(v)
+	}
+	if len(perModel) != 5 {
+		t.Errorf("ROI models: %v", perModel)
+	}
+	for m, got := range perModel {
+		if !got.Round(2).Equal(want.Round(2)) {
+			t.Errorf("model %s: partners' revenue adds up to %s, want %s", m, got, want)
+		}
+	}
+
+	// Tracing, over the wire: stop everything so spans are flushed.
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("runtime: %v", err)
+	}
+	if res.TraceID == "" {
+		t.Fatal("the delivery log has no trace id")
+	}
+	all := spans(sink)
+	var inTrace []span
+	for _, s := range all {
+		if s.traceID == res.TraceID {
+			inTrace = append(inTrace, s)
+		}
+	}
+	var names []string
+	producers, attempts := 0, 0
+	for _, s := range inTrace {
+		names = append(names, s.name+"("+s.kind+")")
+		if s.kind == "Producer" && strings.Contains(s.name, "partners.events.v1") {
+			producers++
+		}
+		if s.attrs["webhook.attempt"] != "" || strings.Contains(s.name, "attempt") {
+			attempts++
+		}
+	}
+	t.Logf("trace %s: %d spans: %v", res.TraceID, len(inTrace), names)
+	if producers == 0 {
+		t.Errorf("the delivery's trace does not contain the product event's publish span")
+	}
+	if attempts < 3 {
+		t.Errorf("the flaky delivery's trace holds %d attempt spans, want all 3", attempts)
+	}
+	for _, secret := range []string{res.Tenants[0].Key, res.Tenants[0].Secret, cfg.Partner.Keys.Pepper} {
+		if strings.Contains(logs.String(), secret) {
+			t.Error("a key, secret or the pepper reached the logs")
+		}
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
