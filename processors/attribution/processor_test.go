@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/partners-engine/partners-engine/processors/attribution"
 	"github.com/partners-engine/partners-engine/processors/attribution/roi"
 )
@@ -107,6 +109,7 @@ func TestOracle(t *testing.T) {
 	e.waitCaughtUp(t, 90*time.Second)
 	diff(t, "rollups after duplicate publish", snapshot(t, e, roi.Rollups, now, 7, 30, 90), want)
 	diff(t, "raw after duplicate publish", snapshot(t, e, roi.Raw, now, 7, 30, 90), want)
+	checkDailyView(t, e, d, now)
 	var rows, ids uint64
 	if err := e.conn.QueryRow(context.Background(), "SELECT count(), uniqExact(id) FROM attributions").Scan(&rows, &ids); err != nil {
 		t.Fatal(err)
@@ -115,4 +118,38 @@ func TestOracle(t *testing.T) {
 		t.Fatalf("the duplicate publish should have inserted duplicate rows (rows %d, ids %d): the test proves nothing", rows, ids)
 	}
 	t.Logf("attributions: %d rows, %d distinct ids; %d expected ROI rows matched", rows, ids, len(want))
+}
+
+// checkDailyView: the analysts' plain view partner_roi_daily, summed over a
+// window, gives the oracle's revenue, conversions and cost (leads there are
+// per day and are not summable).
+func checkDailyView(t *testing.T, e *env, d attribution.Dataset, now time.Time) {
+	t.Helper()
+	from, to := roi.Query{Window: 30, AsOf: now}.Range()
+	a := e.cfg.Partner.Attribution
+	o := oracle(d, a.CurrencyRates, time.Duration(a.LookbackDays)*24*time.Hour,
+		time.Duration(a.TimeDecayHalfLifeDays*float64(24*time.Hour)), from, to)
+	rows, err := e.conn.Query(context.Background(), `SELECT partner_id, model, sum(revenue), sum(conversions), sum(cost)
+		FROM partner_roi_daily WHERE day >= toDate(?) AND day <= toDate(?) GROUP BY partner_id, model`, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var p, m string
+		var rev, conv, cost decimal.Decimal
+		if err := rows.Scan(&p, &m, &rev, &conv, &cost); err != nil {
+			t.Fatal(err)
+		}
+		want := o.row(p, m)
+		if rev.StringFixed(2) != want.revenue || conv.StringFixed(4) != want.conversions || cost.StringFixed(2) != want.cost {
+			t.Fatalf("partner_roi_daily %s/%s: revenue %s conversions %s cost %s, want %s %s %s", p, m,
+				rev.StringFixed(2), conv.StringFixed(4), cost.StringFixed(2), want.revenue, want.conversions, want.cost)
+		}
+		n++
+	}
+	if n != len(o.partners())*len(oracleModels) {
+		t.Fatalf("partner_roi_daily: %d partner×model rows, want %d", n, len(o.partners())*len(oracleModels))
+	}
 }

@@ -106,3 +106,17 @@ func TestToBaseRoundsHalfAwayFromZero(t *testing.T) {
 		t.Fatal("unknown model accepted")
 	}
 }
+
+func BenchmarkAttributeAllModels(b *testing.B) {
+	p := Params{Lookback: 30 * 24 * time.Hour, HalfLife: 7 * 24 * time.Hour}
+	touches := []Touch{tp("t1", "a", 200), tp("t2", "b", 100), tp("t3", "c", 50), tp("t4", "a", 10), tp("t5", "d", 1)}
+	total := d("123.45")
+	for b.Loop() {
+		el := Eligible(touches, t0, p.Lookback)
+		for _, m := range All {
+			ws, _ := Weights(m, el, t0, p)
+			Split(total, ws, 2)
+			Split(decimal.NewFromInt(1), ws, 4)
+		}
+	}
+}
