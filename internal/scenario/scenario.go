@@ -69,6 +69,7 @@ type Result struct {
 	Received    map[string]int            // tenant name -> signature-verified requests received
 	BadSigs     int                       // requests whose signature did not verify
 	DLQ         map[string]int            // tenant name -> dead letters
+	DLQSample   []adminclient.DeadLetter  // a few dead letters, as operators see them
 	ROI         []ROIRow
 	TraceID     string // trace id of one delivery, from the delivery log
 	DeliveryID  string // its webhook-id
@@ -379,6 +380,9 @@ func (r *Result) collect(ctx context.Context, o Options, api *adminclient.Client
 		seen := map[string]bool{}
 		for _, d := range dl.JSON200.DeadLetters {
 			if d.DeliveryId != nil {
+				if !seen[*d.DeliveryId] && len(r.DLQSample) < 3 && t.ID == r.Tenants[len(r.Tenants)-1].ID {
+					r.DLQSample = append(r.DLQSample, d)
+				}
 				seen[*d.DeliveryId] = true
 			}
 		}
@@ -513,6 +517,19 @@ func (r *Result) Print(w io.Writer) {
 			d[schemas.OutcomeSkipped], d[schemas.OutcomeFailed], r.DLQ[t.Name], r.Received[t.Name])
 	}
 	_ = tw.Flush()
+	if len(r.DLQSample) > 0 {
+		fmt.Fprintln(w, "\nDead-letter queue (first entries; `partners dlq list`, `partners dlq replay --tenant ID`):")
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  WEBHOOK-ID\tEVENT\tATTEMPTS\tLAST STATUS\tREASON")
+		for _, d := range r.DLQSample {
+			status := "—"
+			if d.LastStatus != nil && *d.LastStatus != 0 {
+				status = fmt.Sprint(*d.LastStatus)
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\n", deref(d.DeliveryId), deref(d.EventId), d.Attempts, status, d.Reason)
+		}
+		_ = tw.Flush()
+	}
 	if r.BadSigs > 0 {
 		fmt.Fprintf(w, "  WARNING: %d requests failed signature verification\n", r.BadSigs)
 	}
@@ -540,6 +557,13 @@ func fptr(p *float64) string {
 func sptr(p *string) string {
 	if p == nil {
 		return "—"
+	}
+	return *p
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
 	}
 	return *p
 }
