@@ -43,6 +43,7 @@ func TestMain(m *testing.M) {
 
 // received is one request a receiver got.
 type received struct {
+	status int // 0: hung
 	id     string
 	body   []byte
 	header http.Header
@@ -61,6 +62,8 @@ type receiver struct {
 	reqs  []received
 	perID map[string]int
 	resp  response
+	// failFirst, if set, answers 503 to the first request of the ids it selects.
+	failFirst func(id string) bool
 }
 
 func newReceiver(t *testing.T, resp response) *receiver {
@@ -86,10 +89,16 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	rc.mu.Lock()
 	rc.perID[id]++
 	n := rc.perID[id]
-	rc.reqs = append(rc.reqs, received{id: id, body: body, header: r.Header.Clone(), at: time.Now()})
 	resp := rc.resp
-	rc.mu.Unlock()
 	status, hdr, hang := resp(n)
+	if rc.failFirst != nil && n == 1 && rc.failFirst(id) {
+		status, hdr, hang = http.StatusServiceUnavailable, nil, false
+	}
+	if hang {
+		status = 0
+	}
+	rc.reqs = append(rc.reqs, received{status: status, id: id, body: body, header: r.Header.Clone(), at: time.Now()})
+	rc.mu.Unlock()
 	if hang {
 		select {
 		case <-r.Context().Done():
