@@ -69,9 +69,9 @@ func devEnv(t *testing.T) []string {
 	)
 }
 
-func startDev(t *testing.T, bin string, env []string) (stop func(), out *bytes.Buffer) {
+func startDev(t *testing.T, bin string, env []string) (stop func(), out *testenv.LogBuffer) {
 	t.Helper()
-	out = &bytes.Buffer{}
+	out = &testenv.LogBuffer{}
 	cmd := exec.Command(bin, "--config", "../../config/partners-engine.yaml", "dev")
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = out, out

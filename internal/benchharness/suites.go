@@ -4,6 +4,8 @@ import (
 	"github.com/partners-engine/partners-engine/control-plane/registry"
 	"github.com/partners-engine/partners-engine/control-plane/xds"
 	"github.com/partners-engine/partners-engine/edge/authz"
+	"github.com/partners-engine/partners-engine/processors/attribution"
+	"github.com/partners-engine/partners-engine/processors/webhooks"
 )
 
 // suites lists every benchmark suite of the project, in run order.
@@ -12,5 +14,7 @@ func suites() []suite {
 		{name: "registry", run: registry.Bench},
 		{name: "xds", run: xds.Bench},
 		{name: "edge", run: authz.Bench},
+		{name: "webhooks", run: webhooks.Bench},
+		{name: "attribution", run: attribution.Bench},
 	}
 }

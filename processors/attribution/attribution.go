@@ -62,6 +62,7 @@ type metrics struct {
 	rows     *prometheus.CounterVec
 	retries  prometheus.Counter
 	batchDur prometheus.Histogram
+	batchLen prometheus.Histogram
 	pending  prometheus.Counter
 }
 
@@ -113,12 +114,16 @@ func New(opt Options) (*Processor, error) {
 			Name: "partners_attribution_batch_seconds", Help: "Time to attribute and insert one batch.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}),
+		batchLen: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "partners_attribution_batch_rows", Help: "Kafka records per ClickHouse insert batch (batch sizes).",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 9),
+		}),
 		pending: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "partners_attribution_refunds_pending_total", Help: "Refunds seen before the conversion they refund (credited when it arrives).",
 		}),
 	}
 	if opt.Metrics != nil {
-		for _, c := range []prometheus.Collector{p.m.records, p.m.rows, p.m.retries, p.m.batchDur, p.m.pending} {
+		for _, c := range []prometheus.Collector{p.m.records, p.m.rows, p.m.retries, p.m.batchDur, p.m.batchLen, p.m.pending} {
 			if err := opt.Metrics.Register(c); err != nil {
 				return nil, fmt.Errorf("attribution metrics: %w", err)
 			}
@@ -249,6 +254,7 @@ func (p *Processor) flushRetrying(ctx context.Context, recs []*kgo.Record) bool 
 		err := p.Handle(ctx, recs)
 		if err == nil {
 			p.m.batchDur.Observe(time.Since(t0).Seconds())
+			p.m.batchLen.Observe(float64(len(recs)))
 			return true
 		}
 		if ctx.Err() != nil {
