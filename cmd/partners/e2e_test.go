@@ -219,7 +219,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 	var names []string
-	producers, attempts := 0, 0
+	producers, attempts, fanouts := 0, 0, 0
 	for _, s := range inTrace {
 		names = append(names, s.name+"("+s.kind+")")
 		if s.kind == "Producer" && strings.Contains(s.name, "partners.events.v1") {
@@ -228,10 +228,32 @@ func TestEndToEnd(t *testing.T) {
 		if s.attrs["webhook.attempt"] != "" || strings.Contains(s.name, "attempt") {
 			attempts++
 		}
+		if s.name == "webhooks fan-out" && s.kind == "Consumer" {
+			fanouts++
+		}
 	}
 	t.Logf("trace %s: %d spans: %v", res.TraceID, len(inTrace), names)
 	if producers == 0 {
 		t.Errorf("the delivery's trace does not contain the product event's publish span")
+	}
+	byID := map[string]span{}
+	for _, s := range inTrace {
+		byID[s.spanID] = s
+	}
+	for _, s := range inTrace {
+		if s.name == "webhooks fan-out" {
+			if p, ok := byID[s.parent]; !ok || p.kind != "Producer" {
+				t.Errorf("the fan-out span's parent is not the event's publish span")
+			}
+		}
+		if s.name == "webhook attempt" && s.attrs["webhook.attempt"] == "1" {
+			if p, ok := byID[s.parent]; !ok || p.name != "webhooks fan-out" {
+				t.Errorf("a first attempt's parent is %q, want the fan-out span", p.name)
+			}
+		}
+	}
+	if fanouts != 1 {
+		t.Errorf("the delivery's trace holds %d fan-out spans, want 1", fanouts)
 	}
 	if attempts < 3 {
 		t.Errorf("the flaky delivery's trace holds %d attempt spans, want all 3", attempts)

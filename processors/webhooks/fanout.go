@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -18,8 +20,15 @@ const maxRawBytes = 64 << 10
 // dead letters: the whole event when it is malformed (not JSON, invalid
 // against the event schema, of an unknown type, oversized), or one
 // (event, endpoint) whose filter or payload cannot be evaluated.
-func (p *Processor) fanOut(ctx context.Context, r *kgo.Record) ([]*job, []*kgo.Record) {
-	rctx := kafka.Extract(ctx, r)
+func (p *Processor) fanOut(ctx context.Context, r *kgo.Record) (jobs []*job, dead []*kgo.Record) {
+	// The fan-out span continues the producer's trace; every first attempt
+	// is its child, so one trace shows event → fan-out → attempts.
+	rctx, span := p.tracer.Start(kafka.Extract(ctx, r), "webhooks fan-out", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.destination.name", r.Topic), attribute.Int64("messaging.kafka.offset", r.Offset)))
+	defer func() {
+		span.SetAttributes(attribute.Int("webhook.deliveries", len(jobs)), attribute.Int("webhook.dead_letters", len(dead)))
+		span.End()
+	}()
 	if len(r.Value) > p.wh.MaxEventBytes {
 		return nil, []*kgo.Record{p.malformed(rctx, r, fmt.Sprintf("oversized event: %d bytes > max_event_bytes %d", len(r.Value), p.wh.MaxEventBytes), nil)}
 	}
@@ -36,9 +45,8 @@ func (p *Processor) fanOut(ctx context.Context, r *kgo.Record) ([]*job, []*kgo.R
 	if !p.known[ev.Type] {
 		return nil, []*kgo.Record{p.malformed(rctx, r, "unknown event type: "+ev.Type+" (not in partner.webhooks.event_types)", &ev)}
 	}
+	span.SetAttributes(attribute.String("event.id", ev.ID), attribute.String("event.type", ev.Type))
 	var evMap map[string]any
-	var jobs []*job
-	var dead []*kgo.Record
 	for _, t := range p.tenants.List() {
 		if t.Status != schemas.StatusActive || (ev.TenantID != "" && ev.TenantID != t.ID) {
 			continue
