@@ -92,10 +92,10 @@ func TestSignVerifiesWithStandardWebhooks(t *testing.T) {
 	}
 }
 
-// TestMappingContracts runs every example of testdata/mappings: the
+// TestMappingContracts runs every example of schemas/examples/mappings: the
 // contract of payload versions and declarative mappings.
 func TestMappingContracts(t *testing.T) {
-	files, err := filepath.Glob("testdata/mappings/*.json")
+	files, err := filepath.Glob("../../schemas/examples/mappings/*.json")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no mapping examples: %v", err)
 	}
