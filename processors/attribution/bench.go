@@ -2,7 +2,6 @@ package attribution
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -327,12 +326,26 @@ func readBack(ctx context.Context, conn driver.Conn) ([]tableRows, error) {
 }
 
 // SeedSynthetic fills conn's (migrated) database on the server with n
-// attribution rows (n/5 conversions × 5 models over 200 partners and 90
-// days, 10 % of them inserted twice and 5 % re-attributed with a higher
-// version), n/10 costs (10 % duplicated) and n touchpoints, with INSERT …
-// SELECT FROM numbers() so a million rows take seconds. The materialized
-// views fill the rollups as for real inserts.
-func SeedSynthetic(ctx context.Context, conn driver.Conn, n int) error {
+// attribution rows (n/5 conversions × 5 models, 200 partners, conversion k
+// at asOf − k seconds, at most 90 days back; every model's row of 10 % of
+// the conversions inserted twice, of 5 % re-attributed with a higher
+// version), n/10 costs
+// (10 % duplicated) and n touchpoints, with INSERT … SELECT FROM numbers()
+// so a million rows take seconds. The materialized views fill the rollups
+// as for real inserts. Zero asOf: now.
+//
+// Every event time is computed from asOf, never from the server's now():
+// each INSERT evaluates now() again, seconds apart (more on a loaded
+// server), so a "duplicate" step would write a copy of a record with a
+// later converted_at/occurred_at — near a UTC midnight on the next day,
+// where the daily rollups count it a second time and the raw tables (one
+// row per id) do not. A real duplicate (a Kafka replay) carries the
+// record's own time; so does this seed's.
+func SeedSynthetic(ctx context.Context, conn driver.Conn, n int, asOf time.Time) error {
+	if asOf.IsZero() {
+		asOf = time.Now()
+	}
+	at := strconv.FormatInt(asOf.Unix(), 10)
 	attr := `INSERT INTO attributions (id, conversion_id, user_id, partner_id, model, kind, version, credit, revenue, new_customer, converted_at, ingested_at)
 SELECT
   hex(MD5(concat(toString(intDiv(number, 5)), '/', toString(number % 5)))) AS id,
@@ -342,25 +355,25 @@ SELECT
   ['first_touch', 'last_touch', 'linear', 'time_decay', 'position_based'][number % 5 + 1],
   'purchase', toUInt64(__VERSION__), toDecimal64(1, 4), toDecimal64(intDiv(number, 5) % 50000, 4) / 100,
   toDecimal64(intDiv(number, 5) % 3 = 0, 4),
-  toDateTime(now() - intDiv(number, 5) % (90 * 86400)), now()
+  toDateTime(__AT__ - intDiv(number, 5) % (90 * 86400)), now()
 FROM numbers(__ROWS__) WHERE __FILTER__`
 	cost := `INSERT INTO costs (id, partner_id, amount, currency, amount_base, category, occurred_at, ingested_at)
 SELECT concat('k', toString(number)), concat('p', toString(number % 200)), toDecimal64(number % 1000, 4), 'USD',
-  toDecimal64(number % 1000, 4), 'fee', toDateTime(now() - number % (90 * 86400)), now()
+  toDecimal64(number % 1000, 4), 'fee', toDateTime(__AT__ - number % (90 * 86400)), now()
 FROM numbers(__ROWS__) WHERE __FILTER__`
 	touch := `INSERT INTO touchpoints (id, user_id, partner_id, source, utm_source, utm_medium, utm_campaign, referrer, region, trace_id, occurred_at, ingested_at)
 SELECT concat('t', toString(number)), concat('u', toString(number % 150000)), concat('p', toString(number % 200)), 'utm',
-  '', '', '', '', '', '', toDateTime(now() - number % (90 * 86400)), now()
+  '', '', '', '', '', '', toDateTime(__AT__ - number % (90 * 86400)), now()
 FROM numbers(__ROWS__) WHERE __FILTER__`
-	// n is an int, not input: it is formatted into the text (INSERT … SELECT
-	// with bound arguments is not worth the risk on 18.16).
+	// n and asOf are ints, not input: they are formatted into the text
+	// (INSERT … SELECT with bound arguments is not worth the risk on 18.16).
 	fill := func(q string, rows int, version, filter string) string {
-		return strings.NewReplacer("__VERSION__", version, "__FILTER__", filter, "__ROWS__", strconv.Itoa(rows)).Replace(q)
+		return strings.NewReplacer("__VERSION__", version, "__FILTER__", filter, "__ROWS__", strconv.Itoa(rows), "__AT__", at).Replace(q)
 	}
 	steps := []string{
 		fill(attr, n, "1", "1"),
-		fill(attr, n, "1", "number % 10 = 0"),
-		fill(attr, n, "2", "number % 20 = 0"),
+		fill(attr, n, "1", "intDiv(number, 5) % 10 = 0"),
+		fill(attr, n, "2", "intDiv(number, 5) % 20 = 0"),
 		fill(cost, n/10, "", "1"),
 		fill(cost, n/10, "", "number % 10 = 0"),
 		fill(touch, n, "", "1"),
@@ -375,7 +388,9 @@ FROM numbers(__ROWS__) WHERE __FILTER__`
 
 // benchQueries times roi.Load from the rollups and from the raw tables over
 // a seeded database (median of 7 runs after a warm-up), for every partner
-// and for one partner, and checks both give the same figures.
+// and for one partner, and checks both give the same figures. The seed and
+// every query share one asOf, so a UTC midnight passing during the run
+// moves no window.
 func benchQueries(ctx context.Context, base config.ClickHouse, log *slog.Logger, n int) ([]benchrow.Row, error) {
 	c := base
 	c.Database += "_q"
@@ -384,7 +399,8 @@ func benchQueries(ctx context.Context, base config.ClickHouse, log *slog.Logger,
 		return nil, err
 	}
 	defer dropBenchDB(ctx, conn, c)
-	if err := SeedSynthetic(ctx, conn, n); err != nil {
+	asOf := time.Now().UTC()
+	if err := SeedSynthetic(ctx, conn, n, asOf); err != nil {
 		return nil, err
 	}
 	var out []benchrow.Row
@@ -392,8 +408,8 @@ func benchQueries(ctx context.Context, base config.ClickHouse, log *slog.Logger,
 		name string
 		q    roi.Query
 	}{
-		{"every partner", roi.Query{Model: "last_touch", Window: 30}},
-		{"one partner", roi.Query{PartnerID: "p7", Model: "last_touch", Window: 30}},
+		{"every partner", roi.Query{Model: "last_touch", Window: 30, AsOf: asOf}},
+		{"one partner", roi.Query{PartnerID: "p7", Model: "last_touch", Window: 30, AsOf: asOf}},
 	} {
 		fast, fr, err := timeLoad(ctx, conn, q.q, roi.Rollups)
 		if err != nil {
@@ -403,15 +419,66 @@ func benchQueries(ctx context.Context, base config.ClickHouse, log *slog.Logger,
 		if err != nil {
 			return nil, err
 		}
-		if fmt.Sprint(fr) != fmt.Sprint(sr) {
-			return nil, errors.New("rollups and raw tables disagree for " + q.name)
+		if d := DiffTotals(fr, sr); d != "" {
+			return nil, fmt.Errorf("rollups and raw tables disagree for %s (%+v): %s", q.name, q.q, d)
 		}
 		out = append(out, benchrow.Row{
 			Name:  fmt.Sprintf("ROI query, %s, 30 days, rollups (%d attribution rows)", q.name, n+n/10+n/20),
 			Value: ms(fast), Unit: "ms", Baseline: "same figures from raw tables", BaselineValue: ms(slow),
 		})
 	}
+	// Untimed: every model, so the check covers all of the seed's
+	// duplicates and re-attributions, not only last-touch ones.
+	all := roi.Query{Window: 30, AsOf: asOf}
+	fr, err := roi.Load(ctx, conn, all, roi.Rollups)
+	if err != nil {
+		return nil, err
+	}
+	sr, err := roi.Load(ctx, conn, all, roi.Raw)
+	if err != nil {
+		return nil, err
+	}
+	if d := DiffTotals(fr, sr); d != "" {
+		return nil, fmt.Errorf("rollups and raw tables disagree for every model (%+v): %s", all, d)
+	}
 	return out, nil
+}
+
+// DiffTotals compares two roi.Load results field by field (decimals by
+// value, so 1.5 equals 1.5000) and describes the first difference; "" when
+// they are equal.
+func DiffTotals(a, b []roi.Totals) string {
+	for i := range min(len(a), len(b)) {
+		x, y := a[i], b[i]
+		var fs []string
+		if x.PartnerID != y.PartnerID || x.Model != y.Model {
+			fs = append(fs, fmt.Sprintf("key %s/%s vs %s/%s", x.PartnerID, x.Model, y.PartnerID, y.Model))
+		}
+		for _, f := range []struct {
+			name string
+			x, y decimal.Decimal
+		}{
+			{"revenue", x.Revenue, y.Revenue}, {"conversions", x.Conversions, y.Conversions},
+			{"new_customers", x.NewCustomers, y.NewCustomers}, {"cost", x.Cost, y.Cost},
+		} {
+			if !f.x.Equal(f.y) {
+				fs = append(fs, fmt.Sprintf("%s %s vs %s", f.name, f.x, f.y))
+			}
+		}
+		if x.Customers != y.Customers {
+			fs = append(fs, fmt.Sprintf("customers %d vs %d", x.Customers, y.Customers))
+		}
+		if x.Leads != y.Leads {
+			fs = append(fs, fmt.Sprintf("leads %d vs %d", x.Leads, y.Leads))
+		}
+		if len(fs) > 0 {
+			return fmt.Sprintf("row %d (partner %s, model %s): %s", i, x.PartnerID, x.Model, strings.Join(fs, "; "))
+		}
+	}
+	if len(a) != len(b) {
+		return fmt.Sprintf("%d rows vs %d", len(a), len(b))
+	}
+	return ""
 }
 
 func timeLoad(ctx context.Context, conn driver.Conn, q roi.Query, src roi.Source) (time.Duration, []roi.Totals, error) {

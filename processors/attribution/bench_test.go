@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/partners-engine/partners-engine/internal/benchrow"
 	"github.com/partners-engine/partners-engine/internal/testenv"
@@ -35,7 +36,7 @@ func TestBenchQuick(t *testing.T) {
 func benchROI(b *testing.B, src roi.Source) {
 	cfg := testenv.Config(b)
 	conn := testenv.ClickHouse(b, cfg)
-	if err := attribution.SeedSynthetic(context.Background(), conn, 200_000); err != nil {
+	if err := attribution.SeedSynthetic(context.Background(), conn, 200_000, time.Time{}); err != nil {
 		b.Fatal(err)
 	}
 	q := roi.Query{Model: "last_touch", Window: 30}
