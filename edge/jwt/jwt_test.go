@@ -81,7 +81,7 @@ func TestJWKSKeepsOnlyRS256(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := keys.JWKS()
-	if strings.Contains(out, "EC") || !strings.Contains(out, `"kid":"k1"`) || !strings.Contains(out, `"alg":"RS256"`) {
+	if strings.Contains(out, `"kty":"EC"`) || strings.Contains(out, `"kid":"ec"`) || !strings.Contains(out, `"kid":"k1"`) || !strings.Contains(out, `"alg":"RS256"`) {
 		t.Fatalf("sanitized JWKS = %s", out)
 	}
 	again, err := jwt.ParseJWKS([]byte(out))
