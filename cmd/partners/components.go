@@ -60,6 +60,9 @@ Kafka brokers come from kafka.brokers (PARTNERS_KAFKA_BROKERS); use
 				rt.close()
 				return err
 			}
+			if rt.admin == nil { // every process is probed and scraped
+				rt.opsAPI()
+			}
 			for _, l := range rt.banner {
 				log.Info("listening", "what", l)
 			}

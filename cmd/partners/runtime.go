@@ -176,7 +176,14 @@ func (rt *runtime) clickhouse(ctx context.Context) (driver.Conn, error) {
 }
 
 // adminAPI returns the admin API server, serving on listeners.admin.
-func (rt *runtime) adminAPI() *adminapi.Server {
+func (rt *runtime) adminAPI() *adminapi.Server { return rt.httpAPI(false) }
+
+// opsAPI serves only /healthz, /readyz and /metrics on listeners.admin, for
+// a process that owns no API routes (the edge plugin) but must be probed and
+// scraped. Its readiness includes the tenant registry.
+func (rt *runtime) opsAPI() *adminapi.Server { return rt.httpAPI(true) }
+
+func (rt *runtime) httpAPI(opsOnly bool) *adminapi.Server {
 	if rt.admin != nil {
 		return rt.admin
 	}
@@ -184,7 +191,7 @@ func (rt *runtime) adminAPI() *adminapi.Server {
 	rt.admin = adminapi.New(adminapi.Options{
 		Token: rt.cfg.Admin.Token, Pepper: rt.cfg.Partner.Keys.Pepper,
 		Registry: reg, Writer: rt.writer, Limits: rt.cfg.Partner.RateLimit,
-		Gatherer: rt.prom, Log: rt.log,
+		Gatherer: rt.prom, Log: rt.log, OpsOnly: opsOnly,
 	})
 	rt.admin.AddCheck("kafka", func(ctx context.Context) error {
 		_, err := kadm.NewClient(rt.producer).ApiVersions(ctx)
@@ -201,7 +208,11 @@ func (rt *runtime) adminAPI() *adminapi.Server {
 	if rt.ch != nil {
 		rt.admin.AddCheck("clickhouse", func(ctx context.Context) error { return rt.ch.Ping(ctx) })
 	}
-	rt.banner = append(rt.banner, fmt.Sprintf("admin API                           http://%s/api/v1 (metrics /metrics, /healthz, /readyz)", rt.cfg.Listeners.Admin))
+	if opsOnly {
+		rt.banner = append(rt.banner, fmt.Sprintf("ops endpoints                       http://%s (/metrics, /healthz, /readyz)", rt.cfg.Listeners.Admin))
+	} else {
+		rt.banner = append(rt.banner, fmt.Sprintf("admin API                           http://%s/api/v1 (metrics /metrics, /healthz, /readyz)", rt.cfg.Listeners.Admin))
+	}
 	rt.add("admin-api", func(ctx context.Context) error {
 		return serveHTTP(ctx, rt.cfg.Listeners.Admin, rt.admin, rt.log)
 	})

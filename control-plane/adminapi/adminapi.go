@@ -41,6 +41,9 @@ type Options struct {
 	Limits   config.RateLimits
 	Gatherer prometheus.Gatherer
 	Log      *slog.Logger
+	// OpsOnly serves only /healthz, /readyz and /metrics: for processes
+	// (the edge plugin) that must be probed and scraped but own no API.
+	OpsOnly bool
 }
 
 // Server is the admin API.
@@ -62,6 +65,12 @@ func New(opt Options) *Server {
 	if opt.Gatherer != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opt.Gatherer, promhttp.HandlerOpts{}))
 	}
+	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		problem.Error(w, r, http.StatusNotFound, "no such API route: "+r.Method+" "+r.URL.Path)
+	})
+	if opt.OpsOnly {
+		return s
+	}
 	s.HandleAdmin("GET /api/v1/tenants", s.listTenants)
 	s.HandleAdmin("POST /api/v1/tenants", s.createTenant)
 	s.HandleAdmin("GET /api/v1/tenants/{id}", s.getTenant)
@@ -70,9 +79,6 @@ func New(opt Options) *Server {
 	s.HandleAdmin("POST /api/v1/tenants/{id}/activate", s.setStatus(schemas.StatusActive))
 	s.HandleAdmin("POST /api/v1/tenants/{id}/rotate-key", s.rotateKey)
 	s.HandleAdmin("POST /api/v1/tenants/{id}/rotate-secret", s.rotateSecret)
-	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		problem.Error(w, r, http.StatusNotFound, "no such API route: "+r.Method+" "+r.URL.Path)
-	})
 	return s
 }
 
