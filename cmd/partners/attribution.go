@@ -67,11 +67,7 @@ Money is in partner.attribution.base_currency.`,
 			if model != "" && !models.Valid(model) {
 				return &exitError{code: 2, err: fmt.Errorf("--model: want one of %s, got %q", strings.Join(models.All, ", "), model)}
 			}
-			cfg, err := a.load()
-			if err != nil {
-				return err
-			}
-			c, err := a.api(cfg)
+			_, c, err := a.client()
 			if err != nil {
 				return err
 			}

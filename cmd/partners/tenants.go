@@ -28,6 +28,16 @@ func (a *app) api(cfg *config.Config) (*adminclient.ClientWithResponses, error) 
 		}))
 }
 
+// client loads the configuration and returns it with the admin API client.
+func (a *app) client() (*config.Config, *adminclient.ClientWithResponses, error) {
+	cfg, err := a.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := a.api(cfg)
+	return cfg, c, err
+}
+
 // apiResult prints a successful JSON body (indented) or turns a problem into
 // an error naming the status and detail.
 func (a *app) apiResult(status int, body []byte, err error, want int) error {
@@ -66,11 +76,7 @@ webhook secret are printed once, by create, rotate-key and rotate-secret.`,
 		Short: "Onboard a partner; prints JSON with id, api_key (shown once) and webhook_secret",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.load()
-			if err != nil {
-				return err
-			}
-			c, err := a.api(cfg)
+			_, c, err := a.client()
 			if err != nil {
 				return err
 			}
@@ -110,11 +116,7 @@ webhook secret are printed once, by create, rotate-key and rotate-secret.`,
 		Short: "List tenants",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.load()
-			if err != nil {
-				return err
-			}
-			c, err := a.api(cfg)
+			_, c, err := a.client()
 			if err != nil {
 				return err
 			}
@@ -150,11 +152,7 @@ webhook secret are printed once, by create, rotate-key and rotate-secret.`,
 			Short: short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				cfg, err := a.load()
-				if err != nil {
-					return err
-				}
-				c, err := a.api(cfg)
+				_, c, err := a.client()
 				if err != nil {
 					return err
 				}

@@ -156,11 +156,7 @@ func (a *app) dlqCmd() *cobra.Command {
 		Short: "List dead letters",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.load()
-			if err != nil {
-				return err
-			}
-			c, err := a.api(cfg)
+			_, c, err := a.client()
 			if err != nil {
 				return err
 			}
@@ -203,11 +199,7 @@ func (a *app) dlqCmd() *cobra.Command {
 		Short: "Replay matching dead letters into the first retry topic with their original webhook-id and payload",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.load()
-			if err != nil {
-				return err
-			}
-			c, err := a.api(cfg)
+			_, c, err := a.client()
 			if err != nil {
 				return err
 			}
