@@ -171,6 +171,9 @@ ext_authz edge plugin, and the webhooks and attribution processors.`,
 					return err
 				}
 			}
+			rt.banner = append(rt.banner,
+				"webhooks processor                  partners.events.v1 → signed webhooks, retries "+rt.names.Retry(1)+"…, DLQ, delivery log",
+				"attribution processor               touchpoints, conversions, costs → ClickHouse (ROI at /api/v1/analytics/roi)")
 			fmt.Fprintln(a.stdout, "partners-engine dev is up:")
 			for _, l := range rt.banner {
 				fmt.Fprintln(a.stdout, "  "+l)
@@ -178,6 +181,7 @@ ext_authz edge plugin, and the webhooks and attribution processors.`,
 			fmt.Fprintln(a.stdout, "Try, in another shell:")
 			fmt.Fprintln(a.stdout, "  bin/partners tenants create --name Acme --tier sandbox --webhook-url http://127.0.0.1:9999/hook")
 			fmt.Fprintln(a.stdout, "  bin/partners tenants list")
+			fmt.Fprintln(a.stdout, "  bin/partners demo        # a whole scenario: partners, webhooks, DLQ, ROI, a trace id")
 			fmt.Fprintln(a.stdout, "Stop with Ctrl-C.")
 			return rt.run(ctx)
 		},
