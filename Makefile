@@ -28,6 +28,7 @@ stack-down:
 
 ## test: lint, then every test with -race against real Kafka and ClickHouse
 test: stack lint
+	@$(GO) test -count=1 -v -run TestServerVersions ./internal/testenv/ | grep 'server under test' || { echo "servers not reachable"; exit 1; }
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## test-kfake: the same suite on the embedded kfake broker (ClickHouse still real)
