@@ -30,7 +30,9 @@ func TestServerVersions(t *testing.T) {
 	if RealKafka() {
 		kind = "Apache Kafka"
 	}
-	vs.Each(func(v kadm.BrokerApiVersions) { t.Logf("server under test: %s %s at %v", kind, v.VersionGuess(), brokers) })
+	vs.Each(func(v kadm.BrokerApiVersions) {
+		t.Logf("server under test: %s %s at %v", kind, v.VersionGuess(), brokers)
+	})
 	conn := ClickHouse(t, Config(t))
 	v, err := chdb.ServerVersion(ctx, conn)
 	if err != nil {
