@@ -29,7 +29,14 @@ stack-down:
 ## test: lint, then every test with -race against real Kafka and ClickHouse
 test: stack lint
 	@$(GO) test -count=1 -v -run TestServerVersions ./internal/testenv/ | grep 'server under test' || { echo "servers not reachable"; exit 1; }
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@mkdir -p .local; set -o pipefail; \
+	$(GO) test -race -count=1 -v -timeout $(TEST_TIMEOUT) ./... 2>&1 | tee .local/test.log | grep -E --line-buffered "$(TEST_SHOW)" \
+	|| { echo "--- failures (full log: .local/test.log) ---"; grep -E -A25 -- '--- FAIL|^panic:|DATA RACE' .local/test.log | head -400; exit 1; }
+
+# What make test shows of the verbose log: package results and the figures
+# the tests measure (server versions, follow and revocation delays,
+# freshness, crash duplicates, isolation under a hanging partner, traces).
+TEST_SHOW := ^(ok|FAIL|panic:|--- FAIL)|server under test|follower applied|revocation:|freshness produce|kill -9 |caught up|healthy partners|noise, alone|with a hang|trace [0-9a-f]{32}
 
 ## test-kfake: the same suite on the embedded kfake broker (ClickHouse still real)
 test-kfake:
