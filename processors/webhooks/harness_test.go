@@ -147,7 +147,7 @@ type env struct {
 func newEnv(t *testing.T, withClickHouse bool, mutate func(*config.Config)) *env {
 	t.Helper()
 	cfg := testenv.Config(t)
-	cfg.Partner.Webhooks.Timeouts = config.Timeouts{ConnectSec: 0.5, TotalSec: 0.5}
+	cfg.Partner.Webhooks.Timeouts = config.Timeouts{ConnectSec: 1, TotalSec: 2} // generous: -race on 2 busy cores; exact attempt counts must not see spurious timeouts
 	cfg.Partner.Webhooks.Breaker = config.Breaker{ConsecutiveFailures: 1000, OpenSec: 30}
 	if mutate != nil {
 		mutate(cfg)

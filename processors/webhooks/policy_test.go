@@ -99,10 +99,20 @@ func TestDeliveryPolicies(t *testing.T) {
 	}
 	e.publish(evs...)
 
-	testenv.Eventually(t, 60*time.Second, "all deliveries settled", func() bool {
-		return len(sameContent(t, "healthy", healthy)) == n && flaky.count() == 3*n && failing.count() == 3*n &&
-			hanging.count() == 3*n && limited.count() == 2*n && len(e.deadLetters()) >= 2*n+1
-	})
+	state := ""
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		h, dl := len(sameContent(t, "healthy", healthy)), len(e.deadLetters())
+		state = fmt.Sprintf("healthy %d/%d, flaky %d/%d, failing %d/%d, hanging %d/%d, limited %d/%d, dead letters %d/%d+",
+			h, n, flaky.count(), 3*n, failing.count(), 3*n, hanging.count(), 3*n, limited.count(), 2*n, dl, 2*n+1)
+		if h == n && flaky.count() == 3*n && failing.count() == 3*n && hanging.count() == 3*n && limited.count() == 2*n && dl >= 2*n+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deliveries not settled after 90s: %s", state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	// The 410 disabled the endpoint.
 	testenv.Eventually(t, 20*time.Second, "gone endpoint disabled", func() bool {
 		ten, _ := e.reg.Get(tn["gone"].id)
@@ -275,7 +285,7 @@ func TestDeliveryPolicies(t *testing.T) {
 	ctx, cancel2 := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel2()
 	var inCH uint64
-	deadline := time.Now().Add(30 * time.Second)
+	deadline = time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if err := e.ch.QueryRow(ctx, "SELECT uniqExact(id) FROM webhook_deliveries").Scan(&inCH); err != nil {
 			t.Fatal(err)
