@@ -31,7 +31,7 @@ test: stack lint
 	@$(GO) test -count=1 -v -run TestServerVersions ./internal/testenv/ | grep 'server under test' || { echo "servers not reachable"; exit 1; }
 	@mkdir -p .local; set -o pipefail; \
 	$(GO) test -race -count=1 -v -timeout $(TEST_TIMEOUT) ./... 2>&1 | tee .local/test.log | grep -E --line-buffered "$(TEST_SHOW)" \
-	|| { echo "--- failures (full log: .local/test.log) ---"; grep -E -A25 -- '--- FAIL|^panic:|DATA RACE' .local/test.log | head -400; exit 1; }
+	|| { echo "--- failures (full log: .local/test.log) ---"; grep -E -B30 -A5 -- '--- FAIL|^panic:|DATA RACE' .local/test.log | head -400; exit 1; }
 
 # What make test shows of the verbose log: package results and the figures
 # the tests measure (server versions, follow and revocation delays,
