@@ -9,6 +9,9 @@ const (
 	TierEnterprise = "enterprise"
 )
 
+// Tiers lists every tenant tier.
+var Tiers = []string{TierSandbox, TierStandard, TierEnterprise}
+
 // Tenant statuses.
 const (
 	StatusActive    = "active"

@@ -180,7 +180,7 @@ func (r *Registry) Apply(rec *kgo.Record) {
 			err = fmt.Errorf("record key %q does not match tenant id %q", id, t.ID)
 		}
 		r.skipped.Inc()
-		r.log.Error("skipping undecodable tenant record", "partition", rec.Partition, "offset", rec.Offset, "err", errors.Unwrap(err), "reason", safeReason(err))
+		r.log.Error("skipping undecodable tenant record", "partition", rec.Partition, "offset", rec.Offset, "reason", safeReason(err))
 		return
 	}
 	if !rec.Timestamp.IsZero() {

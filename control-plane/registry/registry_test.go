@@ -241,7 +241,7 @@ func TestWriterValidation(t *testing.T) {
 }
 
 func TestKeyShape(t *testing.T) {
-	for _, tier := range registry.Tiers {
+	for _, tier := range schemas.Tiers {
 		k := registry.NewAPIKey(tier)
 		if !registry.KeyLooksValid(k) {
 			t.Fatalf("generated key %q... fails KeyLooksValid", k[:10])

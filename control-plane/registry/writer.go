@@ -102,9 +102,6 @@ var (
 	featureRe   = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
 )
 
-// Tiers are the valid tenant tiers.
-var Tiers = []string{schemas.TierSandbox, schemas.TierStandard, schemas.TierEnterprise}
-
 func validateName(name string) error {
 	n := strings.TrimSpace(name)
 	if n == "" || utf8.RuneCountInString(n) > 100 || n != name {
@@ -114,7 +111,7 @@ func validateName(name string) error {
 }
 
 func validateTier(tier string) error {
-	if !slices.Contains(Tiers, tier) {
+	if !slices.Contains(schemas.Tiers, tier) {
 		return invalid("tier", tier, "must be one of sandbox, standard, enterprise")
 	}
 	return nil

@@ -14,6 +14,8 @@ import (
 
 	"github.com/shopspring/decimal"
 	"gopkg.in/yaml.v3"
+
+	"github.com/partners-engine/partners-engine/schemas"
 )
 
 // placeholder matches ${env:NAME} and ${env:NAME:-default}.
@@ -107,9 +109,6 @@ var (
 	headerRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
 )
 
-// Tiers are the tenant tiers the configuration may name.
-var Tiers = []string{"sandbox", "standard", "enterprise"}
-
 // Validate checks every value and reports all problems at once, each naming
 // its key path and value.
 // eventTypeRe is the shape of a product event type (schemas/json/event.v1).
@@ -140,7 +139,7 @@ func (cfg *Config) Validate() error {
 	}
 	c.rateLimit("partner.rate_limit.default", p.RateLimit.Default)
 	for tier, rl := range p.RateLimit.Tiers {
-		c.oneOf("partner.rate_limit.tiers", tier, Tiers...)
+		c.oneOf("partner.rate_limit.tiers", tier, schemas.Tiers...)
 		c.rateLimit("partner.rate_limit.tiers."+tier, rl)
 	}
 	w := p.Webhooks
@@ -321,19 +320,4 @@ func (cfg *Config) Validate() error {
 		return &ValidationError{Problems: c.problems}
 	}
 	return nil
-}
-
-// Redacted returns a copy safe to print: secrets replaced.
-func (cfg *Config) Redacted() Config {
-	out := *cfg
-	if out.Partner.Keys.Pepper != "" {
-		out.Partner.Keys.Pepper = "<redacted>"
-	}
-	if out.Admin.Token != "" {
-		out.Admin.Token = "<redacted>"
-	}
-	if out.ClickHouse.Password != "" {
-		out.ClickHouse.Password = "<redacted>"
-	}
-	return out
 }
