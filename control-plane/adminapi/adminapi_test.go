@@ -20,8 +20,8 @@ import (
 
 	"github.com/partners-engine/partners-engine/control-plane/adminapi"
 	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/control-plane/registry/registrytest"
 	"github.com/partners-engine/partners-engine/internal/config"
-	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/schemas"
 )
@@ -144,19 +144,8 @@ func setup(t *testing.T) *fixture {
 	logs := &testenv.LogBuffer{}
 	log := logs.Logger(t)
 	brokers, cl := testenv.Kafka(t, cfg)
-	topic := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}.Topic(schemas.TopicTenants)
-	reg := registry.New(topic, log, nil)
-	rcl, err := kafka.NewClient(cfg, brokers, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = reg.Run(ctx, rcl) }()
-	t.Cleanup(func() { cancel(); <-done; rcl.Close() })
-	<-reg.Ready()
-	w := registry.NewWriter(reg, cl, registry.WriterOptions{Topic: topic, Pepper: cfg.Partner.Keys.Pepper,
-		Regions: cfg.RegionNames(), KeyOverlap: time.Hour, SecretOverlap: time.Hour})
+	reg := registrytest.Start(t, cfg, brokers, log)
+	w := registrytest.Writer(cfg, reg, cl, time.Hour)
 	srv := adminapi.New(adminapi.Options{Token: cfg.Admin.Token, Pepper: cfg.Partner.Keys.Pepper, Registry: reg, Writer: w,
 		Limits: cfg.Partner.RateLimit, Gatherer: prometheus.NewRegistry(), Log: log})
 	srv.HandleTenant("GET /api/v1/analytics/roi", true, func(w http.ResponseWriter, r *http.Request) {

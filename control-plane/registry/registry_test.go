@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/control-plane/registry/registrytest"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/testenv"
@@ -22,46 +23,12 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, testenv.GoleakIgnores()...)
 }
 
-// running is a registry following the tenants topic in the background.
-type running struct {
-	reg  *registry.Registry
-	stop func()
-}
-
-func startRegistry(t *testing.T, cfg *config.Config, brokers []string, log *slog.Logger) *running {
-	t.Helper()
-	cl, err := kafka.NewClient(cfg, brokers, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := registry.New(kafka.Names{Prefix: cfg.Kafka.TopicPrefix}.Topic(schemas.TopicTenants), log, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- reg.Run(ctx, cl) }()
-	select {
-	case <-reg.Ready():
-	case err := <-done:
-		t.Fatalf("registry stopped before ready: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("registry not ready after 30s")
-	}
-	stop := func() {
-		cancel()
-		<-done
-		cl.Close()
-	}
-	t.Cleanup(stop)
-	return &running{reg: reg, stop: stop}
+func startRegistry(t *testing.T, cfg *config.Config, brokers []string, log *slog.Logger) *registry.Registry {
+	return registrytest.Start(t, cfg, brokers, log)
 }
 
 func newWriter(cfg *config.Config, reg *registry.Registry, prod registry.Producer) *registry.Writer {
-	return registry.NewWriter(reg, prod, registry.WriterOptions{
-		Topic:         kafka.Names{Prefix: cfg.Kafka.TopicPrefix}.Topic(schemas.TopicTenants),
-		Pepper:        cfg.Partner.Keys.Pepper,
-		Regions:       cfg.RegionNames(),
-		KeyOverlap:    time.Hour,
-		SecretOverlap: time.Hour,
-	})
+	return registrytest.Writer(cfg, reg, prod, time.Hour)
 }
 
 // TestLifecycleRebuildsOnSecondRegistry runs create → suspend → rotate key on
@@ -73,7 +40,7 @@ func TestLifecycleRebuildsOnSecondRegistry(t *testing.T) {
 	log := logs.Logger(t)
 	brokers, cl := testenv.Kafka(t, cfg)
 	first := startRegistry(t, cfg, brokers, log)
-	w := newWriter(cfg, first.reg, cl)
+	w := newWriter(cfg, first, cl)
 	ctx := context.Background()
 
 	created, err := w.Create(ctx, registry.CreateRequest{Name: "Acme", Tier: "sandbox", WebhookURL: "http://127.0.0.1:9999/hook", Events: []string{"order.created"}})
@@ -84,7 +51,7 @@ func TestLifecycleRebuildsOnSecondRegistry(t *testing.T) {
 	if !strings.HasPrefix(created.APIKey, "pk_sbx_") || !strings.HasPrefix(created.WebhookSecret, "whsec_") {
 		t.Fatalf("credentials have wrong shape: key prefix %q", created.APIKey[:7])
 	}
-	if got, ok := first.reg.ByKeyHash(registry.HashKey(cfg.Partner.Keys.Pepper, created.APIKey), time.Now()); !ok || got.ID != id {
+	if got, ok := first.ByKeyHash(registry.HashKey(cfg.Partner.Keys.Pepper, created.APIKey), time.Now()); !ok || got.ID != id {
 		t.Fatal("new key does not resolve to the tenant")
 	}
 	if _, err := w.SetStatus(ctx, id, schemas.StatusSuspended); err != nil {
@@ -98,13 +65,13 @@ func TestLifecycleRebuildsOnSecondRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := first.reg.Get(id)
+	want, _ := first.Get(id)
 	if want.Version != 4 || want.Status != schemas.StatusSuspended || len(want.Keys) != 2 || len(want.Endpoints[0].Secrets) != 2 {
 		t.Fatalf("unexpected state after lifecycle: version %d status %s keys %d", want.Version, want.Status, len(want.Keys))
 	}
 
 	second := startRegistry(t, cfg, brokers, log)
-	got, ok := second.reg.Get(id)
+	got, ok := second.Get(id)
 	if !ok {
 		t.Fatal("second registry lacks the tenant")
 	}
@@ -112,12 +79,12 @@ func TestLifecycleRebuildsOnSecondRegistry(t *testing.T) {
 		t.Fatalf("second registry state differs: got v%d %s, want v%d %s", got.Version, got.Status, want.Version, want.Status)
 	}
 	for _, k := range []string{created.APIKey, newKey} {
-		if tn, ok := second.reg.ByKeyHash(registry.HashKey(cfg.Partner.Keys.Pepper, k), time.Now()); !ok || tn.ID != id {
+		if tn, ok := second.ByKeyHash(registry.HashKey(cfg.Partner.Keys.Pepper, k), time.Now()); !ok || tn.ID != id {
 			t.Fatal("a key valid during the overlap does not resolve on the second registry")
 		}
 	}
 	// A key past its overlap no longer resolves.
-	if _, ok := second.reg.ByKeyHash(registry.HashKey(cfg.Partner.Keys.Pepper, created.APIKey), time.Now().Add(2*time.Hour)); ok {
+	if _, ok := second.ByKeyHash(registry.HashKey(cfg.Partner.Keys.Pepper, created.APIKey), time.Now().Add(2*time.Hour)); ok {
 		t.Fatal("rotated key still valid after the overlap")
 	}
 
@@ -137,12 +104,12 @@ func TestFollowDelay(t *testing.T) {
 	writerSide := startRegistry(t, cfg, brokers, log)
 	follower := startRegistry(t, cfg, brokers, log)
 	seen := make(chan time.Time, 16)
-	follower.reg.OnChange(func(_, n *schemas.Tenant) {
+	follower.OnChange(func(_, n *schemas.Tenant) {
 		if n != nil && n.Status == schemas.StatusSuspended {
 			seen <- time.Now()
 		}
 	})
-	w := newWriter(cfg, writerSide.reg, cl)
+	w := newWriter(cfg, writerSide, cl)
 	c, err := w.Create(context.Background(), registry.CreateRequest{Name: "Follow", Tier: "standard", WebhookURL: "https://partner.example/hook"})
 	if err != nil {
 		t.Fatal(err)
@@ -182,12 +149,12 @@ func TestGarbageRecordIsSkipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := startRegistry(t, cfg, brokers, log)
-	w := newWriter(cfg, r.reg, cl)
+	w := newWriter(cfg, r, cl)
 	if _, err := w.Create(ctx, registry.CreateRequest{Name: "After", Tier: "enterprise", WebhookURL: "https://p.example/h"}); err != nil {
 		t.Fatalf("registry stopped following after garbage: %v", err)
 	}
-	if r.reg.Len() != 1 {
-		t.Fatalf("want 1 tenant, got %d", r.reg.Len())
+	if r.Len() != 1 {
+		t.Fatalf("want 1 tenant, got %d", r.Len())
 	}
 	if !strings.Contains(logs.String(), "skipping undecodable tenant record") {
 		t.Fatal("garbage record not logged")
@@ -201,7 +168,7 @@ func TestWriterValidation(t *testing.T) {
 	cfg := testenv.Config(t)
 	brokers, cl := testenv.Kafka(t, cfg)
 	r := startRegistry(t, cfg, brokers, slog.New(slog.DiscardHandler))
-	w := newWriter(cfg, r.reg, cl)
+	w := newWriter(cfg, r, cl)
 	ctx := context.Background()
 	if _, err := w.Create(ctx, registry.CreateRequest{Name: "Dup", Tier: "sandbox", WebhookURL: "https://a.example/h"}); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/control-plane/registry/registrytest"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/testenv"
@@ -161,31 +162,8 @@ func newEnv(t *testing.T, withClickHouse bool, mutate func(*config.Config)) *env
 	if withClickHouse {
 		e.ch = testenv.ClickHouse(t, cfg)
 	}
-	rcl, err := kafka.NewClient(cfg, e.brokers, e.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}
-	e.reg = registry.New(names.Topic(schemas.TopicTenants), e.log, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.reg.Run(ctx, rcl) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		rcl.Close()
-	})
-	select {
-	case <-e.reg.Ready():
-	case err := <-done:
-		t.Fatalf("registry stopped: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("registry not ready")
-	}
-	e.writer = registry.NewWriter(e.reg, e.cl, registry.WriterOptions{
-		Topic: names.Topic(schemas.TopicTenants), Pepper: cfg.Partner.Keys.Pepper, Regions: cfg.RegionNames(),
-		KeyOverlap: time.Hour, SecretOverlap: time.Hour,
-	})
+	e.reg = registrytest.Start(t, cfg, e.brokers, e.log)
+	e.writer = registrytest.Writer(cfg, e.reg, e.cl, time.Hour)
 	e.spans = tracetest.NewSpanRecorder()
 	e.tp = trace.NewTracerProvider(trace.WithSpanProcessor(e.spans))
 	// Global too: kotel's publish spans (Kafka clients) use it, as in the binary.

@@ -6,7 +6,6 @@ package xdstest
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -17,10 +16,9 @@ import (
 
 	"github.com/partners-engine/partners-engine/control-plane/adminapi"
 	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/control-plane/registry/registrytest"
 	"github.com/partners-engine/partners-engine/internal/config"
-	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/testenv"
-	"github.com/partners-engine/partners-engine/schemas"
 )
 
 // Admin is a running registry + admin API.
@@ -42,31 +40,8 @@ type Options struct {
 func Start(t testing.TB, cfg *config.Config, log *slog.Logger, opt Options) *Admin {
 	t.Helper()
 	brokers, prod := testenv.Kafka(t, cfg)
-	cl, err := kafka.NewClient(cfg, brokers, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	topic := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}.Topic(schemas.TopicTenants)
-	reg := registry.New(topic, log, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- reg.Run(ctx, cl) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		cl.Close()
-	})
-	select {
-	case <-reg.Ready():
-	case err := <-done:
-		t.Fatalf("registry stopped before ready: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("registry not ready after 30s")
-	}
-	w := registry.NewWriter(reg, prod, registry.WriterOptions{
-		Topic: topic, Pepper: cfg.Partner.Keys.Pepper, Regions: cfg.RegionNames(),
-		KeyOverlap: opt.KeyOverlap, SecretOverlap: time.Hour,
-	})
+	reg := registrytest.Start(t, cfg, brokers, log)
+	w := registrytest.Writer(cfg, reg, prod, opt.KeyOverlap)
 	api := adminapi.New(adminapi.Options{Token: cfg.Admin.Token, Pepper: cfg.Partner.Keys.Pepper,
 		Registry: reg, Writer: w, Limits: cfg.Partner.RateLimit, Log: log})
 	srv := httptest.NewServer(api)
