@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -22,6 +23,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/partners-engine/partners-engine/internal/chdb"
 	"github.com/partners-engine/partners-engine/internal/config"
@@ -238,4 +241,29 @@ func GoleakIgnores(extra ...goleak.Option) []goleak.Option {
 		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).groupCoordinatorLoop"),
 		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*groups).manage"),
 	}, extra...)
+}
+
+// ServeGRPC runs serve on a loopback listener until the test's cleanup (a
+// serve error fails the test) and returns a client connection to it.
+func ServeGRPC(t testing.TB, serve func(ctx context.Context, lis net.Listener) error) *grpc.ClientConn {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, lis) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
