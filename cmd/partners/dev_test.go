@@ -156,6 +156,23 @@ func TestDevKeepsTenantsAcrossRestart(t *testing.T) {
 	if dup, err := run(t, bin, env, "tenants", "create", "--name", "Acme", "--tier", "sandbox", "--webhook-url", "http://127.0.0.1:9999/hook"); err == nil || !strings.Contains(dup, "409") {
 		t.Fatalf("duplicate create: want a 409 error, got %v: %s", err, dup)
 	}
+	for _, step := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"tenants", "get", c.ID}, `"name": "Acme"`},
+		{[]string{"tenants", "suspend", c.ID}, `"status": "suspended"`},
+		{[]string{"tenants", "activate", c.ID}, `"status": "active"`},
+		{[]string{"tenants", "rotate-key", c.ID}, `"api_key": "pk_sbx_`},
+		{[]string{"tenants", "rotate-secret", c.ID}, `"webhook_secret": "whsec_`},
+	} {
+		if got, err := run(t, bin, env, step.args...); err != nil || !strings.Contains(got, step.want) {
+			t.Fatalf("%v: %v\n%s", step.args, err, got)
+		}
+	}
+	if got, err := run(t, bin, env, "tenants", "get", "tn_0000000000000000"); err == nil || !strings.Contains(got, "404 Not Found") {
+		t.Fatalf("get of an unknown tenant: want a 404 error, got %v: %s", err, got)
+	}
 	stop()
 	for _, secret := range []string{c.APIKey, c.WebhookSecret} {
 		if strings.Contains(out.String(), secret) {

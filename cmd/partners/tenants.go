@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"text/tabwriter"
@@ -146,7 +146,9 @@ webhook secret are printed once, by create, rotate-key and rotate-secret.`,
 	list.Flags().StringVar(&format, "format", "table", "table or json")
 	list.Flags().StringVar(&listStatus, "status", "", "only tenants with this status")
 
-	byID := func(use, short string, call func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (int, []byte, error)) *cobra.Command {
+	// byID is a command on one tenant; call makes the request with the
+	// plain generated client, whose body apiResult prints as it came.
+	byID := func(use, short string, call func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (*http.Response, error)) *cobra.Command {
 		return &cobra.Command{
 			Use:   use + " ID",
 			Short: short,
@@ -156,76 +158,39 @@ webhook secret are printed once, by create, rotate-key and rotate-secret.`,
 				if err != nil {
 					return err
 				}
-				status, body, err := call(cmd.Context(), c, args[0])
-				return a.apiResult(status, body, err, http.StatusOK)
+				resp, err := call(cmd.Context(), c, args[0])
+				if err != nil {
+					return a.apiResult(0, nil, err, http.StatusOK)
+				}
+				defer resp.Body.Close()
+				body, err := io.ReadAll(resp.Body)
+				return a.apiResult(resp.StatusCode, body, err, http.StatusOK)
 			},
 		}
 	}
-	get := byID("get", "Show one tenant", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (int, []byte, error) {
-		r, err := c.GetTenantWithResponse(ctx, id)
-		return statusBody(r, err)
+	get := byID("get", "Show one tenant", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (*http.Response, error) {
+		return c.GetTenant(ctx, id)
 	})
-	suspend := byID("suspend", "Suspend a tenant (its keys stop working at the edge)", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (int, []byte, error) {
-		r, err := c.SuspendTenantWithResponse(ctx, id)
-		return statusBody(r, err)
+	suspend := byID("suspend", "Suspend a tenant (its keys stop working at the edge)", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (*http.Response, error) {
+		return c.SuspendTenant(ctx, id)
 	})
-	activate := byID("activate", "Activate a tenant", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (int, []byte, error) {
-		r, err := c.ActivateTenantWithResponse(ctx, id)
-		return statusBody(r, err)
+	activate := byID("activate", "Activate a tenant", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (*http.Response, error) {
+		return c.ActivateTenant(ctx, id)
 	})
-	rotateKey := byID("rotate-key", "Issue a new API key (printed once); old keys stay valid for partner.keys.rotation_overlap_sec", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (int, []byte, error) {
-		r, err := c.RotateKeyWithResponse(ctx, id)
-		return statusBody(r, err)
+	rotateKey := byID("rotate-key", "Issue a new API key (printed once); old keys stay valid for partner.keys.rotation_overlap_sec", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (*http.Response, error) {
+		return c.RotateKey(ctx, id)
 	})
 	var endpointID string
-	rotateSecret := byID("rotate-secret", "Issue a new webhook secret (printed once); old secrets keep signing for the overlap", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (int, []byte, error) {
+	rotateSecret := byID("rotate-secret", "Issue a new webhook secret (printed once); old secrets keep signing for the overlap", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (*http.Response, error) {
 		p := &adminclient.RotateSecretParams{}
 		if endpointID != "" {
 			p.EndpointId = &endpointID
 		}
-		r, err := c.RotateSecretWithResponse(ctx, id, p)
-		return statusBody(r, err)
+		return c.RotateSecret(ctx, id, p)
 	})
 	rotateSecret.Flags().StringVar(&endpointID, "endpoint-id", "", "rotate only this endpoint's secret")
 	cmd.AddCommand(create, list, get, suspend, activate, rotateKey, rotateSecret)
 	return cmd
-}
-
-type response interface {
-	StatusCode() int
-}
-
-// statusBody extracts status and body from a generated response.
-func statusBody[R interface {
-	response
-	comparable
-}](r R, err error) (int, []byte, error) {
-	var zero R
-	if err != nil || r == zero {
-		if err == nil {
-			err = errors.New("no response")
-		}
-		return 0, nil, err
-	}
-	return r.StatusCode(), bodyOf(r), nil
-}
-
-func bodyOf(r any) []byte {
-	switch v := r.(type) {
-	case *adminclient.GetTenantResponse:
-		return v.Body
-	case *adminclient.SuspendTenantResponse:
-		return v.Body
-	case *adminclient.ActivateTenantResponse:
-		return v.Body
-	case *adminclient.RotateKeyResponse:
-		return v.Body
-	case *adminclient.RotateSecretResponse:
-		return v.Body
-	case interface{ RawBody() []byte }:
-		return v.RawBody()
-	}
-	return nil
 }
 
 func splitList(s string) []string {
