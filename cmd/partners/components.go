@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -37,21 +38,10 @@ Kafka brokers come from kafka.brokers (PARTNERS_KAFKA_BROKERS); use
 'partners dev' to run everything on the embedded broker.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.load()
-			if err != nil {
-				return err
-			}
-			log := a.logger(cfg)
 			ctx := cmd.Context()
-			rt, err := newRuntime(ctx, cfg, log, false)
+			rt, err := a.start(ctx, false, clickhouse)
 			if err != nil {
 				return err
-			}
-			if clickhouse {
-				if _, err := rt.clickhouse(ctx); err != nil {
-					rt.close()
-					return fmt.Errorf("clickhouse: %w", err)
-				}
 			}
 			if admin {
 				rt.adminAPI()
@@ -64,9 +54,30 @@ Kafka brokers come from kafka.brokers (PARTNERS_KAFKA_BROKERS); use
 				rt.opsAPI()
 			}
 			for _, l := range rt.banner {
-				log.Info("listening", "what", l)
+				rt.log.Info("listening", "what", l)
 			}
 			return rt.run(ctx)
 		},
 	}
+}
+
+// start loads the configuration and builds the shared runtime: Kafka (the
+// embedded broker only if embedded and no brokers are configured) and, with
+// clickhouse, the migrated ClickHouse connection.
+func (a *app) start(ctx context.Context, embedded, clickhouse bool) (*runtime, error) {
+	cfg, err := a.load()
+	if err != nil {
+		return nil, err
+	}
+	rt, err := newRuntime(ctx, cfg, a.logger(cfg), embedded)
+	if err != nil {
+		return nil, err
+	}
+	if clickhouse {
+		if _, err := rt.clickhouse(ctx); err != nil {
+			rt.close()
+			return nil, fmt.Errorf("clickhouse: %w", err)
+		}
+	}
+	return rt, nil
 }

@@ -150,19 +150,10 @@ migrations, the tenant registry, the admin API, the xDS control plane, the
 ext_authz edge plugin, and the webhooks and attribution processors.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.load()
-			if err != nil {
-				return err
-			}
-			log := a.logger(cfg)
 			ctx := cmd.Context()
-			rt, err := newRuntime(ctx, cfg, log, true)
+			rt, err := a.start(ctx, true, true)
 			if err != nil {
 				return err
-			}
-			if _, err := rt.clickhouse(ctx); err != nil {
-				rt.close()
-				return fmt.Errorf("clickhouse: %w", err)
 			}
 			rt.adminAPI()
 			for _, add := range []func(*runtime) error{addControlPlane, addEdge, addWebhooks, addAttribution} {
