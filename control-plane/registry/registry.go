@@ -36,6 +36,7 @@ type Registry struct {
 	tenants   map[string]*schemas.Tenant
 	byKeyHash map[string]string // key hash -> tenant id
 	byName    map[string]string // lower-case name -> tenant id
+	list      []*schemas.Tenant // sorted snapshot for List; nil after a change
 	watchers  []ChangeFunc
 	applied   map[string]int64 // tenant id -> version, for read-your-writes
 	cond      *sync.Cond
@@ -100,20 +101,32 @@ func (r *Registry) ByName(name string) (*schemas.Tenant, bool) {
 	return r.tenants[id], true
 }
 
-// List returns every tenant, ordered by creation then id.
+// List returns every tenant, ordered by creation then id. The slice is a
+// snapshot shared by all callers until the next change (the webhooks
+// fan-out lists tenants for every event): do not modify it.
 func (r *Registry) List() []*schemas.Tenant {
 	r.mu.RLock()
-	out := make([]*schemas.Tenant, 0, len(r.tenants))
+	out := r.list
+	r.mu.RUnlock()
+	if out != nil {
+		return out
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.list != nil {
+		return r.list
+	}
+	out = make([]*schemas.Tenant, 0, len(r.tenants))
 	for _, t := range r.tenants {
 		out = append(out, t)
 	}
-	r.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
 			return out[i].CreatedAt.Before(out[j].CreatedAt)
 		}
 		return out[i].ID < out[j].ID
 	})
+	r.list = out
 	return out
 }
 
@@ -227,6 +240,7 @@ func (r *Registry) apply(id string, t *schemas.Tenant) {
 		r.byName[strings.ToLower(t.Name)] = id
 		r.applied[id] = t.Version
 	}
+	r.list = nil
 	watchers := r.watchers
 	r.applies.Inc()
 	r.cond.Broadcast()

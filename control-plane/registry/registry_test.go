@@ -54,6 +54,9 @@ func TestLifecycleRebuildsOnSecondRegistry(t *testing.T) {
 	if got, ok := first.ByKeyHash(registry.HashKey(cfg.Partner.Keys.Pepper, created.APIKey), time.Now()); !ok || got.ID != id {
 		t.Fatal("new key does not resolve to the tenant")
 	}
+	if l := first.List(); len(l) != 1 || l[0].Version != 1 {
+		t.Fatalf("List after create: %d tenants", len(l))
+	}
 	if _, err := w.SetStatus(ctx, id, schemas.StatusSuspended); err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +67,9 @@ func TestLifecycleRebuildsOnSecondRegistry(t *testing.T) {
 	_, newSecret, err := w.RotateSecret(ctx, id, "")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if l := first.List(); len(l) != 1 || l[0].ID != id || l[0].Version != 4 || l[0].Status != schemas.StatusSuspended {
+		t.Fatalf("List after the changes: %d tenants, want the tenant at version 4, suspended", len(l))
 	}
 	want, _ := first.Get(id)
 	if want.Version != 4 || want.Status != schemas.StatusSuspended || len(want.Keys) != 2 || len(want.Endpoints[0].Secrets) != 2 {
