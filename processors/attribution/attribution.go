@@ -171,102 +171,22 @@ func (p *Processor) Run(ctx context.Context) error {
 		return err
 	}
 	defer cl.Close()
-	return p.loop(ctx, cl)
-}
-
-func (p *Processor) loop(ctx context.Context, cl *kgo.Client) error {
 	b := p.opt.Config.Partner.Attribution.Batch
-	size := b.Size
-	linger := time.Duration(b.LingerSec * float64(time.Second))
-	var pending []*kgo.Record
-	var first time.Time
-	for {
-		pctx, cancel := ctx, context.CancelFunc(func() {})
-		if len(pending) > 0 {
-			pctx, cancel = context.WithDeadline(ctx, first.Add(linger))
-		}
-		fetches := cl.PollRecords(pctx, size-len(pending))
-		cancel()
-		if fetches.IsClientClosed() {
-			return nil
-		}
-		if ctx.Err() != nil {
-			p.finalFlush(ctx, cl, pending)
-			return nil
-		}
-		fetches.EachError(func(topic string, part int32, err error) {
-			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-				p.opt.Log.Warn("kafka fetch error", "topic", topic, "partition", part, "err", err)
-			}
-		})
-		recs := fetches.Records()
-		if len(recs) > 0 && len(pending) == 0 {
-			first = time.Now()
-		}
-		pending = append(pending, recs...)
-		if len(pending) == 0 {
-			cl.AllowRebalance()
-			continue
-		}
-		if len(pending) < size && time.Now().Before(first.Add(linger)) {
-			continue
-		}
-		if !p.flushRetrying(ctx, pending) {
-			p.finalFlush(ctx, cl, nil)
-			return nil
-		}
-		p.commit(ctx, cl, pending)
-		pending = nil
-		cl.AllowRebalance()
-	}
+	return kafka.ConsumeBatches(ctx, cl, p.opt.Log.With("component", "attribution"),
+		kafka.Batching{Size: b.Size, Linger: time.Duration(b.LingerSec * float64(time.Second))}, p.handleBatch)
 }
 
-// finalFlush gives a batch gathered before shutdown one bounded attempt, so
-// a clean stop does not leave work for the next start; whatever fails is
-// simply not committed and is replayed.
-func (p *Processor) finalFlush(ctx context.Context, cl *kgo.Client, pending []*kgo.Record) {
-	defer cl.AllowRebalance()
-	if len(pending) == 0 {
-		return
-	}
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := p.Handle(fctx, pending); err != nil {
-		p.opt.Log.Warn("final batch not flushed; it will be replayed", "records", len(pending), "err", err)
-		return
-	}
-	p.commit(fctx, cl, pending)
-}
-
-func (p *Processor) commit(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := cl.CommitRecords(cctx, recs...); err != nil {
-		p.opt.Log.Warn("offset commit failed; records will be handled again (idempotent)", "err", err)
-	}
-}
-
-// flushRetrying handles recs until it succeeds (true) or ctx ends (false).
-func (p *Processor) flushRetrying(ctx context.Context, recs []*kgo.Record) bool {
-	backoff := 100 * time.Millisecond
-	for {
-		t0 := time.Now()
-		err := p.Handle(ctx, recs)
-		if err == nil {
-			p.m.batchDur.Observe(time.Since(t0).Seconds())
-			p.m.batchLen.Observe(float64(len(recs)))
-			return true
+// handleBatch attributes and inserts one batch, with its metrics: a failure
+// counts as a retry (ConsumeBatches handles the batch again).
+func (p *Processor) handleBatch(ctx context.Context, recs []*kgo.Record) error {
+	t0 := time.Now()
+	if err := p.Handle(ctx, recs); err != nil {
+		if ctx.Err() == nil {
+			p.m.retries.Inc()
 		}
-		if ctx.Err() != nil {
-			return false
-		}
-		p.m.retries.Inc()
-		p.opt.Log.Warn("attribution batch failed; retrying it (offsets not committed)", "records", len(recs), "err", err, "backoff", backoff)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 10*time.Second)
+		return err
 	}
+	p.m.batchDur.Observe(time.Since(t0).Seconds())
+	p.m.batchLen.Observe(float64(len(recs)))
+	return nil
 }
