@@ -11,6 +11,8 @@
 #   CLICKHOUSE_TCP_PORT      native protocol port (default 9000)
 #   CLICKHOUSE_HTTP_PORT     HTTP port (default 8123)
 #   CLICKHOUSE_WAIT_TIMEOUT  seconds to wait for readiness (default 60)
+#   CLICKHOUSE_TZ            the server's time zone (default UTC); the project's SQL must give the
+#                            same answers whatever it is (tests run one server in a non-UTC zone)
 #   PARTNERS_CLICKHOUSE_DIR  state directory (default <repo>/.local/clickhouse); with other ports it
 #                            runs a second, independent server (fault tests stop their own one)
 set -euo pipefail
@@ -20,6 +22,7 @@ CH_DIR="${PARTNERS_CLICKHOUSE_DIR:-$ROOT/.local/clickhouse}"
 TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
 HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-8123}"
 WAIT_TIMEOUT="${CLICKHOUSE_WAIT_TIMEOUT:-60}"
+SERVER_TZ="${CLICKHOUSE_TZ:-UTC}"
 PID_FILE="$CH_DIR/clickhouse-server.pid"
 LOG_DIR="$CH_DIR/logs"
 LOG_FILE="$LOG_DIR/clickhouse-server.log"
@@ -104,7 +107,7 @@ write_config() {
     <users_config>$CH_DIR/users.xml</users_config>
     <default_profile>default</default_profile>
     <default_database>default</default_database>
-    <timezone>UTC</timezone>
+    <timezone>$SERVER_TZ</timezone>
     <mlock_executable>false</mlock_executable>
 
     <builtin_dictionaries_reload_interval>3600</builtin_dictionaries_reload_interval>

@@ -233,6 +233,15 @@ cmd_start() {
     return 0
   fi
   rm -f "$PID_FILE"
+  if port_open "$PORT"; then
+    # Another checkout's broker (or one started by hand) on this port: use it
+    # when it answers Kafka requests, as clickhouse.sh does.
+    fetch_libs
+    if metadata_ok; then
+      log "a Kafka broker not started by this script already answers on $BOOTSTRAP; using it"
+      return 0
+    fi
+  fi
   for p in "$PORT" "$CONTROLLER_PORT"; do
     if port_open "$p"; then
       die "port 127.0.0.1:$p is in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
