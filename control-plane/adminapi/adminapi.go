@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/problem"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -156,11 +157,11 @@ func (s *Server) tenantAuth(admin bool, h http.HandlerFunc) http.Handler {
 			h(w, r)
 			return
 		}
-		if !registry.KeyLooksValid(tok) {
+		if !apikey.LooksValid(tok) {
 			unauthorized(w, r, "invalid API key")
 			return
 		}
-		t, ok := s.opt.Registry.ByKeyHash(registry.HashKey(s.opt.Pepper, tok), time.Now())
+		t, ok := s.opt.Registry.ByKeyHash(apikey.Hash(s.opt.Pepper, tok), time.Now())
 		if !ok {
 			unauthorized(w, r, "invalid API key")
 			return

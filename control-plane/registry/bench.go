@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/internal/benchrow"
 	"github.com/partners-engine/partners-engine/schemas"
 )
@@ -36,9 +37,9 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 	now := time.Now().UTC()
 	recs := make([]*kgo.Record, 0, n)
 	for i := 0; i < n; i++ {
-		key := NewAPIKey("standard")
+		key := apikey.New("standard")
 		t := schemas.Tenant{SchemaVersion: "1", ID: NewID("tn_"), Name: fmt.Sprintf("Partner %d", i), Tier: "standard", Status: "active",
-			Regions: []string{"us-east"}, Keys: []schemas.APIKey{{ID: NewID("key_"), Hash: HashKey("bench-pepper-0123456789", key), Prefix: KeyDisplayPrefix(key), CreatedAt: now}},
+			Regions: []string{"us-east"}, Keys: []schemas.APIKey{{ID: NewID("key_"), Hash: apikey.Hash("bench-pepper-0123456789", key), Prefix: apikey.DisplayPrefix(key), CreatedAt: now}},
 			Endpoints: []schemas.Endpoint{{ID: NewID("ep_"), URL: "https://p.example/h", Secrets: []schemas.WebhookSecret{{ID: "sec", Secret: NewWebhookSecret(), CreatedAt: now}}}},
 			CreatedAt: now, UpdatedAt: now, Version: 1}
 		b, _ := json.Marshal(t)

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -150,7 +151,7 @@ func (r *Registry) ByKeyHash(hash string, now time.Time) (*schemas.Tenant, bool)
 	for _, k := range t.Keys {
 		// The map lookup found the hash; the constant-time compare guards
 		// against a future index that matches on a prefix.
-		if EqualHash(k.Hash, hash) {
+		if apikey.Equal(k.Hash, hash) {
 			if k.ExpiresAt != nil && !now.Before(*k.ExpiresAt) {
 				return nil, false
 			}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -217,7 +218,7 @@ func (w *Writer) Create(ctx context.Context, req CreateRequest) (*Created, error
 		return nil, fmt.Errorf("%w: a tenant named %q already exists", ErrConflict, req.Name)
 	}
 	now := w.opt.Now().UTC()
-	key := NewAPIKey(req.Tier)
+	key := apikey.New(req.Tier)
 	secret := NewWebhookSecret()
 	t := &schemas.Tenant{
 		SchemaVersion: schemas.SchemaVersion,
@@ -228,7 +229,7 @@ func (w *Writer) Create(ctx context.Context, req CreateRequest) (*Created, error
 		Regions:       req.Regions,
 		RateLimit:     req.RateLimit,
 		Features:      req.Features,
-		Keys:          []schemas.APIKey{{ID: NewID("key_"), Hash: HashKey(w.opt.Pepper, key), Prefix: KeyDisplayPrefix(key), CreatedAt: now}},
+		Keys:          []schemas.APIKey{{ID: NewID("key_"), Hash: apikey.Hash(w.opt.Pepper, key), Prefix: apikey.DisplayPrefix(key), CreatedAt: now}},
 		Endpoints: []schemas.Endpoint{{
 			ID: NewID("ep_"), URL: req.WebhookURL, EventTypes: req.Events, SchemaVersion: schemas.SchemaVersion,
 			Secrets: []schemas.WebhookSecret{{ID: NewID("sec_"), Secret: secret, CreatedAt: now}},
@@ -382,7 +383,7 @@ func (w *Writer) DisableEndpoint(ctx context.Context, id, endpointID, reason str
 func (w *Writer) RotateKey(ctx context.Context, id string) (*schemas.Tenant, string, error) {
 	var key string
 	t, err := w.modify(ctx, id, func(t *schemas.Tenant, now time.Time) error {
-		key = NewAPIKey(t.Tier)
+		key = apikey.New(t.Tier)
 		expires := now.Add(w.opt.KeyOverlap)
 		kept := t.Keys[:0:0]
 		for _, k := range t.Keys {
@@ -396,7 +397,7 @@ func (w *Writer) RotateKey(ctx context.Context, id string) (*schemas.Tenant, str
 				kept = append(kept, k)
 			}
 		}
-		t.Keys = append(kept, schemas.APIKey{ID: NewID("key_"), Hash: HashKey(w.opt.Pepper, key), Prefix: KeyDisplayPrefix(key), CreatedAt: now})
+		t.Keys = append(kept, schemas.APIKey{ID: NewID("key_"), Hash: apikey.Hash(w.opt.Pepper, key), Prefix: apikey.DisplayPrefix(key), CreatedAt: now})
 		return nil
 	})
 	return t, key, err

@@ -43,8 +43,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	edgejwt "github.com/partners-engine/partners-engine/edge/jwt"
 	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/jwks"
 	"github.com/partners-engine/partners-engine/internal/problem"
 	"github.com/partners-engine/partners-engine/schemas"
 )
@@ -53,12 +53,8 @@ import (
 // names are the contract between the ext_authz plugin (which sets them on
 // allowed requests) and the routes and token buckets built here.
 const (
-	HeaderTenantID     = "x-partner-tenant-id"
-	HeaderTier         = "x-partner-tier"
-	HeaderRateLimitKey = "x-partner-ratelimit-key"
-
 	// DescriptorKey is the local_ratelimit descriptor entry holding the
-	// tenant id (from HeaderRateLimitKey).
+	// tenant id (from schemas.HeaderRateLimitKey).
 	DescriptorKey = "partner_tenant"
 
 	ListenerPublic     = "partners-https"
@@ -70,10 +66,6 @@ const (
 	ClusterOTel        = "partners-otel-collector"
 	SecretServerCert   = "edge-server-cert"
 	SecretClientCA     = "enterprise-client-ca"
-
-	// ContextRegion is the ext_authz context extension carrying the region
-	// of the edge, set on the virtual host.
-	ContextRegion = "region"
 
 	filterExtAuthz   = "envoy.filters.http.ext_authz"
 	filterJWT        = "envoy.filters.http.jwt_authn"
@@ -189,7 +181,7 @@ func (b *Builder) Build(region string, tenants []*schemas.Tenant) (res Resources
 			Routes:  routes,
 			TypedPerFilterConfig: map[string]*anypb.Any{
 				filterExtAuthz: mustAny(&extauthz.ExtAuthzPerRoute{Override: &extauthz.ExtAuthzPerRoute_CheckSettings{
-					CheckSettings: &extauthz.CheckSettings{ContextExtensions: map[string]string{ContextRegion: region}},
+					CheckSettings: &extauthz.CheckSettings{ContextExtensions: map[string]string{schemas.ContextRegion: region}},
 				}}),
 			},
 		}},
@@ -347,7 +339,7 @@ func (b *Builder) tenantRoute(name, prefix, tenantID, clusterName string) *route
 		Match: &route.RouteMatch{
 			PathSpecifier: &route.RouteMatch_Prefix{Prefix: prefix},
 			Headers: []*route.HeaderMatcher{{
-				Name: HeaderTenantID,
+				Name: schemas.HeaderTenantID,
 				HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{StringMatch: &matcher.StringMatcher{
 					MatchPattern: &matcher.StringMatcher_Exact{Exact: tenantID},
 				}},
@@ -359,7 +351,7 @@ func (b *Builder) tenantRoute(name, prefix, tenantID, clusterName string) *route
 			RateLimits: []*route.RateLimit{{
 				Actions: []*route.RateLimit_Action{{
 					ActionSpecifier: &route.RateLimit_Action_RequestHeaders_{RequestHeaders: &route.RateLimit_Action_RequestHeaders{
-						HeaderName:    HeaderRateLimitKey,
+						HeaderName:    schemas.HeaderRateLimitKey,
 						DescriptorKey: DescriptorKey,
 					}},
 				}},
@@ -389,7 +381,7 @@ func jwtProvider(c *schemas.JWTConfig, fromHeader string) (*jwt.JwtProvider, err
 	if c.Issuer == "" {
 		return nil, errors.New("issuer is empty")
 	}
-	keys, err := edgejwt.ParseJWKS([]byte(c.JWKS))
+	keys, err := jwks.Parse([]byte(c.JWKS))
 	if err != nil {
 		return nil, err
 	}
@@ -398,7 +390,7 @@ func jwtProvider(c *schemas.JWTConfig, fromHeader string) (*jwt.JwtProvider, err
 		Audiences:         c.Audiences,
 		RequireExpiration: true,
 		JwksSourceSpecifier: &jwt.JwtProvider_LocalJwks{LocalJwks: &core.DataSource{
-			Specifier: &core.DataSource_InlineString{InlineString: keys.JWKS()},
+			Specifier: &core.DataSource_InlineString{InlineString: keys.Document()},
 		}},
 		FromHeaders:       []*jwt.JwtHeader{{Name: fromHeader}},
 		Forward:           true,

@@ -190,7 +190,7 @@ func view(t *testing.T, listeners, routes []any) regionView {
 		for _, vh := range r.(*route.RouteConfiguration).GetVirtualHosts() {
 			for _, rt := range vh.GetRoutes() {
 				for _, h := range rt.GetMatch().GetHeaders() {
-					if h.GetName() == xds.HeaderTenantID {
+					if h.GetName() == schemas.HeaderTenantID {
 						id := h.GetStringMatch().GetExact()
 						v.routes[id] = append(v.routes[id], rt)
 					}
@@ -276,7 +276,7 @@ func TestTenantSemantics(t *testing.T) {
 		if clusterOf(r) != xds.ClusterSandbox {
 			t.Errorf("sandbox tenant route %s goes to %s", r.GetName(), clusterOf(r))
 		}
-		if a := r.GetRoute().GetRateLimits()[0].GetActions()[0].GetRequestHeaders(); a.GetHeaderName() != xds.HeaderRateLimitKey || a.GetDescriptorKey() != xds.DescriptorKey {
+		if a := r.GetRoute().GetRateLimits()[0].GetActions()[0].GetRequestHeaders(); a.GetHeaderName() != schemas.HeaderRateLimitKey || a.GetDescriptorKey() != xds.DescriptorKey {
 			t.Errorf("route %s rate limit action = %v", r.GetName(), a)
 		}
 	}

@@ -38,9 +38,9 @@ import (
 	grpccodes "google.golang.org/grpc/codes"
 
 	"github.com/partners-engine/partners-engine/control-plane/registry"
-	"github.com/partners-engine/partners-engine/control-plane/xds"
-	edgejwt "github.com/partners-engine/partners-engine/edge/jwt"
+	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/jwks"
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/problem"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -75,7 +75,7 @@ type Server struct {
 	names    kafka.Names
 	tracer   trace.Tracer
 	now      func() time.Time
-	jwks     *lru.Cache[jwksKey, edgejwt.Keys]
+	jwks     *lru.Cache[jwksKey, jwks.Keys]
 	sources  map[string]bool
 
 	decisions *prometheus.CounterVec
@@ -97,7 +97,7 @@ func New(opt Options) (*Server, error) {
 		tp = otel.GetTracerProvider()
 	}
 	g := opt.Config.Partner.Gateway
-	jwks, err := lru.New[jwksKey, edgejwt.Keys](1024)
+	jwks, err := lru.New[jwksKey, jwks.Keys](1024)
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +274,7 @@ var (
 
 // ParseBearer extracts the API key from an Authorization header value. It
 // accepts exactly `Bearer <key>` (scheme case-insensitive, single spaces or
-// tabs around) with a key shaped as registry.KeyLooksValid requires.
+// tabs around) with a key shaped as apikey.LooksValid requires.
 func ParseBearer(h string, maxBytes int) (string, error) {
 	if h == "" {
 		return "", ErrNoCredentials
@@ -287,14 +287,14 @@ func ParseBearer(h string, maxBytes int) (string, error) {
 		return "", ErrNotBearer
 	}
 	key := strings.TrimSpace(rest)
-	if !registry.KeyLooksValid(key) {
+	if !apikey.LooksValid(key) {
 		return "", ErrMalformedKey
 	}
 	return key, nil
 }
 
 func (s *Server) decide(req *authv3.CheckRequest, headers map[string]string) *decision {
-	d := &decision{region: req.GetAttributes().GetContextExtensions()[xds.ContextRegion], peer: req.GetAttributes().GetSource()}
+	d := &decision{region: req.GetAttributes().GetContextExtensions()[schemas.ContextRegion], peer: req.GetAttributes().GetSource()}
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	key, err := ParseBearer(headers["authorization"], s.cfg.Edge.MaxAuthHeaderBytes)
 	if err != nil {
@@ -304,7 +304,7 @@ func (s *Server) decide(req *authv3.CheckRequest, headers map[string]string) *de
 		}
 		return d
 	}
-	t, ok := s.resolver.Resolve(registry.HashKey(s.cfg.Partner.Keys.Pepper, key))
+	t, ok := s.resolver.Resolve(apikey.Hash(s.cfg.Partner.Keys.Pepper, key))
 	if !ok {
 		d.status, d.detail = 403, "unknown or expired API key"
 		return d
@@ -366,14 +366,14 @@ func (s *Server) checkJWT(t *schemas.Tenant, token string) (string, error) {
 	keys, ok := s.jwks.Get(k)
 	if !ok {
 		var err error
-		keys, err = edgejwt.ParseJWKS([]byte(t.JWT.JWKS))
+		keys, err = jwks.Parse([]byte(t.JWT.JWKS))
 		if err != nil {
 			s.log.Error("tenant JWKS unusable: its JWT calls are refused", "tenant_id", t.ID, "err", err)
 			return "", errors.New("the tenant's JWT configuration is unusable; contact support")
 		}
 		s.jwks.Add(k, keys)
 	}
-	c, err := edgejwt.Verify(token, keys, edgejwt.Expect{Issuer: t.JWT.Issuer, Audiences: t.JWT.Audiences, Now: s.now(), Leeway: 30 * time.Second})
+	c, err := jwks.Verify(token, keys, jwks.Expect{Issuer: t.JWT.Issuer, Audiences: t.JWT.Audiences, Now: s.now(), Leeway: 30 * time.Second})
 	if err != nil {
 		return "", err
 	}
@@ -413,9 +413,9 @@ func (s *Server) encode(d *decision) *authv3.CheckResponse {
 			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
 				// Overwrite: a partner cannot choose its own tenant or bucket.
 				Headers: []*core.HeaderValueOption{
-					headerOpt(xds.HeaderTenantID, t.ID),
-					headerOpt(xds.HeaderTier, t.Tier),
-					headerOpt(xds.HeaderRateLimitKey, t.ID),
+					headerOpt(schemas.HeaderTenantID, t.ID),
+					headerOpt(schemas.HeaderTier, t.Tier),
+					headerOpt(schemas.HeaderRateLimitKey, t.ID),
 				},
 				HeadersToRemove: []string{"authorization", s.cfg.Edge.JWTHeader},
 			}},

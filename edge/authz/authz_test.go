@@ -21,10 +21,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/partners-engine/partners-engine/control-plane/registry"
-	"github.com/partners-engine/partners-engine/control-plane/xds"
 	"github.com/partners-engine/partners-engine/edge/authz"
-	edgejwt "github.com/partners-engine/partners-engine/edge/jwt"
+	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/jwks"
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -196,8 +196,8 @@ func (p *plugin) metric(name string, label ...string) float64 {
 
 // addTenant registers a tenant with a fresh key and returns the key.
 func (p *plugin) addTenant(t *schemas.Tenant) string {
-	key := registry.NewAPIKey(t.Tier)
-	t.Keys = append(t.Keys, schemas.APIKey{ID: "key_" + testenv.RandomID(), Hash: registry.HashKey(p.cfg.Partner.Keys.Pepper, key), Prefix: registry.KeyDisplayPrefix(key)})
+	key := apikey.New(t.Tier)
+	t.Keys = append(t.Keys, schemas.APIKey{ID: "key_" + testenv.RandomID(), Hash: apikey.Hash(p.cfg.Partner.Keys.Pepper, key), Prefix: apikey.DisplayPrefix(key)})
 	p.tenants.put(nil, t)
 	return key
 }
@@ -245,7 +245,7 @@ func (e envoyRequest) proto() *authv3.CheckRequest {
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 			Id: "1234567890", Method: e.method, Headers: h, Path: e.path, Host: h[":authority"], Scheme: "https", Protocol: "HTTP/2",
 		}},
-		ContextExtensions: map[string]string{xds.ContextRegion: e.region},
+		ContextExtensions: map[string]string{schemas.ContextRegion: e.region},
 	}}
 }
 
@@ -287,7 +287,7 @@ func TestAnswers(t *testing.T) {
 	euOnly := tenant("tn_eu", schemas.TierSandbox, schemas.StatusActive)
 	euOnly.Regions = []string{"eu-west"}
 	euKey := p.addTenant(euOnly)
-	unknown := registry.NewAPIKey("standard")
+	unknown := apikey.New("standard")
 
 	api := "/api/v1/partners/orders"
 	cases := []struct {
@@ -353,7 +353,7 @@ func TestOKHeaders(t *testing.T) {
 	key := p.addTenant(tenant("tn_ok", schemas.TierSandbox, schemas.StatusActive))
 	// A partner trying to pick another tenant's bucket or route.
 	r := p.check(envoyRequest{path: "/api/v1/partners/x", headers: map[string]string{
-		"authorization": "Bearer " + key, xds.HeaderTenantID: "tn_other", xds.HeaderRateLimitKey: "tn_other"}})
+		"authorization": "Bearer " + key, schemas.HeaderTenantID: "tn_other", schemas.HeaderRateLimitKey: "tn_other"}})
 	ok := r.GetOkResponse()
 	if ok == nil {
 		t.Fatalf("denied: %v", r.GetDeniedResponse())
@@ -365,7 +365,7 @@ func TestOKHeaders(t *testing.T) {
 		}
 		got[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
 	}
-	want := map[string]string{xds.HeaderTenantID: "tn_ok", xds.HeaderTier: "sandbox", xds.HeaderRateLimitKey: "tn_ok"}
+	want := map[string]string{schemas.HeaderTenantID: "tn_ok", schemas.HeaderTier: "sandbox", schemas.HeaderRateLimitKey: "tn_ok"}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s = %q, want %q", k, got[k], v)
@@ -431,7 +431,7 @@ func TestSingleflight(t *testing.T) {
 // starts to exist is resolvable at once.
 func TestNegativeCache(t *testing.T) {
 	p := startPlugin(t)
-	guess := registry.NewAPIKey("standard")
+	guess := apikey.New("standard")
 	for i := 0; i < 50; i++ {
 		if s := status(p.check(envoyRequest{path: "/api/v1/partners/x", headers: bearer(guess)})); s != 403 {
 			t.Fatalf("status %d", s)
@@ -442,7 +442,7 @@ func TestNegativeCache(t *testing.T) {
 	}
 	// The key becomes a tenant's (the change evicts its negative entry).
 	tn := tenant("tn_late", schemas.TierStandard, schemas.StatusActive)
-	tn.Keys = []schemas.APIKey{{ID: "key_late", Hash: registry.HashKey(p.cfg.Partner.Keys.Pepper, guess)}}
+	tn.Keys = []schemas.APIKey{{ID: "key_late", Hash: apikey.Hash(p.cfg.Partner.Keys.Pepper, guess)}}
 	p.tenants.put(nil, tn)
 	if s := status(p.check(envoyRequest{path: "/api/v1/partners/x", headers: bearer(guess)})); s != 200 {
 		t.Fatalf("status %d after the key was created", s)
@@ -467,8 +467,8 @@ func TestChangeEvictsAtOnce(t *testing.T) {
 	// Rotation without overlap: the old key stops, the new works.
 	act := susp
 	act.Status, act.Version = schemas.StatusActive, 3
-	newKey := registry.NewAPIKey("standard")
-	act.Keys = []schemas.APIKey{{ID: "key_new", Hash: registry.HashKey(p.cfg.Partner.Keys.Pepper, newKey)}}
+	newKey := apikey.New("standard")
+	act.Keys = []schemas.APIKey{{ID: "key_new", Hash: apikey.Hash(p.cfg.Partner.Keys.Pepper, newKey)}}
 	p.tenants.put(&susp, &act)
 	if s := status(p.check(envoyRequest{path: "/api/v1/partners/x", headers: bearer(key)})); s != 403 {
 		t.Fatalf("old key: status %d after rotation, want 403", s)
@@ -483,9 +483,9 @@ func TestChangeEvictsAtOnce(t *testing.T) {
 func TestRotatedKeyExpiresWhileCached(t *testing.T) {
 	p := startPlugin(t)
 	tn := tenant("tn_exp", schemas.TierStandard, schemas.StatusActive)
-	key := registry.NewAPIKey("standard")
+	key := apikey.New("standard")
 	exp := p.now.Load().Add(10 * time.Second)
-	tn.Keys = []schemas.APIKey{{ID: "key_old", Hash: registry.HashKey(p.cfg.Partner.Keys.Pepper, key), ExpiresAt: &exp}}
+	tn.Keys = []schemas.APIKey{{ID: "key_old", Hash: apikey.Hash(p.cfg.Partner.Keys.Pepper, key), ExpiresAt: &exp}}
 	p.tenants.put(nil, tn)
 	if s := status(p.check(envoyRequest{path: "/api/v1/partners/x", headers: bearer(key)})); s != 200 {
 		t.Fatalf("status %d", s)
@@ -519,11 +519,11 @@ func TestEnterprise(t *testing.T) {
 	p := startPlugin(t)
 	k := testRSA(t)
 	tn := tenant("tn_ent", schemas.TierEnterprise, schemas.StatusActive)
-	tn.JWT = &schemas.JWTConfig{Issuer: "https://idp.acme.example", Audiences: []string{"partners"}, JWKS: edgejwt.JWKS(&k.PublicKey, "k1")}
+	tn.JWT = &schemas.JWTConfig{Issuer: "https://idp.acme.example", Audiences: []string{"partners"}, JWKS: jwks.Document(&k.PublicKey, "k1")}
 	key := p.addTenant(tn)
 	now := *p.now.Load()
 	sign := func(claims map[string]any, key *rsa.PrivateKey) string {
-		s, err := edgejwt.Sign(key, "k1", claims)
+		s, err := jwks.Sign(key, "k1", claims)
 		if err != nil {
 			t.Fatal(err)
 		}

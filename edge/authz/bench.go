@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/partners-engine/partners-engine/control-plane/registry"
-	"github.com/partners-engine/partners-engine/control-plane/xds"
+	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/internal/benchrow"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/kafka"
@@ -53,9 +53,9 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 	cfg := config.Default()
 	cfg.Partner.Keys.Pepper = "bench-pepper-0123456789"
 	cfg.Admin.Token = "bench-admin-token"
-	key := registry.NewAPIKey(schemas.TierStandard)
+	key := apikey.New(schemas.TierStandard)
 	t := &schemas.Tenant{ID: "tn_bench", Tier: schemas.TierStandard, Status: schemas.StatusActive, Regions: []string{"us-east"}, Version: 1,
-		Keys: []schemas.APIKey{{ID: "k", Hash: registry.HashKey(cfg.Partner.Keys.Pepper, key)}}}
+		Keys: []schemas.APIKey{{ID: "k", Hash: apikey.Hash(cfg.Partner.Keys.Pepper, key)}}}
 	log := env.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -104,7 +104,7 @@ func benchRequest(key string) *authv3.CheckRequest {
 			Address: "203.0.113.7", PortSpecifier: &core.SocketAddress_PortValue{PortValue: 51234}}}}},
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 			Id: "1", Method: "GET", Headers: h, Path: h[":path"], Host: h[":authority"], Scheme: "https", Protocol: "HTTP/2"}},
-		ContextExtensions: map[string]string{xds.ContextRegion: "us-east"},
+		ContextExtensions: map[string]string{schemas.ContextRegion: "us-east"},
 	}}
 }
 

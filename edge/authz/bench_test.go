@@ -8,8 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/partners-engine/partners-engine/control-plane/registry"
 	"github.com/partners-engine/partners-engine/edge/authz"
+	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/internal/benchrow"
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/testenv"
@@ -21,9 +21,9 @@ import (
 func BenchmarkCheckCacheHit(b *testing.B) {
 	cfg := testenv.Config(b)
 	tenants := newFakeTenants()
-	key := registry.NewAPIKey("standard")
+	key := apikey.New("standard")
 	tenants.put(nil, &schemas.Tenant{ID: "tn_b", Tier: "standard", Status: "active", Regions: []string{"us-east"}, Version: 1,
-		Keys: []schemas.APIKey{{ID: "k", Hash: registry.HashKey(cfg.Partner.Keys.Pepper, key)}}})
+		Keys: []schemas.APIKey{{ID: "k", Hash: apikey.Hash(cfg.Partner.Keys.Pepper, key)}}})
 	srv, err := authz.New(authz.Options{Config: cfg, Tenants: tenants, Producer: &sink{}, Names: kafka.Names{},
 		Log: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry(), Now: time.Now})
 	if err != nil {

@@ -8,8 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/partners-engine/partners-engine/control-plane/registry"
 	"github.com/partners-engine/partners-engine/edge/authz"
+	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -30,7 +30,7 @@ func FuzzParseBearer(f *testing.F) {
 			}
 			return
 		}
-		if !registry.KeyLooksValid(key) || len(key) > len(h) || !strings.Contains(h, key) {
+		if !apikey.LooksValid(key) || len(key) > len(h) || !strings.Contains(h, key) {
 			t.Fatalf("accepted %q from %q", key, h)
 		}
 	})
@@ -42,9 +42,9 @@ func FuzzParseBearer(f *testing.F) {
 func FuzzCheck(f *testing.F) {
 	cfg := testenv.Config(f)
 	tenants := newFakeTenants()
-	key := registry.NewAPIKey("standard")
+	key := apikey.New("standard")
 	tn := &schemas.Tenant{ID: "tn_fuzz", Tier: "standard", Status: "active", Regions: []string{"us-east"}, Version: 1,
-		Keys: []schemas.APIKey{{ID: "k", Hash: registry.HashKey(cfg.Partner.Keys.Pepper, key)}}}
+		Keys: []schemas.APIKey{{ID: "k", Hash: apikey.Hash(cfg.Partner.Keys.Pepper, key)}}}
 	tenants.put(nil, tn)
 	srv, err := authz.New(authz.Options{Config: cfg, Tenants: tenants, Producer: &sink{}, Names: kafka.Names{},
 		Log: (&testenv.LogBuffer{}).Logger(f), Registerer: prometheus.NewRegistry(), Now: time.Now})

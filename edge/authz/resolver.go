@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -147,7 +147,7 @@ func (r *Resolver) Evict(old, new *schemas.Tenant) {
 
 func keyExpiry(t *schemas.Tenant, hash string) *time.Time {
 	for _, k := range t.Keys {
-		if registry.EqualHash(k.Hash, hash) {
+		if apikey.Equal(k.Hash, hash) {
 			return k.ExpiresAt
 		}
 	}

@@ -1,9 +1,11 @@
-// Package jwt owns the enterprise tenants' JSON Web Tokens at the edge:
-// parsing a tenant's JWKS (RSA keys only) and verifying RS256 compact JWTs
-// against it with issuer, audience and time checks. It is the same check
-// Envoy's jwt_authn filter makes on the enterprise listener, repeated in the
-// plugin so a token is bound to the tenant whose API key came with it.
-package jwt
+// Package jwks owns the enterprise tenants' JSON Web Token contract shared by
+// the control plane (which validates a tenant's JWT configuration when it is
+// written) and the edge plugin (which enforces it on every request): parsing
+// a tenant's JWKS (RSA keys only), checking a tenant's JWT configuration, and
+// verifying RS256 compact JWTs against it with issuer, audience and time
+// checks. The plugin, not Envoy, verifies the JWT, because only it knows the
+// tenant the request's API key belongs to (see edge/README.md).
+package jwks
 
 import (
 	"crypto"
@@ -17,7 +19,26 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/partners-engine/partners-engine/schemas"
 )
+
+// ParseConfig checks an enterprise tenant's JWT configuration: an issuer
+// and a JWKS with at least one usable RS256 key. It returns the keys.
+func ParseConfig(c *schemas.JWTConfig) (Keys, error) {
+	if c == nil {
+		return nil, errors.New("no jwt configuration")
+	}
+	if strings.TrimSpace(c.Issuer) == "" {
+		return nil, errors.New("issuer is empty")
+	}
+	for i, a := range c.Audiences {
+		if strings.TrimSpace(a) == "" {
+			return nil, fmt.Errorf("audiences[%d] is empty", i)
+		}
+	}
+	return Parse([]byte(c.JWKS))
+}
 
 // Errors a caller maps to answers.
 var (
@@ -37,9 +58,9 @@ type jwk struct {
 	E   string `json:"e"`
 }
 
-// ParseJWKS parses a JWKS document holding at least one RSA key usable for
+// Parse parses a JWKS document holding at least one RSA key usable for
 // RS256 signatures.
-func ParseJWKS(doc []byte) (Keys, error) {
+func Parse(doc []byte) (Keys, error) {
 	var set struct {
 		Keys []jwk `json:"keys"`
 	}
@@ -191,15 +212,14 @@ func Sign(key *rsa.PrivateKey, kid string, claims any) (string, error) {
 	return signing + "." + base64.RawURLEncoding.EncodeToString(sig), nil
 }
 
-// JWKS returns the JWKS document of a public key.
-func JWKS(pub *rsa.PublicKey, kid string) string {
-	return Keys{kid: pub}.JWKS()
+// Document returns the JWKS document of a public key.
+func Document(pub *rsa.PublicKey, kid string) string {
+	return Keys{kid: pub}.Document()
 }
 
-// JWKS returns the keys as a JWKS document restricted to RS256: what the
-// control plane gives Envoy's jwt_authn, so Envoy accepts exactly the
-// algorithm the plugin checks, whatever else a tenant's JWKS held.
-func (k Keys) JWKS() string {
+// Document returns the keys as a JWKS document restricted to RS256: exactly
+// the algorithm the plugin checks, whatever else a tenant's JWKS held.
+func (k Keys) Document() string {
 	kids := make([]string, 0, len(k))
 	for kid := range k {
 		kids = append(kids, kid)

@@ -1,4 +1,4 @@
-package jwt_test
+package jwks_test
 
 import (
 	"crypto/rand"
@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/partners-engine/partners-engine/edge/jwt"
+	jwt "github.com/partners-engine/partners-engine/internal/jwks"
+	"github.com/partners-engine/partners-engine/schemas"
 )
 
 func TestVerify(t *testing.T) {
@@ -16,7 +17,7 @@ func TestVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := jwt.ParseJWKS([]byte(jwt.JWKS(&k.PublicKey, "k1")))
+	keys, err := jwt.Parse([]byte(jwt.Document(&k.PublicKey, "k1")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func TestParseJWKSRejects(t *testing.T) {
 		"wrong alg":  `{"keys":[{"kty":"RSA","alg":"RS512","n":"AQAB","e":"AQAB"}]}`,
 		"bad base64": `{"keys":[{"kty":"RSA","n":"!!!","e":"AQAB"}]}`,
 	} {
-		if _, err := jwt.ParseJWKS([]byte(doc)); err == nil {
+		if _, err := jwt.Parse([]byte(doc)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -75,17 +76,35 @@ func TestParseJWKSRejects(t *testing.T) {
 
 func TestJWKSKeepsOnlyRS256(t *testing.T) {
 	k, _ := rsa.GenerateKey(rand.Reader, 2048)
-	mixed := strings.Replace(jwt.JWKS(&k.PublicKey, "k1"), `{"keys":[`, `{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"AA","kid":"ec"},`, 1)
-	keys, err := jwt.ParseJWKS([]byte(mixed))
+	mixed := strings.Replace(jwt.Document(&k.PublicKey, "k1"), `{"keys":[`, `{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"AA","kid":"ec"},`, 1)
+	keys, err := jwt.Parse([]byte(mixed))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := keys.JWKS()
+	out := keys.Document()
 	if strings.Contains(out, `"kty":"EC"`) || strings.Contains(out, `"kid":"ec"`) || !strings.Contains(out, `"kid":"k1"`) || !strings.Contains(out, `"alg":"RS256"`) {
 		t.Fatalf("sanitized JWKS = %s", out)
 	}
-	again, err := jwt.ParseJWKS([]byte(out))
+	again, err := jwt.Parse([]byte(out))
 	if err != nil || again["k1"].N.Cmp(k.PublicKey.N) != 0 {
 		t.Fatalf("round trip: %v", err)
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	k, _ := rsa.GenerateKey(rand.Reader, 2048)
+	doc := jwt.Document(&k.PublicKey, "k1")
+	if _, err := jwt.ParseConfig(&schemas.JWTConfig{Issuer: "https://idp", Audiences: []string{"api"}, JWKS: doc}); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]*schemas.JWTConfig{
+		"nil":            nil,
+		"no issuer":      {JWKS: doc},
+		"blank audience": {Issuer: "https://idp", Audiences: []string{" "}, JWKS: doc},
+		"bad jwks":       {Issuer: "https://idp", JWKS: `{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`},
+	} {
+		if _, err := jwt.ParseConfig(c); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }
