@@ -23,7 +23,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/testenv"
@@ -78,11 +78,8 @@ func artefacts(t *testing.T) []artefact {
 					}
 					a.docs = []any{v}
 				} else {
-					if filepath.Base(path) == "partners-engine.yaml" {
-						// A partners-engine config is YAML once its ${env:...}
-						// placeholders are expanded (flow lists hold them bare).
-						b = config.Expand(b, noEnv)
-					}
+					// A partners-engine config is plain YAML: its ${env:...}
+					// placeholders are expanded on parsed values, never in the text.
 					docs, err := yamlDocs(b)
 					if err != nil {
 						artefactsErrs = append(artefactsErrs, fmt.Errorf("%s: invalid YAML: %w", path, err))
@@ -378,14 +375,19 @@ func loadCompose(t *testing.T) composeFile {
 	return c
 }
 
-var composeVar = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:?-([^}]*))?\}`)
+var (
+	composeVar      = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:?-([^}]*))?\}`)
+	composeRequired = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*):?\?[^}]*\}`)
+)
 
 // env is the service's environment as the container sees it, with compose
-// ${VAR:-default} interpolation resolved to the defaults.
+// ${VAR:-default} interpolation resolved to the defaults and a required
+// ${VAR:?message} to a value the operator set in the shell.
 func (s composeService) env() map[string]string {
 	out := map[string]string{}
 	for k, v := range s.Environment {
-		out[k] = composeVar.ReplaceAllString(str(v), "$3")
+		v := composeRequired.ReplaceAllString(str(v), "operator-set-$1-0123456789abcdef")
+		out[k] = composeVar.ReplaceAllString(v, "$3")
 	}
 	return out
 }
@@ -478,6 +480,11 @@ func TestComposeAgreesWithConfig(t *testing.T) {
 			cfg, err := config.Parse(copyYAML, lookupIn(env))
 			if err != nil {
 				t.Fatalf("compose/partners-engine.yaml with the %s environment: %v", name, err)
+			}
+			// The components refuse development secrets; compose has none
+			// of its own (the operator sets them in the shell).
+			if err := cfg.DevOnly(); err != nil {
+				t.Errorf("compose %s would refuse its configuration: %v", name, err)
 			}
 			for _, l := range []struct {
 				key, addr string
@@ -609,6 +616,9 @@ func diff(path string, a, b reflect.Value) []string {
 		var out []string
 		for i := range a.NumField() {
 			f := a.Type().Field(i)
+			if !f.IsExported() {
+				continue
+			}
 			name := strings.Split(f.Tag.Get("yaml"), ",")[0]
 			if name == "" {
 				name = f.Name
@@ -743,6 +753,10 @@ func TestK8sAgreesWithConfig(t *testing.T) {
 	cfg, err := config.Parse(cfgYAML, lookupIn(env))
 	if err != nil {
 		t.Fatalf("k8s ConfigMap partners-config with the partners-env environment: %v", err)
+	}
+	// The example Secret's REPLACE_ME values must be refused, naming the keys.
+	if err := cfg.DevOnly(); err == nil || !strings.Contains(err.Error(), "admin.token: is a placeholder") || !strings.Contains(err.Error(), "partner.keys.pepper: is a placeholder") {
+		t.Errorf("k8s with secret.example.yaml's placeholders: the components must refuse them, got %v", err)
 	}
 	for _, l := range []struct {
 		key, addr string

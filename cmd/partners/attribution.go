@@ -33,7 +33,7 @@ func addAttribution(rt *runtime) error {
 	rt.add("attribution", p.Run)
 	reg := rt.registry()
 	rt.adminAPI().HandleTenant("GET /api/v1/analytics/roi", true, roi.Handler(roi.HandlerOptions{
-		Conn: conn, DefaultWindow: rt.cfg.Partner.Attribution.ROIWindowDays,
+		Conn: conn, DefaultWindow: rt.cfg.Partner.Attribution.ROIWindowDays(),
 		TenantName: reg.Get, Log: rt.log.With("component", "roi"),
 	}))
 	rt.admin.AddCheck("clickhouse", func(ctx context.Context) error { return conn.Ping(ctx) })

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/partners-engine/partners-engine/internal/config"
 )
 
 // componentCmds are the one-component subcommands. Each runs the shared
@@ -39,7 +41,7 @@ Kafka brokers come from kafka.brokers (PARTNERS_KAFKA_BROKERS); use
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			rt, err := a.start(ctx, false, clickhouse)
+			rt, err := a.start(ctx, name, clickhouse)
 			if err != nil {
 				return err
 			}
@@ -61,15 +63,20 @@ Kafka brokers come from kafka.brokers (PARTNERS_KAFKA_BROKERS); use
 	}
 }
 
-// start loads the configuration and builds the shared runtime: Kafka (the
-// embedded broker only if embedded and no brokers are configured) and, with
-// clickhouse, the migrated ClickHouse connection.
-func (a *app) start(ctx context.Context, embedded, clickhouse bool) (*runtime, error) {
-	cfg, err := a.load()
+// start loads the configuration for mode and builds the shared runtime:
+// Kafka (the embedded broker only in dev with no brokers configured) and,
+// with clickhouse, the migrated ClickHouse connection. Every mode except
+// dev refuses development values.
+func (a *app) start(ctx context.Context, mode string, clickhouse bool) (*runtime, error) {
+	load := a.load
+	if mode != "dev" {
+		load = func() (*config.Config, error) { return a.loadComponent(mode) }
+	}
+	cfg, err := load()
 	if err != nil {
 		return nil, err
 	}
-	rt, err := newRuntime(ctx, cfg, a.logger(cfg), embedded)
+	rt, err := newRuntime(ctx, cfg, a.logger(cfg), mode == "dev")
 	if err != nil {
 		return nil, err
 	}

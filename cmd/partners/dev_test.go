@@ -209,4 +209,28 @@ func TestConfigCheck(t *testing.T) {
 	if !strings.Contains(string(b), `partner.rate_limit.default.requests_per_minute: must be > 0 (got "-1")`) {
 		t.Fatalf("error does not name the key and value:\n%s", b)
 	}
+
+	// The shipped config's development secrets: valid for dev only, and
+	// said so; --for production exits 2; a component refuses to start.
+	devEnv := append(os.Environ(), "PARTNERS_ADMIN_TOKEN=", "PARTNERS_KEY_PEPPER=")
+	out, err = run(t, bin, devEnv, "config", "check")
+	if err != nil || !strings.Contains(out, "valid for `partners dev` only") || !strings.Contains(out, "NOT valid for production") ||
+		!strings.Contains(out, "admin.token: is the public development default") || !strings.Contains(out, "partner.keys.pepper: is the public development default") {
+		t.Fatalf("config check must not call the dev defaults valid for production: %v\n%s", err, out)
+	}
+	if strings.Contains(out, config.DevAdminToken) || strings.Contains(out, config.DevPepper) {
+		t.Fatalf("config check printed a secret:\n%s", out)
+	}
+	for _, args := range [][]string{{"config", "check", "--for", "production"}, {"config", "check", "--for", "webhooks"}, {"webhooks"}, {"control-plane"}, {"edge"}, {"attribution"}} {
+		cmd := exec.Command(bin, append([]string{"--config", "../../config/partners-engine.yaml"}, args...)...)
+		cmd.Env = append(devEnv, "PARTNERS_KAFKA_BROKERS=127.0.0.1:1")
+		b, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(b), "admin.token: is the public development default") {
+			t.Fatalf("%v with the dev defaults: want exit 2 naming admin.token, got %v:\n%s", args, err, b)
+		}
+	}
+	prodEnv := append(os.Environ(), "PARTNERS_ADMIN_TOKEN=a-real-admin-token-0123456789", "PARTNERS_KEY_PEPPER=a-real-pepper-0123456789abcdef")
+	if out, err := run(t, bin, prodEnv, "config", "check", "--for", "production"); err != nil || !strings.Contains(out, "valid for `partners dev` and every component") {
+		t.Fatalf("config check --for production with real secrets: %v\n%s", err, out)
+	}
 }

@@ -96,7 +96,7 @@ func TestEndToEnd(t *testing.T) {
 	cfg.Listeners.ExtAuthz = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.XDS.ExtAuthzCluster = cfg.Listeners.ExtAuthz
 	cfg.Admin.URL = "http://" + cfg.Listeners.Admin
-	cfg.Partner.Webhooks.Breaker.OpenSec = 0.5
+	cfg.Partner.Webhooks.Breaker.Open = 500 * time.Millisecond
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

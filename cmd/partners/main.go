@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -100,13 +102,45 @@ func (a *app) logger(cfg *config.Config) *slog.Logger {
 	return log
 }
 
+// components are the processes that refuse development values (the public
+// dev admin token and pepper, REPLACE_ME placeholders): every one except dev.
+var components = []string{"control-plane", "edge", "webhooks", "attribution"}
+
+// loadComponent is load for a component process: it refuses what only
+// `partners dev` may run with.
+func (a *app) loadComponent(name string) (*config.Config, error) {
+	cfg, err := a.load()
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.DevOnly(); err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("partners %s refuses values only `partners dev` accepts: %w", name, err)}
+	}
+	return cfg, nil
+}
+
 func (a *app) configCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Inspect the configuration"}
+	var mode string
 	check := &cobra.Command{
-		Use:   "check",
+		Use:   "check [--for dev|production|control-plane|edge|webhooks|attribution]",
 		Short: "Validate the configuration strictly; errors name the key path and the value",
-		Args:  cobra.NoArgs,
+		Long: `check runs the validation the processes run. Without --for it says whether the
+configuration is valid for 'partners dev' and, separately, whether the
+production components (control-plane, edge, webhooks, attribution) would run
+it: they refuse the public development admin token and pepper and
+REPLACE_ME-style placeholders, which only 'partners dev' accepts. It exits 2
+when the configuration is invalid for dev. With --for production (or a
+component name) it exits 2 unless that process would run it.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch mode {
+			case "", "dev", "production":
+			default:
+				if !slices.Contains(components, mode) {
+					return &exitError{code: 2, err: fmt.Errorf("--for: want dev, production or one of %s, got %q", strings.Join(components, ", "), mode)}
+				}
+			}
 			cfg, err := a.load()
 			if err != nil {
 				return err
@@ -115,11 +149,34 @@ func (a *app) configCmd() *cobra.Command {
 			if len(cfg.Kafka.Brokers) > 0 {
 				kafka = fmt.Sprint(cfg.Kafka.Brokers)
 			}
-			fmt.Fprintf(a.stdout, "%s: valid (kafka: %s, clickhouse: %v/%s, regions: %v)\n",
-				a.configPath, kafka, cfg.ClickHouse.Addr, cfg.ClickHouse.Database, cfg.RegionNames())
-			return nil
+			summary := fmt.Sprintf("(kafka: %s, clickhouse: %v/%s, regions: %v)", kafka, cfg.ClickHouse.Addr, cfg.ClickHouse.Database, cfg.RegionNames())
+			devOnly := cfg.DevOnly()
+			if mode == "dev" {
+				fmt.Fprintf(a.stdout, "%s: valid for `partners dev` %s\n", a.configPath, summary)
+				return nil
+			}
+			if devOnly == nil {
+				fmt.Fprintf(a.stdout, "%s: valid for `partners dev` and every component (%s) %s\n", a.configPath, strings.Join(components, ", "), summary)
+				return nil
+			}
+			var ve *config.ValidationError
+			problems := []string{devOnly.Error()}
+			if errors.As(devOnly, &ve) {
+				problems = ve.Problems
+			}
+			if mode == "" {
+				fmt.Fprintf(a.stdout, "%s: valid for `partners dev` only %s\n", a.configPath, summary)
+				fmt.Fprintf(a.stdout, "NOT valid for production: the components (%s) refuse it:\n", strings.Join(components, ", "))
+				for _, p := range problems {
+					fmt.Fprintln(a.stdout, "  "+p)
+				}
+				fmt.Fprintln(a.stdout, "(`partners config check --for production` exits 2 on this)")
+				return nil
+			}
+			return &exitError{code: 2, err: fmt.Errorf("%s: not valid for %s (only `partners dev` accepts these):\n  %s", a.configPath, mode, strings.Join(problems, "\n  "))}
 		},
 	}
+	check.Flags().StringVar(&mode, "for", "", "the process to check for: dev, production, or a component name")
 	cmd.AddCommand(check)
 	return cmd
 }
@@ -151,7 +208,7 @@ ext_authz edge plugin, and the webhooks and attribution processors.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			rt, err := a.start(ctx, true, true)
+			rt, err := a.start(ctx, "dev", true)
 			if err != nil {
 				return err
 			}

@@ -29,6 +29,8 @@ func TestEdgeServesOpsEndpoints(t *testing.T) {
 		"PARTNERS_ADMIN_LISTEN="+admin,
 		fmt.Sprintf("PARTNERS_EXTAUTHZ_LISTEN=127.0.0.1:%d", freePort(t)),
 		fmt.Sprintf("PARTNERS_XDS_LISTEN=127.0.0.1:%d", freePort(t)),
+		"PARTNERS_ADMIN_TOKEN=ops-test-admin-token-"+testenv.RandomID(),
+		"PARTNERS_KEY_PEPPER=ops-test-pepper-0123456789abcdef",
 	)
 	out := &testenv.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out

@@ -116,8 +116,8 @@ func (rt *runtime) registry() *registry.Registry {
 			Topic:         rt.names.Topic(schemas.TopicTenants),
 			Pepper:        rt.cfg.Partner.Keys.Pepper,
 			Regions:       rt.cfg.RegionNames(),
-			KeyOverlap:    time.Duration(rt.cfg.Partner.Keys.RotationOverlapSec) * time.Second,
-			SecretOverlap: time.Duration(rt.cfg.Partner.Webhooks.SecretOverlapSec) * time.Second,
+			KeyOverlap:    rt.cfg.Partner.Keys.RotationOverlap,
+			SecretOverlap: rt.cfg.Partner.Webhooks.SecretOverlap,
 		})
 		rt.add("registry", func(ctx context.Context) error {
 			cl, err := kafka.NewClient(rt.cfg, rt.brokers, rt.log)

@@ -347,7 +347,7 @@ func (b *Builder) tenantRoute(name, prefix, tenantID, clusterName string) *route
 		},
 		Action: &route.Route_Route{Route: &route.RouteAction{
 			ClusterSpecifier: &route.RouteAction_Cluster{Cluster: clusterName},
-			Timeout:          durationpb.New(time.Duration(b.cfg.XDS.UpstreamTimeoutMS) * time.Millisecond),
+			Timeout:          durationpb.New(b.cfg.XDS.UpstreamTimeout),
 			RateLimits: []*route.RateLimit{{
 				Actions: []*route.RateLimit_Action{{
 					ActionSpecifier: &route.RateLimit_Action_RequestHeaders_{RequestHeaders: &route.RateLimit_Action_RequestHeaders{
@@ -503,7 +503,7 @@ func (b *Builder) extAuthz() *extauthz.ExtAuthz {
 	return &extauthz.ExtAuthz{
 		Services: &extauthz.ExtAuthz_GrpcService{GrpcService: &core.GrpcService{
 			TargetSpecifier: &core.GrpcService_EnvoyGrpc_{EnvoyGrpc: &core.GrpcService_EnvoyGrpc{ClusterName: ClusterExtAuthz}},
-			Timeout:         durationpb.New(time.Duration(b.cfg.XDS.ExtAuthzTimeoutMS) * time.Millisecond),
+			Timeout:         durationpb.New(b.cfg.XDS.ExtAuthzTimeout),
 		}},
 		TransportApiVersion: core.ApiVersion_V3,
 		// Fail closed: without an answer from the plugin no request passes.
@@ -556,7 +556,7 @@ func (b *Builder) localReplies() *hcm.LocalReplyConfig {
 			// ejection): a fast 503 the partner can back off from.
 			Filter:             flags("UO", "UH"),
 			StatusCode:         wrapperspb.UInt32(503),
-			HeadersToAdd:       []*core.HeaderValueOption{header("retry-after", strconv.Itoa(b.cfg.XDS.OverloadRetryAfterSec))},
+			HeadersToAdd:       []*core.HeaderValueOption{header("retry-after", strconv.Itoa(int(b.cfg.XDS.OverloadRetryAfter/time.Second)))},
 			BodyFormatOverride: problemBody(503, "the partner API is overloaded in this region; retry after the Retry-After delay"),
 		},
 		{
@@ -593,7 +593,7 @@ func accessLog() *accesslog.AccessLog {
 }
 
 func (b *Builder) upstream(name, hostPort string) (*cluster.Cluster, error) {
-	c, err := staticCluster(name, hostPort, time.Duration(b.cfg.XDS.ConnectTimeoutMS)*time.Millisecond)
+	c, err := staticCluster(name, hostPort, b.cfg.XDS.ConnectTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -608,8 +608,8 @@ func (b *Builder) upstream(name, hostPort string) (*cluster.Cluster, error) {
 	if od.Consecutive5xx > 0 {
 		c.OutlierDetection = &cluster.OutlierDetection{
 			Consecutive_5Xx:    wrapperspb.UInt32(uint32(od.Consecutive5xx)),
-			Interval:           durationpb.New(time.Duration(od.IntervalSec) * time.Second),
-			BaseEjectionTime:   durationpb.New(time.Duration(od.BaseEjectionSec) * time.Second),
+			Interval:           durationpb.New(od.Interval),
+			BaseEjectionTime:   durationpb.New(od.BaseEjection),
 			MaxEjectionPercent: wrapperspb.UInt32(uint32(od.MaxEjectionPercent)),
 		}
 	}
@@ -618,7 +618,7 @@ func (b *Builder) upstream(name, hostPort string) (*cluster.Cluster, error) {
 
 // grpcCluster is an HTTP/2 cluster for a gRPC service Envoy calls.
 func (b *Builder) grpcCluster(name, hostPort string) (*cluster.Cluster, error) {
-	c, err := staticCluster(name, hostPort, time.Duration(b.cfg.XDS.ConnectTimeoutMS)*time.Millisecond)
+	c, err := staticCluster(name, hostPort, b.cfg.XDS.ConnectTimeout)
 	if err != nil {
 		return nil, err
 	}

@@ -212,7 +212,7 @@ func (s *Server) onChange(old, new *schemas.Tenant) {
 // rebuildLoop rebuilds dirty regions until ctx ends, coalescing bursts of
 // changes that arrive within the debounce window.
 func (s *Server) rebuildLoop(ctx context.Context) {
-	debounce := time.Duration(s.cfg.XDS.RebuildDebounceMS) * time.Millisecond
+	debounce := s.cfg.XDS.RebuildDebounce
 	for {
 		select {
 		case <-ctx.Done():

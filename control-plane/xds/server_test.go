@@ -413,7 +413,7 @@ func TestInvalidBuildRefused(t *testing.T) {
 	r := startServer(t, cfg, tenants)
 	good := r.srv.Version("us-east")
 
-	cfg.XDS.ConnectTimeoutMS = 0 // clusters' connect_timeout must be > 0
+	cfg.XDS.ConnectTimeout = 0 // clusters' connect_timeout must be > 0
 	tenants.Put(tenantFixture("tn_two", schemas.TierStandard, "us-east"))
 	testenv.Eventually(t, 10*time.Second, "refused build counted", func() bool {
 		return r.metric("partners_xds_snapshots_refused_total") == 1
@@ -432,7 +432,7 @@ func TestInvalidBuildRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg.XDS.ConnectTimeoutMS = 1000
+	cfg.XDS.ConnectTimeout = time.Second
 	tenants.Put(tenantFixture("tn_three", schemas.TierStandard, "us-east"))
 	if _, found := view(t, unpackAll(t, ads.fetch()), nil).buckets["tn_two"]; !found {
 		t.Fatal("the next good snapshot lacks tn_two")

@@ -106,7 +106,7 @@ func New(opt Options) (*Server, error) {
 		log:   opt.Log.With("component", "edge"),
 		names: opt.Names,
 		resolver: NewResolver(opt.Tenants, ResolverOptions{
-			Size: g.CacheSize, TTL: g.TTL(), NegativeTTL: time.Duration(g.NegativeTTLSec) * time.Second, Now: opt.Now,
+			Size: g.CacheSize, TTL: g.TenantResolutionTTL, NegativeTTL: g.NegativeTTL, Now: opt.Now,
 		}),
 		tracer:  tp.Tracer("github.com/partners-engine/partners-engine/edge/authz"),
 		now:     opt.Now,

@@ -54,7 +54,7 @@ func TestAdminAPIChangesReachTheEdge(t *testing.T) {
 	if s := status(p.check(req(c.APIKey))); s != 403 {
 		t.Fatalf("first Check after the suspension returned: status %d, want 403", s)
 	}
-	t.Logf("revocation: suspend request to a refused Check in %v (cache TTL %ds)", time.Since(start).Round(time.Millisecond), cfg.Partner.Gateway.TenantResolutionTTLSec)
+	t.Logf("revocation: suspend request to a refused Check in %v (cache TTL %v)", time.Since(start).Round(time.Millisecond), cfg.Partner.Gateway.TenantResolutionTTL)
 
 	admin.Activate(c.ID)
 	if s := status(p.check(req(c.APIKey))); s != 200 {

@@ -36,7 +36,7 @@ func dial(ctx context.Context, c config.ClickHouse, database string) (driver.Con
 		Addr:         c.Addr,
 		Protocol:     clickhouse.Native,
 		Auth:         clickhouse.Auth{Database: database, Username: c.Username, Password: c.Password},
-		DialTimeout:  time.Duration(c.DialTimeoutSec * float64(time.Second)),
+		DialTimeout:  c.DialTimeout,
 		MaxOpenConns: 16,
 		MaxIdleConns: 8,
 		Compression:  &clickhouse.Compression{Method: clickhouse.CompressionLZ4},

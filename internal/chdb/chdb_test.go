@@ -47,10 +47,10 @@ func testDB(t *testing.T) (config.ClickHouse, driver.Conn) {
 		t.Fatal(err)
 	}
 	cfg := config.ClickHouse{
-		Addr:           []string{addr},
-		Database:       "partners_test_" + hex.EncodeToString(b[:]),
-		Username:       "default",
-		DialTimeoutSec: 5,
+		Addr:        []string{addr},
+		Database:    "partners_test_" + hex.EncodeToString(b[:]),
+		Username:    "default",
+		DialTimeout: 5 * time.Second,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

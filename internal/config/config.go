@@ -1,8 +1,15 @@
-// Package config owns the configuration of partners-engine: one Config struct
-// with defaults in code, loaded from YAML with ${env:NAME:-default}
-// placeholders, decoded strictly (unknown keys are errors) and validated with
-// errors that name the key path and the bad value. `partners config check`
-// runs exactly this code.
+// Package config owns the configuration of partners-engine, the way
+// opentelemetry-collector does it: one struct per section with its defaults
+// in code (Default) and its own Validate, composed into Config at the top.
+// Load parses the YAML, expands ${env:NAME:-default} placeholders on the
+// parsed values (never in the text), decodes strictly (unknown keys are
+// errors) and validates every section; each error names the key path, taken
+// from the yaml tags, and the bad value. Durations are time.Duration fields
+// decoded from the seed's unit-suffixed numbers (backoff_base_sec: 2).
+// DevOnly lists what only `partners dev` may run with (the development
+// admin token and pepper, REPLACE_ME placeholders). Components receive
+// their own sections, never the whole Config. `partners config check` runs
+// exactly this code.
 package config
 
 import (
@@ -14,16 +21,20 @@ import (
 const DefaultPath = "config/partners-engine.yaml"
 
 // Config is the whole configuration. YAML keys are the snake_case tags.
+// Fields tagged config:"secret" are never shown in messages.
 type Config struct {
 	Partner    Partner    `yaml:"partner"`
 	Kafka      Kafka      `yaml:"kafka"`
 	ClickHouse ClickHouse `yaml:"clickhouse"`
 	Listeners  Listeners  `yaml:"listeners"`
-	Regions    []Region   `yaml:"regions"`
+	Regions    Regions    `yaml:"regions"`
 	Telemetry  Telemetry  `yaml:"telemetry"`
 	Admin      Admin      `yaml:"admin"`
 	XDS        XDS        `yaml:"xds"`
 	Edge       Edge       `yaml:"edge"`
+
+	// sources maps key paths to the ${env:...} text their value came from.
+	sources map[string]string
 }
 
 // Partner holds the seed's template.
@@ -38,10 +49,12 @@ type Partner struct {
 
 // Gateway configures tenant resolution at the edge.
 type Gateway struct {
-	Auth                   string `yaml:"auth"` // only "bearer"
-	TenantResolutionTTLSec int    `yaml:"tenant_resolution_ttl_sec"`
-	CacheSize              int    `yaml:"cache_size"`
-	NegativeTTLSec         int    `yaml:"negative_ttl_sec"`
+	Auth string `yaml:"auth"` // only "bearer"
+	// TenantResolutionTTL is how long the edge caches key hash → tenant.
+	TenantResolutionTTL time.Duration `yaml:"tenant_resolution_ttl_sec"`
+	CacheSize           int           `yaml:"cache_size"`
+	// NegativeTTL is how long an unknown key is remembered as unknown.
+	NegativeTTL time.Duration `yaml:"negative_ttl_sec"`
 	// APIPrefix is the path prefix of the partner API at the edge.
 	APIPrefix string `yaml:"api_prefix"`
 	// FeatureRoutes gate path prefixes under APIPrefix behind tenant feature
@@ -70,9 +83,6 @@ func (g Gateway) FeatureFor(path string) (string, bool) {
 	return feature, best >= 0
 }
 
-// TTL is the positive cache TTL.
-func (g Gateway) TTL() time.Duration { return time.Duration(g.TenantResolutionTTLSec) * time.Second }
-
 // RateLimit is a token bucket.
 type RateLimit struct {
 	RequestsPerMinute int `yaml:"requests_per_minute"`
@@ -95,21 +105,22 @@ func (r RateLimits) ForTier(tier string) RateLimit {
 
 // Webhooks configures the webhooks processor.
 type Webhooks struct {
-	Retry            Retry    `yaml:"retry"`
-	DLQ              DLQ      `yaml:"dlq"`
-	Timeouts         Timeouts `yaml:"timeouts"`
-	Concurrency      int      `yaml:"concurrency"` // in-flight requests overall
-	PerEndpoint      int      `yaml:"per_endpoint_concurrency"`
-	MaxBodyBytes     int64    `yaml:"max_response_body_bytes"`
-	MaxEventBytes    int      `yaml:"max_event_bytes"`
-	AllowPrivate     []string `yaml:"allow_private_networks"` // CIDRs webhook URLs may resolve to despite the SSRF guard
-	Breaker          Breaker  `yaml:"circuit_breaker"`
-	SecretOverlapSec int      `yaml:"secret_rotation_overlap_sec"`
+	Retry         Retry    `yaml:"retry"`
+	DLQ           DLQ      `yaml:"dlq"`
+	Timeouts      Timeouts `yaml:"timeouts"`
+	Concurrency   int      `yaml:"concurrency"` // in-flight requests overall
+	PerEndpoint   int      `yaml:"per_endpoint_concurrency"`
+	MaxBodyBytes  int64    `yaml:"max_response_body_bytes"`
+	MaxEventBytes int      `yaml:"max_event_bytes"`
+	AllowPrivate  []string `yaml:"allow_private_networks"` // CIDRs webhook URLs may resolve to despite the SSRF guard
+	Breaker       Breaker  `yaml:"circuit_breaker"`
+	// SecretOverlap is how long a rotated webhook secret keeps signing.
+	SecretOverlap time.Duration `yaml:"secret_rotation_overlap_sec"`
 	// EventTypes are the product event types the processor accepts; an event
 	// of any other type is dead-lettered with reason "unknown event type".
 	EventTypes []string `yaml:"event_types"`
-	// MaxRetryAfterSec caps how long a 429's Retry-After may hold a delivery.
-	MaxRetryAfterSec int `yaml:"max_retry_after_sec"`
+	// MaxRetryAfter caps how long a 429's Retry-After may hold a delivery.
+	MaxRetryAfter time.Duration `yaml:"max_retry_after_sec"`
 	// InstanceID names this processor instance in its Kafka transactional
 	// ids. It must be stable across restarts (a restarted instance fences
 	// its crashed predecessor's open transactions at once) and unique among
@@ -120,55 +131,63 @@ type Webhooks struct {
 // Retry is the retry policy: attempt n (n>=2) waits base·mult^(n-2) after
 // attempt n-1, in topic partners.webhooks.retry.<n-1>.
 type Retry struct {
-	MaxAttempts       int     `yaml:"max_attempts"`
-	BackoffBaseSec    float64 `yaml:"backoff_base_sec"`
-	BackoffMultiplier float64 `yaml:"backoff_multiplier"`
+	MaxAttempts       int           `yaml:"max_attempts"`
+	BackoffBase       time.Duration `yaml:"backoff_base_sec"`
+	BackoffMultiplier float64       `yaml:"backoff_multiplier"`
 }
 
 // Delay returns the fixed delay of retry topic n (1-based): base·mult^(n-1).
 func (r Retry) Delay(n int) time.Duration {
-	d := r.BackoffBaseSec
+	d := float64(r.BackoffBase)
 	for i := 1; i < n; i++ {
 		d *= r.BackoffMultiplier
 	}
-	return time.Duration(d * float64(time.Second))
+	return time.Duration(d)
 }
 
 // DLQ configures the dead-letter topic.
 type DLQ struct {
-	Enabled       bool `yaml:"enabled"`
-	RetentionDays int  `yaml:"retention_days"`
+	Enabled   bool          `yaml:"enabled"`
+	Retention time.Duration `yaml:"retention_days"`
 }
 
 // Timeouts of one webhook HTTP attempt.
 type Timeouts struct {
-	ConnectSec float64 `yaml:"connect_sec"`
-	TotalSec   float64 `yaml:"total_sec"`
+	Connect time.Duration `yaml:"connect_sec"`
+	Total   time.Duration `yaml:"total_sec"`
 }
 
 // Breaker configures the per-endpoint circuit breaker.
 type Breaker struct {
-	ConsecutiveFailures int     `yaml:"consecutive_failures"`
-	OpenSec             float64 `yaml:"open_sec"`
+	ConsecutiveFailures int           `yaml:"consecutive_failures"`
+	Open                time.Duration `yaml:"open_sec"`
 }
 
 // Attribution configures the attribution processor and ROI.
 type Attribution struct {
-	TouchpointSources          []string          `yaml:"touchpoint_sources"`
-	ROIWindowDays              int               `yaml:"roi_window_days"`
-	LookbackDays               int               `yaml:"lookback_days"`
-	MaterializedViewRefreshSec int               `yaml:"materialized_view_refresh_sec"`
-	TimeDecayHalfLifeDays      float64           `yaml:"time_decay_half_life_days"`
-	BaseCurrency               string            `yaml:"base_currency"`
-	CurrencyRates              map[string]string `yaml:"currency_rates"` // currency -> base per unit, decimal string
-	Batch                      Batch             `yaml:"batch"`
-	HistoryCacheSize           int               `yaml:"history_cache_size"`
+	TouchpointSources []string `yaml:"touchpoint_sources"`
+	// ROIWindow is the default ROI window, whole days.
+	ROIWindow time.Duration `yaml:"roi_window_days"`
+	// Lookback is how far before a conversion touchpoints count.
+	Lookback                time.Duration     `yaml:"lookback_days"`
+	MaterializedViewRefresh time.Duration     `yaml:"materialized_view_refresh_sec"`
+	TimeDecayHalfLife       time.Duration     `yaml:"time_decay_half_life_days"`
+	BaseCurrency            string            `yaml:"base_currency"`
+	CurrencyRates           map[string]string `yaml:"currency_rates"` // currency -> base per unit, decimal string
+	Batch                   Batch             `yaml:"batch"`
+	HistoryCacheSize        int               `yaml:"history_cache_size"`
 }
+
+// ROIWindowDays is the default ROI window in days.
+func (a Attribution) ROIWindowDays() int { return int(a.ROIWindow / Day) }
+
+// Day is the unit of the *_days keys.
+const Day = 24 * time.Hour
 
 // Batch configures ClickHouse batching.
 type Batch struct {
-	Size      int     `yaml:"size"`
-	LingerSec float64 `yaml:"linger_sec"`
+	Size   int           `yaml:"size"`
+	Linger time.Duration `yaml:"linger_sec"`
 }
 
 // Security configures tier security.
@@ -185,8 +204,9 @@ type Enterprise struct {
 
 // Keys configures API key hashing and rotation.
 type Keys struct {
-	Pepper             string `yaml:"pepper"` // HMAC key for API key hashes; from env
-	RotationOverlapSec int    `yaml:"rotation_overlap_sec"`
+	Pepper string `yaml:"pepper" config:"secret"` // HMAC key for API key hashes; from env
+	// RotationOverlap is how long a rotated API key stays valid.
+	RotationOverlap time.Duration `yaml:"rotation_overlap_sec"`
 }
 
 // Kafka configures brokers and topics.
@@ -203,12 +223,12 @@ type Kafka struct {
 
 // ClickHouse configures the warehouse connection.
 type ClickHouse struct {
-	Addr           []string `yaml:"addr"`
-	Database       string   `yaml:"database"`
-	Username       string   `yaml:"username"`
-	Password       string   `yaml:"password"`
-	AutoStart      bool     `yaml:"auto_start"` // partners dev: start deploy/local/clickhouse.sh if unreachable
-	DialTimeoutSec float64  `yaml:"dial_timeout_sec"`
+	Addr        []string      `yaml:"addr"`
+	Database    string        `yaml:"database"`
+	Username    string        `yaml:"username"`
+	Password    string        `yaml:"password" config:"secret"`
+	AutoStart   bool          `yaml:"auto_start"` // partners dev only: start deploy/local/clickhouse.sh if unreachable
+	DialTimeout time.Duration `yaml:"dial_timeout_sec"`
 }
 
 // Listeners are the addresses the components listen on.
@@ -236,31 +256,33 @@ type Telemetry struct {
 
 // Admin configures the admin API.
 type Admin struct {
-	Token string `yaml:"token"`
+	Token string `yaml:"token" config:"secret"`
 	URL   string `yaml:"url"` // where the CLI reaches the API
 }
 
 // XDS configures snapshot building.
 type XDS struct {
-	ExtAuthzTimeoutMS int              `yaml:"ext_authz_timeout_ms"`
-	ExtAuthzCluster   string           `yaml:"ext_authz_address"` // host:port Envoy reaches the edge plugin at
-	CircuitBreakers   CircuitBreakers  `yaml:"circuit_breakers"`
-	OutlierDetection  OutlierDetection `yaml:"outlier_detection"`
-	CacheSize         int              `yaml:"cache_size"`
-	ListenerPort      int              `yaml:"listener_port"`
+	ExtAuthzTimeout  time.Duration    `yaml:"ext_authz_timeout_ms"`
+	ExtAuthzCluster  string           `yaml:"ext_authz_address"` // host:port Envoy reaches the edge plugin at
+	CircuitBreakers  CircuitBreakers  `yaml:"circuit_breakers"`
+	OutlierDetection OutlierDetection `yaml:"outlier_detection"`
+	CacheSize        int              `yaml:"cache_size"`
+	ListenerPort     int              `yaml:"listener_port"`
 	// EnterpriseListenerPort is the listener whose filter chain requires
 	// client certificates and runs jwt_authn for enterprise tenants.
 	EnterpriseListenerPort int `yaml:"enterprise_listener_port"`
 	// TLS names the certificate files on the Envoy hosts; the control plane
 	// serves them to Envoy as SDS secrets that point at these paths, so no
 	// private key ever crosses the xDS stream.
-	TLS                   EdgeTLS `yaml:"tls"`
-	UpstreamTimeoutMS     int     `yaml:"upstream_timeout_ms"`
-	ConnectTimeoutMS      int     `yaml:"connect_timeout_ms"`
-	OverloadRetryAfterSec int     `yaml:"overload_retry_after_sec"` // Retry-After of the fast 503 when an upstream overflows
-	// RebuildDebounceMS coalesces bursts of tenant changes into one snapshot
+	TLS             EdgeTLS       `yaml:"tls"`
+	UpstreamTimeout time.Duration `yaml:"upstream_timeout_ms"`
+	ConnectTimeout  time.Duration `yaml:"connect_timeout_ms"`
+	// OverloadRetryAfter is the Retry-After (whole seconds) of the fast 503
+	// when an upstream overflows.
+	OverloadRetryAfter time.Duration `yaml:"overload_retry_after_sec"`
+	// RebuildDebounce coalesces bursts of tenant changes into one snapshot
 	// per region.
-	RebuildDebounceMS int `yaml:"rebuild_debounce_ms"`
+	RebuildDebounce time.Duration `yaml:"rebuild_debounce_ms"`
 	// Tracing makes Envoy trace partner requests and export spans over OTLP
 	// gRPC; empty collector_address: Envoy does not trace (the plugin still
 	// continues a traceparent the partner sends).
@@ -290,10 +312,10 @@ type CircuitBreakers struct {
 
 // OutlierDetection for upstream clusters.
 type OutlierDetection struct {
-	Consecutive5xx     int `yaml:"consecutive_5xx"`
-	IntervalSec        int `yaml:"interval_sec"`
-	BaseEjectionSec    int `yaml:"base_ejection_sec"`
-	MaxEjectionPercent int `yaml:"max_ejection_percent"`
+	Consecutive5xx     int           `yaml:"consecutive_5xx"`
+	Interval           time.Duration `yaml:"interval_sec"`
+	BaseEjection       time.Duration `yaml:"base_ejection_sec"`
+	MaxEjectionPercent int           `yaml:"max_ejection_percent"`
 }
 
 // Edge configures the ext_authz plugin.
@@ -313,7 +335,7 @@ type Edge struct {
 func Default() Config {
 	return Config{
 		Partner: Partner{
-			Gateway: Gateway{Auth: "bearer", TenantResolutionTTLSec: 45, CacheSize: 100_000, NegativeTTLSec: 5,
+			Gateway: Gateway{Auth: "bearer", TenantResolutionTTL: 45 * time.Second, CacheSize: 100_000, NegativeTTL: 5 * time.Second,
 				APIPrefix: "/api/v1/partners/",
 				FeatureRoutes: []FeatureRoute{
 					{Prefix: "/api/v1/partners/reports", Feature: "reports"},
@@ -327,31 +349,31 @@ func Default() Config {
 				},
 			},
 			Webhooks: Webhooks{
-				Retry:            Retry{MaxAttempts: 5, BackoffBaseSec: 2, BackoffMultiplier: 2},
-				DLQ:              DLQ{Enabled: true, RetentionDays: 30},
-				Timeouts:         Timeouts{ConnectSec: 3, TotalSec: 10},
-				Concurrency:      256,
-				PerEndpoint:      16,
-				MaxBodyBytes:     64 << 10,
-				MaxEventBytes:    256 << 10,
-				Breaker:          Breaker{ConsecutiveFailures: 5, OpenSec: 30},
-				SecretOverlapSec: 24 * 3600,
-				EventTypes:       []string{"order.created", "order.updated", "order.completed", "order.refunded", "customer.created", "lead.qualified", "partner.test"},
-				MaxRetryAfterSec: 3600,
+				Retry:         Retry{MaxAttempts: 5, BackoffBase: 2 * time.Second, BackoffMultiplier: 2},
+				DLQ:           DLQ{Enabled: true, Retention: 30 * Day},
+				Timeouts:      Timeouts{Connect: 3 * time.Second, Total: 10 * time.Second},
+				Concurrency:   256,
+				PerEndpoint:   16,
+				MaxBodyBytes:  64 << 10,
+				MaxEventBytes: 256 << 10,
+				Breaker:       Breaker{ConsecutiveFailures: 5, Open: 30 * time.Second},
+				SecretOverlap: 24 * time.Hour,
+				EventTypes:    []string{"order.created", "order.updated", "order.completed", "order.refunded", "customer.created", "lead.qualified", "partner.test"},
+				MaxRetryAfter: time.Hour,
 			},
 			Attribution: Attribution{
-				TouchpointSources:          []string{"utm", "referral_header", "api_key"},
-				ROIWindowDays:              30,
-				LookbackDays:               30,
-				MaterializedViewRefreshSec: 300,
-				TimeDecayHalfLifeDays:      7,
-				BaseCurrency:               "USD",
-				CurrencyRates:              map[string]string{"USD": "1", "EUR": "1.08", "GBP": "1.27"},
-				Batch:                      Batch{Size: 5000, LingerSec: 1},
-				HistoryCacheSize:           100_000,
+				TouchpointSources:       []string{"utm", "referral_header", "api_key"},
+				ROIWindow:               30 * Day,
+				Lookback:                30 * Day,
+				MaterializedViewRefresh: 5 * time.Minute,
+				TimeDecayHalfLife:       7 * Day,
+				BaseCurrency:            "USD",
+				CurrencyRates:           map[string]string{"USD": "1", "EUR": "1.08", "GBP": "1.27"},
+				Batch:                   Batch{Size: 5000, Linger: time.Second},
+				HistoryCacheSize:        100_000,
 			},
 			Security: Security{Enterprise: Enterprise{MTLS: "enabled", JWTSigningAlgo: "RS256", AuditLogging: "enabled"}},
-			Keys:     Keys{RotationOverlapSec: 24 * 3600},
+			Keys:     Keys{RotationOverlap: 24 * time.Hour},
 		},
 		Kafka: Kafka{
 			DataDir:      ".local/kfake",
@@ -362,10 +384,10 @@ func Default() Config {
 			GroupPrefix:  "partners",
 		},
 		ClickHouse: ClickHouse{
-			Addr:           []string{"127.0.0.1:9000"},
-			Database:       "partners",
-			Username:       "default",
-			DialTimeoutSec: 5,
+			Addr:        []string{"127.0.0.1:9000"},
+			Database:    "partners",
+			Username:    "default",
+			DialTimeout: 5 * time.Second,
 		},
 		Listeners: Listeners{Admin: "127.0.0.1:8080", XDS: "127.0.0.1:18000", ExtAuthz: "127.0.0.1:9191"},
 		Regions: []Region{
@@ -375,10 +397,10 @@ func Default() Config {
 		Telemetry: Telemetry{LogLevel: "info", LogFormat: "text", ServiceName: "partners-engine"},
 		Admin:     Admin{URL: "http://127.0.0.1:8080"},
 		XDS: XDS{
-			ExtAuthzTimeoutMS:      250,
+			ExtAuthzTimeout:        250 * time.Millisecond,
 			ExtAuthzCluster:        "127.0.0.1:9191",
 			CircuitBreakers:        CircuitBreakers{MaxConnections: 1024, MaxPendingRequests: 256, MaxRequests: 1024, MaxRetries: 3},
-			OutlierDetection:       OutlierDetection{Consecutive5xx: 5, IntervalSec: 10, BaseEjectionSec: 30, MaxEjectionPercent: 50},
+			OutlierDetection:       OutlierDetection{Consecutive5xx: 5, Interval: 10 * time.Second, BaseEjection: 30 * time.Second, MaxEjectionPercent: 50},
 			CacheSize:              50_000,
 			ListenerPort:           10000,
 			EnterpriseListenerPort: 10443,
@@ -387,11 +409,11 @@ func Default() Config {
 				ServerKeyPath:  "/etc/envoy/certs/edge.key",
 				ClientCAPath:   "/etc/envoy/certs/enterprise-ca.crt",
 			},
-			UpstreamTimeoutMS:     15_000,
-			ConnectTimeoutMS:      1_000,
-			OverloadRetryAfterSec: 1,
-			RebuildDebounceMS:     20,
-			Tracing:               EdgeTracing{SamplePercent: 100},
+			UpstreamTimeout:    15 * time.Second,
+			ConnectTimeout:     time.Second,
+			OverloadRetryAfter: time.Second,
+			RebuildDebounce:    20 * time.Millisecond,
+			Tracing:            EdgeTracing{SamplePercent: 100},
 		},
 		Edge: Edge{UserHeader: "x-partner-user-id", UserQueryParam: "uid", TouchpointBuffer: 10_000, MaxAuthHeaderBytes: 4096,
 			JWTHeader: "x-partner-jwt", ReferralHeader: "referer"},

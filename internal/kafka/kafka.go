@@ -70,7 +70,7 @@ func Specs(cfg *config.Config) []TopicSpec {
 		{Name: n.Topic(schemas.TopicAttrDLQ), Partitions: p, Configs: del},
 		{Name: n.Topic(schemas.TopicAudit), Partitions: p, Configs: del},
 	}
-	retention := strconv.FormatInt(int64(cfg.Partner.Webhooks.DLQ.RetentionDays)*24*3600*1000, 10)
+	retention := strconv.FormatInt(cfg.Partner.Webhooks.DLQ.Retention.Milliseconds(), 10)
 	specs = append(specs, TopicSpec{Name: n.Topic(schemas.TopicDLQ), Partitions: p, Configs: map[string]*string{
 		"cleanup.policy": ptr("delete"), "retention.ms": ptr(retention),
 	}})

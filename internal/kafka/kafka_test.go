@@ -38,7 +38,7 @@ func TestEnsureTopicsPolicies(t *testing.T) {
 	}
 	want := map[string]map[string]string{
 		names.Topic(schemas.TopicTenants): {"cleanup.policy": "compact"},
-		names.Topic(schemas.TopicDLQ):     {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(cfg.Partner.Webhooks.DLQ.RetentionDays * 86400 * 1000)},
+		names.Topic(schemas.TopicDLQ):     {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(30 * 86400 * 1000)},
 		names.Retry(1):                    {"cleanup.policy": "delete"},
 	}
 	for _, rc := range rcs {

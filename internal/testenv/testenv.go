@@ -45,9 +45,9 @@ func Config(t testing.TB) *config.Config {
 	cfg.ClickHouse.Database = "partners_test_" + id
 	cfg.ClickHouse.Addr = []string{ClickHouseAddr()}
 	cfg.Partner.Webhooks.AllowPrivate = []string{"127.0.0.1/32", "::1/128"}
-	cfg.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 3, BackoffBaseSec: 0.2, BackoffMultiplier: 2}
-	cfg.Partner.Webhooks.Timeouts = config.Timeouts{ConnectSec: 1, TotalSec: 2}
-	cfg.Partner.Attribution.Batch = config.Batch{Size: 500, LingerSec: 0.2}
+	cfg.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 3, BackoffBase: 200 * time.Millisecond, BackoffMultiplier: 2}
+	cfg.Partner.Webhooks.Timeouts = config.Timeouts{Connect: time.Second, Total: 2 * time.Second}
+	cfg.Partner.Attribution.Batch = config.Batch{Size: 500, Linger: 200 * time.Millisecond}
 	cfg.Listeners = config.Listeners{Admin: "127.0.0.1:0", XDS: "127.0.0.1:0", ExtAuthz: "127.0.0.1:0"}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -81,8 +81,8 @@ func New(opt Options) (*Processor, error) {
 		rates:   map[string]decimal.Decimal{},
 		sources: map[string]bool{},
 		params: models.Params{
-			Lookback: time.Duration(a.LookbackDays) * 24 * time.Hour,
-			HalfLife: time.Duration(a.TimeDecayHalfLifeDays * float64(24*time.Hour)),
+			Lookback: a.Lookback,
+			HalfLife: a.TimeDecayHalfLife,
 		},
 	}
 	for cur, r := range a.CurrencyRates {
@@ -173,7 +173,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	defer cl.Close()
 	b := p.opt.Config.Partner.Attribution.Batch
 	return kafka.ConsumeBatches(ctx, cl, p.opt.Log.With("component", "attribution"),
-		kafka.Batching{Size: b.Size, Linger: time.Duration(b.LingerSec * float64(time.Second))}, p.handleBatch)
+		kafka.Batching{Size: b.Size, Linger: b.Linger}, p.handleBatch)
 }
 
 // handleBatch attributes and inserts one batch, with its metrics: a failure

@@ -101,7 +101,7 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 	if ferr != nil {
 		return rows, fmt.Errorf("freshness: %w", ferr)
 	}
-	linger := cfg.Partner.Attribution.Batch.LingerSec * 1000
+	linger := float64(cfg.Partner.Attribution.Batch.Linger.Milliseconds())
 	rows = append(rows,
 		benchrow.Row{Name: "freshness p50 (produce → in ROI)", Value: ms(Percentile(samples, 50)), Unit: "ms", Baseline: "batch linger", BaselineValue: linger},
 		benchrow.Row{Name: "freshness p99 (produce → in ROI)", Value: ms(Percentile(samples, 99)), Unit: "ms", Baseline: "batch linger", BaselineValue: linger})

@@ -76,6 +76,8 @@ func TestKill9MidStream(t *testing.T) {
 			"PARTNERS_CLICKHOUSE_DB="+e.cfg.ClickHouse.Database,
 			"PARTNERS_CLICKHOUSE_ADDR="+e.cfg.ClickHouse.Addr[0],
 			"PARTNERS_ADMIN_LISTEN=127.0.0.1:0",
+			"PARTNERS_ADMIN_TOKEN="+e.cfg.Admin.Token,
+			"PARTNERS_KEY_PEPPER="+e.cfg.Partner.Keys.Pepper,
 			"PARTNERS_LOG_LEVEL=warn",
 		)
 		cmd.Dir = root

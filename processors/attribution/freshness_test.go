@@ -20,8 +20,8 @@ func TestFreshness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("freshness produce → visible in ROI over %d samples (batch linger %.1fs): p50 %v, p99 %v, max %v",
-		len(samples), e.cfg.Partner.Attribution.Batch.LingerSec,
+	t.Logf("freshness produce → visible in ROI over %d samples (batch linger %v): p50 %v, p99 %v, max %v",
+		len(samples), e.cfg.Partner.Attribution.Batch.Linger,
 		attribution.Percentile(samples, 50).Round(time.Millisecond), attribution.Percentile(samples, 99).Round(time.Millisecond),
 		samples[len(samples)-1].Round(time.Millisecond))
 }

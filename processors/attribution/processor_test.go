@@ -39,8 +39,8 @@ func expected(d attribution.Dataset, e *env, asOf time.Time, windows ...int) map
 	out := map[string]string{}
 	for _, w := range windows {
 		from, to := roi.Query{Window: w, AsOf: asOf}.Range()
-		o := oracle(d, a.CurrencyRates, time.Duration(a.LookbackDays)*24*time.Hour,
-			time.Duration(a.TimeDecayHalfLifeDays*float64(24*time.Hour)), from, to)
+		o := oracle(d, a.CurrencyRates, a.Lookback,
+			a.TimeDecayHalfLife, from, to)
 		for _, p := range o.partners() {
 			for _, m := range oracleModels {
 				r := o.row(p, m)
@@ -127,8 +127,8 @@ func checkDailyView(t *testing.T, e *env, d attribution.Dataset, now time.Time) 
 	t.Helper()
 	from, to := roi.Query{Window: 30, AsOf: now}.Range()
 	a := e.cfg.Partner.Attribution
-	o := oracle(d, a.CurrencyRates, time.Duration(a.LookbackDays)*24*time.Hour,
-		time.Duration(a.TimeDecayHalfLifeDays*float64(24*time.Hour)), from, to)
+	o := oracle(d, a.CurrencyRates, a.Lookback,
+		a.TimeDecayHalfLife, from, to)
 	rows, err := e.conn.Query(context.Background(), `SELECT partner_id, model, sum(revenue), sum(conversions), sum(cost)
 		FROM partner_roi_daily WHERE day >= toDate(?) AND day <= toDate(?) GROUP BY partner_id, model`, from, to)
 	if err != nil {

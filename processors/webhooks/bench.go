@@ -215,7 +215,7 @@ func benchEndToEnd(ctx context.Context, env benchrow.Env, log *slog.Logger, rcv 
 	cfg := config.Default()
 	cfg.Kafka.TopicPrefix = "bench" + randomHex(4) + "."
 	cfg.Partner.Webhooks.AllowPrivate = []string{"127.0.0.1/32"}
-	cfg.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 2, BackoffBaseSec: 1, BackoffMultiplier: 2}
+	cfg.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 2, BackoffBase: time.Second, BackoffMultiplier: 2}
 	cfg.Partner.Webhooks.PerEndpoint = workers // the same concurrency as the plain loop
 	cl, err := kafka.NewClient(&cfg, brokers, log)
 	if err != nil {

@@ -94,7 +94,7 @@ func (g *Guard) control(network, address string, _ syscall.RawConn) error {
 // send injects its traceparent (otelhttp cost a third of the throughput in
 // the benchmark).
 func newHTTPClient(cfg config.Webhooks, g *Guard) *http.Client {
-	connect := time.Duration(cfg.Timeouts.ConnectSec * float64(time.Second))
+	connect := cfg.Timeouts.Connect
 	d := &net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second, Control: g.control}
 	tr := &http.Transport{
 		Proxy:                 nil,
@@ -106,12 +106,12 @@ func newHTTPClient(cfg config.Webhooks, g *Guard) *http.Client {
 		MaxIdleConnsPerHost:   cfg.PerEndpoint,
 		MaxConnsPerHost:       0,
 		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: time.Duration(cfg.Timeouts.TotalSec * float64(time.Second)),
+		ResponseHeaderTimeout: cfg.Timeouts.Total,
 		ExpectContinueTimeout: time.Second,
 	}
 	return &http.Client{
 		Transport: tr,
-		Timeout:   time.Duration(cfg.Timeouts.TotalSec * float64(time.Second)),
+		Timeout:   cfg.Timeouts.Total,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},

@@ -18,7 +18,7 @@ func testClient(t *testing.T, allow ...string) *http.Client {
 		t.Fatal(err)
 	}
 	cfg := config.Default().Partner.Webhooks
-	cfg.Timeouts = config.Timeouts{ConnectSec: 0.5, TotalSec: 1}
+	cfg.Timeouts = config.Timeouts{Connect: 500 * time.Millisecond, Total: time.Second}
 	hc := newHTTPClient(cfg, g)
 	t.Cleanup(hc.CloseIdleConnections)
 	return hc

@@ -31,7 +31,7 @@ func TestKill9MidStream(t *testing.T) {
 	}
 	e := newEnv(t, true, func(c *config.Config) {
 		// As config/partners-engine.yaml, so the subprocess finds its topics.
-		c.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 5, BackoffBaseSec: 2, BackoffMultiplier: 2}
+		c.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 5, BackoffBase: 2 * time.Second, BackoffMultiplier: 2}
 	})
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "partners")

@@ -148,8 +148,8 @@ type env struct {
 func newEnv(t *testing.T, withClickHouse bool, mutate func(*config.Config)) *env {
 	t.Helper()
 	cfg := testenv.Config(t)
-	cfg.Partner.Webhooks.Timeouts = config.Timeouts{ConnectSec: 1, TotalSec: 2} // generous: -race on 2 busy cores; exact attempt counts must not see spurious timeouts
-	cfg.Partner.Webhooks.Breaker = config.Breaker{ConsecutiveFailures: 1000, OpenSec: 30}
+	cfg.Partner.Webhooks.Timeouts = config.Timeouts{Connect: time.Second, Total: 2 * time.Second} // generous: -race on 2 busy cores; exact attempt counts must not see spurious timeouts
+	cfg.Partner.Webhooks.Breaker = config.Breaker{ConsecutiveFailures: 1000, Open: 30 * time.Second}
 	if mutate != nil {
 		mutate(cfg)
 	}

@@ -57,9 +57,9 @@ func measure(t *testing.T, prefix string, rcs ...*receiver) phaseStats {
 // path, never a wall-clock threshold.
 func TestHangingEndpointIsolation(t *testing.T) {
 	e := newEnv(t, false, func(c *config.Config) {
-		c.Partner.Webhooks.Timeouts = config.Timeouts{ConnectSec: 0.5, TotalSec: 2}
-		c.Partner.Webhooks.Breaker = config.Breaker{ConsecutiveFailures: 5, OpenSec: 1}
-		c.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 3, BackoffBaseSec: 0.5, BackoffMultiplier: 2}
+		c.Partner.Webhooks.Timeouts = config.Timeouts{Connect: 500 * time.Millisecond, Total: 2 * time.Second}
+		c.Partner.Webhooks.Breaker = config.Breaker{ConsecutiveFailures: 5, Open: time.Second}
+		c.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 3, BackoffBase: 500 * time.Millisecond, BackoffMultiplier: 2}
 	})
 	a := newReceiver(t, always(200))
 	b := newReceiver(t, always(200))

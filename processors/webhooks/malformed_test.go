@@ -63,8 +63,8 @@ func TestMalformedEventsDeadLettered(t *testing.T) {
 // delivery arrives.
 func TestCircuitBreaker(t *testing.T) {
 	e := newEnv(t, false, func(c *config.Config) {
-		c.Partner.Webhooks.Breaker = config.Breaker{ConsecutiveFailures: 2, OpenSec: 1}
-		c.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 6, BackoffBaseSec: 0.3, BackoffMultiplier: 2}
+		c.Partner.Webhooks.Breaker = config.Breaker{ConsecutiveFailures: 2, Open: time.Second}
+		c.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 6, BackoffBase: 300 * time.Millisecond, BackoffMultiplier: 2}
 	})
 	rc := newReceiver(t, always(503))
 	c := e.tenant("t-breaker", rc)

@@ -265,7 +265,7 @@ func (p *Processor) breaker(endpointID string) *gobreaker.CircuitBreaker[Attempt
 		b = gobreaker.NewCircuitBreaker[Attempt](gobreaker.Settings{
 			Name:        endpointID,
 			MaxRequests: 1, // one half-open probe
-			Timeout:     time.Duration(p.wh.Breaker.OpenSec * float64(time.Second)),
+			Timeout:     p.wh.Breaker.Open,
 			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= n },
 			OnStateChange: func(name string, from, to gobreaker.State) {
 				p.m.breaker.WithLabelValues(to.String()).Inc()
@@ -440,7 +440,7 @@ func (p *Processor) records(ctx context.Context, j *job, o outcome, stage string
 			break
 		}
 		delay := p.wh.Retry.Delay(next)
-		if ra := min(o.att.RetryAfter, time.Duration(p.wh.MaxRetryAfterSec)*time.Second); ra > delay {
+		if ra := min(o.att.RetryAfter, p.wh.MaxRetryAfter); ra > delay {
 			delay = ra
 		}
 		t.Stage = next

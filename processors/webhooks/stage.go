@@ -197,7 +197,7 @@ func (s *stage) run(ctx context.Context) error {
 	if err := s.begin(); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(time.Duration(s.p.wh.Timeouts.TotalSec*float64(time.Second)) + time.Second)
+	deadline := time.Now().Add(s.p.wh.Timeouts.Total + time.Second)
 	for s.inflight.Load() > 0 && time.Now().Before(deadline) {
 		select {
 		case r := <-s.results:
@@ -250,7 +250,7 @@ func (s *stage) accept(ctx context.Context, r *kgo.Record) {
 		s.add(&result{gen: gen, key: k, offset: r.Offset, recs: dead})
 	}
 	queueCap := max(8*s.p.wh.PerEndpoint, 64)
-	stall := min(time.Second, time.Duration(s.p.wh.Timeouts.TotalSec*float64(time.Second)))
+	stall := min(time.Second, s.p.wh.Timeouts.Total)
 	for _, j := range jobs {
 		l := s.p.lane(j.endpoint.ID)
 		run := func(skip string) {

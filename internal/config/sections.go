@@ -1,0 +1,350 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+// Each section's Validate checks the section's own fields; nested sections
+// check themselves (Validate walks them all). Messages never repeat a key
+// path: the walk derives it from the yaml tags.
+
+var (
+	featureRe    = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+	headerRe     = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+	instanceIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+	// eventTypeRe is the shape of a product event type (schemas/json/event.v1).
+	eventTypeRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]*$`)
+	identRe     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	regionRe    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+)
+
+// Validate implements Validator.
+func (g *Gateway) Validate() error {
+	c := Check(g)
+	c.OneOf(&g.Auth, "bearer")
+	c.Positive(&g.TenantResolutionTTL)
+	c.Positive(&g.CacheSize)
+	c.NonNegative(&g.NegativeTTL)
+	if !strings.HasPrefix(g.APIPrefix, "/") || !strings.HasSuffix(g.APIPrefix, "/") {
+		c.Fail(&g.APIPrefix, "must start and end with /")
+	}
+	for i := range g.FeatureRoutes {
+		fr := &g.FeatureRoutes[i]
+		if !strings.HasPrefix(fr.Prefix, g.APIPrefix) || len(fr.Prefix) <= len(g.APIPrefix) {
+			c.Fail(&fr.Prefix, "must be a longer path under partner.gateway.api_prefix")
+		}
+		if !featureRe.MatchString(fr.Feature) {
+			c.Fail(&fr.Feature, "must be lower-case letters, digits and underscores")
+		}
+	}
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (r *RateLimit) Validate() error {
+	c := Check(r)
+	c.Positive(&r.RequestsPerMinute)
+	c.Positive(&r.BurstSize)
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (r *RateLimits) Validate() error {
+	c := Check(r)
+	for tier := range r.Tiers {
+		if !slices.Contains(schemas.Tiers, tier) {
+			c.FailValue(&r.Tiers, tier, "must be one of "+strings.Join(schemas.Tiers, ", "))
+		}
+	}
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (w *Webhooks) Validate() error {
+	c := Check(w)
+	c.Positive(&w.Concurrency)
+	c.Positive(&w.PerEndpoint)
+	c.Positive(&w.MaxEventBytes)
+	c.Positive(&w.MaxBodyBytes)
+	for i := range w.AllowPrivate {
+		if _, _, err := net.ParseCIDR(w.AllowPrivate[i]); err != nil {
+			c.Fail(&w.AllowPrivate[i], "must be a CIDR like 127.0.0.1/32")
+		}
+	}
+	c.NonNegative(&w.SecretOverlap)
+	if len(w.EventTypes) == 0 {
+		c.Fail(&w.EventTypes, "must list at least one event type")
+	}
+	for i := range w.EventTypes {
+		if !eventTypeRe.MatchString(w.EventTypes[i]) {
+			c.Fail(&w.EventTypes[i], "must be an event type like order.created")
+		}
+	}
+	if w.InstanceID != "" && !instanceIDRe.MatchString(w.InstanceID) {
+		c.Fail(&w.InstanceID, "must be 1 to 64 letters, digits, '.', '_' or '-'")
+	}
+	c.NonNegative(&w.MaxRetryAfter)
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (r *Retry) Validate() error {
+	c := Check(r)
+	c.Between(&r.MaxAttempts, 1, 20)
+	c.NonNegative(&r.BackoffBase)
+	if r.BackoffMultiplier < 1 {
+		c.Fail(&r.BackoffMultiplier, "must be >= 1")
+	}
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (d *DLQ) Validate() error {
+	c := Check(d)
+	if d.Enabled {
+		c.Positive(&d.Retention)
+	}
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (t *Timeouts) Validate() error {
+	c := Check(t)
+	c.Positive(&t.Connect)
+	c.Positive(&t.Total)
+	if t.Connect > t.Total {
+		c.Fail(&t.Connect, "must not exceed total_sec")
+	}
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (b *Breaker) Validate() error {
+	c := Check(b)
+	c.Positive(&b.ConsecutiveFailures)
+	c.Positive(&b.Open)
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (a *Attribution) Validate() error {
+	c := Check(a)
+	for i := range a.TouchpointSources {
+		c.OneOf(&a.TouchpointSources[i], "utm", "referral_header", "api_key")
+	}
+	wholeDays(c, &a.ROIWindow, 1, 3650)
+	wholeDays(c, &a.Lookback, 1, 3650)
+	c.Positive(&a.MaterializedViewRefresh)
+	c.Positive(&a.TimeDecayHalfLife)
+	if len(a.BaseCurrency) != 3 || strings.ToUpper(a.BaseCurrency) != a.BaseCurrency {
+		c.Fail(&a.BaseCurrency, "must be an ISO 4217 code like USD")
+	}
+	if _, ok := a.CurrencyRates[a.BaseCurrency]; !ok && a.BaseCurrency != "" {
+		c.FailValue(&a.CurrencyRates, a.BaseCurrency, "must contain the base currency")
+	}
+	for cur, r := range a.CurrencyRates {
+		d, err := decimal.NewFromString(r)
+		if err != nil || !d.IsPositive() {
+			c.FailKey(&a.CurrencyRates, cur, r, "must be a positive decimal")
+		}
+	}
+	c.Positive(&a.HistoryCacheSize)
+	return c.Err()
+}
+
+func wholeDays(c *Checker, d *time.Duration, lo, hi int) {
+	if *d%Day != 0 || *d < time.Duration(lo)*Day || *d > time.Duration(hi)*Day {
+		c.Fail(d, fmt.Sprintf("must be between %d and %d", lo, hi))
+	}
+}
+
+// Validate implements Validator.
+func (b *Batch) Validate() error {
+	c := Check(b)
+	c.Positive(&b.Size)
+	c.Positive(&b.Linger)
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (e *Enterprise) Validate() error {
+	c := Check(e)
+	c.OneOf(&e.MTLS, "enabled", "disabled")
+	c.OneOf(&e.JWTSigningAlgo, "RS256")
+	c.OneOf(&e.AuditLogging, "enabled", "disabled")
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (k *Keys) Validate() error {
+	c := Check(k)
+	c.NonNegative(&k.RotationOverlap)
+	c.Secret(&k.Pepper, 16, "PARTNERS_KEY_PEPPER")
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (k *Kafka) Validate() error {
+	c := Check(k)
+	for i := range k.Brokers {
+		c.HostPort(&k.Brokers[i], true)
+	}
+	c.Positive(&k.Partitions)
+	c.Positive(&k.Replication)
+	if len(k.Brokers) == 0 && k.EmbeddedPort < 0 {
+		c.Fail(&k.EmbeddedPort, "must be >= 0")
+	}
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (ch *ClickHouse) Validate() error {
+	c := Check(ch)
+	if len(ch.Addr) == 0 {
+		c.Fail(&ch.Addr, "must list at least one host:port")
+	}
+	for i := range ch.Addr {
+		c.HostPort(&ch.Addr[i], true)
+	}
+	if !identRe.MatchString(ch.Database) {
+		c.Fail(&ch.Database, "must be an identifier")
+	}
+	c.Positive(&ch.DialTimeout)
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (l *Listeners) Validate() error {
+	c := Check(l)
+	c.HostPort(&l.Admin, true)
+	c.HostPort(&l.XDS, true)
+	c.HostPort(&l.ExtAuthz, true)
+	return c.Err()
+}
+
+// Regions are the edge regions.
+type Regions []Region
+
+// Validate implements Validator.
+func (rs *Regions) Validate() error {
+	c := Check(rs)
+	if len(*rs) == 0 {
+		c.Fail(rs, "must list at least one region")
+	}
+	seen := map[string]bool{}
+	for i := range *rs {
+		r := &(*rs)[i]
+		if seen[r.Name] {
+			c.Fail(&r.Name, "is a duplicate")
+		}
+		seen[r.Name] = true
+	}
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (r *Region) Validate() error {
+	c := Check(r)
+	if !regionRe.MatchString(r.Name) {
+		c.Fail(&r.Name, "must be lower-case letters, digits and dashes")
+	}
+	c.HostPort(&r.ProductionUpstream, true)
+	c.HostPort(&r.SandboxUpstream, true)
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (t *Telemetry) Validate() error {
+	c := Check(t)
+	c.OneOf(&t.LogLevel, "debug", "info", "warn", "error")
+	c.OneOf(&t.LogFormat, "text", "json")
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (a *Admin) Validate() error {
+	c := Check(a)
+	c.Secret(&a.Token, 8, "PARTNERS_ADMIN_TOKEN")
+	if u, err := url.Parse(a.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		c.Fail(&a.URL, "must be an http(s) URL")
+	}
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (x *XDS) Validate() error {
+	c := Check(x)
+	c.Positive(&x.ExtAuthzTimeout)
+	c.HostPort(&x.ExtAuthzCluster, true)
+	c.Positive(&x.CacheSize)
+	c.Port(&x.ListenerPort)
+	if x.EnterpriseListenerPort <= 0 || x.EnterpriseListenerPort > 65535 || x.EnterpriseListenerPort == x.ListenerPort {
+		c.Fail(&x.EnterpriseListenerPort, "must be a port number other than xds.listener_port")
+	}
+	c.Positive(&x.UpstreamTimeout)
+	c.Positive(&x.ConnectTimeout)
+	if x.OverloadRetryAfter <= 0 || x.OverloadRetryAfter%time.Second != 0 {
+		c.Fail(&x.OverloadRetryAfter, "must be a whole number of seconds > 0")
+	}
+	c.NonNegative(&x.RebuildDebounce)
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (t *EdgeTLS) Validate() error {
+	c := Check(t)
+	for _, p := range []*string{&t.ServerCertPath, &t.ServerKeyPath, &t.ClientCAPath} {
+		if !strings.HasPrefix(*p, "/") {
+			c.Fail(p, "must be an absolute path on the Envoy host")
+		}
+	}
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (t *EdgeTracing) Validate() error {
+	c := Check(t)
+	c.HostPort(&t.CollectorAddress, false)
+	if t.SamplePercent < 0 || t.SamplePercent > 100 {
+		c.Fail(&t.SamplePercent, "must be between 0 and 100")
+	}
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (cb *CircuitBreakers) Validate() error {
+	c := Check(cb)
+	c.Positive(&cb.MaxConnections)
+	c.Positive(&cb.MaxPendingRequests)
+	c.Positive(&cb.MaxRequests)
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (e *Edge) Validate() error {
+	c := Check(e)
+	if e.UserHeader == "" {
+		c.Fail(&e.UserHeader, "must not be empty")
+	}
+	for _, h := range []*string{&e.UserHeader, &e.JWTHeader, &e.ReferralHeader} {
+		if *h != "" && !headerRe.MatchString(*h) {
+			c.Fail(h, "must be a lower-case HTTP header name")
+		}
+	}
+	if e.JWTHeader == "" || e.JWTHeader == "authorization" {
+		c.Fail(&e.JWTHeader, "must name a header other than authorization")
+	}
+	c.Positive(&e.TouchpointBuffer)
+	c.Positive(&e.MaxAuthHeaderBytes)
+	return c.Err()
+}
