@@ -24,7 +24,7 @@ func addAttribution(rt *runtime) error {
 		return fmt.Errorf("attribution: clickhouse: %w", err)
 	}
 	p, err := attribution.New(attribution.Options{
-		Config: rt.cfg, Brokers: rt.brokers, Conn: conn, Producer: rt.producer,
+		Config: rt.cfg.Partner.Attribution, Kafka: rt.kafka(), Conn: conn, Producer: rt.producer,
 		Log: rt.log.With("component", "attribution"), Metrics: rt.prom,
 	})
 	if err != nil {

@@ -30,7 +30,7 @@ func addControlPlane(rt *runtime) error {
 			lis.Close()
 			return err
 		}
-		srv, err := xds.New(xds.Options{Config: rt.cfg, Tenants: reg, Log: rt.log, Registerer: rt.prom})
+		srv, err := xds.New(xds.Options{Config: xds.NewConfig(rt.cfg), Tenants: reg, Log: rt.log, Registerer: rt.prom})
 		if err != nil {
 			lis.Close()
 			return err
@@ -45,7 +45,7 @@ func addControlPlane(rt *runtime) error {
 // unknown (and be remembered as such by the negative cache).
 func addEdge(rt *runtime) error {
 	reg := rt.registry()
-	srv, err := authz.New(authz.Options{Config: rt.cfg, Tenants: reg, Producer: rt.producer, Names: rt.names, Log: rt.log, Registerer: rt.prom})
+	srv, err := authz.New(authz.Options{Config: authz.NewConfig(rt.cfg), Tenants: reg, Producer: rt.producer, Names: rt.names, Log: rt.log, Registerer: rt.prom})
 	if err != nil {
 		return err
 	}

@@ -23,7 +23,7 @@ func TestXDSDump(t *testing.T) {
 		t.Fatal(err)
 	}
 	tn := &schemas.Tenant{ID: "tn_dumped", Tier: schemas.TierSandbox, Status: schemas.StatusActive, Regions: []string{"eu-west"}, Version: 1}
-	srv, err := xds.New(xds.Options{Config: cfg, Tenants: xds.NewStaticTenants(tn), Log: slog.New(slog.DiscardHandler)})
+	srv, err := xds.New(xds.Options{Config: xds.NewConfig(cfg), Tenants: xds.NewStaticTenants(tn), Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,10 +43,9 @@ type runtime struct {
 	brokers  []string
 	producer *kgo.Client // shared producer (no consumer group)
 
-	regOnce sync.Once
-	reg     *registry.Registry
-	writer  *registry.Writer
-	admin   *adminapi.Server
+	reg    *registry.Registry
+	writer *registry.Writer
+	admin  *adminapi.Server
 
 	chOnce sync.Once
 	ch     driver.Conn
@@ -92,43 +91,61 @@ func newRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger, embed
 	} else {
 		rt.banner = append(rt.banner, fmt.Sprintf("kafka                               %v", rt.brokers))
 	}
-	rt.producer, err = kafka.NewClient(cfg, rt.brokers, log)
+	rt.producer, err = rt.kafka().NewClient()
 	if err != nil {
 		rt.close()
 		return nil, err
 	}
-	lag := kafka.NewLagMonitor(rt.producer, rt.names.Group(cfg.Kafka.GroupPrefix, ""), 15*time.Second, rt.prom, log)
+	lag, err := kafka.NewLagMonitor(rt.producer, rt.names.Group(cfg.Kafka.GroupPrefix, ""), 15*time.Second, rt.prom, log)
+	if err != nil {
+		rt.close()
+		return nil, err
+	}
 	rt.add("kafka-lag", lag.Run)
 	bctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := kafka.EnsureTopics(bctx, rt.producer, cfg); err != nil {
+	if err := kafka.EnsureTopics(bctx, rt.producer, cfg.Kafka, cfg.Partner.Webhooks); err != nil {
 		rt.close()
 		return nil, fmt.Errorf("kafka topics on %v: %w", rt.brokers, err)
+	}
+	if err := rt.startRegistry(); err != nil {
+		rt.close()
+		return nil, err
 	}
 	return rt, nil
 }
 
-// registry returns the shared tenant registry, starting it on first use.
-func (rt *runtime) registry() *registry.Registry {
-	rt.regOnce.Do(func() {
-		rt.reg = registry.New(rt.names.Topic(schemas.TopicTenants), rt.log, rt.prom)
-		rt.writer = registry.NewWriter(rt.reg, rt.producer, registry.WriterOptions{
-			Topic:         rt.names.Topic(schemas.TopicTenants),
-			Pepper:        rt.cfg.Partner.Keys.Pepper,
-			Regions:       rt.cfg.RegionNames(),
-			KeyOverlap:    rt.cfg.Partner.Keys.RotationOverlap,
-			SecretOverlap: rt.cfg.Partner.Webhooks.SecretOverlap,
-		})
-		rt.add("registry", func(ctx context.Context) error {
-			cl, err := kafka.NewClient(rt.cfg, rt.brokers, rt.log)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			return rt.reg.Run(ctx, cl)
-		})
+// kafka is how the components reach the brokers.
+func (rt *runtime) kafka() kafka.Cluster {
+	return kafka.Cluster{Config: rt.cfg.Kafka, Brokers: rt.brokers, Log: rt.log}
+}
+
+// registry returns the shared tenant registry (every mode follows it).
+func (rt *runtime) registry() *registry.Registry { return rt.reg }
+
+// startRegistry builds the registry and its writer and adds its follower.
+func (rt *runtime) startRegistry() error {
+	reg, err := registry.New(rt.names.Topic(schemas.TopicTenants), rt.log, rt.prom)
+	if err != nil {
+		return err
+	}
+	rt.reg = reg
+	rt.writer = registry.NewWriter(rt.reg, rt.producer, registry.WriterOptions{
+		Topic:         rt.names.Topic(schemas.TopicTenants),
+		Pepper:        rt.cfg.Partner.Keys.Pepper,
+		Regions:       rt.cfg.RegionNames(),
+		KeyOverlap:    rt.cfg.Partner.Keys.RotationOverlap,
+		SecretOverlap: rt.cfg.Partner.Webhooks.SecretOverlap,
 	})
-	return rt.reg
+	rt.add("registry", func(ctx context.Context) error {
+		cl, err := rt.kafka().NewClient()
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		return rt.reg.Run(ctx, cl)
+	})
+	return nil
 }
 
 // waitRegistry blocks until the registry has read the tenants topic.

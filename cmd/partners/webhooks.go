@@ -25,7 +25,7 @@ import (
 func addWebhooks(rt *runtime) error {
 	reg := rt.registry()
 	p, err := webhooks.New(webhooks.Options{
-		Config: rt.cfg, Brokers: rt.brokers, Tenants: reg, Disabler: rt.writer, Log: rt.log, Metrics: rt.prom,
+		Config: rt.cfg.Partner.Webhooks, Kafka: rt.kafka(), Tenants: reg, Disabler: rt.writer, Log: rt.log, Metrics: rt.prom,
 	})
 	if err != nil {
 		return err
@@ -64,7 +64,7 @@ func addWebhooks(rt *runtime) error {
 			}
 			cancel()
 		}
-		return webhooks.RunDeliveryLog(ctx, rt.cfg, rt.brokers, conn, rt.log)
+		return webhooks.RunDeliveryLog(ctx, rt.kafka(), conn, rt.log)
 	})
 	return nil
 }
@@ -106,7 +106,7 @@ the same id again is the same event (same webhook-ids).`,
 			if len(brokers) == 0 {
 				brokers = []string{fmt.Sprintf("127.0.0.1:%d", cfg.Kafka.EmbeddedPort)}
 			}
-			cl, err := kafka.NewClient(cfg, brokers, a.logger(cfg))
+			cl, err := kafka.NewClient(cfg.Kafka, brokers, a.logger(cfg))
 			if err != nil {
 				return err
 			}

@@ -8,12 +8,10 @@ package adminapi
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"sort"
 	"strings"
@@ -25,7 +23,9 @@ import (
 
 	"github.com/partners-engine/partners-engine/control-plane/registry"
 	"github.com/partners-engine/partners-engine/internal/apikey"
+	"github.com/partners-engine/partners-engine/internal/authctx"
 	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/httpx"
 	"github.com/partners-engine/partners-engine/internal/problem"
 	"github.com/partners-engine/partners-engine/schemas"
 )
@@ -107,7 +107,7 @@ func (s *Server) HandleAdmin(pattern string, h http.HandlerFunc) {
 }
 
 // HandleTenant mounts h behind a tenant API key; h finds the tenant with
-// registry.TenantFrom. If admin is true the admin token is accepted too (no
+// authctx.TenantFrom. If admin is true the admin token is accepted too (no
 // tenant in the context then).
 func (s *Server) HandleTenant(pattern string, admin bool, h http.HandlerFunc) {
 	s.mux.Handle(pattern, s.tenantAuth(admin, h))
@@ -170,7 +170,7 @@ func (s *Server) tenantAuth(admin bool, h http.HandlerFunc) http.Handler {
 			problem.Error(w, r, http.StatusForbidden, "tenant is "+t.Status)
 			return
 		}
-		h(w, r.WithContext(registry.WithTenant(r.Context(), t)))
+		h(w, r.WithContext(authctx.WithTenant(r.Context(), t)))
 	})
 }
 
@@ -203,42 +203,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if !out.Ready {
 		status = http.StatusServiceUnavailable
 	}
-	WriteJSON(w, status, out)
-}
-
-// WriteJSON writes v as JSON.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
-
-// DecodeJSON decodes a JSON request body strictly (unknown fields are
-// errors, 1 MiB at most), writing a problem and returning false on failure.
-func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		problem.Error(w, r, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
-		return false
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			problem.Error(w, r, http.StatusRequestEntityTooLarge, "request body over 1 MiB")
-			return false
-		}
-		problem.Error(w, r, http.StatusBadRequest, "malformed JSON body: "+err.Error())
-		return false
-	}
-	if dec.More() {
-		problem.Error(w, r, http.StatusBadRequest, "malformed JSON body: trailing data")
-		return false
-	}
-	return true
+	httpx.WriteJSON(w, status, out)
 }
 
 // writeError maps registry errors to problems: the one place statuses are chosen.

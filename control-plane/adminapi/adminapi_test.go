@@ -19,9 +19,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/partners-engine/partners-engine/control-plane/adminapi"
-	"github.com/partners-engine/partners-engine/control-plane/registry"
 	"github.com/partners-engine/partners-engine/control-plane/registry/registrytest"
+	"github.com/partners-engine/partners-engine/internal/authctx"
 	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/httpx"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/schemas"
 )
@@ -149,12 +150,12 @@ func setup(t *testing.T) *fixture {
 	srv := adminapi.New(adminapi.Options{Token: cfg.Admin.Token, Pepper: cfg.Partner.Keys.Pepper, Registry: reg, Writer: w,
 		Limits: cfg.Partner.RateLimit, Gatherer: prometheus.NewRegistry(), Log: log})
 	srv.HandleTenant("GET /api/v1/analytics/roi", true, func(w http.ResponseWriter, r *http.Request) {
-		t, _ := registry.TenantFrom(r.Context())
+		t, _ := authctx.TenantFrom(r.Context())
 		id := ""
 		if t != nil {
 			id = t.ID
 		}
-		adminapi.WriteJSON(w, http.StatusOK, map[string]any{"rows": []any{}, "window_days": 30, "tenant": id})
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"rows": []any{}, "window_days": 30, "tenant": id})
 	})
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/internal/httpx"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -105,12 +106,12 @@ func (s *Server) listTenants(w http.ResponseWriter, r *http.Request) {
 			out.Tenants = append(out.Tenants, s.View(t))
 		}
 	}
-	WriteJSON(w, http.StatusOK, out)
+	httpx.WriteJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) {
 	var req registry.CreateRequest
-	if !DecodeJSON(w, r, &req) {
+	if !httpx.DecodeJSON(w, r, &req) {
 		return
 	}
 	c, err := s.opt.Writer.Create(r.Context(), req)
@@ -119,7 +120,7 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.opt.Log.Info("tenant created", "tenant_id", c.Tenant.ID, "tier", c.Tenant.Tier)
-	WriteJSON(w, http.StatusCreated, struct {
+	httpx.WriteJSON(w, http.StatusCreated, struct {
 		TenantView
 		APIKey        string `json:"api_key"`
 		WebhookSecret string `json:"webhook_secret"`
@@ -132,12 +133,12 @@ func (s *Server) getTenant(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, registry.ErrNotFound)
 		return
 	}
-	WriteJSON(w, http.StatusOK, s.View(t))
+	httpx.WriteJSON(w, http.StatusOK, s.View(t))
 }
 
 func (s *Server) updateTenant(w http.ResponseWriter, r *http.Request) {
 	var p registry.Patch
-	if !DecodeJSON(w, r, &p) {
+	if !httpx.DecodeJSON(w, r, &p) {
 		return
 	}
 	t, err := s.opt.Writer.Update(r.Context(), r.PathValue("id"), p)
@@ -146,7 +147,7 @@ func (s *Server) updateTenant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.opt.Log.Info("tenant updated", "tenant_id", t.ID, "version", t.Version)
-	WriteJSON(w, http.StatusOK, s.View(t))
+	httpx.WriteJSON(w, http.StatusOK, s.View(t))
 }
 
 func (s *Server) setStatus(status string) http.HandlerFunc {
@@ -157,7 +158,7 @@ func (s *Server) setStatus(status string) http.HandlerFunc {
 			return
 		}
 		s.opt.Log.Info("tenant status changed", "tenant_id", t.ID, "status", status)
-		WriteJSON(w, http.StatusOK, s.View(t))
+		httpx.WriteJSON(w, http.StatusOK, s.View(t))
 	}
 }
 
@@ -168,7 +169,7 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.opt.Log.Info("api key rotated", "tenant_id", t.ID)
-	WriteJSON(w, http.StatusOK, struct {
+	httpx.WriteJSON(w, http.StatusOK, struct {
 		Tenant TenantView `json:"tenant"`
 		APIKey string     `json:"api_key"`
 	}{s.View(t), key})
@@ -181,7 +182,7 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.opt.Log.Info("webhook secret rotated", "tenant_id", t.ID)
-	WriteJSON(w, http.StatusOK, struct {
+	httpx.WriteJSON(w, http.StatusOK, struct {
 		Tenant        TenantView `json:"tenant"`
 		WebhookSecret string     `json:"webhook_secret"`
 	}{s.View(t), secret})

@@ -72,7 +72,10 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 		return nil, err
 	}
 	defer rcl.Close()
-	reg := New(topic, slog.New(slog.DiscardHandler), nil)
+	reg, err := New(topic, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		return nil, err
+	}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	start = time.Now()

@@ -1,12 +1,9 @@
 package registry
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-
-	"github.com/partners-engine/partners-engine/schemas"
 )
 
 // NewWebhookSecret returns a Standard Webhooks secret: "whsec_" + base64 of
@@ -27,17 +24,4 @@ func NewID(prefix string) string {
 		panic(err) // crypto/rand never fails on supported platforms
 	}
 	return prefix + hex.EncodeToString(b)
-}
-
-type ctxKey struct{}
-
-// WithTenant returns ctx carrying the authenticated tenant.
-func WithTenant(ctx context.Context, t *schemas.Tenant) context.Context {
-	return context.WithValue(ctx, ctxKey{}, t)
-}
-
-// TenantFrom returns the authenticated tenant of ctx, if any.
-func TenantFrom(ctx context.Context) (*schemas.Tenant, bool) {
-	t, ok := ctx.Value(ctxKey{}).(*schemas.Tenant)
-	return t, ok
 }

@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,7 +27,10 @@ import (
 
 // ChangeFunc is called, in topic order, for every applied change. old is nil
 // for a new tenant, new is nil for a deleted one. It must not block for long.
-type ChangeFunc func(old, new *schemas.Tenant)
+// It is an alias, so consumers declare OnChange(func(old, new
+// *schemas.Tenant)) (cancel func()) in their own interfaces without
+// importing this package.
+type ChangeFunc = func(old, new *schemas.Tenant)
 
 // Registry is the in-memory tenant view. Tenants returned by its methods are
 // shared and must be treated as read-only.
@@ -38,8 +43,8 @@ type Registry struct {
 	byKeyHash map[string]string // key hash -> tenant id
 	byName    map[string]string // lower-case name -> tenant id
 	list      []*schemas.Tenant // sorted snapshot for List; nil after a change
-	watchers  []ChangeFunc
-	applied   map[string]int64 // tenant id -> version, for read-your-writes
+	watchers  []*watcher        // replaced, never modified in place: apply iterates a copy
+	applied   map[string]int64  // tenant id -> version, for read-your-writes
 	cond      *sync.Cond
 	ready     chan struct{}
 
@@ -48,9 +53,9 @@ type Registry struct {
 	lastLag prometheus.Gauge
 }
 
-// New returns an empty registry reading topic. Register its metrics with reg
-// (nil: not registered).
-func New(topic string, log *slog.Logger, reg prometheus.Registerer) *Registry {
+// New returns an empty registry reading topic, its metrics registered with
+// reg (nil: not registered). It starts nothing: Run reads the topic.
+func New(topic string, log *slog.Logger, reg prometheus.Registerer) (*Registry, error) {
 	r := &Registry{
 		log:       log.With("component", "registry"),
 		topic:     topic,
@@ -68,16 +73,42 @@ func New(topic string, log *slog.Logger, reg prometheus.Registerer) *Registry {
 	}
 	r.cond = sync.NewCond(&r.mu)
 	if reg != nil {
-		reg.MustRegister(r.skipped, r.applies, r.lastLag)
+		for _, c := range []prometheus.Collector{r.skipped, r.applies, r.lastLag} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("registry metrics: %w", err)
+			}
+		}
 	}
-	return r
+	return r, nil
 }
 
-// OnChange registers fn for every change applied from now on.
-func (r *Registry) OnChange(fn ChangeFunc) {
+type watcher struct {
+	fn        ChangeFunc
+	cancelled atomic.Bool
+}
+
+// OnChange registers fn for every change applied from now on and returns the
+// function that unregisters it: once cancel returns, fn is not called for
+// any change applied later (a call already under way may finish). cancel
+// may be called more than once.
+func (r *Registry) OnChange(fn ChangeFunc) (cancel func()) {
+	w := &watcher{fn: fn}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.watchers = append(r.watchers, fn)
+	r.watchers = append(slices.Clone(r.watchers), w)
+	r.mu.Unlock()
+	return func() {
+		w.cancelled.Store(true)
+		r.mu.Lock()
+		r.watchers = slices.DeleteFunc(slices.Clone(r.watchers), func(x *watcher) bool { return x == w })
+		r.mu.Unlock()
+	}
+}
+
+// Watchers is the number of registered change functions.
+func (r *Registry) Watchers() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.watchers)
 }
 
 // Ready is closed once the topic has been read to its end at start.
@@ -247,7 +278,9 @@ func (r *Registry) apply(id string, t *schemas.Tenant) {
 	r.cond.Broadcast()
 	r.mu.Unlock()
 	for _, w := range watchers {
-		w(old, t)
+		if !w.cancelled.Load() {
+			w.fn(old, t)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
@@ -211,5 +212,41 @@ func TestWriterValidation(t *testing.T) {
 	}
 	if _, err := w.SetStatus(ctx, "tn_missing", schemas.StatusSuspended); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("want not found, got %v", err)
+	}
+}
+
+// TestOnChangeCancel: a cancelled watcher sees no later change, the others
+// keep theirs, and cancel is idempotent.
+func TestOnChangeCancel(t *testing.T) {
+	t.Parallel()
+	reg, err := registry.New("tenants", slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b int
+	cancelA := reg.OnChange(func(_, _ *schemas.Tenant) { a++ })
+	cancelB := reg.OnChange(func(_, _ *schemas.Tenant) { b++ })
+	put := func(v int64) {
+		t.Helper()
+		tn := schemas.Tenant{SchemaVersion: schemas.SchemaVersion, ID: "tn_1", Name: "One", Tier: schemas.TierSandbox, Status: schemas.StatusActive, Version: v}
+		val, err := json.Marshal(tn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg.Apply(&kgo.Record{Key: []byte(tn.ID), Value: val})
+	}
+	put(1)
+	cancelA()
+	cancelA()
+	put(2)
+	if a != 1 || b != 2 {
+		t.Fatalf("after cancel: a saw %d changes (want 1), b %d (want 2)", a, b)
+	}
+	if n := reg.Watchers(); n != 1 {
+		t.Fatalf("%d watchers left, want 1", n)
+	}
+	cancelB()
+	if n := reg.Watchers(); n != 0 {
+		t.Fatalf("%d watchers left, want 0", n)
 	}
 }

@@ -80,7 +80,7 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 		reps := max(3, 3000/n)
 		var cold, warm []time.Duration
 		for i := 0; i < reps; i++ {
-			b, err := NewBuilder(benchConfig())
+			b, err := NewBuilder(NewConfig(benchConfig()))
 			if err != nil {
 				return nil, err
 			}
@@ -134,7 +134,7 @@ func changeToVersion(ctx context.Context, log *slog.Logger, clients, changes int
 	}
 	cfg := benchConfig()
 	tenants := NewStaticTenants(BenchTenants(1000)...)
-	srv, err := New(Options{Config: cfg, Tenants: tenants, Log: log})
+	srv, err := New(Options{Config: NewConfig(cfg), Tenants: tenants, Log: log})
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,7 @@ import (
 
 func benchmarkBuild(b *testing.B, n int) {
 	cfg := goldenConfig(b)
-	bl, err := xds.NewBuilder(cfg)
+	bl, err := xds.NewBuilder(xds.NewConfig(cfg))
 	if err != nil {
 		b.Fatal(err)
 	}

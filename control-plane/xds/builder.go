@@ -98,7 +98,7 @@ type tenantConfig struct {
 
 // Builder turns tenants into xDS resources. It is safe for concurrent use.
 type Builder struct {
-	cfg   *config.Config
+	cfg   *Config
 	cache *lru.Cache[tenantKey, *tenantConfig]
 	// featureRoutes sorted by prefix length, longest first, so a tenant's
 	// feature routes precede its catch-all route.
@@ -107,12 +107,12 @@ type Builder struct {
 
 // NewBuilder returns a builder for cfg caching up to cfg.XDS.CacheSize
 // derived tenant configs.
-func NewBuilder(cfg *config.Config) (*Builder, error) {
+func NewBuilder(cfg *Config) (*Builder, error) {
 	c, err := lru.New[tenantKey, *tenantConfig](cfg.XDS.CacheSize)
 	if err != nil {
 		return nil, err
 	}
-	frs := slices.Clone(cfg.Partner.Gateway.FeatureRoutes)
+	frs := slices.Clone(cfg.Gateway.FeatureRoutes)
 	sort.SliceStable(frs, func(i, j int) bool { return len(frs[i].Prefix) > len(frs[j].Prefix) })
 	return &Builder{cfg: cfg, cache: c, featureRoutes: frs}, nil
 }
@@ -271,7 +271,7 @@ func (b *Builder) derive(t *schemas.Tenant) *tenantConfig {
 		tc.err = fmt.Errorf("tenant id %q is not a lower-case identifier: not routable", t.ID)
 		return tc
 	}
-	limit, err := EffectiveLimit(b.cfg.Partner.RateLimit, t)
+	limit, err := EffectiveLimit(b.cfg.RateLimit, t)
 	if err != nil {
 		tc.warning = err.Error()
 	}
@@ -281,7 +281,7 @@ func (b *Builder) derive(t *schemas.Tenant) *tenantConfig {
 		TokenBucket: TokenBucket(limit),
 	}
 	if t.Tier == schemas.TierEnterprise && t.JWT != nil {
-		p, err := jwtProvider(t.JWT, b.cfg.Edge.JWTHeader)
+		p, err := jwtProvider(t.JWT, b.cfg.JWTHeader)
 		if err != nil {
 			// Fail closed: an enterprise tenant whose JWT config cannot be
 			// enforced is not served at all.
@@ -299,7 +299,7 @@ func (b *Builder) derive(t *schemas.Tenant) *tenantConfig {
 			tc.routes = append(tc.routes, b.tenantRoute(t.ID+"/"+fr.Feature, fr.Prefix, t.ID, cl))
 		}
 	}
-	tc.routes = append(tc.routes, b.tenantRoute(t.ID, b.cfg.Partner.Gateway.APIPrefix, t.ID, cl))
+	tc.routes = append(tc.routes, b.tenantRoute(t.ID, b.cfg.Gateway.APIPrefix, t.ID, cl))
 	return tc
 }
 
@@ -401,7 +401,7 @@ func jwtProvider(c *schemas.JWTConfig, fromHeader string) (*jwt.JwtProvider, err
 func (b *Builder) listener(region, name string, port int, enterprise bool, descriptors []*rlcommon.LocalRateLimitDescriptor, providers map[string]*jwt.JwtProvider) (*listener.Listener, error) {
 	var filters []*hcm.HttpFilter
 	if enterprise {
-		filters = append(filters, httpFilter(filterJWT, jwtAuthn(providers, b.cfg.Partner.Gateway.APIPrefix)))
+		filters = append(filters, httpFilter(filterJWT, jwtAuthn(providers, b.cfg.Gateway.APIPrefix)))
 	}
 	filters = append(filters,
 		httpFilter(filterExtAuthz, b.extAuthz()),
@@ -446,7 +446,7 @@ func (b *Builder) listener(region, name string, port int, enterprise bool, descr
 			TlsCertificateSdsSecretConfigs: []*tls.SdsSecretConfig{{Name: SecretServerCert, SdsConfig: adsSource()}},
 		},
 	}
-	if enterprise && b.cfg.Partner.Security.Enterprise.MTLS == "enabled" {
+	if enterprise && b.cfg.Enterprise.MTLS == "enabled" {
 		tlsCtx.RequireClientCertificate = wrapperspb.Bool(true)
 		tlsCtx.CommonTlsContext.ValidationContextType = &tls.CommonTlsContext_ValidationContextSdsSecretConfig{
 			ValidationContextSdsSecretConfig: &tls.SdsSecretConfig{Name: SecretClientCA, SdsConfig: adsSource()},
@@ -518,7 +518,7 @@ func (b *Builder) extAuthz() *extauthz.ExtAuthz {
 }
 
 func (b *Builder) rateLimit(descriptors []*rlcommon.LocalRateLimitDescriptor) *lrl.LocalRateLimit {
-	d := b.cfg.Partner.RateLimit.Default
+	d := b.cfg.RateLimit.Default
 	return &lrl.LocalRateLimit{
 		StatPrefix: "partners_tenant",
 		// Requests without a tenant descriptor (none pass ext_authz) share

@@ -72,7 +72,7 @@ func goldenTenants() []*schemas.Tenant {
 
 func build(t *testing.T, cfg *config.Config, region string, tenants []*schemas.Tenant) (xds.Resources, []xds.Skipped, *cachev3.Snapshot) {
 	t.Helper()
-	b, err := xds.NewBuilder(cfg)
+	b, err := xds.NewBuilder(xds.NewConfig(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

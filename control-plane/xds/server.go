@@ -28,8 +28,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
-	"github.com/partners-engine/partners-engine/control-plane/registry"
-	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -55,12 +53,13 @@ func shortType(t string) string { return t[strings.LastIndex(t, ".")+1:] }
 // Tenants is what the control plane needs of the registry.
 type Tenants interface {
 	List() []*schemas.Tenant
-	OnChange(fn registry.ChangeFunc)
+	// OnChange registers fn for every tenant change; cancel unregisters it.
+	OnChange(fn func(old, new *schemas.Tenant)) (cancel func())
 }
 
 // Options configure a Server.
 type Options struct {
-	Config     *config.Config
+	Config     *Config
 	Tenants    Tenants
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // nil: metrics not registered
@@ -70,7 +69,7 @@ type Options struct {
 // snapshot cache served over ADS (SotW and delta). Nodes are mapped to a
 // region by node.cluster, or node.locality.region when cluster is empty.
 type Server struct {
-	cfg     *config.Config
+	cfg     *Config
 	tenants Tenants
 	log     *slog.Logger
 	builder *Builder
@@ -405,7 +404,7 @@ func (l logAdapter) Errorf(f string, a ...any) { l.log.Error(fmt.Sprintf(f, a...
 type StaticTenants struct {
 	mu       sync.Mutex
 	tenants  map[string]*schemas.Tenant
-	watchers []registry.ChangeFunc
+	watchers []*func(old, new *schemas.Tenant)
 }
 
 // NewStaticTenants returns a source holding ts.
@@ -428,11 +427,17 @@ func (s *StaticTenants) List() []*schemas.Tenant {
 	return out
 }
 
-// OnChange registers fn.
-func (s *StaticTenants) OnChange(fn registry.ChangeFunc) {
+// OnChange registers fn; cancel unregisters it.
+func (s *StaticTenants) OnChange(fn func(old, new *schemas.Tenant)) (cancel func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.watchers = append(s.watchers, fn)
+	p := &fn
+	s.watchers = append(s.watchers, p)
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.watchers = slices.DeleteFunc(s.watchers, func(x *func(old, new *schemas.Tenant)) bool { return x == p })
+	}
 }
 
 // Put stores t (replacing the tenant with its id) and notifies watchers.
@@ -443,6 +448,6 @@ func (s *StaticTenants) Put(t *schemas.Tenant) {
 	ws := slices.Clone(s.watchers)
 	s.mu.Unlock()
 	for _, w := range ws {
-		w(old, t)
+		(*w)(old, t)
 	}
 }

@@ -29,6 +29,7 @@ func TestMain(m *testing.M) {
 }
 
 type running struct {
+	cfg  *xds.Config // what the server reads (tests may change it)
 	srv  *xds.Server
 	conn *grpc.ClientConn
 	prom *prometheus.Registry
@@ -39,12 +40,13 @@ func startServer(t *testing.T, cfg *config.Config, tenants xds.Tenants) *running
 	t.Helper()
 	logs := &testenv.LogBuffer{}
 	prom := prometheus.NewRegistry()
-	srv, err := xds.New(xds.Options{Config: cfg, Tenants: tenants, Log: logs.Logger(t), Registerer: prom})
+	xc := xds.NewConfig(cfg)
+	srv, err := xds.New(xds.Options{Config: xc, Tenants: tenants, Log: logs.Logger(t), Registerer: prom})
 	if err != nil {
 		t.Fatal(err)
 	}
 	conn := testenv.ServeGRPC(t, srv.Serve)
-	return &running{srv: srv, conn: conn, prom: prom, logs: logs}
+	return &running{cfg: xc, srv: srv, conn: conn, prom: prom, logs: logs}
 }
 
 // adsClient is go-control-plane's SotW ADS client for one type, as one
@@ -413,7 +415,7 @@ func TestInvalidBuildRefused(t *testing.T) {
 	r := startServer(t, cfg, tenants)
 	good := r.srv.Version("us-east")
 
-	cfg.XDS.ConnectTimeout = 0 // clusters' connect_timeout must be > 0
+	r.cfg.XDS.ConnectTimeout = 0 // clusters' connect_timeout must be > 0
 	tenants.Put(tenantFixture("tn_two", schemas.TierStandard, "us-east"))
 	testenv.Eventually(t, 10*time.Second, "refused build counted", func() bool {
 		return r.metric("partners_xds_snapshots_refused_total") == 1
@@ -432,7 +434,7 @@ func TestInvalidBuildRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg.XDS.ConnectTimeout = time.Second
+	r.cfg.XDS.ConnectTimeout = time.Second
 	tenants.Put(tenantFixture("tn_three", schemas.TierStandard, "us-east"))
 	if _, found := view(t, unpackAll(t, ads.fetch()), nil).buckets["tn_two"]; !found {
 		t.Fatal("the next good snapshot lacks tn_two")

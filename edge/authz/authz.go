@@ -37,9 +37,7 @@ import (
 	"google.golang.org/grpc"
 	grpccodes "google.golang.org/grpc/codes"
 
-	"github.com/partners-engine/partners-engine/control-plane/registry"
 	"github.com/partners-engine/partners-engine/internal/apikey"
-	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/jwks"
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/problem"
@@ -49,12 +47,13 @@ import (
 // Tenants is what the plugin needs of the registry.
 type Tenants interface {
 	Lookup
-	OnChange(fn registry.ChangeFunc)
+	// OnChange registers fn for every tenant change; cancel unregisters it.
+	OnChange(fn func(old, new *schemas.Tenant)) (cancel func())
 }
 
 // Options configure a Server.
 type Options struct {
-	Config         *config.Config
+	Config         Config
 	Tenants        Tenants
 	Producer       Producer // touchpoints and audit records
 	Names          kafka.Names
@@ -68,7 +67,7 @@ type Options struct {
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
-	cfg      *config.Config
+	cfg      *Config
 	log      *slog.Logger
 	resolver *Resolver
 	emit     *emitter
@@ -96,13 +95,13 @@ func New(opt Options) (*Server, error) {
 	if tp == nil {
 		tp = otel.GetTracerProvider()
 	}
-	g := opt.Config.Partner.Gateway
+	g := opt.Config.Gateway
 	jwks, err := lru.New[jwksKey, jwks.Keys](1024)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		cfg:   opt.Config,
+		cfg:   &opt.Config,
 		log:   opt.Log.With("component", "edge"),
 		names: opt.Names,
 		resolver: NewResolver(opt.Tenants, ResolverOptions{
@@ -117,7 +116,7 @@ func New(opt Options) (*Server, error) {
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "partners_edge_check_duration_seconds",
 			Help: "Time to answer one Check.", Buckets: prometheus.ExponentialBuckets(0.00001, 2, 18)}),
 	}
-	for _, src := range opt.Config.Partner.Attribution.TouchpointSources {
+	for _, src := range opt.Config.TouchpointSources {
 		s.sources[src] = true
 	}
 	s.emit = newEmitter(opt.Producer, opt.Config.Edge.TouchpointBuffer, s.log)
@@ -225,7 +224,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	span.SetAttributes(attribute.String("partners.authz.result", d.result()), attribute.Int("http.response.status_code", d.status))
 	if d.tenant != nil {
 		span.SetAttributes(attribute.String("partners.tenant_id", d.tenant.ID))
-		if d.tenant.Tier == schemas.TierEnterprise && s.cfg.Partner.Security.Enterprise.AuditLogging == "enabled" {
+		if d.tenant.Tier == schemas.TierEnterprise && s.cfg.Enterprise.AuditLogging == "enabled" {
 			s.audit(ctx, d, headers)
 		}
 		if d.status == 200 && d.user != "" && s.sources[schemas.SourceAPIKey] {
@@ -304,7 +303,7 @@ func (s *Server) decide(req *authv3.CheckRequest, headers map[string]string) *de
 		}
 		return d
 	}
-	t, ok := s.resolver.Resolve(apikey.Hash(s.cfg.Partner.Keys.Pepper, key))
+	t, ok := s.resolver.Resolve(apikey.Hash(s.cfg.Pepper, key))
 	if !ok {
 		d.status, d.detail = 403, "unknown or expired API key"
 		return d
@@ -327,7 +326,7 @@ func (s *Server) decide(req *authv3.CheckRequest, headers map[string]string) *de
 		return d
 	}
 	path, query, _ := strings.Cut(httpReq.GetPath(), "?")
-	g := s.cfg.Partner.Gateway
+	g := s.cfg.Gateway
 	if !strings.HasPrefix(path, g.APIPrefix) {
 		d.status, d.detail = 404, "no partner API route at this path"
 		return d
@@ -337,7 +336,7 @@ func (s *Server) decide(req *authv3.CheckRequest, headers map[string]string) *de
 		return d
 	}
 	if t.Tier == schemas.TierEnterprise {
-		if s.cfg.Partner.Security.Enterprise.MTLS == "enabled" {
+		if s.cfg.Enterprise.MTLS == "enabled" {
 			src := req.GetAttributes().GetSource()
 			if src.GetCertificate() == "" && src.GetPrincipal() == "" {
 				d.status, d.detail = 403, "enterprise tenants must present a client certificate (enterprise listener)"

@@ -20,7 +20,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 
-	"github.com/partners-engine/partners-engine/control-plane/registry"
 	"github.com/partners-engine/partners-engine/edge/authz"
 	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/internal/config"
@@ -42,7 +41,7 @@ func TestMain(m *testing.M) {
 type fakeTenants struct {
 	mu       sync.Mutex
 	byHash   map[string]*schemas.Tenant
-	watchers []registry.ChangeFunc
+	watchers []func(old, new *schemas.Tenant)
 	calls    atomic.Int64
 	hold     chan struct{} // non-nil: ByKeyHash waits for it to close
 }
@@ -71,10 +70,11 @@ func (f *fakeTenants) ByKeyHash(hash string, now time.Time) (*schemas.Tenant, bo
 	return t, true
 }
 
-func (f *fakeTenants) OnChange(fn registry.ChangeFunc) {
+func (f *fakeTenants) OnChange(fn func(old, new *schemas.Tenant)) func() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.watchers = append(f.watchers, fn)
+	return func() {}
 }
 
 // put applies a change like the registry: index, then notify.
@@ -155,7 +155,7 @@ func startPlugin(t *testing.T, opts ...pluginOpt) *plugin {
 	p.now.Store(&now)
 	var logs testenv.LogBuffer
 	srv, err := authz.New(authz.Options{
-		Config: cfg, Tenants: p.tenants, Producer: p.sink, Names: kafka.Names{Prefix: cfg.Kafka.TopicPrefix},
+		Config: authz.NewConfig(cfg), Tenants: p.tenants, Producer: p.sink, Names: kafka.Names{Prefix: cfg.Kafka.TopicPrefix},
 		Log: logs.Logger(t), Registerer: p.prom,
 		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(p.spans)),
 		Now:            func() time.Time { return *p.now.Load() },

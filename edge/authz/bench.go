@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/partners-engine/partners-engine/control-plane/registry"
 	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/internal/benchrow"
 	"github.com/partners-engine/partners-engine/internal/config"
@@ -40,7 +39,7 @@ func (m mapLookup) ByKeyHash(h string, _ time.Time) (*schemas.Tenant, bool) {
 	t, ok := m[h]
 	return t, ok
 }
-func (m mapLookup) OnChange(registry.ChangeFunc) {}
+func (m mapLookup) OnChange(func(old, new *schemas.Tenant)) func() { return func() {} }
 
 type discard struct{}
 
@@ -60,7 +59,7 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	srv, err := New(Options{Config: &cfg, Tenants: mapLookup{t.Keys[0].Hash: t}, Producer: discard{}, Names: kafka.Names{}, Log: log})
+	srv, err := New(Options{Config: NewConfig(&cfg), Tenants: mapLookup{t.Keys[0].Hash: t}, Producer: discard{}, Names: kafka.Names{}, Log: log})
 	if err != nil {
 		return nil, err
 	}

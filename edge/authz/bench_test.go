@@ -24,7 +24,7 @@ func BenchmarkCheckCacheHit(b *testing.B) {
 	key := apikey.New("standard")
 	tenants.put(nil, &schemas.Tenant{ID: "tn_b", Tier: "standard", Status: "active", Regions: []string{"us-east"}, Version: 1,
 		Keys: []schemas.APIKey{{ID: "k", Hash: apikey.Hash(cfg.Partner.Keys.Pepper, key)}}})
-	srv, err := authz.New(authz.Options{Config: cfg, Tenants: tenants, Producer: &sink{}, Names: kafka.Names{},
+	srv, err := authz.New(authz.Options{Config: authz.NewConfig(cfg), Tenants: tenants, Producer: &sink{}, Names: kafka.Names{},
 		Log: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry(), Now: time.Now})
 	if err != nil {
 		b.Fatal(err)

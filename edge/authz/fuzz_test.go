@@ -46,7 +46,7 @@ func FuzzCheck(f *testing.F) {
 	tn := &schemas.Tenant{ID: "tn_fuzz", Tier: "standard", Status: "active", Regions: []string{"us-east"}, Version: 1,
 		Keys: []schemas.APIKey{{ID: "k", Hash: apikey.Hash(cfg.Partner.Keys.Pepper, key)}}}
 	tenants.put(nil, tn)
-	srv, err := authz.New(authz.Options{Config: cfg, Tenants: tenants, Producer: &sink{}, Names: kafka.Names{},
+	srv, err := authz.New(authz.Options{Config: authz.NewConfig(cfg), Tenants: tenants, Producer: &sink{}, Names: kafka.Names{},
 		Log: (&testenv.LogBuffer{}).Logger(f), Registerer: prometheus.NewRegistry(), Now: time.Now})
 	if err != nil {
 		f.Fatal(err)

@@ -27,12 +27,12 @@ func TestAdminAPIChangesReachTheEdge(t *testing.T) {
 	var logs testenv.LogBuffer
 	log := logs.Logger(t)
 	admin := xdstest.Start(t, cfg, log, xdstest.Options{KeyOverlap: 0})
-	prod, err := kafka.NewClient(cfg, testenv.Brokers(t), log)
+	prod, err := kafka.NewClient(cfg.Kafka, testenv.Brokers(t), log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer prod.Close()
-	srv, err := authz.New(authz.Options{Config: cfg, Tenants: admin.Registry, Producer: prod,
+	srv, err := authz.New(authz.Options{Config: authz.NewConfig(cfg), Tenants: admin.Registry, Producer: prod,
 		Names: kafka.Names{Prefix: cfg.Kafka.TopicPrefix}, Log: log, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)

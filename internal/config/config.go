@@ -421,17 +421,23 @@ func Default() Config {
 }
 
 // RegionNames returns the configured region names.
-func (c *Config) RegionNames() []string {
-	out := make([]string, len(c.Regions))
-	for i, r := range c.Regions {
+func (c *Config) RegionNames() []string { return c.Regions.Names() }
+
+// Region returns the named region.
+func (c *Config) Region(name string) (Region, bool) { return c.Regions.Get(name) }
+
+// Names returns the region names, in order.
+func (rs Regions) Names() []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
 		out[i] = r.Name
 	}
 	return out
 }
 
-// Region returns the named region.
-func (c *Config) Region(name string) (Region, bool) {
-	for _, r := range c.Regions {
+// Get returns the named region.
+func (rs Regions) Get(name string) (Region, bool) {
+	for _, r := range rs {
 		if r.Name == name {
 			return r, true
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/plugin/kslog"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -53,10 +54,12 @@ type TopicSpec struct {
 func ptr(s string) *string { return &s }
 
 // Specs lists every topic the configuration needs, with cleanup policies and
-// retention as in DESIGN.md.
-func Specs(cfg *config.Config) []TopicSpec {
-	n := Names{Prefix: cfg.Kafka.TopicPrefix}
-	p := int32(cfg.Kafka.Partitions)
+// retention as in DESIGN.md: the kafka section names and sizes them, the
+// webhooks section says how many retry topics there are and how long the
+// DLQ keeps its records.
+func Specs(k config.Kafka, w config.Webhooks) []TopicSpec {
+	n := Names{Prefix: k.TopicPrefix}
+	p := int32(k.Partitions)
 	del := map[string]*string{"cleanup.policy": ptr("delete")}
 	specs := []TopicSpec{
 		{Name: n.Topic(schemas.TopicTenants), Partitions: p, Configs: map[string]*string{
@@ -70,22 +73,23 @@ func Specs(cfg *config.Config) []TopicSpec {
 		{Name: n.Topic(schemas.TopicAttrDLQ), Partitions: p, Configs: del},
 		{Name: n.Topic(schemas.TopicAudit), Partitions: p, Configs: del},
 	}
-	retention := strconv.FormatInt(cfg.Partner.Webhooks.DLQ.Retention.Milliseconds(), 10)
+	retention := strconv.FormatInt(w.DLQ.Retention.Milliseconds(), 10)
 	specs = append(specs, TopicSpec{Name: n.Topic(schemas.TopicDLQ), Partitions: p, Configs: map[string]*string{
 		"cleanup.policy": ptr("delete"), "retention.ms": ptr(retention),
 	}})
-	for i := 1; i < cfg.Partner.Webhooks.Retry.MaxAttempts; i++ {
+	for i := 1; i < w.Retry.MaxAttempts; i++ {
 		specs = append(specs, TopicSpec{Name: n.Retry(i), Partitions: p, Configs: del})
 	}
 	return specs
 }
 
-// EnsureTopics creates every missing topic. Existing topics are left as
-// they are (partition counts are never changed behind an operator's back).
-func EnsureTopics(ctx context.Context, cl *kgo.Client, cfg *config.Config) error {
+// EnsureTopics creates every missing topic of Specs(k, w) with k's
+// replication factor. Existing topics are left as they are (partition
+// counts are never changed behind an operator's back).
+func EnsureTopics(ctx context.Context, cl *kgo.Client, k config.Kafka, w config.Webhooks) error {
 	adm := kadm.NewClient(cl)
-	repl := int16(cfg.Kafka.Replication)
-	for _, s := range Specs(cfg) {
+	repl := int16(k.Replication)
+	for _, s := range Specs(k, w) {
 		res, err := adm.CreateTopic(ctx, s.Partitions, repl, s.Configs, s.Name)
 		if err == nil {
 			err = res.Err
@@ -97,16 +101,49 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, cfg *config.Config) error
 	return nil
 }
 
-// Options returns the client options every component uses: brokers, client
-// id, slog logging, kotel tracing with the global providers, and an
-// idempotent producer that waits for all in-sync replicas.
-func Options(cfg *config.Config, brokers []string, log *slog.Logger) []kgo.Opt {
-	tracer := kotel.NewTracer(kotel.TracerProvider(otel.GetTracerProvider()),
+// Cluster is how a component reaches Kafka: the kafka section (client id,
+// topic and group prefixes), the brokers (kafka.brokers, or the embedded
+// broker's addresses), the logger of its clients and the tracer provider
+// their records are traced with. Components receive a Cluster, never the
+// whole configuration.
+type Cluster struct {
+	Config  config.Kafka
+	Brokers []string
+	Log     *slog.Logger
+	// Tracer traces produced and consumed records (kotel); nil: the
+	// global provider. Tests inject their own to stay isolated.
+	Tracer trace.TracerProvider
+}
+
+// Names resolves logical topic names with the cluster's topic prefix.
+func (c Cluster) Names() Names { return Names{Prefix: c.Config.TopicPrefix} }
+
+// Topic returns the broker name of a logical topic.
+func (c Cluster) Topic(logical string) string { return c.Names().Topic(logical) }
+
+// Group returns the consumer group of a component.
+func (c Cluster) Group(component string) string {
+	return c.Names().Group(c.Config.GroupPrefix, component)
+}
+
+// Opts returns the client options every component uses: brokers, client
+// id, slog logging, kotel tracing, and an idempotent producer that waits
+// for all in-sync replicas.
+func (c Cluster) Opts() []kgo.Opt {
+	tp := c.Tracer
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	log := c.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	tracer := kotel.NewTracer(kotel.TracerProvider(tp),
 		kotel.TracerPropagator(propagation.TraceContext{}), kotel.LinkSpans())
 	k := kotel.NewKotel(kotel.WithTracer(tracer))
 	return []kgo.Opt{
-		kgo.SeedBrokers(brokers...),
-		kgo.ClientID(cfg.Kafka.ClientID),
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.ClientID(c.Config.ClientID),
 		kgo.WithLogger(kslog.New(clientLogger(log))),
 		kgo.WithHooks(k.Hooks()...),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -118,16 +155,22 @@ func Options(cfg *config.Config, brokers []string, log *slog.Logger) []kgo.Opt {
 	}
 }
 
-// NewClient builds a client on the configured brokers plus extra options.
-func NewClient(cfg *config.Config, brokers []string, log *slog.Logger, extra ...kgo.Opt) (*kgo.Client, error) {
-	if len(brokers) == 0 {
+// NewClient builds a client on the cluster with Opts plus extra options.
+func (c Cluster) NewClient(extra ...kgo.Opt) (*kgo.Client, error) {
+	if len(c.Brokers) == 0 {
 		return nil, errors.New("kafka: no brokers (start the embedded broker or set kafka.brokers)")
 	}
-	cl, err := kgo.NewClient(append(Options(cfg, brokers, log), extra...)...)
+	cl, err := kgo.NewClient(append(c.Opts(), extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
 	return cl, nil
+}
+
+// NewClient is Cluster{Config: k, Brokers: brokers, Log: log}.NewClient:
+// a client traced with the global provider, for tools and tests.
+func NewClient(k config.Kafka, brokers []string, log *slog.Logger, extra ...kgo.Opt) (*kgo.Client, error) {
+	return Cluster{Config: k, Brokers: brokers, Log: log}.NewClient(extra...)
 }
 
 // Embedded is the in-process kfake broker used by `partners dev` and the

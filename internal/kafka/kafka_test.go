@@ -28,7 +28,7 @@ func TestEnsureTopicsPolicies(t *testing.T) {
 	cfg := testenv.Config(t)
 	_, cl := testenv.Kafka(t, cfg)
 	// A second run is a no-op, not an error.
-	if err := kafka.EnsureTopics(context.Background(), cl, cfg); err != nil {
+	if err := kafka.EnsureTopics(context.Background(), cl, cfg.Kafka, cfg.Partner.Webhooks); err != nil {
 		t.Fatalf("second EnsureTopics: %v", err)
 	}
 	names := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}
@@ -58,7 +58,7 @@ func TestEnsureTopicsPolicies(t *testing.T) {
 		}
 	}
 	retries := 0
-	for _, s := range kafka.Specs(cfg) {
+	for _, s := range kafka.Specs(cfg.Kafka, cfg.Partner.Webhooks) {
 		if len(s.Name) > len(names.Retry(0))-1 && s.Name[:len(names.Retry(0))-1] == names.Retry(0)[:len(names.Retry(0))-1] {
 			retries++
 		}
@@ -88,7 +88,7 @@ func TestConsumeCommitsOnlyAfterWork(t *testing.T) {
 	}
 	log := slog.New(slog.DiscardHandler)
 	newConsumer := func() *kgo.Client {
-		c, err := kafka.NewClient(cfg, brokers, log, append(kafka.ConsumerOptions(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic))...)
+		c, err := kafka.NewClient(cfg.Kafka, brokers, log, append(kafka.ConsumerOptions(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic))...)
 		if err != nil {
 			t.Fatal(err)
 		}

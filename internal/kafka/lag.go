@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -25,8 +26,8 @@ type LagMonitor struct {
 }
 
 // NewLagMonitor returns a monitor of every consumer group whose name starts
-// with prefix, registered with reg.
-func NewLagMonitor(cl *kgo.Client, prefix string, every time.Duration, reg prometheus.Registerer, log *slog.Logger) *LagMonitor {
+// with prefix, its gauge registered with reg (nil: not registered).
+func NewLagMonitor(cl *kgo.Client, prefix string, every time.Duration, reg prometheus.Registerer, log *slog.Logger) (*LagMonitor, error) {
 	m := &LagMonitor{
 		adm: kadm.NewClient(cl), prefix: prefix, every: every, log: log,
 		gauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -35,9 +36,11 @@ func NewLagMonitor(cl *kgo.Client, prefix string, every time.Duration, reg prome
 		}, []string{"group", "topic"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.gauge)
+		if err := reg.Register(m.gauge); err != nil {
+			return nil, fmt.Errorf("kafka lag metrics: %w", err)
+		}
 	}
-	return m
+	return m, nil
 }
 
 // Run measures until ctx ends.

@@ -250,7 +250,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	o.progress("%d partner calls through ext_authz (+2 with a missing and an unknown key)", calls)
 
 	// 3. Product events, conversions and costs.
-	prod, err := kafka.NewClient(o.Config, o.Brokers, slog.New(slog.DiscardHandler))
+	prod, err := kafka.NewClient(o.Config.Kafka, o.Brokers, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return nil, err
 	}

@@ -120,18 +120,18 @@ func logKafkaVersion(t testing.TB, brokers []string) {
 func Kafka(t testing.TB, cfg *config.Config, opts ...kgo.Opt) ([]string, *kgo.Client) {
 	t.Helper()
 	brokers := Brokers(t)
-	cl, err := kafka.NewClient(cfg, brokers, slog.New(slog.DiscardHandler), opts...)
+	cl, err := kafka.NewClient(cfg.Kafka, brokers, slog.New(slog.DiscardHandler), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := kafka.EnsureTopics(ctx, cl, cfg); err != nil {
+	if err := kafka.EnsureTopics(ctx, cl, cfg.Kafka, cfg.Partner.Webhooks); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		var names []string
-		for _, s := range kafka.Specs(cfg) {
+		for _, s := range kafka.Specs(cfg.Kafka, cfg.Partner.Webhooks) {
 			names = append(names, s.Name)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

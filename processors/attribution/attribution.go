@@ -36,10 +36,10 @@ import (
 
 // Options configure a Processor.
 type Options struct {
-	Config   *config.Config // kafka.* for the consumer, partner.attribution for the models
-	Brokers  []string
-	Conn     driver.Conn // ClickHouse, migrated
-	Producer *kgo.Client // produces dead letters
+	Config   config.Attribution // the partner.attribution section
+	Kafka    kafka.Cluster      // brokers, topic and group names, client settings
+	Conn     driver.Conn        // ClickHouse, migrated
+	Producer *kgo.Client        // produces dead letters
 	Log      *slog.Logger
 	Metrics  prometheus.Registerer // nil: no metrics
 	// Now is the clock used for ingested_at (tests may fix it); nil: time.Now.
@@ -68,16 +68,22 @@ type metrics struct {
 
 // New validates the options and builds a processor.
 func New(opt Options) (*Processor, error) {
-	if opt.Config == nil || opt.Conn == nil || opt.Producer == nil || opt.Log == nil {
-		return nil, errors.New("attribution: Config, Conn, Producer and Log are required")
+	if opt.Conn == nil || opt.Producer == nil || opt.Log == nil {
+		return nil, errors.New("attribution: Conn, Producer and Log are required")
+	}
+	if err := config.Validate(&opt.Config); err != nil {
+		return nil, fmt.Errorf("attribution: %w", err)
+	}
+	if opt.Kafka.Log == nil {
+		opt.Kafka.Log = opt.Log
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	a := opt.Config.Partner.Attribution
+	a := opt.Config
 	p := &Processor{
 		opt:     opt,
-		names:   kafka.Names{Prefix: opt.Config.Kafka.TopicPrefix},
+		names:   opt.Kafka.Names(),
 		rates:   map[string]decimal.Decimal{},
 		sources: map[string]bool{},
 		params: models.Params{
@@ -143,7 +149,7 @@ func (p *Processor) Topics() []string {
 
 // Group is the consumer group of the processor.
 func (p *Processor) Group() string {
-	return p.names.Group(p.opt.Config.Kafka.GroupPrefix, "attribution")
+	return p.opt.Kafka.Group("attribution")
 }
 
 // Run consumes until ctx ends. Records are gathered into a batch until
@@ -166,12 +172,12 @@ func (p *Processor) Run(ctx context.Context) error {
 		// forget cached histories (ClickHouse is reloaded on the next miss).
 		kgo.OnPartitionsAssigned(purge), kgo.OnPartitionsRevoked(purge), kgo.OnPartitionsLost(purge),
 	)
-	cl, err := kafka.NewClient(p.opt.Config, p.opt.Brokers, p.opt.Log, opts...)
+	cl, err := p.opt.Kafka.NewClient(opts...)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	b := p.opt.Config.Partner.Attribution.Batch
+	b := p.opt.Config.Batch
 	return kafka.ConsumeBatches(ctx, cl, p.opt.Log.With("component", "attribution"),
 		kafka.Batching{Size: b.Size, Linger: b.Linger}, p.handleBatch)
 }

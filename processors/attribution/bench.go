@@ -58,17 +58,17 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 		defer emb.Close()
 		brokers = emb.Addrs()
 	}
-	cl, err := kafka.NewClient(&cfg, brokers, log, kgo.ProducerBatchMaxBytes(4<<20))
+	cl, err := kafka.NewClient(cfg.Kafka, brokers, log, kgo.ProducerBatchMaxBytes(4<<20))
 	if err != nil {
 		return nil, err
 	}
 	defer cl.Close()
-	if err := kafka.EnsureTopics(ctx, cl, &cfg); err != nil {
+	if err := kafka.EnsureTopics(ctx, cl, cfg.Kafka, cfg.Partner.Webhooks); err != nil {
 		return nil, err
 	}
 	defer func() {
 		var names []string
-		for _, s := range kafka.Specs(&cfg) {
+		for _, s := range kafka.Specs(cfg.Kafka, cfg.Partner.Webhooks) {
 			names = append(names, s.Name)
 		}
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -88,7 +88,7 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 	}
 	rows = append(rows, ingest...)
 
-	p, err := New(Options{Config: &cfg, Brokers: brokers, Conn: conn, Producer: cl, Log: log})
+	p, err := New(Options{Config: cfg.Partner.Attribution, Kafka: kafka.Cluster{Config: cfg.Kafka, Brokers: brokers, Log: log}, Conn: conn, Producer: cl, Log: log})
 	if err != nil {
 		return rows, err
 	}
@@ -145,7 +145,7 @@ func benchIngest(ctx context.Context, cfg *config.Config, brokers []string, cl *
 	if err != nil {
 		return nil, err
 	}
-	p, err := New(Options{Config: cfg, Brokers: brokers, Conn: conn, Producer: cl, Log: log})
+	p, err := New(Options{Config: cfg.Partner.Attribution, Kafka: kafka.Cluster{Config: cfg.Kafka, Brokers: brokers, Log: log}, Conn: conn, Producer: cl, Log: log})
 	if err != nil {
 		return nil, err
 	}

@@ -102,7 +102,7 @@ func mustJSON(t *testing.T, v any) []byte {
 // readDLQ reads n dead letters from the attribution DLQ.
 func readDLQ(t *testing.T, e *env, n int) []schemas.DeadLetter {
 	t.Helper()
-	cl, err := kafka.NewClient(e.cfg, e.brokers, slog.New(slog.DiscardHandler), kgo.ConsumeTopics(e.names.Topic(schemas.TopicAttrDLQ)),
+	cl, err := kafka.NewClient(e.cfg.Kafka, e.brokers, slog.New(slog.DiscardHandler), kgo.ConsumeTopics(e.names.Topic(schemas.TopicAttrDLQ)),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)

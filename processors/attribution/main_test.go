@@ -50,7 +50,7 @@ func (e *env) start(t *testing.T, conn driver.Conn) (stop func()) {
 	if conn == nil {
 		conn = e.conn
 	}
-	p, err := attribution.New(attribution.Options{Config: e.cfg, Brokers: e.brokers, Conn: conn, Producer: e.cl, Log: slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	p, err := attribution.New(attribution.Options{Config: e.cfg.Partner.Attribution, Kafka: kafka.Cluster{Config: e.cfg.Kafka, Brokers: e.brokers}, Conn: conn, Producer: e.cl, Log: slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func (e *env) publishDataset(t *testing.T, d attribution.Dataset) {
 // of its topics: everything produced so far is in ClickHouse.
 func caughtUp(t *testing.T, e *env) bool {
 	adm := kadm.NewClient(e.cl)
-	p, err := attribution.New(attribution.Options{Config: e.cfg, Conn: e.conn, Producer: e.cl, Log: slog.New(slog.DiscardHandler)})
+	p, err := attribution.New(attribution.Options{Config: e.cfg.Partner.Attribution, Kafka: kafka.Cluster{Config: e.cfg.Kafka}, Conn: e.conn, Producer: e.cl, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -217,17 +217,17 @@ func benchEndToEnd(ctx context.Context, env benchrow.Env, log *slog.Logger, rcv 
 	cfg.Partner.Webhooks.AllowPrivate = []string{"127.0.0.1/32"}
 	cfg.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 2, BackoffBase: time.Second, BackoffMultiplier: 2}
 	cfg.Partner.Webhooks.PerEndpoint = workers // the same concurrency as the plain loop
-	cl, err := kafka.NewClient(&cfg, brokers, log)
+	cl, err := kafka.NewClient(cfg.Kafka, brokers, log)
 	if err != nil {
 		return 0, err
 	}
 	defer cl.Close()
-	if err := kafka.EnsureTopics(ctx, cl, &cfg); err != nil {
+	if err := kafka.EnsureTopics(ctx, cl, cfg.Kafka, cfg.Partner.Webhooks); err != nil {
 		return 0, err
 	}
 	defer func() {
 		var names []string
-		for _, s := range kafka.Specs(&cfg) {
+		for _, s := range kafka.Specs(cfg.Kafka, cfg.Partner.Webhooks) {
 			names = append(names, s.Name)
 		}
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -248,7 +248,7 @@ func benchEndToEnd(ctx context.Context, env benchrow.Env, log *slog.Logger, rcv 
 	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return 0, err
 	}
-	p, err := New(Options{Config: &cfg, Brokers: brokers, Tenants: staticTenants{ten}, Log: log,
+	p, err := New(Options{Config: cfg.Partner.Webhooks, Kafka: kafka.Cluster{Config: cfg.Kafka, Brokers: brokers, Log: log}, Tenants: staticTenants{ten}, Log: log,
 		TracerProvider: noop.NewTracerProvider(), InstanceID: "bench-" + randomHex(4)})
 	if err != nil {
 		return 0, err

@@ -69,7 +69,7 @@ func (f DLQFilter) match(e *DeadLetterEntry) bool {
 // for every dead letter matching f, in partition then offset order per poll.
 func (p *Processor) scanDLQ(ctx context.Context, f DLQFilter, fn func(*DeadLetterEntry) bool) error {
 	topic := p.names.Topic(schemas.TopicDLQ)
-	cl, err := kafka.NewClient(p.cfg, p.brokers, p.log, kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(100*time.Millisecond))
+	cl, err := p.kafka.NewClient(kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(100*time.Millisecond))
 	if err != nil {
 		return err
 	}
@@ -184,7 +184,7 @@ func (p *Processor) ReplayDLQ(ctx context.Context, f DLQFilter, prod *kgo.Client
 // under tenant_id "".
 func (p *Processor) watchDLQ(ctx context.Context) error {
 	topic := p.names.Topic(schemas.TopicDLQ)
-	cl, err := kafka.NewClient(p.cfg, p.brokers, p.log, kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	cl, err := p.kafka.NewClient(kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		return err

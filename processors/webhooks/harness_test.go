@@ -192,7 +192,7 @@ func (e *env) tenant(name string, rc *receiver, events ...string) *registry.Crea
 // until the test ends.
 func (e *env) start() *Processor {
 	e.t.Helper()
-	p, err := New(Options{Config: e.cfg, Brokers: e.brokers, Tenants: e.reg, Disabler: e.writer, Log: e.log, TracerProvider: e.tp})
+	p, err := New(Options{Config: e.cfg.Partner.Webhooks, Kafka: kafka.Cluster{Config: e.cfg.Kafka, Brokers: e.brokers}, Tenants: e.reg, Disabler: e.writer, Log: e.log, TracerProvider: e.tp})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func (e *env) start() *Processor {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := RunDeliveryLog(ctx, e.cfg, e.brokers, e.ch, e.log); err != nil {
+			if err := RunDeliveryLog(ctx, kafka.Cluster{Config: e.cfg.Kafka, Brokers: e.brokers}, e.ch, e.log); err != nil {
 				e.t.Errorf("delivery log: %v", err)
 			}
 		}()

@@ -9,7 +9,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/internal/authctx"
+	"github.com/partners-engine/partners-engine/internal/httpx"
 	"github.com/partners-engine/partners-engine/internal/problem"
 	"github.com/partners-engine/partners-engine/schemas"
 )
@@ -18,15 +19,6 @@ import (
 type API struct {
 	P        *Processor
 	Producer *kgo.Client // replays are produced with it
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
 }
 
 func filterFrom(w http.ResponseWriter, r *http.Request, withLimit bool) (DLQFilter, bool) {
@@ -96,7 +88,7 @@ func (a *API) List(w http.ResponseWriter, r *http.Request) {
 			LastError: e.LastError, Reason: e.Reason, TraceID: e.TraceID, FirstAttemptAt: timePtr(e.FirstAttemptAt),
 			LastAttemptAt: timePtr(e.LastAttemptAt), Partition: e.Partition, Offset: e.Offset})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": out})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"dead_letters": out})
 }
 
 // Replay serves POST /api/v1/dlq/replay.
@@ -110,7 +102,7 @@ func (a *API) Replay(w http.ResponseWriter, r *http.Request) {
 		problem.Error(w, r, http.StatusServiceUnavailable, "replay failed: "+err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]int{"replayed": n})
+	httpx.WriteJSON(w, http.StatusOK, map[string]int{"replayed": n})
 }
 
 // TestResult is the outcome of one test delivery.
@@ -126,13 +118,13 @@ type TestResult struct {
 // Test serves POST /api/v1/partners/webhooks/test: a signed partner.test
 // event to each enabled endpoint of the calling tenant, once, no retries.
 func (a *API) Test(w http.ResponseWriter, r *http.Request) {
-	t, ok := registry.TenantFrom(r.Context())
+	t, ok := authctx.TenantFrom(r.Context())
 	if !ok {
 		problem.Error(w, r, http.StatusForbidden, "a tenant API key is required")
 		return
 	}
 	results := a.P.TestDelivery(r.Context(), t)
-	writeJSON(w, http.StatusOK, map[string]any{"results": results})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"results": results})
 }
 
 // TestDelivery sends a signed partner.test event to every enabled endpoint

@@ -9,8 +9,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/internal/authctx"
 	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/schemas"
 )
@@ -119,7 +120,7 @@ func TestWebhookTestRoute(t *testing.T) {
 	e := newEnv(t, false, nil)
 	rc := newReceiver(t, always(200))
 	c := e.tenant("t-test-route", rc)
-	p, err := New(Options{Config: e.cfg, Brokers: e.brokers, Tenants: e.reg, Log: e.log, TracerProvider: e.tp})
+	p, err := New(Options{Config: e.cfg.Partner.Webhooks, Kafka: kafka.Cluster{Config: e.cfg.Kafka, Brokers: e.brokers}, Tenants: e.reg, Log: e.log, TracerProvider: e.tp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,7 @@ func TestWebhookTestRoute(t *testing.T) {
 	}
 	ten, _ := e.reg.Get(c.Tenant.ID)
 	rec = httptest.NewRecorder()
-	api.Test(rec, req.WithContext(registry.WithTenant(req.Context(), ten)))
+	api.Test(rec, req.WithContext(authctx.WithTenant(req.Context(), ten)))
 	var out struct {
 		Results []TestResult `json:"results"`
 	}

@@ -40,8 +40,8 @@ type Disabler interface {
 
 // Options configure a Processor.
 type Options struct {
-	Config         *config.Config
-	Brokers        []string
+	Config         config.Webhooks // the partner.webhooks section
+	Kafka          kafka.Cluster   // brokers, topic names, client settings
 	Tenants        Tenants
 	Disabler       Disabler // nil: a 410 is dead-lettered but the endpoint stays enabled
 	Log            *slog.Logger
@@ -77,9 +77,8 @@ type Task struct {
 
 // Processor is the webhook fan-out.
 type Processor struct {
-	cfg     *config.Config
 	wh      config.Webhooks
-	brokers []string
+	kafka   kafka.Cluster
 	names   kafka.Names
 	tenants Tenants
 	disable Disabler
@@ -167,8 +166,8 @@ type metrics struct {
 
 // New returns a processor. It does not start anything.
 func New(opt Options) (*Processor, error) {
-	cfg := opt.Config
-	g, err := NewGuard(cfg.Partner.Webhooks.AllowPrivate)
+	wh := opt.Config
+	g, err := NewGuard(wh.AllowPrivate)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +181,7 @@ func New(opt Options) (*Processor, error) {
 	}
 	inst := opt.InstanceID
 	if inst == "" {
-		inst = cfg.Partner.Webhooks.InstanceID
+		inst = wh.InstanceID
 	}
 	if inst == "" {
 		if h, err := os.Hostname(); err == nil && h != "" {
@@ -191,12 +190,15 @@ func New(opt Options) (*Processor, error) {
 			inst = randomHex(6)
 		}
 	}
+	if opt.Kafka.Log == nil {
+		opt.Kafka.Log = opt.Log
+	}
 	p := &Processor{
-		cfg: cfg, wh: cfg.Partner.Webhooks, brokers: opt.Brokers, names: kafka.Names{Prefix: cfg.Kafka.TopicPrefix},
+		wh: wh, kafka: opt.Kafka, names: opt.Kafka.Names(),
 		tenants: opt.Tenants, disable: opt.Disabler, log: opt.Log.With("component", "webhooks"),
 		tracer:  tp.Tracer("github.com/partners-engine/partners-engine/processors/webhooks"),
 		filters: f, known: map[string]bool{}, inst: inst,
-		global: make(chan struct{}, cfg.Partner.Webhooks.Concurrency),
+		global: make(chan struct{}, wh.Concurrency),
 		lanes:  map[string]*lane{}, breakers: map[string]*gobreaker.CircuitBreaker[Attempt]{},
 	}
 	p.hc = newHTTPClient(p.wh, g)

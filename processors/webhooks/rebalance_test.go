@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/schemas"
 )
@@ -22,7 +23,7 @@ func TestRebalanceBetweenInstances(t *testing.T) {
 		eps = append(eps, e.tenant("t-rebalance-"+string(rune('a'+i)), rc).Tenant.Endpoints[0].ID)
 	}
 	run := func(inst string) (stop func()) {
-		p, err := New(Options{Config: e.cfg, Brokers: e.brokers, Tenants: e.reg, Log: e.log, TracerProvider: e.tp, InstanceID: inst})
+		p, err := New(Options{Config: e.cfg.Partner.Webhooks, Kafka: kafka.Cluster{Config: e.cfg.Kafka, Brokers: e.brokers}, Tenants: e.reg, Log: e.log, TracerProvider: e.tp, InstanceID: inst})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,7 +9,6 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/schemas"
 )
@@ -21,13 +20,15 @@ const deliveryInsert = `INSERT INTO webhook_deliveries (id, delivery_id, tenant_
 // webhook_deliveries until ctx ends: one batch insert per polled batch, offsets
 // committed after the insert (at-least-once; the table and its rollup
 // deduplicate by attempt id). Undecodable records are logged and skipped.
-func RunDeliveryLog(ctx context.Context, cfg *config.Config, brokers []string, conn driver.Conn, log *slog.Logger) error {
-	names := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}
+func RunDeliveryLog(ctx context.Context, k kafka.Cluster, conn driver.Conn, log *slog.Logger) error {
 	log = log.With("component", "delivery-log")
+	if k.Log == nil {
+		k.Log = log
+	}
 	opts := append(kafka.ConsumerOptions(),
-		kgo.ConsumerGroup(names.Group(cfg.Kafka.GroupPrefix, "delivery-log")),
-		kgo.ConsumeTopics(names.Topic(schemas.TopicDeliveries)))
-	cl, err := kafka.NewClient(cfg, brokers, log, opts...)
+		kgo.ConsumerGroup(k.Group("delivery-log")),
+		kgo.ConsumeTopics(k.Topic(schemas.TopicDeliveries)))
+	cl, err := k.NewClient(opts...)
 	if err != nil {
 		return err
 	}

@@ -112,10 +112,10 @@ func (p *Processor) newStage(n int) *stage {
 		lastWM: map[partKey]int64{}, topicIDs: map[string][16]byte{}, timers: map[*time.Timer]struct{}{}}
 	if n == 0 {
 		s.label, s.topic = "first", p.names.Topic(schemas.TopicEvents)
-		s.group = p.names.Group(p.cfg.Kafka.GroupPrefix, "webhooks")
+		s.group = p.kafka.Group("webhooks")
 	} else {
 		s.label, s.topic = strconv.Itoa(n), p.names.Retry(n)
-		s.group = p.names.Group(p.cfg.Kafka.GroupPrefix, "webhooks-retry-"+strconv.Itoa(n))
+		s.group = p.kafka.Group("webhooks-retry-" + strconv.Itoa(n))
 		s.delay = p.wh.Retry.Delay(n)
 	}
 	s.log = p.log.With("stage", s.label, "topic", s.topic)
@@ -129,7 +129,7 @@ func randomHex(n int) string {
 }
 
 func (s *stage) run(ctx context.Context) error {
-	opts := append(kafka.Options(s.p.cfg, s.p.brokers, s.p.log),
+	opts := append(s.p.kafka.Opts(),
 		kgo.ConsumerGroup(s.group),
 		kgo.ConsumeTopics(s.topic),
 		kgo.TransactionalID(s.group+"-"+s.p.inst),

@@ -25,11 +25,14 @@ func Topic(cfg *config.Config) string {
 // read the topic to its end.
 func Start(t testing.TB, cfg *config.Config, brokers []string, log *slog.Logger) *registry.Registry {
 	t.Helper()
-	cl, err := kafka.NewClient(cfg, brokers, log)
+	cl, err := kafka.NewClient(cfg.Kafka, brokers, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := registry.New(Topic(cfg), log, nil)
+	reg, err := registry.New(Topic(cfg), log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- reg.Run(ctx, cl) }()

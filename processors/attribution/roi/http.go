@@ -10,8 +10,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/partners-engine/partners-engine/control-plane/adminapi"
-	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/internal/authctx"
+	"github.com/partners-engine/partners-engine/internal/httpx"
 	"github.com/partners-engine/partners-engine/internal/problem"
 	"github.com/partners-engine/partners-engine/schemas"
 )
@@ -52,7 +52,7 @@ func Handler(o HandlerOptions) http.HandlerFunc {
 			}
 			q.Window = n
 		}
-		if t, ok := registry.TenantFrom(r.Context()); ok {
+		if t, ok := authctx.TenantFrom(r.Context()); ok {
 			if q.PartnerID == "" {
 				q.PartnerID = t.ID
 			} else if q.PartnerID != t.ID {
@@ -89,7 +89,7 @@ func Handler(o HandlerOptions) http.HandlerFunc {
 			}
 			resp.Rows = append(resp.Rows, row)
 		}
-		adminapi.WriteJSON(w, http.StatusOK, resp)
+		httpx.WriteJSON(w, http.StatusOK, resp)
 	}
 }
 

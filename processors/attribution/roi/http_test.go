@@ -13,7 +13,7 @@ import (
 	"github.com/shopspring/decimal"
 	"go.uber.org/goleak"
 
-	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/internal/authctx"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/processors/attribution/roi"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -82,7 +82,7 @@ func seed(t *testing.T) func(tenant string) http.Handler {
 	as := func(tenant string) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if tenant != "" {
-				r = r.WithContext(registry.WithTenant(r.Context(), &schemas.Tenant{ID: tenant}))
+				r = r.WithContext(authctx.WithTenant(r.Context(), &schemas.Tenant{ID: tenant}))
 			}
 			h(w, r)
 		})
