@@ -7,20 +7,14 @@ package chdb
 import (
 	"context"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"path"
-	"regexp"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/partners-engine/partners-engine/internal/config"
-	"github.com/partners-engine/partners-engine/schemas"
+	"github.com/partners-engine/partners-engine/schemas/chsql"
 )
 
 // Open connects to the configured database, creating it if needed.
@@ -51,19 +45,18 @@ func dial(ctx context.Context, c config.ClickHouse, database string) (driver.Con
 	return conn, nil
 }
 
-var ident = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
 func createDatabase(ctx context.Context, c config.ClickHouse) error {
-	if !ident.MatchString(c.Database) {
-		return fmt.Errorf("clickhouse.database %q: not an identifier", c.Database)
+	// An identifier cannot be bound; WithDatabase validates it.
+	sql, err := chsql.CreateDatabase.WithDatabase(c.Database)
+	if err != nil {
+		return fmt.Errorf("clickhouse.database: %w", err)
 	}
 	conn, err := dial(ctx, c, "default")
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	// An identifier cannot be bound; it is validated above.
-	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+c.Database); err != nil {
+	if err := conn.Exec(ctx, sql); err != nil {
 		return fmt.Errorf("create database %s: %w", c.Database, err)
 	}
 	return nil
@@ -71,94 +64,31 @@ func createDatabase(ctx context.Context, c config.ClickHouse) error {
 
 // DropDatabase removes a database (tests).
 func DropDatabase(ctx context.Context, c config.ClickHouse) error {
-	if !ident.MatchString(c.Database) {
-		return fmt.Errorf("clickhouse.database %q: not an identifier", c.Database)
+	sql, err := chsql.DropDatabase.WithDatabase(c.Database)
+	if err != nil {
+		return fmt.Errorf("clickhouse.database: %w", err)
 	}
 	conn, err := dial(ctx, c, "default")
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	return conn.Exec(ctx, "DROP DATABASE IF EXISTS "+c.Database)
+	return conn.Exec(ctx, sql)
 }
-
-// Migration is one embedded .sql file.
-type Migration struct {
-	Version    uint32
-	Name       string
-	Statements []string
-}
-
-var fileName = regexp.MustCompile(`^(\d{4})_([a-z0-9_]+)\.sql$`)
 
 // Migrations returns the embedded migrations in order.
-func Migrations() ([]Migration, error) {
-	return load(schemas.Migrations, "clickhouse/migrations")
-}
-
-func load(fsys fs.FS, dir string) ([]Migration, error) {
-	entries, err := fs.ReadDir(fsys, dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []Migration
-	seen := map[uint32]string{}
-	for _, e := range entries {
-		m := fileName.FindStringSubmatch(e.Name())
-		if m == nil {
-			return nil, fmt.Errorf("migration %s: name must be NNNN_name.sql", e.Name())
-		}
-		v, _ := strconv.ParseUint(m[1], 10, 32)
-		if prev, dup := seen[uint32(v)]; dup {
-			return nil, fmt.Errorf("migration %s: version %d already used by %s", e.Name(), v, prev)
-		}
-		seen[uint32(v)] = e.Name()
-		b, err := fs.ReadFile(fsys, path.Join(dir, e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, Migration{Version: uint32(v), Name: m[2], Statements: Split(string(b))})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
-	return out, nil
-}
-
-// Split cuts a migration into statements: a statement ends with a line whose
-// last non-blank character is ';'. Lines starting with "--" are comments.
-func Split(sql string) []string {
-	var out []string
-	var cur strings.Builder
-	for _, line := range strings.Split(sql, "\n") {
-		t := strings.TrimSpace(line)
-		if t == "" || strings.HasPrefix(t, "--") {
-			continue
-		}
-		cur.WriteString(line)
-		cur.WriteByte('\n')
-		if strings.HasSuffix(t, ";") {
-			s := strings.TrimSuffix(strings.TrimSpace(cur.String()), ";")
-			out = append(out, s)
-			cur.Reset()
-		}
-	}
-	if s := strings.TrimSpace(cur.String()); s != "" {
-		out = append(out, s)
-	}
-	return out
-}
+func Migrations() ([]chsql.Migration, error) { return chsql.Migrations() }
 
 // Migrate applies every embedded migration not yet recorded in
 // schema_migrations, in order, and returns the versions it applied. Each
 // statement is written to be re-runnable (IF NOT EXISTS), so a migration
 // interrupted half-way is completed by the next run.
 func Migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) ([]uint32, error) {
-	if err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version UInt32, name String, applied_at DateTime
-	) ENGINE = ReplacingMergeTree ORDER BY version`); err != nil {
+	if err := conn.Exec(ctx, chsql.CreateMigrationsTable.SQL); err != nil {
 		return nil, fmt.Errorf("create schema_migrations: %w", err)
 	}
 	applied := map[uint32]bool{}
-	rows, err := conn.Query(ctx, "SELECT version FROM schema_migrations")
+	rows, err := conn.Query(ctx, chsql.AppliedMigrations.SQL)
 	if err != nil {
 		return nil, fmt.Errorf("read schema_migrations: %w", err)
 	}
@@ -174,7 +104,7 @@ func Migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) ([]uint32,
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	ms, err := Migrations()
+	ms, err := chsql.Migrations()
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +130,7 @@ func Migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) ([]uint32,
 // ServerVersion returns the server's version string.
 func ServerVersion(ctx context.Context, conn driver.Conn) (string, error) {
 	var v string
-	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
+	if err := conn.QueryRow(ctx, chsql.ServerVersion.SQL).Scan(&v); err != nil {
 		return "", err
 	}
 	return v, nil
@@ -208,8 +138,8 @@ func ServerVersion(ctx context.Context, conn driver.Conn) (string, error) {
 
 // record inserts the migration into schema_migrations. A one-row batch, not
 // Exec with VALUES: clickhouse-go's bound INSERT via Exec stalls on 18.16.
-func record(ctx context.Context, conn driver.Conn, m Migration) error {
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO schema_migrations (version, name, applied_at)")
+func record(ctx context.Context, conn driver.Conn, m chsql.Migration) error {
+	b, err := conn.PrepareBatch(ctx, chsql.RecordMigration.SQL)
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,7 @@ import (
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/schemas"
+	"github.com/partners-engine/partners-engine/schemas/chsql"
 )
 
 // Options configure a run.
@@ -339,8 +340,7 @@ func (r *Result) collect(ctx context.Context, o Options, api *adminclient.Client
 		ids = append(ids, t.ID)
 		byID[t.ID] = t.Name
 	}
-	rows, err := o.ClickHouse.Query(ctx, `SELECT tenant_id, outcome, uniqExact(delivery_id) FROM webhook_deliveries
-		WHERE has(?, tenant_id) GROUP BY tenant_id, outcome`, ids)
+	rows, err := o.ClickHouse.Query(ctx, chsql.DemoDeliveryOutcomes.SQL, ids)
 	if err != nil {
 		return fmt.Errorf("delivery log: %w", err)
 	}
@@ -362,8 +362,7 @@ func (r *Result) collect(ctx context.Context, o Options, api *adminclient.Client
 	r.Deliveries = deliveries
 	if r.TraceID == "" {
 		var trace, id string
-		if err := o.ClickHouse.QueryRow(ctx, `SELECT trace_id, delivery_id FROM webhook_deliveries
-			WHERE tenant_id = ? AND outcome = ? AND trace_id != '' ORDER BY attempted_at LIMIT 1`, r.Tenants[1].ID, schemas.OutcomeDelivered).Scan(&trace, &id); err == nil {
+		if err := o.ClickHouse.QueryRow(ctx, chsql.DemoFirstTrace.SQL, r.Tenants[1].ID, schemas.OutcomeDelivered).Scan(&trace, &id); err == nil {
 			r.TraceID, r.DeliveryID = trace, id
 		}
 	}
@@ -543,7 +542,7 @@ func (r *Result) Print(w io.Writer) {
 	_ = tw.Flush()
 	if r.TraceID != "" {
 		fmt.Fprintf(w, "\nTrace of one delivery: trace_id %s (webhook-id %s)\n", r.TraceID, r.DeliveryID)
-		fmt.Fprintln(w, "  find it in your tracing backend, or: SELECT * FROM webhook_deliveries WHERE trace_id = '"+r.TraceID+"'")
+		fmt.Fprintf(w, "  find it in your tracing backend, or in ClickHouse, with trace_id for ?:\n    %s\n", strings.Join(strings.Fields(chsql.DeliveriesByTrace.SQL), " "))
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/partners-engine/partners-engine/processors/attribution/models"
 	"github.com/partners-engine/partners-engine/schemas"
+	"github.com/partners-engine/partners-engine/schemas/chsql"
 )
 
 // history is what the processor knows of one user: every touchpoint and
@@ -99,8 +100,7 @@ func (p *Processor) histories(ctx context.Context, users map[string]bool) (map[s
 }
 
 func (p *Processor) loadTouches(ctx context.Context, users []string, out map[string][]models.Touch) error {
-	rows, err := p.opt.Conn.Query(ctx,
-		`SELECT user_id, id, any(partner_id), any(occurred_at) FROM touchpoints_by_user WHERE user_id IN ? GROUP BY user_id, id`, groupSet(users))
+	rows, err := p.opt.Conn.Query(ctx, chsql.TouchHistory.SQL, groupSet(users))
 	if err != nil {
 		return fmt.Errorf("load touchpoint history: %w", err)
 	}
@@ -118,9 +118,7 @@ func (p *Processor) loadTouches(ctx context.Context, users []string, out map[str
 }
 
 func (p *Processor) loadConvs(ctx context.Context, users []string, out map[string][]conv) error {
-	rows, err := p.opt.Conn.Query(ctx, `SELECT user_id, id, any(kind), any(refund_of), any(amount), any(currency),
-		any(amount_base), any(new_customer), any(occurred_at)
-		FROM conversions WHERE user_id IN ? GROUP BY user_id, id`, groupSet(users))
+	rows, err := p.opt.Conn.Query(ctx, chsql.ConversionHistory.SQL, groupSet(users))
 	if err != nil {
 		return fmt.Errorf("load conversion history: %w", err)
 	}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/partners-engine/partners-engine/schemas/chsql"
 )
 
 // insert writes the batch's rows, one INSERT per table naming its columns
@@ -26,8 +28,7 @@ func (p *Processor) insert(ctx context.Context, b *batch) error {
 
 func (p *Processor) insertTouches(ctx context.Context, b *batch, now time.Time) error {
 	if len(b.touches) > 0 {
-		err := p.send(ctx, "touchpoints", `INSERT INTO touchpoints (id, user_id, partner_id, source, utm_source, utm_medium,
-			utm_campaign, referrer, region, trace_id, occurred_at, ingested_at)`, func(bt driver.Batch) error {
+		err := p.send(ctx, "touchpoints", chsql.InsertTouchpoints, func(bt driver.Batch) error {
 			for _, t := range b.touches {
 				if err := bt.Append(t.ID, t.UserID, t.PartnerID, t.Source, t.UTMSource, t.UTMMedium, t.UTMCampaign,
 					t.Referrer, t.Region, t.TraceID, t.OccurredAt, now); err != nil {
@@ -45,8 +46,7 @@ func (p *Processor) insertTouches(ctx context.Context, b *batch, now time.Time) 
 
 func (p *Processor) insertConvs(ctx context.Context, b *batch, now time.Time) error {
 	if len(b.convs) > 0 {
-		err := p.send(ctx, "conversions", `INSERT INTO conversions (id, user_id, kind, amount, currency, amount_base,
-			new_customer, refund_of, occurred_at, ingested_at)`, func(bt driver.Batch) error {
+		err := p.send(ctx, "conversions", chsql.InsertConversions, func(bt driver.Batch) error {
 			for _, c := range b.convs {
 				nc := uint8(0)
 				if c.NewCustomer {
@@ -67,8 +67,7 @@ func (p *Processor) insertConvs(ctx context.Context, b *batch, now time.Time) er
 
 func (p *Processor) insertCosts(ctx context.Context, b *batch, now time.Time) error {
 	if len(b.costs) > 0 {
-		err := p.send(ctx, "costs", `INSERT INTO costs (id, partner_id, amount, currency, amount_base, category,
-			occurred_at, ingested_at)`, func(bt driver.Batch) error {
+		err := p.send(ctx, "costs", chsql.InsertCosts, func(bt driver.Batch) error {
 			for _, c := range b.costs {
 				if err := bt.Append(c.ID, c.PartnerID, c.Amount, c.Currency, c.AmountBase, c.Category, c.OccurredAt, now); err != nil {
 					return err
@@ -85,8 +84,7 @@ func (p *Processor) insertCosts(ctx context.Context, b *batch, now time.Time) er
 
 func (p *Processor) insertAttrs(ctx context.Context, b *batch, now time.Time) error {
 	if len(b.attrs) > 0 {
-		err := p.send(ctx, "attributions", `INSERT INTO attributions (id, conversion_id, user_id, partner_id, model, kind,
-			version, credit, revenue, new_customer, converted_at, ingested_at)`, func(bt driver.Batch) error {
+		err := p.send(ctx, "attributions", chsql.InsertAttributions, func(bt driver.Batch) error {
 			for _, a := range b.attrs {
 				if err := bt.Append(a.ID, a.ConversionID, a.UserID, a.PartnerID, a.Model, a.Kind, a.Version,
 					a.Credit, a.Revenue, a.NewCustomer, a.At, now); err != nil {
@@ -102,8 +100,8 @@ func (p *Processor) insertAttrs(ctx context.Context, b *batch, now time.Time) er
 	return nil
 }
 
-func (p *Processor) send(ctx context.Context, table, query string, fill func(driver.Batch) error, n int) error {
-	bt, err := p.opt.Conn.PrepareBatch(ctx, query)
+func (p *Processor) send(ctx context.Context, table string, st chsql.Statement, fill func(driver.Batch) error, n int) error {
+	bt, err := p.opt.Conn.PrepareBatch(ctx, st.SQL)
 	if err != nil {
 		return fmt.Errorf("insert %s: %w", table, err)
 	}

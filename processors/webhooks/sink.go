@@ -11,10 +11,8 @@ import (
 
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/schemas"
+	"github.com/partners-engine/partners-engine/schemas/chsql"
 )
-
-// deliveryColumns are named in the INSERT: clickhouse-go batches need them on 18.16.
-const deliveryInsert = `INSERT INTO webhook_deliveries (id, delivery_id, tenant_id, endpoint_id, event_id, event_type, attempt, status_code, outcome, latency_ms, error, trace_id, attempted_at)`
 
 // RunDeliveryLog sinks partners.deliveries.v1 into the ClickHouse table
 // webhook_deliveries until ctx ends: one batch insert per polled batch, offsets
@@ -40,7 +38,7 @@ func RunDeliveryLog(ctx context.Context, k kafka.Cluster, conn driver.Conn, log 
 
 // InsertAttempts inserts delivery-attempt records in one batch.
 func InsertAttempts(ctx context.Context, conn driver.Conn, recs []*kgo.Record, log *slog.Logger) error {
-	b, err := conn.PrepareBatch(ctx, deliveryInsert)
+	b, err := conn.PrepareBatch(ctx, chsql.InsertDeliveries.SQL)
 	if err != nil {
 		return fmt.Errorf("prepare webhook_deliveries batch: %w", err)
 	}

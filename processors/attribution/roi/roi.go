@@ -11,13 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 
 	"github.com/partners-engine/partners-engine/processors/attribution/models"
+	"github.com/partners-engine/partners-engine/schemas/chsql"
 )
 
 // Window bounds, in days.
@@ -127,58 +127,14 @@ func Metrics(t Totals) Row {
 }
 
 // Source picks the tables a query reads.
-type Source int
+type Source = chsql.ROISource
 
 const (
 	// Rollups reads the materialized-view targets (the serving path).
-	Rollups Source = iota
+	Rollups = chsql.ROIRollups
 	// Raw reads the raw tables, de-duplicated by id (checks, benchmarks).
-	Raw
+	Raw = chsql.ROIRaw
 )
-
-type sqlSet struct{ attr, cost, leads string }
-
-// Queries de-duplicate per record id before summing: argMax(…, version)
-// keeps the latest attribution of a (conversion, model, partner), any()
-// collapses duplicate cost rows, uniqExact counts users once.
-var queries = map[Source]sqlSet{
-	Rollups: {
-		attr: `SELECT partner_id, model, sum(r), sum(c), sum(n), uniqExactIf(u, c > 0 AND k != 'refund')
-FROM (
-  SELECT partner_id, model, conversion_id, anyMerge(user_id) AS u, anyMerge(kind) AS k,
-         argMaxMerge(revenue) AS r, argMaxMerge(credit) AS c, argMaxMerge(new_customer) AS n
-  FROM attribution_daily
-  WHERE day >= toDate(?) AND day <= toDate(?) __PARTNER__ __MODEL__
-  GROUP BY partner_id, model, day, conversion_id
-) GROUP BY partner_id, model`,
-		cost: `SELECT partner_id, sum(a) FROM (
-  SELECT partner_id, id, anyMerge(amount) AS a FROM costs_daily
-  WHERE day >= toDate(?) AND day <= toDate(?) __PARTNER__
-  GROUP BY partner_id, day, id
-) GROUP BY partner_id`,
-		leads: `SELECT partner_id, uniqExactMerge(users) FROM leads_daily
-  WHERE day >= toDate(?) AND day <= toDate(?) __PARTNER__
-  GROUP BY partner_id`,
-	},
-	Raw: {
-		attr: `SELECT partner_id, model, sum(r), sum(c), sum(n), uniqExactIf(u, c > 0 AND k != 'refund')
-FROM (
-  SELECT partner_id, model, id, any(user_id) AS u, any(kind) AS k,
-         argMax(revenue, version) AS r, argMax(credit, version) AS c, argMax(new_customer, version) AS n
-  FROM attributions
-  WHERE toDate(converted_at) >= toDate(?) AND toDate(converted_at) <= toDate(?) __PARTNER__ __MODEL__
-  GROUP BY partner_id, model, id
-) GROUP BY partner_id, model`,
-		cost: `SELECT partner_id, sum(a) FROM (
-  SELECT partner_id, id, any(amount_base) AS a FROM costs
-  WHERE toDate(occurred_at) >= toDate(?) AND toDate(occurred_at) <= toDate(?) __PARTNER__
-  GROUP BY partner_id, id
-) GROUP BY partner_id`,
-		leads: `SELECT partner_id, uniqExact(user_id) FROM touchpoints
-  WHERE toDate(occurred_at) >= toDate(?) AND toDate(occurred_at) <= toDate(?) __PARTNER__
-  GROUP BY partner_id`,
-	},
-}
 
 // Load returns the totals of q, one per partner and model, sorted. Every
 // partner with revenue, cost or leads in the window gets a row for every
@@ -187,22 +143,20 @@ func Load(ctx context.Context, conn driver.Conn, q Query, src Source) ([]Totals,
 	if err := q.Validate(); err != nil {
 		return nil, err
 	}
-	sq, ok := queries[src]
-	if !ok {
+	if src != Rollups && src != Raw {
 		return nil, fmt.Errorf("roi: unknown source %d", src)
 	}
 	from, to := q.Range()
+	// Optional filters pick another statement, never change values in
+	// SQL text: "partner_id = ?" lets ClickHouse use the primary key.
+	f := chsql.ROIFilter{Partner: q.PartnerID != "", Model: q.Model != ""}
 	type key struct{ partner, model string }
 	attr := map[key]*Totals{}
 	partners := map[string]bool{}
 	if q.PartnerID != "" {
 		partners[q.PartnerID] = true
 	}
-	// Optional filters change the shape of the SQL, never its values:
-	// "partner_id = ?" (not "? = '' OR partner_id = ?") lets ClickHouse use
-	// the primary key.
-	attrSQL, attrArgs := filtered(sq.attr, q, true, from, to)
-	rows, err := conn.Query(ctx, attrSQL, attrArgs...)
+	rows, err := conn.Query(ctx, chsql.ROIAttribution(src, f).SQL, args(q, true, from, to)...)
 	if err != nil {
 		return nil, fmt.Errorf("roi attribution: %w", err)
 	}
@@ -220,8 +174,7 @@ func Load(ctx context.Context, conn driver.Conn, q Query, src Source) ([]Totals,
 		return nil, fmt.Errorf("roi attribution: %w", err)
 	}
 	costs := map[string]decimal.Decimal{}
-	costSQL, costArgs := filtered(sq.cost, q, false, from, to)
-	rows, err = conn.Query(ctx, costSQL, costArgs...)
+	rows, err = conn.Query(ctx, chsql.ROICost(src, f).SQL, args(q, false, from, to)...)
 	if err != nil {
 		return nil, fmt.Errorf("roi cost: %w", err)
 	}
@@ -240,8 +193,7 @@ func Load(ctx context.Context, conn driver.Conn, q Query, src Source) ([]Totals,
 		return nil, fmt.Errorf("roi cost: %w", err)
 	}
 	leads := map[string]uint64{}
-	leadsSQL, leadsArgs := filtered(sq.leads, q, false, from, to)
-	rows, err = conn.Query(ctx, leadsSQL, leadsArgs...)
+	rows, err = conn.Query(ctx, chsql.ROILeads(src, f).SQL, args(q, false, from, to)...)
 	if err != nil {
 		return nil, fmt.Errorf("roi leads: %w", err)
 	}
@@ -283,18 +235,15 @@ func Load(ctx context.Context, conn driver.Conn, q Query, src Source) ([]Totals,
 	return out, nil
 }
 
-// filtered fills the optional partner and model conditions of a query and
-// returns its bound arguments in order.
-func filtered(sql string, q Query, model bool, from, to string) (string, []any) {
-	args := []any{from, to}
-	partner, mod := "", ""
+// args are the bound values of an ROI statement, in order: the window,
+// then the partner and (for attribution) the model when they filter.
+func args(q Query, model bool, from, to string) []any {
+	out := []any{from, to}
 	if q.PartnerID != "" {
-		partner = "AND partner_id = ?"
-		args = append(args, q.PartnerID)
+		out = append(out, q.PartnerID)
 	}
 	if model && q.Model != "" {
-		mod = "AND model = ?"
-		args = append(args, q.Model)
+		out = append(out, q.Model)
 	}
-	return strings.NewReplacer("__PARTNER__", partner, "__MODEL__", mod).Replace(sql), args
+	return out
 }
