@@ -1,6 +1,12 @@
 -- 0201_attribution_views: plain views for analysts, no -Merge combinators
 -- needed. Each side is aggregated on its own before the join, so a cost
 -- row never multiplies revenue (the seed's bug).
+--
+-- Corrected in place: the first release joined unaliased subqueries, which
+-- ClickHouse 20.3+ refuses (ALIAS_REQUIRED), so this migration never applied
+-- on a current server. It now creates the same view with aliases; 0203
+-- re-creates the view on 18.16 databases where the first text ran. See
+-- "Correcting a migration" in schemas/clickhouse/README.md.
 
 -- One row per (partner, model, day) with attributed revenue, conversions
 -- (fractional credit), new customers (fractional credit) and, per day,
@@ -40,7 +46,7 @@ FROM
         GROUP BY partner_id, model, day, conversion_id
     )
     GROUP BY partner_id, model, day
-)
+) AS attributed
 ALL FULL OUTER JOIN
 (
     SELECT partner_id, model, day, cost, leads
@@ -52,13 +58,13 @@ ALL FULL OUTER JOIN
             SELECT partner_id, day, sum(a) AS cost
             FROM (SELECT partner_id, day, id, anyMerge(amount) AS a FROM costs_daily GROUP BY partner_id, day, id)
             GROUP BY partner_id, day
-        )
+        ) AS spent
         ALL FULL OUTER JOIN
         (
             SELECT partner_id, day, uniqExactMerge(users) AS leads FROM leads_daily GROUP BY partner_id, day
-        )
+        ) AS touched
         USING (partner_id, day)
     )
     ARRAY JOIN ['first_touch', 'last_touch', 'linear', 'time_decay', 'position_based'] AS model
-)
+) AS costs_and_leads
 USING (partner_id, model, day);
