@@ -5,6 +5,9 @@ GO ?= go
 BIN := bin/partners
 export PARTNERS_TEST_KAFKA ?= 127.0.0.1:9092
 export PARTNERS_TEST_CLICKHOUSE ?= 127.0.0.1:9000
+# The SQL conformance suite (schemas/chsql): an 18.16 server in a non-UTC
+# zone and current ClickHouse engines through chDB (deploy/local/chdb.sh).
+export PARTNERS_TEST_CLICKHOUSE_TZ ?= 127.0.0.1:9410
 TEST_TIMEOUT ?= 18m
 
 .PHONY: all build run test test-kfake unit bench lint fmt vet clean stack stack-down tidy-check
@@ -29,19 +32,21 @@ stack-down:
 ## test: lint, then every test with -race against real Kafka and ClickHouse
 test: stack lint
 	@$(GO) test -count=1 -v -run TestServerVersions ./internal/testenv/ | grep 'server under test' || { echo "servers not reachable"; exit 1; }
-	@mkdir -p .local; set -o pipefail; \
+	@bash deploy/local/chdb.sh versions | sed 's/^/    SQL engine under test: chDB /'
+	@mkdir -p .local; set -o pipefail; export PARTNERS_TEST_CHDB=$$(bash deploy/local/chdb.sh pythons); \
 	$(GO) test -race -count=1 -v -timeout $(TEST_TIMEOUT) ./... 2>&1 | tee .local/test.log | grep -E --line-buffered "$(TEST_SHOW)" \
 	|| { echo "--- failures (full log: .local/test.log) ---"; grep -E -B30 -A5 -- '--- FAIL|^panic:|DATA RACE' .local/test.log | head -400; exit 1; }
 
 # What make test shows of the verbose log: package results and the figures
 # the tests measure (server versions, follow and revocation delays,
 # freshness, crash duplicates, isolation under a hanging partner, traces).
-TEST_SHOW := ^(ok|FAIL|panic:|--- FAIL)|server under test|follower applied|revocation:|freshness produce|kill -9 |caught up|healthy partners|noise, alone|with a hang|trace [0-9a-f]{32}
+TEST_SHOW := ^(ok|FAIL|panic:|--- FAIL)|server under test|SQL conformance|follower applied|revocation:|freshness produce|kill -9 |caught up|healthy partners|noise, alone|with a hang|trace [0-9a-f]{32}
 
 ## test-kfake: the same suite on the embedded kfake broker (ClickHouse still real)
 test-kfake:
 	bash deploy/local/clickhouse.sh start
-	PARTNERS_TEST_KAFKA= $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	bash deploy/local/sql-engines.sh start
+	PARTNERS_TEST_KAFKA= PARTNERS_TEST_CHDB=$$(bash deploy/local/chdb.sh pythons) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## unit: fast tests only (no servers needed; integration tests skip or use kfake)
 unit:
