@@ -27,6 +27,7 @@ import (
 
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/testenv"
+	"github.com/partners-engine/partners-engine/schemas/chsql/chsqltest"
 )
 
 // repoRoot is the repository root as seen from this package's directory.
@@ -1503,17 +1504,14 @@ func TestGrafanaPrometheusMetricsDeclared(t *testing.T) {
 
 // --- dashboards against the real ClickHouse ----------------------------------
 
-// grafanaMacros stand in for what Grafana and the ClickHouse plugin expand
-// before sending a query.
-func expandGrafana(sql string, from, to time.Time) string {
-	f, tt := fmt.Sprintf("toDateTime(%d)", from.Unix()), fmt.Sprintf("toDateTime(%d)", to.Unix())
-	sql = regexp.MustCompile(`\$__timeFilter\(([^)]+)\)`).ReplaceAllString(sql, "$1 >= "+f+" AND $1 <= "+tt)
-	return strings.NewReplacer(
-		"$__fromTime", f, "$__toTime", tt,
-		"${model}", "last_touch",
-		"${partner:singlequote}", "'p-1'",
-		"${tenant:singlequote}", "'t-1'",
-	).Replace(sql)
+// expandGrafana expands a dashboard query as Grafana and the ClickHouse
+// plugin would, with the variables set to this test's rows.
+func expandGrafana(sql string, from, to time.Time) (string, error) {
+	return chsqltest.ExpandGrafana(sql, from, to, map[string]string{
+		"${model}":               "last_touch",
+		"${partner:singlequote}": "'p-1'",
+		"${tenant:singlequote}":  "'t-1'",
+	})
 }
 
 // TestDashboardQueriesRunOnClickHouse runs every ClickHouse query of the
@@ -1569,9 +1567,9 @@ func TestDashboardQueriesRunOnClickHouse(t *testing.T) {
 			continue
 		}
 		n++
-		sql := expandGrafana(r.sql, now.Add(-48*time.Hour), now.Add(time.Hour))
-		if strings.Contains(sql, "$") {
-			t.Errorf("%s %s: unexpanded macro or variable in %q (teach expandGrafana)", r.file, r.panel, sql)
+		sql, err := expandGrafana(r.sql, now.Add(-48*time.Hour), now.Add(time.Hour))
+		if err != nil {
+			t.Errorf("%s %s: %v (teach chsqltest.ExpandGrafana)", r.file, r.panel, err)
 			continue
 		}
 		rows, err := queryMaps(ctx, conn, sql)
@@ -1653,4 +1651,48 @@ func toFloat(v any) float64 {
 		return -1
 	}
 	return f
+}
+
+// TestClickHouseImageCoveredByConformance: the ClickHouse image compose
+// pins is a version line the SQL conformance suite runs (schemas/chsql,
+// engines in deploy/local/chdb/requirements-<major.minor>.txt).
+func TestClickHouseImageCoveredByConformance(t *testing.T) {
+	c := loadCompose(t)
+	s, ok := c.Services["clickhouse"]
+	if !ok {
+		t.Fatal("compose: no clickhouse service")
+	}
+	ref := s.Image
+	const repo = "clickhouse/clickhouse-server:"
+	if !strings.HasPrefix(ref, repo) {
+		t.Fatalf("clickhouse image %q: want %s<version>", ref, repo)
+	}
+	parts := strings.Split(strings.TrimPrefix(ref, repo), ".")
+	if len(parts) < 2 {
+		t.Fatalf("clickhouse image %q: no major.minor", ref)
+	}
+	line := parts[0] + "." + parts[1]
+	if _, err := os.Stat("local/chdb/requirements-" + line + ".txt"); err != nil {
+		engines, _ := filepath.Glob("local/chdb/requirements-*.txt")
+		t.Errorf("compose pins ClickHouse %s, a version the conformance suite does not run (engines: %v)", line, engines)
+	}
+	k8s := artefactAt(t, "k8s/clickhouse/clickhouse.yaml")
+	var k8sImages []string
+	for _, d := range k8s.docs {
+		if m, ok := d.(map[string]any); ok && str(m["kind"]) == "StatefulSet" {
+			for _, c := range containers(podSpec(k8sObject{doc: m})) {
+				k8sImages = append(k8sImages, str(c["image"]))
+			}
+		}
+	}
+	if !slices.Equal(k8sImages, []string{ref}) {
+		t.Errorf("deploy/k8s/clickhouse pins %v, compose pins %s: keep them equal", k8sImages, ref)
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), ref) {
+		t.Errorf("deploy/README.md does not name the pinned ClickHouse image %s", ref)
+	}
 }
