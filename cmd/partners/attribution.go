@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -10,35 +9,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/partners-engine/partners-engine/control-plane/adminclient"
-	"github.com/partners-engine/partners-engine/processors/attribution"
 	"github.com/partners-engine/partners-engine/processors/attribution/models"
 	"github.com/partners-engine/partners-engine/processors/attribution/roi"
 )
-
-// addAttribution adds the attribution processor (Kafka → ClickHouse) and
-// mounts GET /api/v1/analytics/roi on the admin API.
-func addAttribution(rt *runtime) error {
-	ctx := context.Background()
-	conn, err := rt.clickhouse(ctx)
-	if err != nil {
-		return fmt.Errorf("attribution: clickhouse: %w", err)
-	}
-	p, err := attribution.New(attribution.Options{
-		Config: rt.cfg.Partner.Attribution, Kafka: rt.kafka(), Conn: conn, Producer: rt.producer,
-		Log: rt.log.With("component", "attribution"), Metrics: rt.prom,
-	})
-	if err != nil {
-		return err
-	}
-	rt.add("attribution", p.Run)
-	reg := rt.registry()
-	rt.adminAPI().HandleTenant("GET /api/v1/analytics/roi", true, roi.Handler(roi.HandlerOptions{
-		Conn: conn, DefaultWindow: rt.cfg.Partner.Attribution.ROIWindowDays(),
-		TenantName: reg.Get, Log: rt.log.With("component", "roi"),
-	}))
-	rt.admin.AddCheck("clickhouse", func(ctx context.Context) error { return conn.Ping(ctx) })
-	return nil
-}
 
 // attributionToolCmds are the analyst commands: `partners roi`.
 func (a *app) attributionToolCmds() []*cobra.Command {

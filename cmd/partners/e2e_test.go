@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
+	"github.com/partners-engine/partners-engine/internal/runner"
 	"github.com/partners-engine/partners-engine/internal/scenario"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 )
@@ -90,7 +91,7 @@ func TestEndToEnd(t *testing.T) {
 
 	cfg := testenv.Config(t)
 	cfg.Kafka.Brokers = testenv.Brokers(t)
-	testenv.ClickHouse(t, cfg) // fresh migrated database, dropped at cleanup
+	conn := testenv.ClickHouse(t, cfg) // fresh migrated database, dropped at cleanup
 	cfg.Listeners.Admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.Listeners.XDS = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.Listeners.ExtAuthz = fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -105,22 +106,14 @@ func TestEndToEnd(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rt, err := newRuntime(ctx, cfg, log, false)
+	// Every component in this process, as `partners dev` runs them; the
+	// global tracer provider exports over OTLP (OTEL_* above).
+	r, err := runner.New(runner.Options{Mode: runner.Dev, Config: cfg, Log: log})
 	if err != nil {
 		t.Fatal(err)
-	}
-	conn, err := rt.clickhouse(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt.adminAPI()
-	for _, add := range []func(*runtime) error{addControlPlane, addEdge, addWebhooks, addAttribution} {
-		if err := add(rt); err != nil {
-			t.Fatal(err)
-		}
 	}
 	done := make(chan error, 1)
-	go func() { done <- rt.run(ctx) }()
+	go func() { done <- r.Run(ctx) }()
 	testenv.Eventually(t, 60*time.Second, "admin API ready", func() bool {
 		resp, err := http.Get(cfg.Admin.URL + "/readyz")
 		if err != nil {
@@ -206,7 +199,7 @@ func TestEndToEnd(t *testing.T) {
 	// Tracing, over the wire: stop everything so spans are flushed.
 	cancel()
 	if err := <-done; err != nil {
-		t.Fatalf("runtime: %v", err)
+		t.Fatalf("runner: %v", err)
 	}
 	if res.TraceID == "" {
 		t.Fatal("the delivery log has no trace id")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 
@@ -12,57 +11,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/partners-engine/partners-engine/control-plane/xds"
-	"github.com/partners-engine/partners-engine/edge/authz"
 )
-
-// addControlPlane adds the xDS control plane: once the registry has read the
-// tenants topic it builds every region's snapshot and serves ADS (SotW and
-// delta) on listeners.xds, rebuilding regions as tenants change.
-func addControlPlane(rt *runtime) error {
-	reg := rt.registry()
-	lis, err := net.Listen("tcp", rt.cfg.Listeners.XDS)
-	if err != nil {
-		return fmt.Errorf("control plane: listen %s: %w", rt.cfg.Listeners.XDS, err)
-	}
-	rt.banner = append(rt.banner, fmt.Sprintf("xDS control plane (ADS SotW+delta)  grpc://%s regions %s", lis.Addr(), strings.Join(rt.cfg.RegionNames(), ", ")))
-	rt.add("control-plane", func(ctx context.Context) error {
-		if err := rt.waitRegistry(ctx); err != nil {
-			lis.Close()
-			return err
-		}
-		srv, err := xds.New(xds.Options{Config: xds.NewConfig(rt.cfg), Tenants: reg, Log: rt.log, Registerer: rt.prom})
-		if err != nil {
-			lis.Close()
-			return err
-		}
-		return srv.Serve(ctx, lis)
-	})
-	return nil
-}
-
-// addEdge adds the ext_authz edge plugin on listeners.ext_authz. It answers
-// only once the registry is loaded: before that every key would look
-// unknown (and be remembered as such by the negative cache).
-func addEdge(rt *runtime) error {
-	reg := rt.registry()
-	srv, err := authz.New(authz.Options{Config: authz.NewConfig(rt.cfg), Tenants: reg, Producer: rt.producer, Names: rt.names, Log: rt.log, Registerer: rt.prom})
-	if err != nil {
-		return err
-	}
-	lis, err := net.Listen("tcp", rt.cfg.Listeners.ExtAuthz)
-	if err != nil {
-		return fmt.Errorf("edge: listen %s: %w", rt.cfg.Listeners.ExtAuthz, err)
-	}
-	rt.banner = append(rt.banner, fmt.Sprintf("edge plugin (ext_authz v3 gRPC)     grpc://%s", lis.Addr()))
-	rt.add("edge", func(ctx context.Context) error {
-		if err := rt.waitRegistry(ctx); err != nil {
-			lis.Close()
-			return err
-		}
-		return srv.Serve(ctx, lis)
-	})
-	return nil
-}
 
 // edgeToolCmds are the operators' xDS commands.
 func (a *app) edgeToolCmds() []*cobra.Command {

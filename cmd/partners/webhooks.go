@@ -13,61 +13,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/partners-engine/partners-engine/control-plane/adminclient"
-	"github.com/partners-engine/partners-engine/internal/chdb"
 	"github.com/partners-engine/partners-engine/internal/kafka"
-	"github.com/partners-engine/partners-engine/processors/webhooks"
 	"github.com/partners-engine/partners-engine/schemas"
 )
-
-// addWebhooks adds the webhooks processor (first attempts, one stage per
-// retry topic, DLQ depth), the delivery-log sink into ClickHouse, and the
-// DLQ and webhook-test routes of the admin API.
-func addWebhooks(rt *runtime) error {
-	reg := rt.registry()
-	p, err := webhooks.New(webhooks.Options{
-		Config: rt.cfg.Partner.Webhooks, Kafka: rt.kafka(), Tenants: reg, Disabler: rt.writer, Log: rt.log, Metrics: rt.prom,
-	})
-	if err != nil {
-		return err
-	}
-	api := &webhooks.API{P: p, Producer: rt.producer}
-	admin := rt.adminAPI()
-	admin.HandleAdmin("GET /api/v1/dlq", api.List)
-	admin.HandleAdmin("POST /api/v1/dlq/replay", api.Replay)
-	admin.HandleTenant("POST /api/v1/partners/webhooks/test", false, api.Test)
-	rt.add("webhooks", func(ctx context.Context) error {
-		// Fanning out before the tenants are loaded would deliver to nobody.
-		if err := rt.waitRegistry(ctx); err != nil {
-			return nil
-		}
-		return p.Run(ctx)
-	})
-	rt.add("delivery-log", func(ctx context.Context) error {
-		conn, err := rt.clickhouse(ctx)
-		for err != nil {
-			// The log waits on its topic: ClickHouse being down delays the
-			// table, never the deliveries.
-			rt.log.Warn("delivery log: ClickHouse unavailable; retrying in 10s", "err", err)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(10 * time.Second):
-			}
-			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			conn, err = chdb.Open(cctx, rt.cfg.ClickHouse)
-			if err == nil {
-				if _, err = chdb.Migrate(cctx, conn, rt.log); err != nil {
-					conn.Close()
-				} else {
-					defer conn.Close()
-				}
-			}
-			cancel()
-		}
-		return webhooks.RunDeliveryLog(ctx, rt.kafka(), conn, rt.log)
-	})
-	return nil
-}
 
 // webhookToolCmds are `partners events publish` and `partners dlq`.
 func (a *app) webhookToolCmds() []*cobra.Command {

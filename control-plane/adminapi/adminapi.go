@@ -1,7 +1,10 @@
 // Package adminapi owns the HTTP API of operators and analysts on
-// 127.0.0.1:8080: tenants under /api/v1/tenants, health and readiness,
-// Prometheus metrics, and the routes other components mount (DLQ, ROI,
-// webhook test). Errors are RFC 9457 problem details; the contract is
+// listeners.admin (127.0.0.1:8080): the server each process runs (bearer
+// credentials, panics answered 500, unknown /api/ routes 404), the tenant
+// handlers under /api/v1/tenants, health, readiness and Prometheus metrics.
+// Which routes a process serves comes from internal/runner/routes; the
+// handlers of other areas (DLQ, ROI, webhook test) are mounted beside these
+// by internal/runner. Errors are RFC 9457 problem details; the contract is
 // schemas/openapi/openapi.yaml and tests check every exchange against it.
 package adminapi
 
@@ -27,6 +30,7 @@ import (
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/httpx"
 	"github.com/partners-engine/partners-engine/internal/problem"
+	"github.com/partners-engine/partners-engine/internal/runner/routes"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -37,17 +41,17 @@ type Check func(ctx context.Context) error
 type Options struct {
 	Token    string
 	Pepper   string
-	Registry *registry.Registry
-	Writer   *registry.Writer
+	Registry *registry.Registry // resolves tenant API keys (every process follows it)
+	Writer   *registry.Writer   // tenant changes: only the tenant routes use it
 	Limits   config.RateLimits
-	Gatherer prometheus.Gatherer
+	Gatherer prometheus.Gatherer // served by the metrics operation; nil: an empty one
 	Log      *slog.Logger
-	// OpsOnly serves only /healthz, /readyz and /metrics: for processes
-	// (the edge plugin) that must be probed and scraped but own no API.
-	OpsOnly bool
 }
 
-// Server is the admin API.
+// Server is the HTTP API of one process: its routes are mounted from the
+// route table (internal/runner/routes) with Mount, each behind the
+// credential the table names; every other /api/ path answers 404 with a
+// problem.
 type Server struct {
 	opt    Options
 	mux    *http.ServeMux
@@ -55,32 +59,64 @@ type Server struct {
 	checks map[string]Check
 }
 
-// New returns a server with the tenant routes mounted.
+// New returns a server with no routes mounted.
 func New(opt Options) *Server {
 	s := &Server{opt: opt, mux: http.NewServeMux(), checks: map[string]Check{}}
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = io.WriteString(w, "ok\n")
-	})
-	s.mux.HandleFunc("GET /readyz", s.readyz)
-	if opt.Gatherer != nil {
-		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opt.Gatherer, promhttp.HandlerOpts{}))
-	}
 	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		problem.Error(w, r, http.StatusNotFound, "no such API route: "+r.Method+" "+r.URL.Path)
 	})
-	if opt.OpsOnly {
-		return s
-	}
-	s.HandleAdmin("GET /api/v1/tenants", s.listTenants)
-	s.HandleAdmin("POST /api/v1/tenants", s.createTenant)
-	s.HandleAdmin("GET /api/v1/tenants/{id}", s.getTenant)
-	s.HandleAdmin("PATCH /api/v1/tenants/{id}", s.updateTenant)
-	s.HandleAdmin("POST /api/v1/tenants/{id}/suspend", s.setStatus(schemas.StatusSuspended))
-	s.HandleAdmin("POST /api/v1/tenants/{id}/activate", s.setStatus(schemas.StatusActive))
-	s.HandleAdmin("POST /api/v1/tenants/{id}/rotate-key", s.rotateKey)
-	s.HandleAdmin("POST /api/v1/tenants/{id}/rotate-secret", s.rotateSecret)
 	return s
+}
+
+// Handlers are the server's own operations by operationId: probes,
+// metrics and the tenant admin API.
+func (s *Server) Handlers() map[string]http.HandlerFunc {
+	h := map[string]http.HandlerFunc{
+		"healthz": func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = io.WriteString(w, "ok\n")
+		},
+		"readyz":         s.readyz,
+		"listTenants":    s.listTenants,
+		"createTenant":   s.createTenant,
+		"getTenant":      s.getTenant,
+		"updateTenant":   s.updateTenant,
+		"suspendTenant":  s.setStatus(schemas.StatusSuspended),
+		"activateTenant": s.setStatus(schemas.StatusActive),
+		"rotateKey":      s.rotateKey,
+		"rotateSecret":   s.rotateSecret,
+	}
+	g := s.opt.Gatherer
+	if g == nil {
+		g = prometheus.NewRegistry() // nothing registered: an empty exposition
+	}
+	h["metrics"] = promhttp.HandlerFor(g, promhttp.HandlerOpts{}).ServeHTTP
+	return h
+}
+
+// Mount serves rs, each with handlers[r.Operation] behind the route's
+// credential. A route without a handler is an error: a process never
+// advertises a route it cannot answer.
+func (s *Server) Mount(rs []routes.Route, handlers map[string]http.HandlerFunc) error {
+	for _, r := range rs {
+		h, ok := handlers[r.Operation]
+		if !ok {
+			return fmt.Errorf("adminapi: no handler for %s (%s)", r.Pattern, r.Operation)
+		}
+		switch r.Auth {
+		case routes.Public:
+			s.mux.Handle(r.Pattern, h)
+		case routes.Admin:
+			s.HandleAdmin(r.Pattern, h)
+		case routes.Tenant:
+			s.HandleTenant(r.Pattern, false, h)
+		case routes.TenantOrAdmin:
+			s.HandleTenant(r.Pattern, true, h)
+		default:
+			return fmt.Errorf("adminapi: %s: unknown credential %d", r.Pattern, r.Auth)
+		}
+	}
+	return nil
 }
 
 // AddCheck registers a readiness check.

@@ -23,6 +23,7 @@ import (
 	"github.com/partners-engine/partners-engine/internal/authctx"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/httpx"
+	"github.com/partners-engine/partners-engine/internal/runner/routes"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/schemas"
 )
@@ -149,6 +150,9 @@ func setup(t *testing.T) *fixture {
 	w := registrytest.Writer(cfg, reg, cl, time.Hour)
 	srv := adminapi.New(adminapi.Options{Token: cfg.Admin.Token, Pepper: cfg.Partner.Keys.Pepper, Registry: reg, Writer: w,
 		Limits: cfg.Partner.RateLimit, Gatherer: prometheus.NewRegistry(), Log: log})
+	if err := srv.Mount(routes.Of(routes.Ops, routes.Tenants), srv.Handlers()); err != nil {
+		t.Fatal(err)
+	}
 	srv.HandleTenant("GET /api/v1/analytics/roi", true, func(w http.ResponseWriter, r *http.Request) {
 		t, _ := authctx.TenantFrom(r.Context())
 		id := ""

@@ -18,6 +18,7 @@ import (
 	"github.com/partners-engine/partners-engine/control-plane/registry"
 	"github.com/partners-engine/partners-engine/control-plane/registry/registrytest"
 	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/runner/routes"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 )
 
@@ -44,6 +45,9 @@ func Start(t testing.TB, cfg *config.Config, log *slog.Logger, opt Options) *Adm
 	w := registrytest.Writer(cfg, reg, prod, opt.KeyOverlap)
 	api := adminapi.New(adminapi.Options{Token: cfg.Admin.Token, Pepper: cfg.Partner.Keys.Pepper,
 		Registry: reg, Writer: w, Limits: cfg.Partner.RateLimit, Log: log})
+	if err := api.Mount(routes.Of(routes.Ops, routes.Tenants), api.Handlers()); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
 	return &Admin{Registry: reg, URL: srv.URL, token: cfg.Admin.Token, t: t}
