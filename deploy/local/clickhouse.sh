@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local ClickHouse for development and tests (no Docker, no system service).
 #
-#   deploy/local/clickhouse.sh start|stop|status|wait|restart
+#   deploy/local/clickhouse.sh start|stop|status|wait|restart|kill   (kill = SIGKILL, for fault tests)
 #
 # Installs clickhouse-server/clickhouse-client from apt when missing (Debian 12 ships 18.16.1),
 # then runs the server as the current user with a generated config that keeps everything under
@@ -15,6 +15,17 @@
 #                            same answers whatever it is (tests run one server in a non-UTC zone)
 #   PARTNERS_CLICKHOUSE_DIR  state directory (default <repo>/.local/clickhouse); with other ports it
 #                            runs a second, independent server (fault tests stop their own one)
+#
+# Cluster node settings (all unset for the single server; deploy/local/clickhouse-cluster.sh sets them):
+#   CLICKHOUSE_INTERSERVER_PORT  interserver HTTP port replicas fetch parts from
+#   CLICKHOUSE_ZOOKEEPER         ZooKeeper host:port[,host:port...]; also enables ON CLUSTER DDL
+#                                (<distributed_ddl> at /clickhouse/task_queue/ddl)
+#   CLICKHOUSE_CLUSTER           cluster name in <remote_servers> (e.g. partners)
+#   CLICKHOUSE_CLUSTER_SHARDS    its layout: shards separated by ';', a shard's replicas by ',', each
+#                                host:tcp_port (e.g. 127.0.0.1:29001,127.0.0.1:29002;127.0.0.1:29003);
+#                                every shard has internal_replication=true (Replicated tables copy)
+#   CLICKHOUSE_SHARD / CLICKHOUSE_REPLICA   this node's {shard} and {replica} macros
+#   CLICKHOUSE_NAME              log prefix (default clickhouse)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -28,9 +39,16 @@ LOG_DIR="$CH_DIR/logs"
 LOG_FILE="$LOG_DIR/clickhouse-server.log"
 ERR_FILE="$LOG_DIR/clickhouse-server.err.log"
 OUT_FILE="$LOG_DIR/stdout.log"
+INTERSERVER_PORT="${CLICKHOUSE_INTERSERVER_PORT:-}"
+ZOOKEEPER="${CLICKHOUSE_ZOOKEEPER:-}"
+CLUSTER="${CLICKHOUSE_CLUSTER:-}"
+CLUSTER_SHARDS="${CLICKHOUSE_CLUSTER_SHARDS:-}"
+SHARD="${CLICKHOUSE_SHARD:-}"
+REPLICA="${CLICKHOUSE_REPLICA:-}"
+NAME="${CLICKHOUSE_NAME:-clickhouse}"
 
-log() { printf '[clickhouse] %s\n' "$*"; }
-die() { printf '[clickhouse] ERROR: %s\n' "$*" >&2; exit 1; }
+log() { printf '[%s] %s\n' "$NAME" "$*"; }
+die() { printf '[%s] ERROR: %s\n' "$NAME" "$*" >&2; exit 1; }
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"
@@ -49,12 +67,19 @@ server_bin() {
 
 install_clickhouse() {
   if server_bin >/dev/null && command -v clickhouse-client >/dev/null 2>&1; then return 0; fi
+  # one apt run at a time on this machine (cluster nodes, ZooKeeper and the single server start in
+  # parallel); whoever waited finds the package installed
+  exec 9>"${TMPDIR:-/tmp}/partners-engine-apt.lock"
+  flock 9
+  if server_bin >/dev/null && command -v clickhouse-client >/dev/null 2>&1; then exec 9>&-; return 0; fi
   log "installing clickhouse-server and clickhouse-client from apt"
   local t0=$SECONDS
-  as_root apt-get update -q >/dev/null
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    clickhouse-server clickhouse-client >/dev/null
+  # and wait for apt's own lock should something else hold it
+  as_root apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q \
+    --no-install-recommends clickhouse-server clickhouse-client >/dev/null
   log "installed in $((SECONDS - t0))s"
+  exec 9>&-
 }
 
 pid_alive() {
@@ -72,6 +97,48 @@ ping_native() { [ "$(query 'SELECT 1' 2>/dev/null)" = "1" ]; }
 is_up() { ping_http && ping_native; }
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# cluster_config: the XML a cluster node needs (nothing for the single server).
+cluster_config() {
+  if [ -z "$INTERSERVER_PORT$ZOOKEEPER$CLUSTER" ]; then
+    echo "    <!-- no interserver_http_port: single node, nothing to replicate -->"
+    return 0
+  fi
+  if [ -n "$INTERSERVER_PORT" ]; then
+    echo "    <interserver_http_host>127.0.0.1</interserver_http_host>"
+    echo "    <interserver_http_port>$INTERSERVER_PORT</interserver_http_port>"
+  fi
+  if [ -n "$ZOOKEEPER" ]; then
+    local hp i=0
+    echo "    <zookeeper>"
+    for hp in ${ZOOKEEPER//,/ }; do
+      i=$((i + 1))
+      echo "        <node index=\"$i\"><host>${hp%:*}</host><port>${hp##*:}</port></node>"
+    done
+    echo "        <session_timeout_ms>30000</session_timeout_ms>"
+    echo "        <operation_timeout_ms>10000</operation_timeout_ms>"
+    echo "    </zookeeper>"
+    echo "    <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>"
+  fi
+  if [ -n "$SHARD$REPLICA" ]; then
+    echo "    <macros><shard>$SHARD</shard><replica>$REPLICA</replica></macros>"
+  fi
+  if [ -n "$CLUSTER" ]; then
+    local shard hp
+    echo "    <remote_servers>"
+    echo "        <$CLUSTER>"
+    for shard in ${CLUSTER_SHARDS//;/ }; do
+      echo "            <shard>"
+      echo "                <internal_replication>true</internal_replication>"
+      for hp in ${shard//,/ }; do
+        echo "                <replica><host>${hp%:*}</host><port>${hp##*:}</port></replica>"
+      done
+      echo "            </shard>"
+    done
+    echo "        </$CLUSTER>"
+    echo "    </remote_servers>"
+  fi
+}
 
 write_config() {
   mkdir -p "$CH_DIR"/{data,tmp,user_files,format_schemas,logs}
@@ -91,7 +158,7 @@ write_config() {
     <listen_host>127.0.0.1</listen_host>
     <tcp_port>$TCP_PORT</tcp_port>
     <http_port>$HTTP_PORT</http_port>
-    <!-- no interserver_http_port: single node, nothing to replicate -->
+$(cluster_config)
 
     <max_connections>1024</max_connections>
     <keep_alive_timeout>3</keep_alive_timeout>
@@ -201,10 +268,11 @@ cmd_start() {
     return 0
   fi
   rm -f "$PID_FILE"
-  for p in "$TCP_PORT" "$HTTP_PORT"; do
-    port_busy "$p" && die "port 127.0.0.1:$p is in use by another process (set CLICKHOUSE_TCP_PORT / CLICKHOUSE_HTTP_PORT)"
+  for p in "$TCP_PORT" "$HTTP_PORT" $INTERSERVER_PORT; do
+    port_busy "$p" && die "port 127.0.0.1:$p is in use by another process (set CLICKHOUSE_TCP_PORT / CLICKHOUSE_HTTP_PORT / CLICKHOUSE_INTERSERVER_PORT)"
   done
 
+  [ -z "$CLUSTER" ] || [ -n "$CLUSTER_SHARDS" ] || die "CLICKHOUSE_CLUSTER=$CLUSTER needs CLICKHOUSE_CLUSTER_SHARDS"
   write_config
   local bin; bin="$(server_bin)" || die "clickhouse-server not found after install"
   local -a cmd=("$bin")
@@ -243,6 +311,21 @@ cmd_stop() {
   log "stopped"
 }
 
+# cmd_kill: SIGKILL, for fault tests (a crash, not a shutdown).
+cmd_kill() {
+  if ! pid_alive; then
+    rm -f "$PID_FILE"
+    log "not running"
+    return 0
+  fi
+  local pid; pid="$(cat "$PID_FILE")"
+  kill -KILL "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 10))
+  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+  rm -f "$PID_FILE"
+  log "killed pid $pid (SIGKILL)"
+}
+
 cmd_status() {
   if is_up; then
     if pid_alive; then log "up (pid $(cat "$PID_FILE"), tcp 127.0.0.1:$TCP_PORT, http 127.0.0.1:$HTTP_PORT)"
@@ -260,5 +343,6 @@ case "${1:-}" in
   status) cmd_status ;;
   wait) cmd_wait; log "ready" ;;
   restart) cmd_stop; cmd_start ;;
-  *) echo "usage: $0 start|stop|status|wait|restart" >&2; exit 2 ;;
+  kill) cmd_kill ;;
+  *) echo "usage: $0 start|stop|status|wait|restart|kill" >&2; exit 2 ;;
 esac

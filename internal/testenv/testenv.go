@@ -85,13 +85,17 @@ func Brokers(t testing.TB) []string {
 		}
 		brokers = embedded.Addrs()
 	}
-	logKafkaVersion(t, brokers)
+	kind := "kfake (embedded)"
+	if RealKafka() {
+		kind = "Apache Kafka"
+	}
+	logKafkaVersion(t, brokers, kind)
 	return brokers
 }
 
 var versionLogged sync.Map
 
-func logKafkaVersion(t testing.TB, brokers []string) {
+func logKafkaVersion(t testing.TB, brokers []string, kind string) {
 	if _, done := versionLogged.LoadOrStore(strings.Join(brokers, ","), true); done {
 		return
 	}
@@ -105,10 +109,6 @@ func logKafkaVersion(t testing.TB, brokers []string) {
 	vs, err := kadm.NewClient(cl).ApiVersions(ctx)
 	if err != nil {
 		t.Fatalf("kafka at %v unreachable: %v", brokers, err)
-	}
-	kind := "kfake (embedded)"
-	if RealKafka() {
-		kind = "Apache Kafka"
 	}
 	vs.Each(func(v kadm.BrokerApiVersions) {
 		t.Logf("kafka: %s at %v, version guess %s", kind, brokers, v.VersionGuess())

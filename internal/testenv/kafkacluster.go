@@ -1,0 +1,245 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// KafkaNodes is the three-broker KRaft cluster of
+// deploy/local/kafka-cluster.sh: every node a combined broker+controller
+// voter, topics created with replication factor 3 and min.insync.replicas 2
+// by default. Node n (1..3) has node id n and listens on Brokers[n-1].
+//
+// Kill, Stop and Start act on the real processes (SIGKILL, controlled
+// shutdown, start on the same data). Whatever a test leaves down is started
+// again at its cleanup, so the next test finds three brokers. The cluster is
+// shared by every test binary of a run: a test that kills a node should
+// expect other packages' clients to ride through it (which RF 3 / min ISR 2
+// lets them do for one node at a time).
+type KafkaNodes struct {
+	// Brokers are the seed addresses, node n at index n-1.
+	Brokers []string
+
+	t    testing.TB
+	cl   *kgo.Client
+	adm  *kadm.Client
+	mu   sync.Mutex
+	down map[int]bool
+}
+
+// KafkaCluster returns the cluster at PARTNERS_TEST_KAFKA_CLUSTER once all
+// three brokers are registered. It skips the test when the variable is unset
+// and fails it when the cluster does not answer.
+func KafkaCluster(t testing.TB) *KafkaNodes {
+	t.Helper()
+	brokers := stackAddrs(t, "PARTNERS_TEST_KAFKA_CLUSTER", "three-broker Kafka cluster")
+	if len(brokers) != 3 {
+		t.Fatalf("PARTNERS_TEST_KAFKA_CLUSTER=%v: want the three node addresses", brokers)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &KafkaNodes{Brokers: brokers, t: t, cl: cl, adm: kadm.NewClient(cl), down: map[int]bool{}}
+	t.Cleanup(func() {
+		c.restoreDown()
+		cl.Close()
+	})
+	// another package's fault test may have a node down for a while
+	c.waitBrokers(2*time.Minute, func(ids map[int32]bool) bool { return len(ids) == 3 }, "all three brokers registered")
+	logKafkaVersion(t, brokers, "Apache Kafka cluster")
+	return c
+}
+
+// Client returns a franz-go client seeded with every broker (plus opts),
+// closed at cleanup.
+func (c *KafkaNodes) Client(opts ...kgo.Opt) *kgo.Client {
+	c.t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, opts...)...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(cl.Close)
+	return cl
+}
+
+// Admin is an admin client on the cluster (closed at cleanup).
+func (c *KafkaNodes) Admin() *kadm.Client { return c.adm }
+
+// Kill sends SIGKILL to node n's JVM and returns once the process is gone
+// (the controller fences the broker about broker.session.timeout.ms, 9 s,
+// later; leaders move then).
+func (c *KafkaNodes) Kill(n int) {
+	c.t.Helper()
+	c.node(n, "kill")
+	c.mark(n, true)
+}
+
+// Stop shuts node n down in a controlled way (leaders move first).
+func (c *KafkaNodes) Stop(n int) {
+	c.t.Helper()
+	c.node(n, "stop-node")
+	c.mark(n, true)
+}
+
+// Start starts node n on its data and returns once it answers and is
+// registered (unfenced) with the controller. Its replicas may still be
+// catching up: WaitInSync waits for that.
+func (c *KafkaNodes) Start(n int) {
+	c.t.Helper()
+	c.node(n, "start-node")
+	c.waitBrokers(2*time.Minute, func(ids map[int32]bool) bool { return ids[int32(n)] }, fmt.Sprintf("broker %d registered", n))
+	c.mark(n, false)
+}
+
+// Leader returns the node id (1..3) that leads topic's partition, or -1 when
+// the partition has no leader.
+func (c *KafkaNodes) Leader(topic string, partition int32) int32 {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	md, err := c.metadata(ctx, topic)
+	if err != nil {
+		c.t.Fatalf("metadata of %s: %v", topic, err)
+	}
+	for _, tp := range md.Topics {
+		if err := kerr.ErrorForCode(tp.ErrorCode); err != nil {
+			c.t.Fatalf("topic %s: %v", topic, err)
+		}
+		for _, p := range tp.Partitions {
+			if p.Partition == partition {
+				return p.Leader
+			}
+		}
+	}
+	c.t.Fatalf("topic %s has no partition %d", topic, partition)
+	return -1
+}
+
+// metadata asks a broker for the current metadata of topics (none: brokers
+// only). kadm's metadata calls answer from the client's cache, which lags a
+// restart or a leader change by up to the metadata max age.
+func (c *KafkaNodes) metadata(ctx context.Context, topics ...string) (*kmsg.MetadataResponse, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	req.Topics = []kmsg.MetadataRequestTopic{}
+	for _, tp := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(tp)
+		req.Topics = append(req.Topics, rt)
+	}
+	return req.RequestWith(ctx, c.cl)
+}
+
+// WaitInSync waits until every partition of topics has a leader and all its
+// replicas in the ISR (after a restart, before the next fault).
+func (c *KafkaNodes) WaitInSync(timeout time.Duration, topics ...string) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		md, err := c.metadata(ctx, topics...)
+		cancel()
+		last = ""
+		if err != nil {
+			last = err.Error()
+		} else {
+			for _, tp := range md.Topics {
+				if err := kerr.ErrorForCode(tp.ErrorCode); err != nil {
+					last = fmt.Sprintf("%s: %v", *tp.Topic, err)
+				}
+				for _, p := range tp.Partitions {
+					if p.Leader < 0 || len(p.ISR) != len(p.Replicas) {
+						last = fmt.Sprintf("%s/%d leader %d replicas %v isr %v", *tp.Topic, p.Partition, p.Leader, p.Replicas, p.ISR)
+					}
+				}
+			}
+		}
+		if last == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("partitions not in sync after %v: %s", timeout, last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (c *KafkaNodes) node(n int, cmd string) {
+	c.t.Helper()
+	if n < 1 || n > 3 {
+		c.t.Fatalf("kafka cluster node %d: want 1..3", n)
+	}
+	runScript(c.t, 3*time.Minute, c.scriptEnv(), "kafka-cluster.sh", cmd, strconv.Itoa(n))
+}
+
+// scriptEnv makes the script use the ports the test was given.
+func (c *KafkaNodes) scriptEnv() []string {
+	_, p, err := net.SplitHostPort(c.Brokers[0])
+	if err != nil {
+		return nil
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return nil
+	}
+	return []string{"KAFKA_CLUSTER_PORT_BASE=" + strconv.Itoa(port-1)}
+}
+
+func (c *KafkaNodes) mark(n int, down bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if down {
+		c.down[n] = true
+	} else {
+		delete(c.down, n)
+	}
+}
+
+// restoreDown starts the nodes the test left down.
+func (c *KafkaNodes) restoreDown() {
+	c.mu.Lock()
+	var nodes []int
+	for n := range c.down {
+		nodes = append(nodes, n)
+	}
+	c.mu.Unlock()
+	for _, n := range nodes {
+		c.Start(n)
+	}
+}
+
+// waitBrokers polls the registered (unfenced) brokers until ok says so.
+func (c *KafkaNodes) waitBrokers(timeout time.Duration, ok func(map[int32]bool) bool, what string) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		md, err := c.metadata(ctx)
+		cancel()
+		ids := map[int32]bool{}
+		if err == nil {
+			for _, b := range md.Brokers {
+				ids[b.NodeID] = true
+			}
+			if ok(ids) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("kafka cluster %v: no %s after %v (registered %v, err %v); make test starts it with deploy/local/kafka-cluster.sh start",
+				c.Brokers, what, timeout, ids, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
