@@ -1,5 +1,6 @@
 # partners-engine. `make run` starts the system; `make test` installs and
-# starts what the tests need (ClickHouse, Apache Kafka) and runs them.
+# starts what the tests need (ClickHouse, Apache Kafka, a Kafka cluster,
+# ZooKeeper and a ClickHouse cluster) and runs them.
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/partners
@@ -10,7 +11,16 @@ export PARTNERS_TEST_CLICKHOUSE ?= 127.0.0.1:9000
 export PARTNERS_TEST_CLICKHOUSE_TZ ?= 127.0.0.1:9410
 TEST_TIMEOUT ?= 18m
 
-.PHONY: all build run test test-kfake unit bench lint fmt vet clean stack stack-down tidy-check
+# Where the rest of the local stack is (deploy/local/up.sh starts it); only
+# make test exports these, so make unit / test-kfake / bench never need them.
+# A test whose variable is set fails when the server does not answer.
+TEST_STACK_ENV := \
+	PARTNERS_TEST_KAFKA_SASL=$${PARTNERS_TEST_KAFKA_SASL-127.0.0.1:9094} \
+	PARTNERS_TEST_KAFKA_SASL_SSL=$${PARTNERS_TEST_KAFKA_SASL_SSL-127.0.0.1:9095} \
+	PARTNERS_TEST_KAFKA_CLUSTER=$${PARTNERS_TEST_KAFKA_CLUSTER-127.0.0.1:29091,127.0.0.1:29092,127.0.0.1:29093} \
+	PARTNERS_TEST_CLICKHOUSE_CLUSTER=$${PARTNERS_TEST_CLICKHOUSE_CLUSTER-127.0.0.1:29001,127.0.0.1:29002,127.0.0.1:29003}
+
+.PHONY: all build run test test-kfake unit bench lint fmt vet clean stack stack-core stack-down tidy-check
 
 all: build
 
@@ -22,18 +32,23 @@ run: build
 	bash deploy/local/clickhouse.sh start
 	$(BIN) dev
 
-## stack: start local ClickHouse and Apache Kafka (installed/fetched if missing)
+## stack: start everything make test uses (installed/fetched if missing): ClickHouse, the Kafka
+## broker (PLAINTEXT + SASL), the 3-broker Kafka cluster, ZooKeeper and the ClickHouse cluster
 stack:
 	bash deploy/local/up.sh
+
+## stack-core: all but the Kafka cluster, ZooKeeper and the ClickHouse cluster (make bench)
+stack-core:
+	bash deploy/local/up.sh core
 
 stack-down:
 	bash deploy/local/down.sh
 
 ## test: lint, then every test with -race against real Kafka and ClickHouse
 test: stack lint
-	@$(GO) test -count=1 -v -run TestServerVersions ./internal/testenv/ | grep 'server under test' || { echo "servers not reachable"; exit 1; }
+	@$(TEST_STACK_ENV) $(GO) test -count=1 -v -run TestServerVersions ./internal/testenv/ | grep 'server under test' || { echo "servers not reachable"; exit 1; }
 	@bash deploy/local/chdb.sh versions | sed 's/^/    SQL engine under test: chDB /'
-	@mkdir -p .local; set -o pipefail; export PARTNERS_TEST_CHDB=$$(bash deploy/local/chdb.sh pythons); \
+	@mkdir -p .local; set -o pipefail; export PARTNERS_TEST_CHDB=$$(bash deploy/local/chdb.sh pythons); $(TEST_STACK_ENV) \
 	$(GO) test -race -count=1 -v -timeout $(TEST_TIMEOUT) ./... 2>&1 | tee .local/test.log | grep -E --line-buffered "$(TEST_SHOW)" \
 	|| { echo "--- failures (full log: .local/test.log) ---"; grep -E -B30 -A5 -- '--- FAIL|^panic:|DATA RACE' .local/test.log | head -400; exit 1; }
 
@@ -53,7 +68,7 @@ unit:
 	PARTNERS_TEST_KAFKA= PARTNERS_TEST_CLICKHOUSE= $(GO) test -short -count=1 ./...
 
 ## bench: every benchmark with its same-run baseline; writes bench-results.json
-bench: stack
+bench: stack-core
 	$(GO) run ./internal/benchharness -json bench-results.json
 
 lint: fmt vet tidy-check

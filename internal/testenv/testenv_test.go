@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -39,4 +40,30 @@ func TestServerVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("server under test: ClickHouse %s at %s", v, ClickHouseAddr())
+
+	// the rest of the stack, where make test says it is
+	if os.Getenv("PARTNERS_TEST_KAFKA_SASL") != "" {
+		s := KafkaSASL(t)
+		t.Logf("server under test: Kafka SASL_PLAINTEXT %s and SASL_SSL %s (%s, user %s, CA %s)", s.Addr, s.TLSAddr, s.Mechanism, s.User, s.CAFile)
+	}
+	if os.Getenv("PARTNERS_TEST_KAFKA_CLUSTER") != "" {
+		kc := KafkaCluster(t)
+		vs, err := kc.Admin().ApiVersions(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs.Each(func(v kadm.BrokerApiVersions) {
+			t.Logf("server under test: Apache Kafka cluster node %d %s at %s", v.NodeID, v.VersionGuess(), kc.Brokers[v.NodeID-1])
+		})
+	}
+	if os.Getenv("PARTNERS_TEST_CLICKHOUSE_CLUSTER") != "" {
+		cc := ClickHouseCluster(t)
+		for n := range cc.Nodes {
+			v, err := chdb.ServerVersion(ctx, cc.Conn(n+1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("server under test: ClickHouse cluster %s node %d %s at %s", cc.Cluster, n+1, v, cc.Nodes[n])
+		}
+	}
 }
