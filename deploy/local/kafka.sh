@@ -275,7 +275,8 @@ format_storage() {
   if [ -f "$DATA/meta.properties" ]; then return 0; fi
   local id="$CLUSTER_ID"
   [ -n "$id" ] || id="$(tool kafka.tools.StorageTool random-uuid | tail -n 1)"
-  local -a args=(format -t "$id" -c "$PROPS")
+  # --cluster-id=ID: an id may begin with '-', which the option parser would take for an option
+  local -a args=(format "--cluster-id=$id" -c "$PROPS")
   # one node: it is the whole quorum; several: the static voters in the config are
   [ -n "$QUORUM_VOTERS" ] || args+=(--standalone)
   [ "$SASL" = off ] || args+=(--add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$SASL_PASSWORD]")

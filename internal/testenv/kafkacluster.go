@@ -223,6 +223,8 @@ func (c *KafkaNodes) restoreDown() {
 func (c *KafkaNodes) waitBrokers(timeout time.Duration, ok func(map[int32]bool) bool, what string) {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
+	// no answer at all fails sooner than a node that is still coming back
+	silentUntil := time.Now().Add(min(timeout, 30*time.Second))
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		md, err := c.metadata(ctx)
@@ -235,10 +237,11 @@ func (c *KafkaNodes) waitBrokers(timeout time.Duration, ok func(map[int32]bool) 
 			if ok(ids) {
 				return
 			}
+			silentUntil = deadline
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("kafka cluster %v: no %s after %v (registered %v, err %v); make test starts it with deploy/local/kafka-cluster.sh start",
-				c.Brokers, what, timeout, ids, err)
+		if time.Now().After(deadline) || (err != nil && time.Now().After(silentUntil)) {
+			c.t.Fatalf("kafka cluster %v: still not %s after %v (registered %v, err %v); make test starts it with deploy/local/kafka-cluster.sh start",
+				c.Brokers, what, time.Since(deadline.Add(-timeout)).Round(time.Second), ids, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
