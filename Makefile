@@ -69,7 +69,7 @@ unit:
 
 ## bench: every benchmark with its same-run baseline; writes bench-results.json
 bench: stack-core
-	$(GO) run ./internal/benchharness -json bench-results.json
+	$(GO) run ./bench -json bench-results.json $(BENCH_FLAGS)
 
 lint: fmt vet tidy-check
 

@@ -2,41 +2,78 @@ package attribution_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
-	"os"
+	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/partners-engine/partners-engine/internal/benchrow"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/shopspring/decimal"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/partners-engine/partners-engine/internal/benchtest"
+	"github.com/partners-engine/partners-engine/internal/chdb"
+	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/processors/attribution"
 	"github.com/partners-engine/partners-engine/processors/attribution/roi"
 )
 
-// TestBenchQuick runs the make-bench suite at its quick size so it cannot
-// rot; the figures are logged, never asserted.
+// The attribution figures of `make bench` (BenchmarkFigures):
+//
+//   - ingest: records/s from Kafka into ClickHouse through the processor
+//     (decode, validate, attribute under 5 models, insert raw and attribution
+//     rows, commit), beside a raw clickhouse-go batch insert of exactly the
+//     rows the processor wrote, in the same run;
+//   - ROI query latency from the rollups beside the same figures computed
+//     from the raw tables (de-duplicated by id), over ≥ 1 M attribution rows
+//     generated on the server with INSERT … SELECT FROM numbers();
+//   - freshness p50/p99, produce → visible in the ROI numbers, beside the
+//     configured batch linger.
+func BenchmarkFigures(b *testing.B) {
+	records, queryRows := 200_000, 1_000_000
+	if benchtest.Quick() {
+		records, queryRows = 20_000, 200_000
+	}
+	testenv.ClickHouse(b, testenv.Config(b)) // skips without a ClickHouse
+	figs, err := figures(context.Background(), testenv.ClickHouseAddr(), testenv.Brokers(b), records, queryRows)
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchtest.Report(b, figs...)
+}
+
+// TestBenchQuick runs the figures' measurements at small sizes so they
+// cannot rot: five figures with their baselines, and the rollups agree
+// with the raw tables (figures checks that).
 func TestBenchQuick(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs the benchmark suite")
+		t.Skip("runs the benchmark measurements")
 	}
-	env := benchrow.Env{ClickHouseAddr: testenv.ClickHouseAddr(), Quick: true, Brokers: testenv.Brokers(t),
-		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-	rows, err := attribution.Bench(context.Background(), env)
+	testenv.ClickHouse(t, testenv.Config(t)) // skips without a ClickHouse
+	figs, err := figures(context.Background(), testenv.ClickHouseAddr(), testenv.Brokers(t), 20_000, 200_000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 5 {
-		t.Fatalf("want 5 rows, got %d", len(rows))
+	if len(figs) != 5 {
+		t.Fatalf("want 5 figures, got %d", len(figs))
 	}
-	for _, r := range rows {
-		t.Logf("%-75s %12.1f %-9s | %s %.1f | ratio %.3f", r.Name, r.Value, r.Unit, r.Baseline, r.BaselineValue, r.Ratio())
+	for _, f := range figs {
+		if f.Value <= 0 || f.BaselineValue <= 0 {
+			t.Errorf("figure without a measurement: %+v", f)
+		}
 	}
 }
 
 func benchROI(b *testing.B, src roi.Source) {
 	cfg := testenv.Config(b)
 	conn := testenv.ClickHouse(b, cfg)
-	if err := attribution.SeedSynthetic(context.Background(), conn, 200_000, time.Time{}); err != nil {
+	if err := SeedSynthetic(context.Background(), conn, 200_000, time.Time{}); err != nil {
 		b.Fatal(err)
 	}
 	q := roi.Query{Model: "last_touch", Window: 30}
@@ -50,3 +87,455 @@ func benchROI(b *testing.B, src roi.Source) {
 
 func BenchmarkROIRollups(b *testing.B) { benchROI(b, roi.Rollups) }
 func BenchmarkROIRaw(b *testing.B)     { benchROI(b, roi.Raw) }
+
+// figures measures the five figures on the brokers and a fresh ClickHouse
+// database at clickhouseAddr.
+func figures(ctx context.Context, clickhouseAddr string, brokers []string, records, queryRows int) ([]benchtest.Figure, error) {
+	log := slog.New(slog.DiscardHandler)
+	cfg := config.Default()
+	id := fmt.Sprintf("%x", time.Now().UnixNano()&0xffffffff)
+	cfg.Kafka.TopicPrefix = "bench" + id + "."
+	cfg.ClickHouse.Addr = []string{clickhouseAddr}
+	cfg.ClickHouse.Database = "partners_bench_" + id
+	cfg.Partner.Keys.Pepper = "bench-pepper-0123456789"
+	cfg.Admin.Token = "bench-admin-token"
+
+	cl, err := kafka.NewClient(cfg.Kafka, brokers, log, kgo.ProducerBatchMaxBytes(4<<20))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	if err := kafka.EnsureTopics(ctx, cl, cfg.Kafka, cfg.Partner.Webhooks); err != nil {
+		return nil, err
+	}
+	defer func() {
+		var names []string
+		for _, s := range kafka.Specs(cfg.Kafka, cfg.Partner.Webhooks) {
+			names = append(names, s.Name)
+		}
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_, _ = kadm.NewClient(cl).DeleteTopics(dctx, names...)
+	}()
+	conn, err := openBenchDB(ctx, cfg.ClickHouse, log)
+	if err != nil {
+		return nil, err
+	}
+	defer dropBenchDB(ctx, conn, cfg.ClickHouse)
+
+	var rows []benchtest.Figure
+	ingest, err := benchIngest(ctx, &cfg, brokers, cl, conn, log, records)
+	if err != nil {
+		return rows, fmt.Errorf("ingest: %w", err)
+	}
+	rows = append(rows, ingest...)
+
+	p, err := attribution.New(attribution.Options{Config: cfg.Partner.Attribution, Kafka: kafka.Cluster{Config: cfg.Kafka, Brokers: brokers, Log: log}, Conn: conn, Producer: cl, Log: log})
+	if err != nil {
+		return rows, err
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(pctx) }()
+	samples, ferr := Freshness(ctx, cl, conn, kafka.Names{Prefix: cfg.Kafka.TopicPrefix}, 30)
+	cancel()
+	<-done
+	if ferr != nil {
+		return rows, fmt.Errorf("freshness: %w", ferr)
+	}
+	linger := float64(cfg.Partner.Attribution.Batch.Linger.Milliseconds())
+	rows = append(rows,
+		benchtest.Figure{Name: "freshness p50 (produce → in ROI)", Value: ms(Percentile(samples, 50)), Unit: "ms", Baseline: "batch linger", BaselineValue: linger},
+		benchtest.Figure{Name: "freshness p99 (produce → in ROI)", Value: ms(Percentile(samples, 99)), Unit: "ms", Baseline: "batch linger", BaselineValue: linger})
+
+	q, err := benchQueries(ctx, cfg.ClickHouse, log, queryRows)
+	if err != nil {
+		return rows, fmt.Errorf("queries: %w", err)
+	}
+	return append(rows, q...), nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func openBenchDB(ctx context.Context, c config.ClickHouse, log *slog.Logger) (driver.Conn, error) {
+	conn, err := chdb.Open(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := chdb.Migrate(ctx, conn, log); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+func dropBenchDB(ctx context.Context, conn driver.Conn, c config.ClickHouse) {
+	conn.Close()
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+	defer cancel()
+	_ = chdb.DropDatabase(dctx, c)
+}
+
+// benchIngest publishes a generated dataset of about n records, times the
+// processor from start until its group committed everything, then inserts
+// the very rows it wrote into a second database with plain clickhouse-go
+// batches of the same size.
+func benchIngest(ctx context.Context, cfg *config.Config, brokers []string, cl *kgo.Client, conn driver.Conn, log *slog.Logger, n int) ([]benchtest.Figure, error) {
+	names := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}
+	d := Generate(GenOptions{Seed: 1, Now: time.Now().UTC(), Days: 60, Partners: 20, Users: n / 4, MaxTouches: 4, MaxConvs: 2, RefundRate: 0.1, CostsPer: 50})
+	recs, err := d.Records(names)
+	if err != nil {
+		return nil, err
+	}
+	p, err := attribution.New(attribution.Options{Config: cfg.Partner.Attribution, Kafka: kafka.Cluster{Config: cfg.Kafka, Brokers: brokers, Log: log}, Conn: conn, Producer: cl, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(pctx) }()
+	stop := func() { cancel(); <-done }
+	adm := kadm.NewClient(cl)
+	wait := func() error {
+		for {
+			if ok, err := committedAll(ctx, adm, p); err != nil {
+				return err
+			} else if ok {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	// Warm-up: the group joined and one batch went through, so the figure
+	// is the steady rate, not the group join.
+	warm := Generate(GenOptions{Seed: 2, Now: time.Now().UTC(), Days: 1, Partners: 1, Users: 1, MaxTouches: 1, MaxConvs: 1, CostsPer: 1, IDPrefix: "warm-"})
+	wrecs, err := warm.Records(names)
+	if err == nil {
+		err = cl.ProduceSync(ctx, wrecs...).FirstErr()
+	}
+	if err == nil {
+		err = wait()
+	}
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	// Timed: from the first produce of the dataset until the group committed
+	// its last offset (everything is in ClickHouse and visible).
+	start := time.Now()
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		stop()
+		return nil, err
+	}
+	if err := wait(); err != nil {
+		stop()
+		return nil, err
+	}
+	elapsed := time.Since(start)
+	stop()
+	rate := float64(d.Len()) / elapsed.Seconds()
+
+	// Baseline: the same rows, straight from Go memory into a fresh database.
+	base := cfg.ClickHouse
+	base.Database += "_raw"
+	bconn, err := openBenchDB(ctx, base, log)
+	if err != nil {
+		return nil, err
+	}
+	defer dropBenchDB(ctx, bconn, base)
+	tables, err := readBack(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	size := cfg.Partner.Attribution.Batch.Size
+	t0 := time.Now()
+	for _, tb := range tables {
+		for i := 0; i < len(tb.rows); i += size {
+			b, err := bconn.PrepareBatch(ctx, "INSERT INTO "+tb.name+" ("+tb.cols+")")
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range tb.rows[i:min(i+size, len(tb.rows))] {
+				if err := b.Append(r...); err != nil {
+					return nil, err
+				}
+			}
+			if err := b.Send(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	baseRate := float64(d.Len()) / time.Since(t0).Seconds()
+	var attrRows int
+	for _, tb := range tables {
+		if tb.name == "attributions" {
+			attrRows = len(tb.rows)
+		}
+	}
+	return []benchtest.Figure{{
+		Name:  fmt.Sprintf("ingest Kafka→ClickHouse, %d records (+%d attribution rows)", d.Len(), attrRows),
+		Value: rate, Unit: "records/s",
+		Baseline: "raw clickhouse-go batch insert of the same rows", BaselineValue: baseRate,
+	}}, nil
+}
+
+func committedAll(ctx context.Context, adm *kadm.Client, p *attribution.Processor) (bool, error) {
+	ends, err := adm.ListEndOffsets(ctx, p.Topics()...)
+	if err != nil {
+		return false, err
+	}
+	committed, err := adm.FetchOffsets(ctx, p.Group())
+	if err != nil {
+		return false, nil // group not created yet
+	}
+	ok := true
+	ends.Each(func(o kadm.ListedOffset) {
+		if c, found := committed.Lookup(o.Topic, o.Partition); o.Offset > 0 && (!found || c.At < o.Offset) {
+			ok = false
+		}
+	})
+	return ok, nil
+}
+
+type tableRows struct {
+	name, cols string
+	rows       [][]any
+}
+
+// readBack loads every row the processor wrote, in insertable form.
+func readBack(ctx context.Context, conn driver.Conn) ([]tableRows, error) {
+	specs := []struct{ name, cols string }{
+		{"touchpoints", "id, user_id, partner_id, source, utm_source, utm_medium, utm_campaign, referrer, region, trace_id, occurred_at, ingested_at"},
+		{"conversions", "id, user_id, kind, amount, currency, amount_base, new_customer, refund_of, occurred_at, ingested_at"},
+		{"costs", "id, partner_id, amount, currency, amount_base, category, occurred_at, ingested_at"},
+		{"attributions", "id, conversion_id, user_id, partner_id, model, kind, version, credit, revenue, new_customer, converted_at, ingested_at"},
+	}
+	var out []tableRows
+	for _, s := range specs {
+		rows, err := conn.Query(ctx, "SELECT "+s.cols+" FROM "+s.name)
+		if err != nil {
+			return nil, err
+		}
+		tr := tableRows{name: s.name, cols: s.cols}
+		types := rows.ColumnTypes()
+		for rows.Next() {
+			vals := make([]any, len(types))
+			for i, ct := range types {
+				switch ct.DatabaseTypeName() {
+				case "String":
+					vals[i] = new(string)
+				case "UInt8":
+					vals[i] = new(uint8)
+				case "UInt64":
+					vals[i] = new(uint64)
+				case "Decimal(18, 4)":
+					vals[i] = new(decimal.Decimal)
+				default: // DateTime('UTC')
+					vals[i] = new(time.Time)
+				}
+			}
+			if err := rows.Scan(vals...); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			for i, v := range vals {
+				switch x := v.(type) {
+				case *string:
+					vals[i] = *x
+				case *uint8:
+					vals[i] = *x
+				case *uint64:
+					vals[i] = *x
+				case *decimal.Decimal:
+					vals[i] = *x
+				case *time.Time:
+					vals[i] = *x
+				}
+			}
+			tr.rows = append(tr.rows, vals)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		out = append(out, tr)
+	}
+	return out, nil
+}
+
+// SeedSynthetic fills conn's (migrated) database on the server with n
+// attribution rows (n/5 conversions × 5 models, 200 partners, conversion k
+// at asOf − k seconds, at most 90 days back; every model's row of 10 % of
+// the conversions inserted twice, of 5 % re-attributed with a higher
+// version), n/10 costs
+// (10 % duplicated) and n touchpoints, with INSERT … SELECT FROM numbers()
+// so a million rows take seconds. The materialized views fill the rollups
+// as for real inserts. Zero asOf: now.
+//
+// Every event time is computed from asOf, never from the server's now():
+// each INSERT evaluates now() again, seconds apart (more on a loaded
+// server), so a "duplicate" step would write a copy of a record with a
+// later converted_at/occurred_at — near a UTC midnight on the next day,
+// where the daily rollups count it a second time and the raw tables (one
+// row per id) do not. A real duplicate (a Kafka replay) carries the
+// record's own time; so does this seed's.
+func SeedSynthetic(ctx context.Context, conn driver.Conn, n int, asOf time.Time) error {
+	if asOf.IsZero() {
+		asOf = time.Now()
+	}
+	at := strconv.FormatInt(asOf.Unix(), 10)
+	attr := `INSERT INTO attributions (id, conversion_id, user_id, partner_id, model, kind, version, credit, revenue, new_customer, converted_at, ingested_at)
+SELECT
+  hex(MD5(concat(toString(intDiv(number, 5)), '/', toString(number % 5)))) AS id,
+  concat('c', toString(intDiv(number, 5))),
+  concat('u', toString(intDiv(number, 5) % 150000)),
+  concat('p', toString(intDiv(number, 5) % 200)),
+  ['first_touch', 'last_touch', 'linear', 'time_decay', 'position_based'][number % 5 + 1],
+  'purchase', toUInt64(__VERSION__), toDecimal64(1, 4), toDecimal64(intDiv(number, 5) % 50000, 4) / 100,
+  toDecimal64(intDiv(number, 5) % 3 = 0, 4),
+  toDateTime(__AT__ - intDiv(number, 5) % (90 * 86400)), now()
+FROM numbers(__ROWS__) WHERE __FILTER__`
+	cost := `INSERT INTO costs (id, partner_id, amount, currency, amount_base, category, occurred_at, ingested_at)
+SELECT concat('k', toString(number)), concat('p', toString(number % 200)), toDecimal64(number % 1000, 4), 'USD',
+  toDecimal64(number % 1000, 4), 'fee', toDateTime(__AT__ - number % (90 * 86400)), now()
+FROM numbers(__ROWS__) WHERE __FILTER__`
+	touch := `INSERT INTO touchpoints (id, user_id, partner_id, source, utm_source, utm_medium, utm_campaign, referrer, region, trace_id, occurred_at, ingested_at)
+SELECT concat('t', toString(number)), concat('u', toString(number % 150000)), concat('p', toString(number % 200)), 'utm',
+  '', '', '', '', '', '', toDateTime(__AT__ - number % (90 * 86400)), now()
+FROM numbers(__ROWS__) WHERE __FILTER__`
+	// n and asOf are ints, not input: they are formatted into the text
+	// (INSERT … SELECT with bound arguments is not worth the risk on 18.16).
+	fill := func(q string, rows int, version, filter string) string {
+		return strings.NewReplacer("__VERSION__", version, "__FILTER__", filter, "__ROWS__", strconv.Itoa(rows), "__AT__", at).Replace(q)
+	}
+	steps := []string{
+		fill(attr, n, "1", "1"),
+		fill(attr, n, "1", "intDiv(number, 5) % 10 = 0"),
+		fill(attr, n, "2", "intDiv(number, 5) % 20 = 0"),
+		fill(cost, n/10, "", "1"),
+		fill(cost, n/10, "", "number % 10 = 0"),
+		fill(touch, n, "", "1"),
+	}
+	for _, q := range steps {
+		if err := conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("seed: %w", err)
+		}
+	}
+	return nil
+}
+
+// benchQueries times roi.Load from the rollups and from the raw tables over
+// a seeded database (median of 7 runs after a warm-up), for every partner
+// and for one partner, and checks both give the same figures. The seed and
+// every query share one asOf, so a UTC midnight passing during the run
+// moves no window.
+func benchQueries(ctx context.Context, base config.ClickHouse, log *slog.Logger, n int) ([]benchtest.Figure, error) {
+	c := base
+	c.Database += "_q"
+	conn, err := openBenchDB(ctx, c, log)
+	if err != nil {
+		return nil, err
+	}
+	defer dropBenchDB(ctx, conn, c)
+	asOf := time.Now().UTC()
+	if err := SeedSynthetic(ctx, conn, n, asOf); err != nil {
+		return nil, err
+	}
+	var out []benchtest.Figure
+	for _, q := range []struct {
+		name string
+		q    roi.Query
+	}{
+		{"every partner", roi.Query{Model: "last_touch", Window: 30, AsOf: asOf}},
+		{"one partner", roi.Query{PartnerID: "p7", Model: "last_touch", Window: 30, AsOf: asOf}},
+	} {
+		fast, fr, err := timeLoad(ctx, conn, q.q, roi.Rollups)
+		if err != nil {
+			return nil, err
+		}
+		slow, sr, err := timeLoad(ctx, conn, q.q, roi.Raw)
+		if err != nil {
+			return nil, err
+		}
+		if d := DiffTotals(fr, sr); d != "" {
+			return nil, fmt.Errorf("rollups and raw tables disagree for %s (%+v): %s", q.name, q.q, d)
+		}
+		out = append(out, benchtest.Figure{
+			Name:  fmt.Sprintf("ROI query, %s, 30 days, rollups (%d attribution rows)", q.name, n+n/10+n/20),
+			Value: ms(fast), Unit: "ms", Baseline: "same figures from raw tables", BaselineValue: ms(slow),
+		})
+	}
+	// Untimed: every model, so the check covers all of the seed's
+	// duplicates and re-attributions, not only last-touch ones.
+	all := roi.Query{Window: 30, AsOf: asOf}
+	fr, err := roi.Load(ctx, conn, all, roi.Rollups)
+	if err != nil {
+		return nil, err
+	}
+	sr, err := roi.Load(ctx, conn, all, roi.Raw)
+	if err != nil {
+		return nil, err
+	}
+	if d := DiffTotals(fr, sr); d != "" {
+		return nil, fmt.Errorf("rollups and raw tables disagree for every model (%+v): %s", all, d)
+	}
+	return out, nil
+}
+
+// DiffTotals compares two roi.Load results field by field (decimals by
+// value, so 1.5 equals 1.5000) and describes the first difference; "" when
+// they are equal.
+func DiffTotals(a, b []roi.Totals) string {
+	for i := range min(len(a), len(b)) {
+		x, y := a[i], b[i]
+		var fs []string
+		if x.PartnerID != y.PartnerID || x.Model != y.Model {
+			fs = append(fs, fmt.Sprintf("key %s/%s vs %s/%s", x.PartnerID, x.Model, y.PartnerID, y.Model))
+		}
+		for _, f := range []struct {
+			name string
+			x, y decimal.Decimal
+		}{
+			{"revenue", x.Revenue, y.Revenue}, {"conversions", x.Conversions, y.Conversions},
+			{"new_customers", x.NewCustomers, y.NewCustomers}, {"cost", x.Cost, y.Cost},
+		} {
+			if !f.x.Equal(f.y) {
+				fs = append(fs, fmt.Sprintf("%s %s vs %s", f.name, f.x, f.y))
+			}
+		}
+		if x.Customers != y.Customers {
+			fs = append(fs, fmt.Sprintf("customers %d vs %d", x.Customers, y.Customers))
+		}
+		if x.Leads != y.Leads {
+			fs = append(fs, fmt.Sprintf("leads %d vs %d", x.Leads, y.Leads))
+		}
+		if len(fs) > 0 {
+			return fmt.Sprintf("row %d (partner %s, model %s): %s", i, x.PartnerID, x.Model, strings.Join(fs, "; "))
+		}
+	}
+	if len(a) != len(b) {
+		return fmt.Sprintf("%d rows vs %d", len(a), len(b))
+	}
+	return ""
+}
+
+func timeLoad(ctx context.Context, conn driver.Conn, q roi.Query, src roi.Source) (time.Duration, []roi.Totals, error) {
+	res, err := roi.Load(ctx, conn, q, src) // warm-up
+	if err != nil {
+		return 0, nil, err
+	}
+	var ds []time.Duration
+	for i := 0; i < 7; i++ {
+		t0 := time.Now()
+		if _, err := roi.Load(ctx, conn, q, src); err != nil {
+			return 0, nil, err
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[len(ds)/2], res, nil
+}

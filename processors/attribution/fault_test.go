@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/partners-engine/partners-engine/internal/testenv"
-	"github.com/partners-engine/partners-engine/processors/attribution"
 	"github.com/partners-engine/partners-engine/processors/attribution/roi"
 )
 
@@ -26,8 +25,8 @@ func repoRoot(t *testing.T) string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-func faultDataset(now time.Time, users int) attribution.Dataset {
-	return attribution.Generate(attribution.GenOptions{
+func faultDataset(now time.Time, users int) Dataset {
+	return Generate(GenOptions{
 		Seed: 7, Now: now, Days: 60, Partners: 5, Users: users, MaxTouches: 4, MaxConvs: 3,
 		RefundRate: 0.2, CostsPer: 40,
 	})
@@ -192,10 +191,10 @@ func TestClickHouseOutage(t *testing.T) {
 	e := &env{cfg: cfg, brokers: brokers, cl: cl, conn: conn, names: namesOf(cfg), log: &testenv.LogBuffer{}}
 	now := time.Now().UTC()
 	d := faultDataset(now, 2_000)
-	half := attribution.Dataset{
+	half := Dataset{
 		Touchpoints: d.Touchpoints[:len(d.Touchpoints)/2], Conversions: d.Conversions[:len(d.Conversions)/2], Costs: d.Costs[:len(d.Costs)/2],
 	}
-	rest := attribution.Dataset{
+	rest := Dataset{
 		Touchpoints: d.Touchpoints[len(d.Touchpoints)/2:], Conversions: d.Conversions[len(d.Conversions)/2:], Costs: d.Costs[len(d.Costs)/2:],
 	}
 	want := expected(d, e, now, 30, 60)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"github.com/partners-engine/partners-engine/processors/attribution"
 )
 
 // TestFreshness: a conversion reaches the ROI numbers within the batch
@@ -16,12 +14,12 @@ func TestFreshness(t *testing.T) {
 	e.start(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	samples, err := attribution.Freshness(ctx, e.cl, e.conn, e.names, 20)
+	samples, err := Freshness(ctx, e.cl, e.conn, e.names, 20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("freshness produce → visible in ROI over %d samples (batch linger %v): p50 %v, p99 %v, max %v",
 		len(samples), e.cfg.Partner.Attribution.Batch.Linger,
-		attribution.Percentile(samples, 50).Round(time.Millisecond), attribution.Percentile(samples, 99).Round(time.Millisecond),
+		Percentile(samples, 50).Round(time.Millisecond), Percentile(samples, 99).Round(time.Millisecond),
 		samples[len(samples)-1].Round(time.Millisecond))
 }

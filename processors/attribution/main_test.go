@@ -81,7 +81,7 @@ func (e *env) publish(t *testing.T, recs []*kgo.Record) {
 	}
 }
 
-func (e *env) publishDataset(t *testing.T, d attribution.Dataset) {
+func (e *env) publishDataset(t *testing.T, d Dataset) {
 	t.Helper()
 	recs, err := d.Records(e.names)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/partners-engine/partners-engine/processors/attribution"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -102,7 +101,7 @@ func split(total *big.Rat, w []*big.Rat, places int) []*big.Rat {
 	return out
 }
 
-func oracle(d attribution.Dataset, rates map[string]string, lookback, halfLife time.Duration, from, to string) *oracleResult {
+func oracle(d Dataset, rates map[string]string, lookback, halfLife time.Duration, from, to string) *oracleResult {
 	res := &oracleResult{attr: map[oracleKey]*oracleTotals{}, cost: map[string]*big.Rat{}, leads: map[string]map[string]bool{}}
 	inWindow := func(t time.Time) bool {
 		day := t.UTC().Format(time.DateOnly)

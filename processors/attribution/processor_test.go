@@ -9,7 +9,6 @@ import (
 
 	"github.com/shopspring/decimal"
 
-	"github.com/partners-engine/partners-engine/processors/attribution"
 	"github.com/partners-engine/partners-engine/processors/attribution/roi"
 )
 
@@ -34,7 +33,7 @@ func snapshot(t *testing.T, e *env, src roi.Source, asOf time.Time, windows ...i
 	return out
 }
 
-func expected(d attribution.Dataset, e *env, asOf time.Time, windows ...int) map[string]string {
+func expected(d Dataset, e *env, asOf time.Time, windows ...int) map[string]string {
 	a := e.cfg.Partner.Attribution
 	out := map[string]string{}
 	for _, w := range windows {
@@ -76,8 +75,8 @@ func diff(t *testing.T, what string, got, want map[string]string) {
 	}
 }
 
-func oracleDataset(now time.Time, prefix string) attribution.Dataset {
-	return attribution.Generate(attribution.GenOptions{
+func oracleDataset(now time.Time, prefix string) Dataset {
+	return Generate(GenOptions{
 		Seed: 42, Now: now, Days: 70, Partners: 4, Users: 120, MaxTouches: 5, MaxConvs: 3,
 		RefundRate: 0.3, CostsPer: 12, IDPrefix: prefix,
 	})
@@ -123,7 +122,7 @@ func TestOracle(t *testing.T) {
 // checkDailyView: the analysts' plain view partner_roi_daily, summed over a
 // window, gives the oracle's revenue, conversions and cost (leads there are
 // per day and are not summable).
-func checkDailyView(t *testing.T, e *env, d attribution.Dataset, now time.Time) {
+func checkDailyView(t *testing.T, e *env, d Dataset, now time.Time) {
 	t.Helper()
 	from, to := roi.Query{Window: 30, AsOf: now}.Range()
 	a := e.cfg.Partner.Attribution

@@ -8,7 +8,6 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/partners-engine/partners-engine/internal/testenv"
-	"github.com/partners-engine/partners-engine/processors/attribution"
 	"github.com/partners-engine/partners-engine/processors/attribution/models"
 	"github.com/partners-engine/partners-engine/processors/attribution/roi"
 )
@@ -28,7 +27,7 @@ func TestSeedSyntheticExact(t *testing.T) {
 	ctx := context.Background()
 	const n = 200_000 // conversions k < 40000 at asOf−k s, costs i < 20000, touches j < 200000
 	asOf := time.Now().UTC().Truncate(24 * time.Hour).Add(2 * time.Second)
-	if err := attribution.SeedSynthetic(ctx, conn, n, asOf); err != nil {
+	if err := SeedSynthetic(ctx, conn, n, asOf); err != nil {
 		t.Fatal(err)
 	}
 
@@ -107,7 +106,7 @@ func TestSeedSyntheticExact(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d := attribution.DiffTotals(a, b); d != "" {
+		if d := DiffTotals(a, b); d != "" {
 			t.Errorf("window %d: rollups vs raw: %s", w, d)
 		}
 	}
@@ -117,14 +116,14 @@ func TestDiffTotals(t *testing.T) {
 	d := decimal.RequireFromString
 	a := []roi.Totals{{PartnerID: "p1", Model: "linear", Revenue: d("1.5"), Cost: d("2")}}
 	b := []roi.Totals{{PartnerID: "p1", Model: "linear", Revenue: d("1.5000"), Cost: d("2.0000")}}
-	if s := attribution.DiffTotals(a, b); s != "" {
+	if s := DiffTotals(a, b); s != "" {
 		t.Fatalf("equal values at different exponents: %s", s)
 	}
 	b[0].Cost = d("2.0001")
-	if s := attribution.DiffTotals(a, b); s != "row 0 (partner p1, model linear): cost 2 vs 2.0001" {
+	if s := DiffTotals(a, b); s != "row 0 (partner p1, model linear): cost 2 vs 2.0001" {
 		t.Fatalf("got %q", s)
 	}
-	if s := attribution.DiffTotals(a, nil); s != "1 rows vs 0" {
+	if s := DiffTotals(a, nil); s != "1 rows vs 0" {
 		t.Fatalf("got %q", s)
 	}
 }

@@ -41,12 +41,6 @@ func TestNoSQLOutsideRegistry(t *testing.T) {
 		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
 			return nil
 		}
-		// TEMPORARY (issue 14): the attribution bench's seed SQL is test
-		// support that moves into _test.go with the bench framework; delete
-		// this exemption in that change.
-		if rel, _ := filepath.Rel(repoRoot, path); rel == filepath.Join("processors", "attribution", "bench.go") {
-			return nil
-		}
 		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
 		if err != nil {
 			return err
