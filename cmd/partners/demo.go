@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/partners-engine/partners-engine/internal/chdb"
-	"github.com/partners-engine/partners-engine/internal/scenario"
+	"github.com/partners-engine/partners-engine/cmd/partners/internal/demo"
 )
 
 // demoCmds is `partners demo`.
@@ -42,7 +42,7 @@ schedule (the down endpoint reaches the DLQ after max_attempts).`,
 			}
 			defer conn.Close()
 			fmt.Fprintf(a.stdout, "partners demo against admin API %s, edge %s, kafka %v\n", cfg.Admin.URL, cfg.Listeners.ExtAuthz, brokers)
-			res, err := scenario.Run(ctx, scenario.Options{
+			res, err := demo.Run(ctx, demo.Options{
 				Config: cfg, Brokers: brokers, AdminURL: cfg.Admin.URL, AdminToken: cfg.Admin.Token,
 				ExtAuthz: cfg.Listeners.ExtAuthz, ClickHouse: conn, Progress: a.stdout,
 				Events: events, Users: users, Settle: settle,

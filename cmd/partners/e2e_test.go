@@ -17,7 +17,7 @@ import (
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/partners-engine/partners-engine/internal/runner"
-	"github.com/partners-engine/partners-engine/internal/scenario"
+	"github.com/partners-engine/partners-engine/cmd/partners/internal/demo"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 )
 
@@ -124,7 +124,7 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	const events, users = 15, 9
-	res, err := scenario.Run(ctx, scenario.Options{Config: cfg, Brokers: cfg.Kafka.Brokers, AdminURL: cfg.Admin.URL,
+	res, err := demo.Run(ctx, demo.Options{Config: cfg, Brokers: cfg.Kafka.Brokers, AdminURL: cfg.Admin.URL,
 		AdminToken: cfg.Admin.Token, ExtAuthz: cfg.Listeners.ExtAuthz, ClickHouse: conn, Events: events, Users: users,
 		Settle: 2 * time.Minute, Progress: testWriter{t}})
 	if res != nil {

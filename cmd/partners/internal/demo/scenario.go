@@ -4,7 +4,7 @@
 // ext_authz API exactly as Envoy makes them, product events, conversions and
 // costs; then it waits for deliveries, the DLQ and ROI to settle and reports
 // them. `partners demo` prints the report; the end-to-end test asserts it.
-package scenario
+package demo
 
 import (
 	"context"
