@@ -6,8 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/partners-engine/partners-engine/internal/chdb"
 	"github.com/partners-engine/partners-engine/cmd/partners/internal/demo"
+	"github.com/partners-engine/partners-engine/internal/chdb"
 )
 
 // demoCmds is `partners demo`.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shopspring/decimal"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/consumer/consumertest"
@@ -16,8 +17,8 @@ import (
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
-	"github.com/partners-engine/partners-engine/internal/runner"
 	"github.com/partners-engine/partners-engine/cmd/partners/internal/demo"
+	"github.com/partners-engine/partners-engine/internal/runner"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 )
 
@@ -126,7 +127,7 @@ func TestEndToEnd(t *testing.T) {
 	const events, users = 15, 9
 	res, err := demo.Run(ctx, demo.Options{Config: cfg, Brokers: cfg.Kafka.Brokers, AdminURL: cfg.Admin.URL,
 		AdminToken: cfg.Admin.Token, ExtAuthz: cfg.Listeners.ExtAuthz, ClickHouse: conn, Events: events, Users: users,
-		Settle: 2 * time.Minute, Progress: testWriter{t}})
+		Settle: 2 * time.Minute, Progress: testWriter{t}, Verify: officialVerifier})
 	if res != nil {
 		var b strings.Builder
 		res.Print(&b)
@@ -263,4 +264,14 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// officialVerifier checks every webhook with the official Standard
+// Webhooks library (which the binary does not link).
+func officialVerifier(secret string, body []byte, h http.Header) error {
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		return err
+	}
+	return wh.Verify(body, h)
 }
