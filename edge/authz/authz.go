@@ -266,9 +266,11 @@ func requestHeaders(r *authv3.AttributeContext_HttpRequest) map[string]string {
 // Bearer parsing errors, each a distinct 401.
 var (
 	ErrNoCredentials = errors.New("missing Authorization header")
-	ErrNotBearer     = errors.New("Authorization must use the Bearer scheme")
-	ErrTooLong       = errors.New("Authorization header too long")
-	ErrMalformedKey  = errors.New("bearer token is not an API key")
+	//lint:ignore ST1005 the message starts with the header's name
+	ErrNotBearer = errors.New("Authorization must use the Bearer scheme")
+	//lint:ignore ST1005 the message starts with the header's name
+	ErrTooLong      = errors.New("Authorization header too long")
+	ErrMalformedKey = errors.New("bearer token is not an API key")
 )
 
 // ParseBearer extracts the API key from an Authorization header value. It

@@ -2,7 +2,6 @@ package webhooks
 
 import (
 	"encoding/json"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -118,5 +117,5 @@ func TestHangingEndpointIsolation(t *testing.T) {
 	if hang.count() == 0 || outcomes[schemas.OutcomeRetry]+outcomes[schemas.OutcomeSkipped] == 0 {
 		t.Errorf("hanging partner: %d requests, attempt outcomes %v", hang.count(), outcomes)
 	}
-	t.Log(fmt.Sprintf("hanging partner: %d HTTP requests, attempt outcomes %v", hang.count(), outcomes))
+	t.Logf("hanging partner: %d HTTP requests, attempt outcomes %v", hang.count(), outcomes)
 }

@@ -136,7 +136,6 @@ func (s *stage) run(ctx context.Context) error {
 		kgo.TransactionTimeout(20*time.Second),
 		kgo.DisableAutoCommit(),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.SessionTimeout(10*time.Second),
 		kgo.FetchMaxWait(100*time.Millisecond),
