@@ -65,7 +65,7 @@ test-kfake:
 
 ## unit: fast tests only (no servers needed; integration tests skip or use kfake)
 unit:
-	PARTNERS_TEST_KAFKA= PARTNERS_TEST_CLICKHOUSE= $(GO) test -short -count=1 ./...
+	env -u PARTNERS_TEST_KAFKA -u PARTNERS_TEST_CLICKHOUSE -u PARTNERS_TEST_CLICKHOUSE_TZ $(GO) test -short -count=1 ./...
 
 ## bench: every benchmark with its same-run baseline; writes bench-results.json
 bench: stack-core
