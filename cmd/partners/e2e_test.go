@@ -10,71 +10,14 @@ import (
 
 	"github.com/shopspring/decimal"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
-	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/config/configoptional"
-	"go.opentelemetry.io/collector/consumer/consumertest"
-	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/receiver/otlpreceiver"
-	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/partners-engine/partners-engine/cmd/partners/internal/demo"
 	"github.com/partners-engine/partners-engine/internal/runner"
+	"github.com/partners-engine/partners-engine/internal/telemetry/otlptest"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 )
 
-// otlpSink starts the OpenTelemetry collector's OTLP receiver in-process on
-// a free port and returns the spans it receives.
-func otlpSink(t *testing.T) (*consumertest.TracesSink, string) {
-	t.Helper()
-	f := otlpreceiver.NewFactory()
-	cfg := f.CreateDefaultConfig().(*otlpreceiver.Config)
-	endpoint := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cfg.Protocols.GRPC.GetOrInsertDefault().NetAddr.Endpoint = endpoint
-	cfg.Protocols.HTTP = configoptional.None[otlpreceiver.HTTPConfig]()
-	sink := new(consumertest.TracesSink)
-	r, err := f.CreateTraces(context.Background(), receivertest.NewNopSettings(f.Type()), cfg, sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(context.Background(), componenttest.NewNopHost()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
-	return sink, endpoint
-}
-
-type span struct {
-	name, kind, traceID, spanID, parent string
-	attrs                               map[string]string
-	links                               []string // linked trace ids
-}
-
-func spans(sink *consumertest.TracesSink) []span {
-	var out []span
-	for _, td := range sink.AllTraces() {
-		rss := td.ResourceSpans()
-		for i := 0; i < rss.Len(); i++ {
-			sss := rss.At(i).ScopeSpans()
-			for j := 0; j < sss.Len(); j++ {
-				ss := sss.At(j).Spans()
-				for k := 0; k < ss.Len(); k++ {
-					s := ss.At(k)
-					sp := span{name: s.Name(), kind: s.Kind().String(), traceID: s.TraceID().String(), spanID: s.SpanID().String(),
-						parent: s.ParentSpanID().String(), attrs: map[string]string{}}
-					s.Attributes().Range(func(k string, v pcommon.Value) bool {
-						sp.attrs[k] = v.AsString()
-						return true
-					})
-					for l := 0; l < s.Links().Len(); l++ {
-						sp.links = append(sp.links, s.Links().At(l).TraceID().String())
-					}
-					out = append(out, sp)
-				}
-			}
-		}
-	}
-	return out
-}
+type span = otlptest.Span
 
 // TestEndToEnd runs every component in-process on the test brokers (real
 // Apache Kafka under make test) and the real ClickHouse, drives the demo
@@ -85,8 +28,8 @@ func TestEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
-	sink, endpoint := otlpSink(t)
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+endpoint)
+	sink := otlptest.Start(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+sink.Endpoint())
 	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
 
@@ -205,24 +148,24 @@ func TestEndToEnd(t *testing.T) {
 	if res.TraceID == "" {
 		t.Fatal("the delivery log has no trace id")
 	}
-	all := spans(sink)
+	all := sink.Spans()
 	var inTrace []span
 	for _, s := range all {
-		if s.traceID == res.TraceID {
+		if s.TraceID == res.TraceID {
 			inTrace = append(inTrace, s)
 		}
 	}
 	var names []string
 	producers, attempts, fanouts := 0, 0, 0
 	for _, s := range inTrace {
-		names = append(names, s.name+"("+s.kind+")")
-		if s.kind == "Producer" && strings.Contains(s.name, "partners.events.v1") {
+		names = append(names, s.Name+"("+s.Kind+")")
+		if s.Kind == "Producer" && strings.Contains(s.Name, "partners.events.v1") {
 			producers++
 		}
-		if s.attrs["webhook.attempt"] != "" || strings.Contains(s.name, "attempt") {
+		if s.Attrs["webhook.attempt"] != "" || strings.Contains(s.Name, "attempt") {
 			attempts++
 		}
-		if s.name == "webhooks fan-out" && s.kind == "Consumer" {
+		if s.Name == "webhooks fan-out" && s.Kind == "Consumer" {
 			fanouts++
 		}
 	}
@@ -232,17 +175,17 @@ func TestEndToEnd(t *testing.T) {
 	}
 	byID := map[string]span{}
 	for _, s := range inTrace {
-		byID[s.spanID] = s
+		byID[s.SpanID] = s
 	}
 	for _, s := range inTrace {
-		if s.name == "webhooks fan-out" {
-			if p, ok := byID[s.parent]; !ok || p.kind != "Producer" {
+		if s.Name == "webhooks fan-out" {
+			if p, ok := byID[s.Parent]; !ok || p.Kind != "Producer" {
 				t.Errorf("the fan-out span's parent is not the event's publish span")
 			}
 		}
-		if s.name == "webhook attempt" && s.attrs["webhook.attempt"] == "1" {
-			if p, ok := byID[s.parent]; !ok || p.name != "webhooks fan-out" {
-				t.Errorf("a first attempt's parent is %q, want the fan-out span", p.name)
+		if s.Name == "webhook attempt" && s.Attrs["webhook.attempt"] == "1" {
+			if p, ok := byID[s.Parent]; !ok || p.Name != "webhooks fan-out" {
+				t.Errorf("a first attempt's parent is %q, want the fan-out span", p.Name)
 			}
 		}
 	}
