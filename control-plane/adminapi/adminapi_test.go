@@ -167,6 +167,7 @@ func setup(t *testing.T) *fixture {
 }
 
 func TestTenantLifecycleMatchesSpec(t *testing.T) {
+	t.Parallel()
 	f := setup(t)
 	c, tok := f.c, f.cfg.Admin.Token
 	res := c.do("POST", "/api/v1/tenants", tok, map[string]any{
@@ -253,6 +254,7 @@ func TestTenantLifecycleMatchesSpec(t *testing.T) {
 }
 
 func TestBadInputGetsProblems(t *testing.T) {
+	t.Parallel()
 	f := setup(t)
 	c, tok := f.c, f.cfg.Admin.Token
 	ok := c.do("POST", "/api/v1/tenants", tok, map[string]any{"name": "Dup", "tier": "standard", "webhook_url": "https://a.example/h"}, true)

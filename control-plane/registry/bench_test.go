@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -113,4 +114,116 @@ func measureRebuild(tb testing.TB, n int) (rate, baseline float64) {
 		tb.Fatalf("registry loaded %d tenants, want %d", reg.Len(), n)
 	}
 	return float64(n) / regTook.Seconds(), float64(n) / rawTook.Seconds()
+}
+
+// BenchmarkFollowDelay: how long a change made through one process's writer
+// takes to be applied by a registry following the topic in another, beside
+// a plain franz-go produce → consume round on the same brokers.
+func BenchmarkFollowDelay(b *testing.B) {
+	n := 50
+	if benchtest.Quick() {
+		n = 10
+	}
+	follow, plain := measureFollow(b, n)
+	benchtest.Report(b, benchtest.Figure{
+		Name: fmt.Sprintf("change → running follower applied, p50 of %d", n), Value: ms(follow), Unit: "ms",
+		Baseline: "plain franz-go produce → consume, p50", BaselineValue: ms(plain),
+	})
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// measureFollow returns the median follow delay and the median plain
+// produce → consume delay over n rounds each.
+func measureFollow(tb testing.TB, n int) (follow, plain time.Duration) {
+	tb.Helper()
+	cfg := testenv.Config(tb)
+	log := slog.New(slog.DiscardHandler)
+	brokers, cl := testenv.Kafka(tb, cfg)
+	writerSide := startRegistry(tb, cfg, brokers, log)
+	follower := startRegistry(tb, cfg, brokers, log)
+	seen := make(chan time.Time, 16)
+	cancel := follower.OnChange(func(_, t *schemas.Tenant) {
+		if t != nil {
+			seen <- time.Now()
+		}
+	})
+	defer cancel()
+	w := newWriter(cfg, writerSide, cl)
+	ctx := context.Background()
+	c, err := w.Create(ctx, registry.CreateRequest{Name: "Follow", Tier: "standard", WebhookURL: "https://partner.example/hook"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	<-seen
+	var delays []time.Duration
+	for i := 0; i < n; i++ {
+		status := schemas.StatusSuspended
+		if i%2 == 1 {
+			status = schemas.StatusActive
+		}
+		start := time.Now()
+		if _, err := w.SetStatus(ctx, c.Tenant.ID, status); err != nil {
+			tb.Fatal(err)
+		}
+		select {
+		case at := <-seen:
+			delays = append(delays, at.Sub(start))
+		case <-time.After(20 * time.Second):
+			tb.Fatal("follower never saw the change")
+		}
+	}
+
+	topic := "bench.follow." + testenv.RandomID()
+	adm := kadm.NewClient(cl)
+	if _, err := adm.CreateTopic(ctx, 1, 1, nil, topic); err != nil {
+		tb.Fatal(err)
+	}
+	defer func() { _, _ = adm.DeleteTopics(context.Background(), topic) }()
+	cons, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer cons.Close()
+	got := make(chan time.Time, 16)
+	cctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for cctx.Err() == nil {
+			f := cons.PollFetches(cctx)
+			f.EachRecord(func(*kgo.Record) { got <- time.Now() })
+		}
+	}()
+	defer func() { stop(); <-done }()
+	var base []time.Duration
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("x")}).FirstErr(); err != nil {
+			tb.Fatal(err)
+		}
+		select {
+		case at := <-got:
+			base = append(base, at.Sub(start))
+		case <-time.After(20 * time.Second):
+			tb.Fatal("plain consumer never saw the record")
+		}
+	}
+	return median(delays), median(base)
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// TestFollowFigure runs the follow measurement at a small size so it cannot
+// rot.
+func TestFollowFigure(t *testing.T) {
+	t.Parallel()
+	follow, plain := measureFollow(t, 4)
+	if follow <= 0 || plain <= 0 {
+		t.Fatalf("delays %v / %v", follow, plain)
+	}
 }

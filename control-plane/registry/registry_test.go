@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, testenv.GoleakIgnores()...)
 }
 
-func startRegistry(t *testing.T, cfg *config.Config, brokers []string, log *slog.Logger) *registry.Registry {
+func startRegistry(t testing.TB, cfg *config.Config, brokers []string, log *slog.Logger) *registry.Registry {
 	return registrytest.Start(t, cfg, brokers, log)
 }
 
@@ -37,6 +37,7 @@ func newWriter(cfg *config.Config, reg *registry.Registry, prod registry.Produce
 // the brokers under test, then checks a registry started afterwards rebuilds
 // the same state from the compacted topic.
 func TestLifecycleRebuildsOnSecondRegistry(t *testing.T) {
+	t.Parallel()
 	cfg := testenv.Config(t)
 	var logs testenv.LogBuffer
 	log := logs.Logger(t)
@@ -106,6 +107,7 @@ func TestLifecycleRebuildsOnSecondRegistry(t *testing.T) {
 // TestFollowDelay measures how quickly a running registry sees a change made
 // through another process's writer.
 func TestFollowDelay(t *testing.T) {
+	t.Parallel()
 	cfg := testenv.Config(t)
 	log := slog.New(slog.DiscardHandler)
 	brokers, cl := testenv.Kafka(t, cfg)
@@ -143,6 +145,7 @@ func TestFollowDelay(t *testing.T) {
 }
 
 func TestGarbageRecordIsSkipped(t *testing.T) {
+	t.Parallel()
 	cfg := testenv.Config(t)
 	var logs testenv.LogBuffer
 	log := logs.Logger(t)
@@ -173,6 +176,7 @@ func TestGarbageRecordIsSkipped(t *testing.T) {
 }
 
 func TestWriterValidation(t *testing.T) {
+	t.Parallel()
 	cfg := testenv.Config(t)
 	brokers, cl := testenv.Kafka(t, cfg)
 	r := startRegistry(t, cfg, brokers, slog.New(slog.DiscardHandler))

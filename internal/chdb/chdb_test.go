@@ -103,6 +103,7 @@ func allVersions(t *testing.T) []uint32 {
 }
 
 func TestMigrateAppliesAll(t *testing.T) {
+	t.Parallel()
 	cfg, conn := testDB(t)
 	ctx := ctxFor(t)
 	v, err := ServerVersion(ctx, conn)
@@ -138,6 +139,7 @@ func TestMigrateAppliesAll(t *testing.T) {
 }
 
 func TestMigrateTwiceAppliesNothing(t *testing.T) {
+	t.Parallel()
 	_, conn := testDB(t)
 	ctx := ctxFor(t)
 	log := testLogger(t)
@@ -167,6 +169,7 @@ func TestMigrateTwiceAppliesNothing(t *testing.T) {
 // TestMigrationsRerunnable replays every statement after a full migration:
 // a run interrupted before it was recorded must be completable.
 func TestMigrationsRerunnable(t *testing.T) {
+	t.Parallel()
 	_, conn := testDB(t)
 	ctx := ctxFor(t)
 	if _, err := Migrate(ctx, conn, testLogger(t)); err != nil {
@@ -199,6 +202,7 @@ var rawTables = map[string][]string{
 }
 
 func TestRawTablesBatchInsert(t *testing.T) {
+	t.Parallel()
 	cfg, conn := testDB(t)
 	ctx := ctxFor(t)
 	if _, err := Migrate(ctx, conn, testLogger(t)); err != nil {

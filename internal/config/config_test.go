@@ -19,6 +19,7 @@ func noEnv(string) (string, bool) { return "", false }
 // may run it), nothing for a *.good.yaml (valid everywhere); "# env:
 // NAME=<Go-quoted value>" lines set the environment.
 func TestFixtures(t *testing.T) {
+	t.Parallel()
 	files, err := filepath.Glob("testdata/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no fixtures: %v", err)
@@ -83,6 +84,7 @@ func TestFixtures(t *testing.T) {
 }
 
 func TestShippedConfigIsValid(t *testing.T) {
+	t.Parallel()
 	cfg, err := Load("../../config/partners-engine.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +98,7 @@ func TestShippedConfigIsValid(t *testing.T) {
 }
 
 func TestPlaceholders(t *testing.T) {
+	t.Parallel()
 	env := map[string]string{"BROKERS": "10.0.0.1:9092", "EMPTY": ""}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	cases := []struct{ in, want string }{
@@ -127,6 +130,7 @@ func TestPlaceholders(t *testing.T) {
 }
 
 func TestRetryDelay(t *testing.T) {
+	t.Parallel()
 	r := Retry{MaxAttempts: 5, BackoffBase: 2 * time.Second, BackoffMultiplier: 2}
 	for n, want := range map[int]float64{1: 2, 2: 4, 3: 8, 4: 16} {
 		if got := r.Delay(n).Seconds(); got != want {
@@ -136,6 +140,7 @@ func TestRetryDelay(t *testing.T) {
 }
 
 func TestValidationNamesEveryProblem(t *testing.T) {
+	t.Parallel()
 	cfg := Default()
 	cfg.Partner.Keys.Pepper = "0123456789abcdef"
 	cfg.Admin.Token = "tok-123456"
@@ -153,6 +158,7 @@ func TestValidationNamesEveryProblem(t *testing.T) {
 }
 
 func TestPlaceholdersExpandParsedValues(t *testing.T) {
+	t.Parallel()
 	env := map[string]string{
 		"PW":      "abc #defghijkl",
 		"BROKERS": "10.0.0.1:9092, 10.0.0.2:9092",
@@ -188,6 +194,7 @@ clickhouse:
 }
 
 func TestSeedKeysDecodeToDurations(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile("testdata/seed-durations.good.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -220,6 +227,7 @@ func TestSeedKeysDecodeToDurations(t *testing.T) {
 // development secrets; only `partners dev` may run with them, and the
 // refusal says which variables to set.
 func TestShippedConfigIsDevOnly(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile("../../config/partners-engine.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -254,6 +262,7 @@ func TestShippedConfigIsDevOnly(t *testing.T) {
 // TestEveryProblemNamesAKeyPath: every check of every section names a key
 // that exists, so no Validate points at a field outside its section.
 func TestEveryProblemNamesAKeyPath(t *testing.T) {
+	t.Parallel()
 	var zero Config
 	zero.Partner.RateLimit.Tiers = map[string]RateLimit{"gold": {}}
 	zero.Partner.Attribution.CurrencyRates = map[string]string{"EUR": "x"}
@@ -282,6 +291,7 @@ func TestEveryProblemNamesAKeyPath(t *testing.T) {
 }
 
 func TestSectionValidatesAlone(t *testing.T) {
+	t.Parallel()
 	w := Default().Partner.Webhooks
 	w.Retry.MaxAttempts = 0
 	err := Validate(&w)

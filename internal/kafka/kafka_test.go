@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
@@ -25,6 +26,7 @@ func TestMain(m *testing.M) {
 }
 
 func TestEnsureTopicsPolicies(t *testing.T) {
+	t.Parallel()
 	cfg := testenv.Config(t)
 	_, cl := testenv.Kafka(t, cfg)
 	// A second run is a no-op, not an error.
@@ -32,10 +34,21 @@ func TestEnsureTopicsPolicies(t *testing.T) {
 		t.Fatalf("second EnsureTopics: %v", err)
 	}
 	names := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}
-	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(context.Background(), names.Topic(schemas.TopicTenants), names.Topic(schemas.TopicDLQ), names.Retry(1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A topic just created may not be in every broker's metadata yet.
+	var rcs kadm.ResourceConfigs
+	testenv.Eventually(t, 15*time.Second, "topic configs describable", func() bool {
+		var err error
+		rcs, err = kadm.NewClient(cl).DescribeTopicConfigs(context.Background(), names.Topic(schemas.TopicTenants), names.Topic(schemas.TopicDLQ), names.Retry(1))
+		if err != nil {
+			return false
+		}
+		for _, rc := range rcs {
+			if errors.Is(rc.Err, kerr.UnknownTopicOrPartition) {
+				return false
+			}
+		}
+		return true
+	})
 	want := map[string]map[string]string{
 		names.Topic(schemas.TopicTenants): {"cleanup.policy": "compact"},
 		names.Topic(schemas.TopicDLQ):     {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(30 * 86400 * 1000)},
@@ -72,6 +85,7 @@ func TestEnsureTopicsPolicies(t *testing.T) {
 // again; handled batches are committed; a consumer that stops in the middle
 // of a batch leaves that batch to the next member of the group.
 func TestConsumeCommitsOnlyAfterWork(t *testing.T) {
+	t.Parallel()
 	cfg := testenv.Config(t)
 	brokers, cl := testenv.Kafka(t, cfg)
 	names := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}
@@ -182,6 +196,7 @@ func TestConsumeCommitsOnlyAfterWork(t *testing.T) {
 }
 
 func TestTraceContextInHeaders(t *testing.T) {
+	t.Parallel()
 	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
 	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
 	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true})
