@@ -1,5 +1,10 @@
-// Command partners is the one binary of partners-engine. Subcommands parse
-// flags, load the configuration and call into the component packages; see
+// Command partners is the one binary of partners-engine. Commands parse
+// flags, load the configuration (internal/config) and call one package:
+// `dev`, `control-plane`, `edge`, `webhooks` and `attribution` (run.go) hand
+// their mode to internal/runner, which runs the mode's components and
+// serves its routes; the operator and analyst commands (tenants.go,
+// webhooks.go, attribution.go, edge.go) call the admin API through its
+// generated client or Kafka; `demo` drives internal/demo. See
 // `partners --help`.
 package main
 

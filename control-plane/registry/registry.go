@@ -1,7 +1,8 @@
 // Package registry owns the tenants: the in-memory view of the compacted
 // partners.tenants.v1 topic (the source of truth) with a key-hash index, the
-// change notifications the control plane, edge and processors follow, and the
-// Writer that the admin API uses to change tenants.
+// change notifications the control plane, edge and processors follow
+// (OnChange, with a cancel), and the Writer that the admin API uses to change
+// tenants. New builds; Run follows the topic until its context ends.
 package registry
 
 import (

@@ -1,8 +1,11 @@
-// Package kafka owns the Kafka plumbing shared by every component: client
-// construction (idempotent producer, kslog logging, kotel tracing), topic
-// bootstrap with kadm, the embedded kfake broker for `partners dev`, a
-// consumer loop that commits offsets only after the work is done, and W3C
-// trace context in record headers.
+// Package kafka owns the Kafka plumbing shared by every component: Cluster
+// (how a component reaches the brokers: its section, the brokers, client
+// construction with an idempotent producer, kslog logging and kotel tracing
+// on an injected provider, topic and group names), topic bootstrap with
+// kadm (Specs, EnsureTopics), the embedded kfake broker for `partners dev`,
+// the consumer loop that commits offsets only after the work is done
+// (consume.go), the consumer-lag monitor, and W3C trace context in record
+// headers.
 package kafka
 
 import (

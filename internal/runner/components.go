@@ -27,7 +27,7 @@ func (p *process) addControlPlane() error {
 		return fmt.Errorf("control plane: %w", err)
 	}
 	lis := p.take(ListenXDS)
-	p.banner = append(p.banner, fmt.Sprintf("xDS control plane (ADS SotW+delta)  grpc://%s regions %s", lis.Addr(), strings.Join(p.cfg.RegionNames(), ", ")))
+	p.say("xDS control plane (ADS SotW+delta)", fmt.Sprintf("grpc://%s regions %s", lis.Addr(), strings.Join(p.cfg.RegionNames(), ", ")))
 	xc := xds.NewConfig(p.cfg)
 	p.add("control-plane", func(ctx context.Context) error {
 		defer lis.Close()
@@ -56,7 +56,7 @@ func (p *process) addEdge() error {
 		return fmt.Errorf("edge: %w", err)
 	}
 	lis := p.take(ListenExtAuthz)
-	p.banner = append(p.banner, fmt.Sprintf("edge plugin (ext_authz v3 gRPC)     grpc://%s", lis.Addr()))
+	p.say("edge plugin (ext_authz v3 gRPC)", fmt.Sprintf("grpc://%s", lis.Addr()))
 	p.add("edge", func(ctx context.Context) error {
 		if err := p.waitRegistry(ctx); err != nil {
 			lis.Close()
@@ -82,7 +82,7 @@ func (p *process) addWebhooks() error {
 	p.handlers["listDLQ"] = api.List
 	p.handlers["replayDLQ"] = api.Replay
 	p.handlers["testWebhook"] = api.Test
-	p.banner = append(p.banner, "webhooks processor                  "+p.kafka().Topic(schemas.TopicEvents)+" → signed webhooks, retries, DLQ, delivery log")
+	p.say("webhooks processor", p.kafka().Topic(schemas.TopicEvents)+" → signed webhooks, retries, DLQ, delivery log")
 	p.add("webhooks", func(ctx context.Context) error {
 		defer wp.Close()
 		if err := p.waitRegistry(ctx); err != nil {
@@ -135,7 +135,7 @@ func (p *process) addAttribution() error {
 		Conn: p.ch, DefaultWindow: p.cfg.Partner.Attribution.ROIWindowDays(),
 		TenantName: p.reg.Get, Log: p.log.With("component", "roi"),
 	})
-	p.banner = append(p.banner, "attribution processor               touchpoints, conversions, costs → ClickHouse (ROI at /api/v1/analytics/roi)")
+	p.say("attribution processor", "touchpoints, conversions, costs → ClickHouse (ROI at /api/v1/analytics/roi)")
 	p.add("attribution", ap.Run)
 	return nil
 }

@@ -172,7 +172,7 @@ type process struct {
 	api      *adminapi.Server
 	handlers map[string]http.HandlerFunc
 	comps    []component
-	banner   []string
+	banner   [][2]string // what, where
 	closers  []func(ctx context.Context) // run in reverse order at the end
 	lis      map[string]net.Listener
 }
@@ -186,6 +186,9 @@ func (p *process) add(name string, run func(ctx context.Context) error) {
 }
 
 func (p *process) onClose(f func(ctx context.Context)) { p.closers = append(p.closers, f) }
+
+// say adds a "what listens where" line to the banner.
+func (p *process) say(what, where string) { p.banner = append(p.banner, [2]string{what, where}) }
 
 // Run starts the mode and runs it until ctx ends or a component fails,
 // then shuts down in order. It returns the first component error.
@@ -289,9 +292,9 @@ func (p *process) startKafka(ctx context.Context, dev bool) error {
 		}
 		p.onClose(func(context.Context) { e.Close() })
 		p.brokers = e.Addrs()
-		p.banner = append(p.banner, fmt.Sprintf("kafka (embedded kfake, data in %s)  %v", p.cfg.Kafka.DataDir, p.brokers))
+		p.say(fmt.Sprintf("kafka (embedded kfake, data in %s)", p.cfg.Kafka.DataDir), fmt.Sprint(p.brokers))
 	} else {
-		p.banner = append(p.banner, fmt.Sprintf("kafka                               %v", p.brokers))
+		p.say("kafka", fmt.Sprint(p.brokers))
 	}
 	prod, err := p.kafka().NewClient()
 	if err != nil {
@@ -377,7 +380,7 @@ func (p *process) openClickHouse(ctx context.Context, dev bool) error {
 	p.ch = conn
 	p.onClose(func(context.Context) { conn.Close() })
 	v, _ := chdb.ServerVersion(ctx, conn)
-	p.banner = append(p.banner, fmt.Sprintf("clickhouse %-24s %v database %s", v, p.cfg.ClickHouse.Addr, p.cfg.ClickHouse.Database))
+	p.say("clickhouse "+v, fmt.Sprintf("%v database %s", p.cfg.ClickHouse.Addr, p.cfg.ClickHouse.Database))
 	return nil
 }
 
@@ -429,10 +432,10 @@ func (p *process) bannerHTTP(addr string) {
 		}
 	}
 	if len(sets) == 0 {
-		p.banner = append(p.banner, fmt.Sprintf("ops endpoints                       http://%s (/metrics, /healthz, /readyz)", addr))
+		p.say("ops endpoints", fmt.Sprintf("http://%s (/metrics, /healthz, /readyz)", addr))
 		return
 	}
-	p.banner = append(p.banner, fmt.Sprintf("HTTP API (%s)  http://%s/api/v1 (metrics /metrics, /healthz, /readyz)", strings.Join(sets, ", "), addr))
+	p.say("HTTP API ("+strings.Join(sets, ", ")+")", fmt.Sprintf("http://%s/api/v1 (metrics /metrics, /healthz, /readyz)", addr))
 }
 
 // run runs the components until ctx ends or one fails, then stops them:
@@ -520,13 +523,17 @@ func (p *process) announce() {
 	w := p.r.opt.Banner
 	if w == nil {
 		for _, l := range p.banner {
-			p.log.Info("listening", "what", l)
+			p.log.Info("listening", "what", l[0], "where", l[1])
 		}
 		return
 	}
+	width := 0
+	for _, l := range p.banner {
+		width = max(width, len([]rune(l[0])))
+	}
 	fmt.Fprintf(w, "partners-engine %s is up:\n", p.r.opt.Mode)
 	for _, l := range p.banner {
-		fmt.Fprintln(w, "  "+l)
+		fmt.Fprintf(w, "  %s%s  %s\n", l[0], strings.Repeat(" ", width-len([]rune(l[0]))), l[1])
 	}
 	for _, h := range p.r.opt.Hints {
 		fmt.Fprintln(w, h)

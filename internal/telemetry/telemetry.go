@@ -1,7 +1,9 @@
 // Package telemetry owns logs, traces and metrics setup: slog (text or JSON),
 // the OpenTelemetry tracer provider (an OTLP exporter only when the standard
 // OTEL_EXPORTER_OTLP_* endpoint variables are set), the meter provider
-// exported through Prometheus, and W3C trace-context propagation.
+// exported through Prometheus, and W3C trace-context propagation. Only the
+// binary installs them process-wide (internal/runner calls Setup when no
+// TracerProvider is injected); components and tests receive a provider.
 package telemetry
 
 import (
