@@ -216,9 +216,16 @@ type Kafka struct {
 	EmbeddedPort int      `yaml:"embedded_port"`
 	Partitions   int      `yaml:"partitions"`
 	Replication  int      `yaml:"replication_factor"`
-	ClientID     string   `yaml:"client_id"`
-	GroupPrefix  string   `yaml:"group_prefix"`
-	TopicPrefix  string   `yaml:"topic_prefix"` // prepended to every topic name (tests)
+	// MinInsyncReplicas is the min.insync.replicas of every topic the
+	// platform creates: with acks=all (every producer here) a write succeeds
+	// only once that many replicas have it, so a broker that dies right
+	// after acknowledging loses nothing. 0 leaves the broker's default. On a
+	// cluster use replication_factor 3 and min_insync_replicas 2: one broker
+	// may be down without refusing writes.
+	MinInsyncReplicas int    `yaml:"min_insync_replicas"`
+	ClientID          string `yaml:"client_id"`
+	GroupPrefix       string `yaml:"group_prefix"`
+	TopicPrefix       string `yaml:"topic_prefix"` // prepended to every topic name (tests)
 }
 
 // ClickHouse configures the warehouse connection.

@@ -201,6 +201,10 @@ func (k *Kafka) Validate() error {
 	}
 	c.Positive(&k.Partitions)
 	c.Positive(&k.Replication)
+	c.NonNegative(&k.MinInsyncReplicas)
+	if k.MinInsyncReplicas > k.Replication && k.Replication > 0 {
+		c.Fail(&k.MinInsyncReplicas, fmt.Sprintf("must not exceed kafka.replication_factor (%d): every acks=all write would fail with NOT_ENOUGH_REPLICAS", k.Replication))
+	}
 	if len(k.Brokers) == 0 && k.EmbeddedPort < 0 {
 		c.Fail(&k.EmbeddedPort, "must be >= 0")
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/plugin/kotel"
 	"github.com/twmb/franz-go/plugin/kslog"
 	"go.opentelemetry.io/otel"
@@ -57,17 +58,27 @@ type TopicSpec struct {
 func ptr(s string) *string { return &s }
 
 // Specs lists every topic the configuration needs, with cleanup policies and
-// retention as in DESIGN.md: the kafka section names and sizes them, the
+// retention as in DESIGN.md: the kafka section names and sizes them (and
+// sets min.insync.replicas when kafka.min_insync_replicas is set), the
 // webhooks section says how many retry topics there are and how long the
 // DLQ keeps its records.
 func Specs(k config.Kafka, w config.Webhooks) []TopicSpec {
 	n := Names{Prefix: k.TopicPrefix}
 	p := int32(k.Partitions)
-	del := map[string]*string{"cleanup.policy": ptr("delete")}
+	// conf is a topic's configs plus kafka.min_insync_replicas (when set).
+	conf := func(kv ...string) map[string]*string {
+		m := map[string]*string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = ptr(kv[i+1])
+		}
+		if k.MinInsyncReplicas > 0 {
+			m["min.insync.replicas"] = ptr(strconv.Itoa(k.MinInsyncReplicas))
+		}
+		return m
+	}
+	del := conf("cleanup.policy", "delete")
 	specs := []TopicSpec{
-		{Name: n.Topic(schemas.TopicTenants), Partitions: p, Configs: map[string]*string{
-			"cleanup.policy": ptr("compact"), "min.compaction.lag.ms": ptr("0"),
-		}},
+		{Name: n.Topic(schemas.TopicTenants), Partitions: p, Configs: conf("cleanup.policy", "compact", "min.compaction.lag.ms", "0")},
 		{Name: n.Topic(schemas.TopicEvents), Partitions: p, Configs: del},
 		{Name: n.Topic(schemas.TopicDeliveries), Partitions: p, Configs: del},
 		{Name: n.Topic(schemas.TopicTouchpoints), Partitions: p, Configs: del},
@@ -77,9 +88,7 @@ func Specs(k config.Kafka, w config.Webhooks) []TopicSpec {
 		{Name: n.Topic(schemas.TopicAudit), Partitions: p, Configs: del},
 	}
 	retention := strconv.FormatInt(w.DLQ.Retention.Milliseconds(), 10)
-	specs = append(specs, TopicSpec{Name: n.Topic(schemas.TopicDLQ), Partitions: p, Configs: map[string]*string{
-		"cleanup.policy": ptr("delete"), "retention.ms": ptr(retention),
-	}})
+	specs = append(specs, TopicSpec{Name: n.Topic(schemas.TopicDLQ), Partitions: p, Configs: conf("cleanup.policy", "delete", "retention.ms", retention)})
 	for i := 1; i < w.Retry.MaxAttempts; i++ {
 		specs = append(specs, TopicSpec{Name: n.Retry(i), Partitions: p, Configs: del})
 	}
@@ -87,11 +96,12 @@ func Specs(k config.Kafka, w config.Webhooks) []TopicSpec {
 }
 
 // EnsureTopics creates every missing topic of Specs(k, w) with k's
-// replication factor. Existing topics are left as they are (partition
+// replication factor and min.insync.replicas. Existing topics are left as they are (partition
 // counts are never changed behind an operator's back).
 func EnsureTopics(ctx context.Context, cl *kgo.Client, k config.Kafka, w config.Webhooks) error {
 	adm := kadm.NewClient(cl)
 	repl := int16(k.Replication)
+	var names []string
 	for _, s := range Specs(k, w) {
 		res, err := adm.CreateTopic(ctx, s.Partitions, repl, s.Configs, s.Name)
 		if err == nil {
@@ -100,8 +110,56 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, k config.Kafka, w config.
 		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 			return fmt.Errorf("create topic %s: %w", s.Name, err)
 		}
+		names = append(names, s.Name)
 	}
-	return nil
+	return waitTopics(ctx, cl, names)
+}
+
+func topicName(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+// waitTopics returns once a broker's metadata has every topic with a leader
+// for each partition. The controller acknowledges a creation before the
+// brokers apply it; until then produce, describe and fetch answer
+// UNKNOWN_TOPIC_OR_PARTITION.
+func waitTopics(ctx context.Context, cl *kgo.Client, names []string) error {
+	req := kmsg.NewPtrMetadataRequest()
+	for _, name := range names {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(name)
+		req.Topics = append(req.Topics, rt)
+	}
+	for {
+		resp, err := req.RequestWith(ctx, cl)
+		missing := ""
+		if err != nil {
+			missing = err.Error()
+		} else {
+			for _, t := range resp.Topics {
+				if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+					missing = fmt.Sprintf("%s: %v", topicName(t.Topic), err)
+					break
+				}
+				for _, p := range t.Partitions {
+					if p.Leader < 0 {
+						missing = fmt.Sprintf("%s/%d has no leader", topicName(t.Topic), p.Partition)
+					}
+				}
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topics not ready: %s: %w", missing, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Cluster is how a component reaches Kafka: the kafka section (client id,

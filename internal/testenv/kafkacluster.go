@@ -2,10 +2,15 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +40,9 @@ type KafkaNodes struct {
 	adm  *kadm.Client
 	mu   sync.Mutex
 	down map[int]bool
+	// fault is the cluster-wide fault lock while this test has nodes down
+	// (see lockFault).
+	fault *os.File
 }
 
 // KafkaCluster returns the cluster at PARTNERS_TEST_KAFKA_CLUSTER once all
@@ -53,6 +61,7 @@ func KafkaCluster(t testing.TB) *KafkaNodes {
 	c := &KafkaNodes{Brokers: brokers, t: t, cl: cl, adm: kadm.NewClient(cl), down: map[int]bool{}}
 	t.Cleanup(func() {
 		c.restoreDown()
+		c.unlockFault()
 		cl.Close()
 	})
 	// another package's fault test may have a node down for a while
@@ -78,9 +87,11 @@ func (c *KafkaNodes) Admin() *kadm.Client { return c.adm }
 
 // Kill sends SIGKILL to node n's JVM and returns once the process is gone
 // (the controller fences the broker about broker.session.timeout.ms, 9 s,
-// later; leaders move then).
+// later; leaders move then). Kill and Stop first take the cluster's fault
+// lock, so tests of different packages never have two nodes down at once.
 func (c *KafkaNodes) Kill(n int) {
 	c.t.Helper()
+	c.lockFault()
 	c.node(n, "kill")
 	c.mark(n, true)
 }
@@ -88,8 +99,69 @@ func (c *KafkaNodes) Kill(n int) {
 // Stop shuts node n down in a controlled way (leaders move first).
 func (c *KafkaNodes) Stop(n int) {
 	c.t.Helper()
+	c.lockFault()
 	c.node(n, "stop-node")
 	c.mark(n, true)
+}
+
+// faultLockWait bounds the wait for another test's fault to end.
+const faultLockWait = 10 * time.Minute
+
+// lockFault takes the cluster-wide fault lock: an exclusive flock on a file
+// named after the cluster's first port, held from the first node this test
+// takes down until every node it took down is back (or the process dies:
+// the kernel releases it). With RF 3 and min ISR 2 one node may be down;
+// two nodes down (two packages' fault tests at once) would refuse every
+// write of every test on the cluster.
+func (c *KafkaNodes) lockFault() {
+	c.t.Helper()
+	c.mu.Lock()
+	held := c.fault != nil
+	c.mu.Unlock()
+	if held {
+		return // this test already has a node down; a second is its own choice
+	}
+	name := filepath.Join(os.TempDir(), "partners-kafka-cluster-"+strings.NewReplacer(":", "_", ".", "_").Replace(c.Brokers[0])+".fault.lock")
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		c.t.Fatalf("kafka cluster fault lock: %v", err)
+	}
+	deadline := time.Now().Add(faultLockWait)
+	logged := false
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			c.t.Fatalf("kafka cluster fault lock %s: %v", name, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			c.t.Fatalf("kafka cluster fault lock %s: another test kept a node down for more than %v", name, faultLockWait)
+		}
+		if !logged {
+			c.t.Logf("kafka cluster: another test has a node down; waiting for it to come back before taking one down (%s)", name)
+			logged = true
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	c.mu.Lock()
+	c.fault = f
+	c.mu.Unlock()
+}
+
+// unlockFault releases the fault lock once no node of this test is down.
+func (c *KafkaNodes) unlockFault() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fault == nil || len(c.down) > 0 {
+		return
+	}
+	_ = syscall.Flock(int(c.fault.Fd()), syscall.LOCK_UN)
+	c.fault.Close()
+	c.fault = nil
 }
 
 // Start starts node n on its data and returns once it answers and is
@@ -100,6 +172,7 @@ func (c *KafkaNodes) Start(n int) {
 	c.node(n, "start-node")
 	c.waitBrokers(2*time.Minute, func(ids map[int32]bool) bool { return ids[int32(n)] }, fmt.Sprintf("broker %d registered", n))
 	c.mark(n, false)
+	c.unlockFault()
 }
 
 // Leader returns the node id (1..3) that leads topic's partition, or -1 when
