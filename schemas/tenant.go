@@ -1,6 +1,11 @@
 package schemas
 
-import "time"
+import (
+	"errors"
+	"net/url"
+	"strings"
+	"time"
+)
 
 // Tenant tiers.
 const (
@@ -39,9 +44,16 @@ type Tenant struct {
 	Keys          []APIKey        `json:"keys"`
 	Endpoints     []Endpoint      `json:"endpoints"`
 	JWT           *JWTConfig      `json:"jwt,omitempty"` // enterprise only
-	CreatedAt     time.Time       `json:"created_at"`
-	UpdatedAt     time.Time       `json:"updated_at"`
-	Version       int64           `json:"version"`
+	// ClientIdentities are the client-certificate identities an enterprise
+	// tenant calls the mutual-TLS listener with: URI SANs (a SPIFFE id such
+	// as spiffe://acme.example/partner) or DNS SANs (client.acme.example),
+	// compared exactly (DNS names without regard to case). A certificate the
+	// enterprise CA signed for any other identity is refused; with none set,
+	// no certificate is accepted. Enterprise only.
+	ClientIdentities []string  `json:"client_identities,omitempty"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
+	Version          int64     `json:"version"`
 }
 
 // RateLimit is a token bucket: BurstSize tokens, refilled at
@@ -134,4 +146,35 @@ func (t *Tenant) InRegion(r string) bool {
 		}
 	}
 	return false
+}
+
+// MaxClientIdentities bounds Tenant.ClientIdentities.
+const MaxClientIdentities = 16
+
+// CheckClientIdentity reports why id cannot be a client identity: it must be
+// an absolute URI without spaces (a URI SAN) or a DNS name (a DNS SAN).
+func CheckClientIdentity(id string) error {
+	if id == "" || len(id) > 512 || strings.ContainsAny(id, " \t\r\n") {
+		return errors.New("must be a URI or DNS name of 1 to 512 characters without spaces")
+	}
+	if strings.Contains(id, ":") {
+		u, err := url.Parse(id)
+		if err != nil || u.Scheme == "" || (u.Host == "" && u.Opaque == "") || u.User != nil {
+			return errors.New("must be an absolute URI such as spiffe://acme.example/partner")
+		}
+		return nil
+	}
+	labels := strings.Split(strings.ToLower(id), ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 {
+			return errors.New("must be a DNS name such as client.acme.example")
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return errors.New("must be a DNS name such as client.acme.example")
+			}
+		}
+	}
+	return nil
 }

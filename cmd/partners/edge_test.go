@@ -11,7 +11,6 @@ import (
 
 	"github.com/partners-engine/partners-engine/control-plane/xds"
 	"github.com/partners-engine/partners-engine/internal/config"
-	"github.com/partners-engine/partners-engine/schemas"
 )
 
 // TestXDSDump runs `partners xds dump` against a control plane serving in
@@ -22,8 +21,7 @@ func TestXDSDump(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tn := &schemas.Tenant{ID: "tn_dumped", Tier: schemas.TierSandbox, Status: schemas.StatusActive, Regions: []string{"eu-west"}, Version: 1}
-	srv, err := xds.New(xds.Options{Config: xds.NewConfig(cfg), Tenants: xds.NewStaticTenants(tn), Log: slog.New(slog.DiscardHandler)})
+	srv, err := xds.New(xds.Options{Config: xds.NewConfig(cfg), Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +49,7 @@ func TestXDSDump(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"region: eu-west", srv.Version("eu-west"), "name: partners-https", "name: partners-enterprise",
-		"exact: tn_dumped", "cluster: partners-sandbox", "name: edge-server-cert"} {
+		"name: tier-sandbox", "cluster: partners-sandbox", "name: edge-server-cert", "domain: partners", "region: eu-west"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dump lacks %q", want)
 		}

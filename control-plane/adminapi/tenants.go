@@ -21,6 +21,7 @@ type TenantView struct {
 	EffectiveRateLimit schemas.RateLimit  `json:"effective_rate_limit"`
 	Features           map[string]bool    `json:"features,omitempty"`
 	JWT                *schemas.JWTConfig `json:"jwt,omitempty"`
+	ClientIdentities   []string           `json:"client_identities,omitempty"`
 	Keys               []KeyView          `json:"keys"`
 	Endpoints          []EndpointView     `json:"endpoints"`
 	CreatedAt          time.Time          `json:"created_at"`
@@ -70,7 +71,8 @@ func (s *Server) View(t *schemas.Tenant) TenantView {
 	v := TenantView{
 		ID: t.ID, Name: t.Name, Tier: t.Tier, Status: t.Status, Regions: t.Regions,
 		RateLimit: t.RateLimit, EffectiveRateLimit: s.effective(t), Features: t.Features, JWT: t.JWT,
-		Keys: []KeyView{}, Endpoints: []EndpointView{},
+		ClientIdentities: t.ClientIdentities,
+		Keys:             []KeyView{}, Endpoints: []EndpointView{},
 		CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt, Version: t.Version,
 	}
 	if v.Regions == nil {

@@ -74,13 +74,15 @@ const (
 
 // CreateTenant defines model for CreateTenant.
 type CreateTenant struct {
-	Events    *[]string           `json:"events,omitempty"`
-	Features  *map[string]bool    `json:"features,omitempty"`
-	Jwt       *JWT                `json:"jwt,omitempty"`
-	Name      string              `json:"name"`
-	RateLimit *RateLimit          `json:"rate_limit,omitempty"`
-	Regions   *[]string           `json:"regions,omitempty"`
-	Status    *CreateTenantStatus `json:"status,omitempty"`
+	// ClientIdentities enterprise only: client-certificate identities (URI SANs such as spiffe://acme.example/partner, or DNS SANs) allowed on the mutual-TLS listener; a certificate of any other identity is refused
+	ClientIdentities *[]string           `json:"client_identities,omitempty"`
+	Events           *[]string           `json:"events,omitempty"`
+	Features         *map[string]bool    `json:"features,omitempty"`
+	Jwt              *JWT                `json:"jwt,omitempty"`
+	Name             string              `json:"name"`
+	RateLimit        *RateLimit          `json:"rate_limit,omitempty"`
+	Regions          *[]string           `json:"regions,omitempty"`
+	Status           *CreateTenantStatus `json:"status,omitempty"`
 
 	// Tier sandbox, standard or enterprise
 	Tier       string `json:"tier"`
@@ -93,7 +95,10 @@ type CreateTenantStatus string
 // CreatedTenant defines model for CreatedTenant.
 type CreatedTenant struct {
 	// ApiKey shown once
-	ApiKey             string           `json:"api_key"`
+	ApiKey string `json:"api_key"`
+
+	// ClientIdentities enterprise only: client-certificate identities (URI SANs such as spiffe://acme.example/partner, or DNS SANs) allowed on the mutual-TLS listener; a certificate of any other identity is refused
+	ClientIdentities   *[]string        `json:"client_identities,omitempty"`
 	CreatedAt          time.Time        `json:"created_at"`
 	EffectiveRateLimit *RateLimit       `json:"effective_rate_limit,omitempty"`
 	Endpoints          []Endpoint       `json:"endpoints"`
@@ -227,6 +232,8 @@ type Readiness struct {
 
 // Tenant defines model for Tenant.
 type Tenant struct {
+	// ClientIdentities enterprise only: client-certificate identities (URI SANs such as spiffe://acme.example/partner, or DNS SANs) allowed on the mutual-TLS listener; a certificate of any other identity is refused
+	ClientIdentities   *[]string        `json:"client_identities,omitempty"`
 	CreatedAt          time.Time        `json:"created_at"`
 	EffectiveRateLimit *RateLimit       `json:"effective_rate_limit,omitempty"`
 	Endpoints          []Endpoint       `json:"endpoints"`
@@ -258,7 +265,9 @@ type TenantTier string
 
 // UpdateTenant defines model for UpdateTenant.
 type UpdateTenant struct {
-	Endpoints *[]struct {
+	// ClientIdentities enterprise only: client-certificate identities (URI SANs such as spiffe://acme.example/partner, or DNS SANs) allowed on the mutual-TLS listener; a certificate of any other identity is refused
+	ClientIdentities *[]string `json:"client_identities,omitempty"`
+	Endpoints        *[]struct {
 		Disabled   *bool     `json:"disabled,omitempty"`
 		EventTypes *[]string `json:"event_types,omitempty"`
 

@@ -201,6 +201,10 @@ func TestWriterValidation(t *testing.T) {
 		{"zero burst", registry.CreateRequest{Name: "E", Tier: "sandbox", WebhookURL: "https://a.example/h", RateLimit: &schemas.RateLimit{RequestsPerMinute: 10}}, registry.ErrInvalid, "rate_limit.burst_size"},
 		{"empty name", registry.CreateRequest{Name: "", Tier: "sandbox", WebhookURL: "https://a.example/h"}, registry.ErrInvalid, "name"},
 		{"jwt off enterprise", registry.CreateRequest{Name: "F", Tier: "standard", WebhookURL: "https://a.example/h", JWT: &schemas.JWTConfig{Issuer: "x"}}, registry.ErrInvalid, "jwt"},
+		{"unusable jwks", registry.CreateRequest{Name: "G", Tier: "enterprise", WebhookURL: "https://a.example/h", JWT: &schemas.JWTConfig{Issuer: "https://idp", JWKS: `{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`}}, registry.ErrInvalid, "jwt"},
+		{"identities off enterprise", registry.CreateRequest{Name: "H", Tier: "standard", WebhookURL: "https://a.example/h", ClientIdentities: []string{"spiffe://a.example/x"}}, registry.ErrInvalid, "client_identities"},
+		{"identity with a space", registry.CreateRequest{Name: "I", Tier: "enterprise", WebhookURL: "https://a.example/h", ClientIdentities: []string{"spiffe://a.example/x", "bad name"}}, registry.ErrInvalid, "client_identities[1]"},
+		{"identity twice", registry.CreateRequest{Name: "J", Tier: "enterprise", WebhookURL: "https://a.example/h", ClientIdentities: []string{"client.a.example", "client.a.example"}}, registry.ErrInvalid, "client_identities[1]"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/partners-engine/partners-engine/internal/apikey"
+	"github.com/partners-engine/partners-engine/internal/jwks"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -89,6 +90,8 @@ type CreateRequest struct {
 	Features   map[string]bool    `json:"features,omitempty"`
 	Status     string             `json:"status,omitempty"` // active (default) or pending
 	JWT        *schemas.JWTConfig `json:"jwt,omitempty"`
+	// ClientIdentities: enterprise only (schemas.Tenant.ClientIdentities).
+	ClientIdentities []string `json:"client_identities,omitempty"`
 }
 
 // Created is a new tenant with its credentials, shown once.
@@ -164,6 +167,42 @@ func validateFeatures(f map[string]bool) error {
 	return nil
 }
 
+// validateClientIdentities checks an enterprise tenant's allowed client
+// certificate identities (schemas.Tenant.ClientIdentities).
+func validateClientIdentities(tier string, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if tier != schemas.TierEnterprise {
+		return invalid("client_identities", "set", "is only available to enterprise tenants")
+	}
+	if len(ids) > schemas.MaxClientIdentities {
+		return invalid("client_identities", fmt.Sprint(len(ids)), fmt.Sprintf("must hold at most %d identities", schemas.MaxClientIdentities))
+	}
+	for i, id := range ids {
+		if err := schemas.CheckClientIdentity(id); err != nil {
+			return invalid(fmt.Sprintf("client_identities[%d]", i), id, err.Error())
+		}
+		if slices.Contains(ids[:i], id) {
+			return invalid(fmt.Sprintf("client_identities[%d]", i), id, "is listed twice")
+		}
+	}
+	return nil
+}
+
+// validateJWT checks an enterprise tenant's JWT configuration as the edge
+// will use it, so an unusable JWKS is refused when written, not at the
+// tenant's first call.
+func validateJWT(c *schemas.JWTConfig) error {
+	if c == nil {
+		return nil
+	}
+	if _, err := jwks.ParseConfig(c); err != nil {
+		return invalid("jwt", "set", err.Error())
+	}
+	return nil
+}
+
 func (w *Writer) validateRegions(regions []string) error {
 	for i, r := range regions {
 		if !slices.Contains(w.opt.Regions, r) {
@@ -209,6 +248,12 @@ func (w *Writer) Create(ctx context.Context, req CreateRequest) (*Created, error
 	if req.JWT != nil && req.Tier != schemas.TierEnterprise {
 		return nil, invalid("jwt", "set", "is only available to enterprise tenants")
 	}
+	if err := validateJWT(req.JWT); err != nil {
+		return nil, err
+	}
+	if err := validateClientIdentities(req.Tier, req.ClientIdentities); err != nil {
+		return nil, err
+	}
 	if err := w.waitReady(ctx); err != nil {
 		return nil, err
 	}
@@ -234,10 +279,11 @@ func (w *Writer) Create(ctx context.Context, req CreateRequest) (*Created, error
 			ID: NewID("ep_"), URL: req.WebhookURL, EventTypes: req.Events, SchemaVersion: schemas.SchemaVersion,
 			Secrets: []schemas.WebhookSecret{{ID: NewID("sec_"), Secret: secret, CreatedAt: now}},
 		}},
-		JWT:       req.JWT,
-		CreatedAt: now,
-		UpdatedAt: now,
-		Version:   1,
+		JWT:              req.JWT,
+		ClientIdentities: req.ClientIdentities,
+		CreatedAt:        now,
+		UpdatedAt:        now,
+		Version:          1,
 	}
 	if err := w.put(ctx, t); err != nil {
 		return nil, err
@@ -254,6 +300,9 @@ type Patch struct {
 	Features  map[string]bool    `json:"features,omitempty"`
 	Endpoints []EndpointPatch    `json:"endpoints,omitempty"`
 	JWT       *schemas.JWTConfig `json:"jwt,omitempty"`
+	// ClientIdentities replaces the enterprise tenant's allowed client
+	// certificate identities (nil: unchanged; an empty list removes them).
+	ClientIdentities *[]string `json:"client_identities,omitempty"`
 }
 
 // EndpointPatch replaces or adds an endpoint (by id; empty id adds one).
@@ -288,6 +337,9 @@ func (w *Writer) Update(ctx context.Context, id string, p Patch) (*schemas.Tenan
 	if err := validateFeatures(p.Features); err != nil {
 		return nil, err
 	}
+	if err := validateJWT(p.JWT); err != nil {
+		return nil, err
+	}
 	for i, e := range p.Endpoints {
 		if err := ValidateWebhookURL(fmt.Sprintf("endpoints[%d].url", i), e.URL); err != nil {
 			return nil, err
@@ -311,6 +363,15 @@ func (w *Writer) Update(ctx context.Context, id string, p Patch) (*schemas.Tenan
 				return invalid("jwt", "set", "is only available to enterprise tenants")
 			}
 			t.JWT = p.JWT
+		}
+		if p.ClientIdentities != nil {
+			if err := validateClientIdentities(t.Tier, *p.ClientIdentities); err != nil {
+				return err
+			}
+			t.ClientIdentities = *p.ClientIdentities
+		}
+		if t.Tier != schemas.TierEnterprise && len(t.ClientIdentities) > 0 {
+			return invalid("tier", t.Tier, "a tenant with client_identities must stay enterprise (remove them first)")
 		}
 		if len(p.Regions) > 0 {
 			t.Regions = p.Regions

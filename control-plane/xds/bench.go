@@ -2,139 +2,196 @@ package xds
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	client "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/internal/benchrow"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
+// BenchTenantCount is the tenant count of the scale figures.
+const BenchTenantCount = 100_000
+
 // BenchTenants returns n active tenants spread over the default regions and
-// tiers, some with features, overrides and JWT configs.
+// tiers, some with features, overrides, JWT configs and client identities,
+// each with one key: what a registry of n partners holds.
 func BenchTenants(n int) []*schemas.Tenant {
-	tiers := []string{schemas.TierSandbox, schemas.TierStandard, schemas.TierEnterprise}
 	out := make([]*schemas.Tenant, n)
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for i := range out {
 		t := &schemas.Tenant{SchemaVersion: schemas.SchemaVersion, ID: fmt.Sprintf("tn_bench%08d", i), Name: fmt.Sprintf("bench %d", i),
-			Tier: tiers[i%3], Status: schemas.StatusActive, Regions: []string{"us-east", "eu-west"}, Version: 1}
+			Tier: schemas.Tiers[i%3], Status: schemas.StatusActive, Regions: []string{"us-east", "eu-west"}, Version: 1,
+			CreatedAt: now, UpdatedAt: now,
+			Keys: []schemas.APIKey{{ID: fmt.Sprintf("key_%08d", i), Hash: apikey.Hash("bench-pepper-0123456789", fmt.Sprint(i)), Prefix: "pk_std_abcd", CreatedAt: now}},
+			Endpoints: []schemas.Endpoint{{ID: fmt.Sprintf("ep_%08d", i), URL: "https://partner.example/hooks",
+				Secrets: []schemas.WebhookSecret{{ID: "sec", Secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", CreatedAt: now}}}}}
 		if i%2 == 0 {
 			t.Features = map[string]bool{"reports": true, "bulk_export": i%4 == 0}
 		}
 		if i%5 == 0 {
 			t.RateLimit = &schemas.RateLimit{RequestsPerMinute: 120 + i%7, BurstSize: 20}
 		}
+		if t.Tier == schemas.TierEnterprise {
+			t.ClientIdentities = []string{fmt.Sprintf("spiffe://partner-%d.example/client", i)}
+		}
 		out[i] = t
 	}
 	return out
 }
 
-func benchConfig() *config.Config {
+func benchConfig() *Config {
 	cfg := config.Default()
-	cfg.Partner.Keys.Pepper = "bench-pepper-0123456789"
-	cfg.Admin.Token = "bench-admin-token"
-	cfg.XDS.CacheSize = 100_000
-	return &cfg
+	return NewConfig(&cfg)
 }
 
-// buildOnce builds and validates one region's snapshot, as a rebuild does.
-func buildOnce(b *Builder, tenants []*schemas.Tenant) (time.Duration, error) {
-	start := time.Now()
-	res, _, err := b.Build("us-east", tenants)
-	if err != nil {
-		return 0, err
-	}
-	snap, err := cachev3.NewSnapshot("1", res)
-	if err != nil {
-		return 0, err
-	}
-	if _, err := Validate(snap); err != nil {
-		return 0, err
-	}
-	return time.Since(start), nil
+// heapInUse is the live heap after a full collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }
 
-// Bench measures, for `make bench`: the time to build and validate a
-// region's snapshot after one tenant changed (derived configs cached) for
-// 100, 1k and 10k tenants beside the same build from a cold cache; and the
-// delay from a tenant change to the new version at 100 connected SotW ADS
-// clients beside one client, on loopback gRPC in this process.
+// Bench measures, for `make bench`, the control plane at BenchTenantCount
+// tenants:
+//   - heap of the tenant records (as the registry holds them: decoded from
+//     their topic JSON, indexed by id and key hash) plus the xDS server with
+//     every region's snapshot, beside the records alone;
+//   - the build and validation of a region's snapshot, beside a
+//     deterministic marshal of the same resources (the least any build must
+//     spend to hand them out);
+//   - the delay from a configuration change (Reload with a new upstream
+//     timeout: routes change, listeners do not) to the new route table at
+//     every one of 100 delta ADS clients, beside the same with one client.
+//
+// No figure depends on the tenant count: no xDS resource names a tenant.
 func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
+	log := env.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n := BenchTenantCount
+	if env.Quick {
+		n = 10_000
+	}
 	var rows []benchrow.Row
-	sizes := []int{100, 1_000, 10_000}
-	if env.Quick {
-		sizes = []int{100, 1_000}
+
+	// Memory: the records as the registry keeps them, then the server too.
+	base := heapInUse()
+	raw := make([][]byte, n)
+	for i, t := range BenchTenants(n) {
+		raw[i], _ = json.Marshal(t)
 	}
-	for _, n := range sizes {
-		tenants := BenchTenants(n)
-		reps := max(3, 3000/n)
-		var cold, warm []time.Duration
-		for i := 0; i < reps; i++ {
-			b, err := NewBuilder(NewConfig(benchConfig()))
-			if err != nil {
-				return nil, err
-			}
-			d, err := buildOnce(b, tenants)
-			if err != nil {
-				return nil, err
-			}
-			cold = append(cold, d)
-			changed := *tenants[i%n]
-			changed.Version++
-			tenants[i%n] = &changed
-			d, err = buildOnce(b, tenants)
-			if err != nil {
-				return nil, err
-			}
-			warm = append(warm, d)
+	byID := make(map[string]*schemas.Tenant, n)
+	byHash := make(map[string]string, n)
+	for _, b := range raw {
+		var t schemas.Tenant
+		if err := json.Unmarshal(b, &t); err != nil {
+			return nil, err
 		}
-		rows = append(rows, benchrow.Row{
-			Name: fmt.Sprintf("snapshot build+validate, %d tenants, one changed (p50)", n), Value: ms(pct(warm, 50)), Unit: "ms",
-			Baseline: "same build, derived-config cache cold", BaselineValue: ms(pct(cold, 50)),
-		})
+		byID[t.ID] = &t
+		for _, k := range t.Keys {
+			byHash[k.Hash] = t.ID
+		}
 	}
-	changes := 30
+	raw = nil
+	records := heapInUse() - base
+	srv, err := New(Options{Config: benchConfig(), Log: log})
+	if err != nil {
+		return nil, err
+	}
+	withServer := heapInUse() - base
+	runtime.KeepAlive(byID)
+	runtime.KeepAlive(byHash)
+	runtime.KeepAlive(srv)
+	rows = append(rows, benchrow.Row{
+		Name:  fmt.Sprintf("control-plane heap, %d tenants (records + xDS server, every region's snapshot)", n),
+		Value: float64(withServer) / (1 << 20), Unit: "MiB",
+		Baseline: "the tenant records alone, as the registry holds them", BaselineValue: float64(records) / (1 << 20),
+	})
+
+	// Build time.
+	b := NewBuilder(benchConfig())
+	reps := 200
 	if env.Quick {
-		changes = 8
+		reps = 30
 	}
-	many, err := changeToVersion(ctx, env.Log, 100, changes)
+	var build, marshal []time.Duration
+	for i := 0; i < reps; i++ {
+		start := time.Now()
+		res, err := b.Build("us-east")
+		if err != nil {
+			return nil, err
+		}
+		snap, err := cachev3.NewSnapshot("1", res)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := Validate(snap); err != nil {
+			return nil, err
+		}
+		build = append(build, time.Since(start))
+		start = time.Now()
+		for _, rs := range res {
+			for _, r := range rs {
+				if _, err := (proto.MarshalOptions{Deterministic: true}).Marshal(r); err != nil {
+					return nil, err
+				}
+			}
+		}
+		marshal = append(marshal, time.Since(start))
+	}
+	rows = append(rows, benchrow.Row{
+		Name:  fmt.Sprintf("snapshot build+validate of a region, %d tenants (p50)", n),
+		Value: ms(pct(build, 50)), Unit: "ms",
+		Baseline: "deterministic marshal of the same resources", BaselineValue: ms(pct(marshal, 50)),
+	})
+
+	changes := 20
+	if env.Quick {
+		changes = 6
+	}
+	many, err := changeToVersion(ctx, log, 100, changes)
 	if err != nil {
 		return rows, err
 	}
-	one, err := changeToVersion(ctx, env.Log, 1, changes)
+	one, err := changeToVersion(ctx, log, 1, changes)
 	if err != nil {
 		return rows, err
 	}
 	rows = append(rows,
-		benchrow.Row{Name: "tenant change → new version at all of 100 ADS clients (p50)", Value: ms(pct(many, 50)), Unit: "ms",
-			Baseline: "same with 1 ADS client", BaselineValue: ms(pct(one, 50))},
-		benchrow.Row{Name: "tenant change → new version at all of 100 ADS clients (p99)", Value: ms(pct(many, 99)), Unit: "ms",
-			Baseline: "same with 1 ADS client", BaselineValue: ms(pct(one, 99))},
+		benchrow.Row{Name: "config change → new route table at all of 100 delta ADS clients (p50)", Value: ms(pct(many, 50)), Unit: "ms",
+			Baseline: "same with 1 delta ADS client", BaselineValue: ms(pct(one, 50))},
+		benchrow.Row{Name: "config change → new route table at all of 100 delta ADS clients (p99)", Value: ms(pct(many, 99)), Unit: "ms",
+			Baseline: "same with 1 delta ADS client", BaselineValue: ms(pct(one, 99))},
 	)
 	return rows, nil
 }
 
-// changeToVersion runs a control plane with 1k tenants and `clients` SotW
-// ADS clients of us-east (listeners), then applies tenant changes one at a
-// time and measures from each change to the moment every client has
-// received the new version.
+// changeToVersion runs a control plane with `clients` delta ADS streams of
+// us-east (every Envoy type, each response ACKed as Envoy does), then
+// reloads the configuration with a new upstream timeout `changes` times and
+// measures from each Reload to the moment every client has the new route
+// table.
 func changeToVersion(ctx context.Context, log *slog.Logger, clients, changes int) ([]time.Duration, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	cfg := benchConfig()
-	tenants := NewStaticTenants(BenchTenants(1000)...)
-	srv, err := New(Options{Config: NewConfig(cfg), Tenants: tenants, Log: log})
+	srv, err := New(Options{Config: cfg, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -154,48 +211,66 @@ func changeToVersion(ctx context.Context, log *slog.Logger, clients, changes int
 	defer conn.Close()
 
 	got := make(chan time.Time, clients*4)
+	ready := make(chan struct{}, clients)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
 	for i := 0; i < clients; i++ {
-		c := client.NewADSClient(sctx, &core.Node{Id: fmt.Sprintf("bench-%d", i), Cluster: "us-east"}, typeListener)
-		if err := c.InitConnect(conn); err != nil {
+		st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(sctx)
+		if err != nil {
 			return nil, err
+		}
+		node := &core.Node{Id: fmt.Sprintf("bench-%d", i), Cluster: "us-east"}
+		for _, typ := range EnvoyTypes {
+			if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: typ}); err != nil {
+				return nil, err
+			}
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			first := true
+			routes := 0
 			for {
-				if _, err := c.Fetch(); err != nil {
+				r, err := st.Recv()
+				if err != nil {
 					return
 				}
-				if err := c.Ack(); err != nil {
+				if err := st.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: r.GetTypeUrl(), ResponseNonce: r.GetNonce()}); err != nil {
 					return
 				}
-				if !first {
+				if r.GetTypeUrl() != typeRoute {
+					continue
+				}
+				if routes++; routes == 1 {
+					ready <- struct{}{}
+				} else {
 					got <- time.Now()
 				}
-				first = false
 			}
 		}()
 	}
-	// Wait until every client holds the initial version: let the streams
-	// settle, then measure from a quiet state.
-	time.Sleep(500 * time.Millisecond)
+	for i := 0; i < clients; i++ {
+		select {
+		case <-ready:
+		case <-time.After(30 * time.Second):
+			return nil, fmt.Errorf("%d of %d clients got the first route table within 30s", i, clients)
+		}
+	}
 	var out []time.Duration
 	for i := 0; i < changes; i++ {
-		t := BenchTenants(1)[0]
-		t.ID = fmt.Sprintf("tn_benchnew%04d", i)
+		next := *cfg
+		next.XDS.UpstreamTimeout = cfg.XDS.UpstreamTimeout + time.Duration(1+i)*time.Millisecond
 		start := time.Now()
-		tenants.Put(t)
+		if err := srv.Reload(&next); err != nil {
+			return nil, err
+		}
 		var last time.Time
-		for n := 0; n < clients; n++ {
+		for c := 0; c < clients; c++ {
 			select {
 			case at := <-got:
 				last = at
 			case <-time.After(30 * time.Second):
-				return nil, fmt.Errorf("change %d: %d of %d clients got the new version within 30s", i, n, clients)
+				return nil, fmt.Errorf("change %d: %d of %d clients got the new route table within 30s", i, c, clients)
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}

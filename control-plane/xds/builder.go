@@ -1,17 +1,26 @@
 // Package xds owns the xDS control plane of the regional Envoy edges: the
-// snapshot builder that turns the tenants of a region into listeners, routes,
-// clusters and SDS secrets (per-tenant routes, token buckets and jwt_authn
-// providers), the validation every snapshot passes before it is served, and
-// the ADS server (SotW and delta) with per-region snapshots, hot reload on
-// tenant changes and NACK handling.
+// snapshot builder that turns the configuration of a region into listeners,
+// routes, clusters, SDS secrets and the global rate-limit service's
+// configuration, the validation every snapshot passes before it is served,
+// and the ADS server (SotW and delta) with per-region snapshots and NACK
+// handling.
+//
+// Nothing in a snapshot names a tenant. Envoy drains a listener whose
+// content changes and resends a route table with every entry changed, so
+// every per-tenant fact lives outside xDS and travels with the request: the
+// ext_authz plugin decides (key, status, region, features, mutual-TLS
+// identity, JWT) and sets the tenant, tier, rate-limit key and shield class
+// headers plus, for a tenant with its own limits, dynamic metadata the routes'
+// rate-limit actions turn into descriptor limit overrides; the global
+// rate-limit service counts per tenant under per-tier descriptors. A tenant
+// change therefore changes no xDS resource at all, and a snapshot costs the
+// same whatever the number of tenants.
 package xds
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"slices"
-	"sort"
 	"strconv"
 	"time"
 
@@ -20,352 +29,228 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rlconf "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	stream "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	extauthz "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
-	jwt "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	lrl "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	grl "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tls "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	metadatav3 "github.com/envoyproxy/go-control-plane/envoy/type/metadata/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	lru "github.com/hashicorp/golang-lru/v2"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/partners-engine/partners-engine/internal/config"
-	"github.com/partners-engine/partners-engine/internal/jwks"
+	"github.com/partners-engine/partners-engine/control-plane/ratelimit"
 	"github.com/partners-engine/partners-engine/internal/problem"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
-// Names shared by the builder, the edge plugin and the tests. The header
-// names are the contract between the ext_authz plugin (which sets them on
-// allowed requests) and the routes and token buckets built here.
+// Names of the resources, shared by the builder, the tests and the tools.
 const (
-	// DescriptorKey is the local_ratelimit descriptor entry holding the
-	// tenant id (from schemas.HeaderRateLimitKey).
-	DescriptorKey = "partner_tenant"
-
 	ListenerPublic     = "partners-https"
 	ListenerEnterprise = "partners-enterprise"
 	RouteConfigName    = "partners"
 	ClusterProduction  = "partners-production"
 	ClusterSandbox     = "partners-sandbox"
 	ClusterExtAuthz    = "partners-ext-authz"
+	ClusterRateLimit   = "partners-ratelimit"
 	ClusterOTel        = "partners-otel-collector"
 	SecretServerCert   = "edge-server-cert"
 	SecretClientCA     = "enterprise-client-ca"
+	// SecretGRPCClientCert and SecretGRPCCA are Envoy's client certificate
+	// and trust anchor toward ext_authz and the rate-limit service
+	// (xds.grpc_tls).
+	SecretGRPCClientCert = "edge-grpc-client-cert"
+	SecretGRPCCA         = "edge-grpc-ca"
 
-	filterExtAuthz   = "envoy.filters.http.ext_authz"
-	filterJWT        = "envoy.filters.http.jwt_authn"
-	filterRateLimit  = "envoy.filters.http.local_ratelimit"
-	filterRouter     = "envoy.filters.http.router"
+	// Filter names in the listeners' HTTP filter chain, in order.
+	FilterExtAuthz        = "envoy.filters.http.ext_authz"
+	FilterShield          = "envoy.filters.http.local_ratelimit"
+	FilterGlobalFailOpen  = "envoy.filters.http.ratelimit"
+	FilterGlobalFailClose = "partners.ratelimit.fail_closed"
+	FilterRouter          = "envoy.filters.http.router"
+
 	filterHCM        = "envoy.filters.network.http_connection_manager"
 	transportTLS     = "envoy.transport_sockets.tls"
-	jwtPayloadKey    = "jwt_payload"
 	http2OptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
 
-// tenantKey identifies one version of a tenant: the derived config of a
-// version never changes, so it is cached under this key.
-type tenantKey struct {
-	id      string
-	version int64
-}
+// TierRouteName is the name of the route serving tier's tenants.
+func TierRouteName(tier string) string { return "tier-" + tier }
 
-// tenantConfig is what one tenant contributes to a region's snapshot. It
-// does not depend on the region (cluster names are the same in every
-// region), so one cached value serves all regions.
-type tenantConfig struct {
-	routes     []*route.Route
-	descriptor *rlcommon.LocalRateLimitDescriptor
-	jwt        *jwt.JwtProvider // enterprise tenants with a JWT config
-	limit      schemas.RateLimit
-	warning    string // an override that was ignored
-	err        error  // the tenant cannot be served: left out of the snapshot
-}
-
-// Builder turns tenants into xDS resources. It is safe for concurrent use.
+// Builder turns a region's configuration into xDS resources. It is safe
+// for concurrent use.
 type Builder struct {
-	cfg   *Config
-	cache *lru.Cache[tenantKey, *tenantConfig]
-	// featureRoutes sorted by prefix length, longest first, so a tenant's
-	// feature routes precede its catch-all route.
-	featureRoutes []config.FeatureRoute
+	cfg *Config
 }
 
-// NewBuilder returns a builder for cfg caching up to cfg.XDS.CacheSize
-// derived tenant configs.
-func NewBuilder(cfg *Config) (*Builder, error) {
-	c, err := lru.New[tenantKey, *tenantConfig](cfg.XDS.CacheSize)
-	if err != nil {
-		return nil, err
-	}
-	frs := slices.Clone(cfg.Gateway.FeatureRoutes)
-	sort.SliceStable(frs, func(i, j int) bool { return len(frs[i].Prefix) > len(frs[j].Prefix) })
-	return &Builder{cfg: cfg, cache: c, featureRoutes: frs}, nil
-}
-
-// Skipped is a tenant left out of a region's snapshot, or served with its
-// tier defaults because an override was invalid.
-type Skipped struct {
-	TenantID string
-	Version  int64
-	Reason   string
-	Excluded bool // false: served with the tier default
-}
+// NewBuilder returns a builder for cfg.
+func NewBuilder(cfg *Config) *Builder { return &Builder{cfg: cfg} }
 
 // Resources are a region's resources by type URL, each list sorted by name.
 type Resources map[resource.Type][]types.Resource
 
-// Build returns the resources of region for the given tenants (all tenants:
-// those not served in region are ignored), and the tenants it had to skip or
-// downgrade. Suspended and pending tenants get no routes and no bucket.
-func (b *Builder) Build(region string, tenants []*schemas.Tenant) (res Resources, skipped []Skipped, err error) {
+// Build returns the resources of region.
+func (b *Builder) Build(region string) (res Resources, err error) {
 	defer func() {
 		// mustAny cannot fail on what the builder constructs; should it
 		// ever, the build is refused rather than the process crashing.
 		if v := recover(); v != nil {
-			res, skipped, err = nil, nil, fmt.Errorf("build region %s: %v", region, v)
+			res, err = nil, fmt.Errorf("build region %s: %v", region, v)
 		}
 	}()
 	reg, ok := b.cfg.Region(region)
 	if !ok {
-		return nil, nil, fmt.Errorf("unknown region %q", region)
+		return nil, fmt.Errorf("unknown region %q", region)
 	}
-	var (
-		routes      []*route.Route
-		descriptors []*rlcommon.LocalRateLimitDescriptor
-		providers   = map[string]*jwt.JwtProvider{}
-	)
-	served := make([]*schemas.Tenant, 0, len(tenants))
-	for _, t := range tenants {
-		if t != nil && t.Status == schemas.StatusActive && t.InRegion(region) {
-			served = append(served, t)
-		}
+	public, err := b.listener(region, ListenerPublic, b.cfg.XDS.ListenerPort, false)
+	if err != nil {
+		return nil, err
 	}
-	sort.Slice(served, func(i, j int) bool { return served[i].ID < served[j].ID })
-	for _, t := range served {
-		tc := b.tenant(t)
-		if tc.err != nil {
-			skipped = append(skipped, Skipped{TenantID: t.ID, Version: t.Version, Reason: tc.err.Error(), Excluded: true})
-			continue
+	enterprise, err := b.listener(region, ListenerEnterprise, b.cfg.XDS.EnterpriseListenerPort, true)
+	if err != nil {
+		return nil, err
+	}
+	prod, err := b.upstream(ClusterProduction, reg.ProductionUpstream)
+	if err != nil {
+		return nil, fmt.Errorf("regions[%s].production_upstream: %w", region, err)
+	}
+	sbx, err := b.upstream(ClusterSandbox, reg.SandboxUpstream)
+	if err != nil {
+		return nil, fmt.Errorf("regions[%s].sandbox_upstream: %w", region, err)
+	}
+	authz, err := b.grpcCluster(ClusterExtAuthz, b.cfg.XDS.ExtAuthzCluster, true)
+	if err != nil {
+		return nil, fmt.Errorf("xds.ext_authz_address: %w", err)
+	}
+	rls, err := b.grpcCluster(ClusterRateLimit, b.cfg.RateLimit.Service.Address, true)
+	if err != nil {
+		return nil, fmt.Errorf("partner.rate_limit.service.address: %w", err)
+	}
+	clusters := []types.Resource{authz, prod, sbx, rls}
+	if addr := b.cfg.XDS.Tracing.CollectorAddress; addr != "" {
+		otel, err := b.grpcCluster(ClusterOTel, addr, false)
+		if err != nil {
+			return nil, fmt.Errorf("xds.tracing.collector_address: %w", err)
 		}
-		if tc.warning != "" {
-			skipped = append(skipped, Skipped{TenantID: t.ID, Version: t.Version, Reason: tc.warning})
+		clusters = append(clusters, otel)
+	}
+	slices.SortFunc(clusters, func(a, b types.Resource) int {
+		return compareNames(a.(*cluster.Cluster).GetName(), b.(*cluster.Cluster).GetName())
+	})
+	return Resources{
+		resource.ListenerType:        {enterprise, public},
+		resource.RouteType:           {b.routes(region)},
+		resource.ClusterType:         clusters,
+		resource.SecretType:          b.secrets(),
+		resource.RateLimitConfigType: {ratelimit.Config(b.cfg.RateLimit)},
+	}, nil
+}
+
+func compareNames(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// routes is the region's one route table: a route per tier (the plugin's
+// tier header selects it) carrying the tier's upstream and rate limits, and
+// a 403 for anything else. The plugin has already answered every request
+// that reaches a route (unknown key, suspended tenant, feature off, ...), so
+// the table needs no tenant.
+func (b *Builder) routes(region string) *route.RouteConfiguration {
+	var routes []*route.Route
+	for _, tier := range schemas.Tiers {
+		cl := ClusterProduction
+		if tier == schemas.TierSandbox {
+			cl = ClusterSandbox
 		}
-		routes = append(routes, tc.routes...)
-		descriptors = append(descriptors, tc.descriptor)
-		if tc.jwt != nil {
-			providers[providerName(t.ID)] = tc.jwt
-		}
+		routes = append(routes, &route.Route{
+			Name: TierRouteName(tier),
+			Match: &route.RouteMatch{
+				PathSpecifier: &route.RouteMatch_Prefix{Prefix: b.cfg.Gateway.APIPrefix},
+				Headers: []*route.HeaderMatcher{{
+					Name: schemas.HeaderTier,
+					HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{StringMatch: &matcher.StringMatcher{
+						MatchPattern: &matcher.StringMatcher_Exact{Exact: tier},
+					}},
+				}},
+			},
+			Action: &route.Route_Route{Route: &route.RouteAction{
+				ClusterSpecifier: &route.RouteAction_Cluster{Cluster: cl},
+				Timeout:          durationpb.New(b.cfg.XDS.UpstreamTimeout),
+				RateLimits:       b.tierRateLimits(tier),
+			}},
+		})
 	}
 	routes = append(routes, b.fallbackRoute())
-
-	rc := &route.RouteConfiguration{
+	return &route.RouteConfiguration{
 		Name: RouteConfigName,
 		VirtualHosts: []*route.VirtualHost{{
 			Name:    "partners",
 			Domains: []string{"*"},
 			Routes:  routes,
 			TypedPerFilterConfig: map[string]*anypb.Any{
-				filterExtAuthz: mustAny(&extauthz.ExtAuthzPerRoute{Override: &extauthz.ExtAuthzPerRoute_CheckSettings{
+				FilterExtAuthz: mustAny(&extauthz.ExtAuthzPerRoute{Override: &extauthz.ExtAuthzPerRoute_CheckSettings{
 					CheckSettings: &extauthz.CheckSettings{ContextExtensions: map[string]string{schemas.ContextRegion: region}},
 				}}),
 			},
 		}},
 	}
-	public, err := b.listener(region, ListenerPublic, b.cfg.XDS.ListenerPort, false, descriptors, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	enterprise, err := b.listener(region, ListenerEnterprise, b.cfg.XDS.EnterpriseListenerPort, true, descriptors, providers)
-	if err != nil {
-		return nil, nil, err
-	}
-	prod, err := b.upstream(ClusterProduction, reg.ProductionUpstream)
-	if err != nil {
-		return nil, nil, fmt.Errorf("regions[%s].production_upstream: %w", region, err)
-	}
-	sbx, err := b.upstream(ClusterSandbox, reg.SandboxUpstream)
-	if err != nil {
-		return nil, nil, fmt.Errorf("regions[%s].sandbox_upstream: %w", region, err)
-	}
-	authz, err := b.grpcCluster(ClusterExtAuthz, b.cfg.XDS.ExtAuthzCluster)
-	if err != nil {
-		return nil, nil, fmt.Errorf("xds.ext_authz_address: %w", err)
-	}
-	clusters := []types.Resource{authz, prod, sbx}
-	if addr := b.cfg.XDS.Tracing.CollectorAddress; addr != "" {
-		otel, err := b.grpcCluster(ClusterOTel, addr)
-		if err != nil {
-			return nil, nil, fmt.Errorf("xds.tracing.collector_address: %w", err)
-		}
-		clusters = append(clusters, otel)
-	}
-	return Resources{
-		resource.ListenerType: {enterprise, public},
-		resource.RouteType:    {rc},
-		resource.ClusterType:  clusters,
-		resource.SecretType:   b.secrets(),
-	}, skipped, nil
 }
 
-// tenant returns the cached derived config of t's version.
-func (b *Builder) tenant(t *schemas.Tenant) *tenantConfig {
-	k := tenantKey{id: t.ID, version: t.Version}
-	if tc, ok := b.cache.Get(k); ok {
-		return tc
-	}
-	tc := b.derive(t)
-	b.cache.Add(k, tc)
-	return tc
-}
-
-// EffectiveLimit is the tenant's token bucket: the tier default from
-// partner.rate_limit with the tenant's override on top. An invalid override
-// (a record written around the admin API's validation) is ignored and
-// reported, so the tenant keeps a sane bucket rather than none.
-func EffectiveLimit(limits config.RateLimits, t *schemas.Tenant) (schemas.RateLimit, error) {
-	d := limits.ForTier(t.Tier)
-	eff := schemas.RateLimit{RequestsPerMinute: d.RequestsPerMinute, BurstSize: d.BurstSize}
-	if o := t.RateLimit; o != nil {
-		if o.RequestsPerMinute <= 0 || o.RequestsPerMinute > 1_000_000 || o.BurstSize <= 0 || o.BurstSize > 1_000_000 {
-			return eff, fmt.Errorf("rate_limit override {requests_per_minute: %d, burst_size: %d} is invalid (each must be 1..1000000): tier %q default used",
-				o.RequestsPerMinute, o.BurstSize, t.Tier)
-		}
-		eff = *o
-	}
-	return eff, nil
-}
-
-// validTenantID reports whether id can be used verbatim in header matchers,
-// descriptor values and route and provider names.
-func validTenantID(id string) bool {
-	if id == "" || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-func (b *Builder) derive(t *schemas.Tenant) *tenantConfig {
-	tc := &tenantConfig{}
-	if !validTenantID(t.ID) {
-		tc.err = fmt.Errorf("tenant id %q is not a lower-case identifier: not routable", t.ID)
-		return tc
-	}
-	limit, err := EffectiveLimit(b.cfg.RateLimit, t)
-	if err != nil {
-		tc.warning = err.Error()
-	}
-	tc.limit = limit
-	tc.descriptor = &rlcommon.LocalRateLimitDescriptor{
-		Entries:     []*rlcommon.RateLimitDescriptor_Entry{{Key: DescriptorKey, Value: t.ID}},
-		TokenBucket: TokenBucket(limit),
-	}
-	if t.Tier == schemas.TierEnterprise && t.JWT != nil {
-		p, err := jwtProvider(t.JWT, b.cfg.JWTHeader)
-		if err != nil {
-			// Fail closed: an enterprise tenant whose JWT config cannot be
-			// enforced is not served at all.
-			tc.err = fmt.Errorf("jwt: %w", err)
-			return tc
-		}
-		tc.jwt = p
-	}
-	cl := ClusterProduction
-	if t.Tier == schemas.TierSandbox {
-		cl = ClusterSandbox
-	}
-	for _, fr := range b.featureRoutes {
-		if t.Features[fr.Feature] {
-			tc.routes = append(tc.routes, b.tenantRoute(t.ID+"/"+fr.Feature, fr.Prefix, t.ID, cl))
-		}
-	}
-	tc.routes = append(tc.routes, b.tenantRoute(t.ID, b.cfg.Gateway.APIPrefix, t.ID, cl))
-	return tc
-}
-
-// TokenBucket converts a rate limit into Envoy's bucket: max_tokens is the
-// burst and the refill averages requests_per_minute/60 per second. The fill
-// interval is a whole number of seconds (so it is a multiple of the default
-// bucket's 1s interval, as local_ratelimit requires of descriptors): the
-// smallest k in 1..60 with rpm·k/60 an integer no larger than the burst.
-// When none exists the refill is rounded (at most one token per interval off).
-func TokenBucket(rl schemas.RateLimit) *typev3.TokenBucket {
-	rpm, burst := rl.RequestsPerMinute, rl.BurstSize
-	k, tokens := 0, 0
-	for i := 1; i <= 60; i++ {
-		if rpm*i%60 == 0 && rpm*i/60 <= burst {
-			k, tokens = i, rpm*i/60
-			break
-		}
-	}
-	if k == 0 {
-		if rpm < 60 {
-			k = (60 + rpm - 1) / rpm
-		} else {
-			k = 1
-		}
-		tokens = max(1, min(burst, (rpm*k+30)/60))
-	}
-	return &typev3.TokenBucket{
-		MaxTokens:     uint32(burst),
-		TokensPerFill: wrapperspb.UInt32(uint32(tokens)),
-		FillInterval:  durationpb.New(time.Duration(k) * time.Second),
-	}
-}
-
-func (b *Builder) tenantRoute(name, prefix, tenantID, clusterName string) *route.Route {
-	return &route.Route{
-		Name: name,
-		Match: &route.RouteMatch{
-			PathSpecifier: &route.RouteMatch_Prefix{Prefix: prefix},
-			Headers: []*route.HeaderMatcher{{
-				Name: schemas.HeaderTenantID,
-				HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{StringMatch: &matcher.StringMatcher{
-					MatchPattern: &matcher.StringMatcher_Exact{Exact: tenantID},
+// tierRateLimits are the descriptors a tier's route sends the global
+// service, at the stage of the tier's failure policy: (tier, T), (tenant,
+// id), (window, minute|second), each with the tenant's own limit as the
+// override when the plugin's dynamic metadata carries one.
+func (b *Builder) tierRateLimits(tier string) []*route.RateLimit {
+	stage := ratelimit.Stage(b.cfg.RateLimit.Service, tier)
+	window := func(w string) *route.RateLimit {
+		return &route.RateLimit{
+			Stage: wrapperspb.UInt32(stage),
+			Actions: []*route.RateLimit_Action{
+				{ActionSpecifier: &route.RateLimit_Action_GenericKey_{GenericKey: &route.RateLimit_Action_GenericKey{
+					DescriptorKey: schemas.DescriptorTier, DescriptorValue: tier}}},
+				{ActionSpecifier: &route.RateLimit_Action_RequestHeaders_{RequestHeaders: &route.RateLimit_Action_RequestHeaders{
+					HeaderName: schemas.HeaderRateLimitKey, DescriptorKey: schemas.DescriptorTenant}}},
+				{ActionSpecifier: &route.RateLimit_Action_GenericKey_{GenericKey: &route.RateLimit_Action_GenericKey{
+					DescriptorKey: schemas.DescriptorWindow, DescriptorValue: w}}},
+			},
+			Limit: &route.RateLimit_Override{OverrideSpecifier: &route.RateLimit_Override_DynamicMetadata_{
+				DynamicMetadata: &route.RateLimit_Override_DynamicMetadata{MetadataKey: &metadatav3.MetadataKey{
+					Key: schemas.MetadataNamespace,
+					Path: []*metadatav3.MetadataKey_PathSegment{
+						{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: schemas.MetadataRateLimit}},
+						{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: w}},
+					},
 				}},
 			}},
-		},
-		Action: &route.Route_Route{Route: &route.RouteAction{
-			ClusterSpecifier: &route.RouteAction_Cluster{Cluster: clusterName},
-			Timeout:          durationpb.New(b.cfg.XDS.UpstreamTimeout),
-			RateLimits: []*route.RateLimit{{
-				Actions: []*route.RateLimit_Action{{
-					ActionSpecifier: &route.RateLimit_Action_RequestHeaders_{RequestHeaders: &route.RateLimit_Action_RequestHeaders{
-						HeaderName:    schemas.HeaderRateLimitKey,
-						DescriptorKey: DescriptorKey,
-					}},
-				}},
-			}},
-		}},
+		}
 	}
+	return []*route.RateLimit{window(schemas.MetadataWindowMinute), window(schemas.MetadataWindowSecond)}
 }
 
-// fallbackRoute answers requests no tenant route matched: a tenant the
-// region does not (yet) serve, or a feature route the tenant lacks.
+// fallbackRoute answers requests no tier route matched.
 func (b *Builder) fallbackRoute() *route.Route {
-	body := problem.New(403, "no partner route for this tenant and path in this region").JSON()
+	body := problem.New(403, "no partner route for this request in this region").JSON()
 	return &route.Route{
-		Name:  "no-tenant-route",
+		Name:  "no-partner-route",
 		Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &route.Route_DirectResponse{DirectResponse: &route.DirectResponseAction{
 			Status: 403,
@@ -375,39 +260,7 @@ func (b *Builder) fallbackRoute() *route.Route {
 	}
 }
 
-func providerName(tenantID string) string { return "tenant-" + tenantID }
-
-func jwtProvider(c *schemas.JWTConfig, fromHeader string) (*jwt.JwtProvider, error) {
-	if c.Issuer == "" {
-		return nil, errors.New("issuer is empty")
-	}
-	keys, err := jwks.Parse([]byte(c.JWKS))
-	if err != nil {
-		return nil, err
-	}
-	return &jwt.JwtProvider{
-		Issuer:            c.Issuer,
-		Audiences:         c.Audiences,
-		RequireExpiration: true,
-		JwksSourceSpecifier: &jwt.JwtProvider_LocalJwks{LocalJwks: &core.DataSource{
-			Specifier: &core.DataSource_InlineString{InlineString: keys.Document()},
-		}},
-		FromHeaders:       []*jwt.JwtHeader{{Name: fromHeader}},
-		Forward:           true,
-		PayloadInMetadata: jwtPayloadKey,
-	}, nil
-}
-
-func (b *Builder) listener(region, name string, port int, enterprise bool, descriptors []*rlcommon.LocalRateLimitDescriptor, providers map[string]*jwt.JwtProvider) (*listener.Listener, error) {
-	var filters []*hcm.HttpFilter
-	if enterprise {
-		filters = append(filters, httpFilter(filterJWT, jwtAuthn(providers, b.cfg.Gateway.APIPrefix)))
-	}
-	filters = append(filters,
-		httpFilter(filterExtAuthz, b.extAuthz()),
-		httpFilter(filterRateLimit, b.rateLimit(descriptors)),
-		httpFilter(filterRouter, &router.Router{}),
-	)
+func (b *Builder) listener(region, name string, port int, enterprise bool) (*listener.Listener, error) {
 	m := &hcm.HttpConnectionManager{
 		CodecType:  hcm.HttpConnectionManager_AUTO,
 		StatPrefix: name,
@@ -415,7 +268,13 @@ func (b *Builder) listener(region, name string, port int, enterprise bool, descr
 			ConfigSource:    adsSource(),
 			RouteConfigName: RouteConfigName,
 		}},
-		HttpFilters:       filters,
+		HttpFilters: []*hcm.HttpFilter{
+			httpFilter(FilterExtAuthz, b.extAuthz()),
+			httpFilter(FilterShield, b.shield()),
+			httpFilter(FilterGlobalFailOpen, b.globalRateLimit(ratelimit.StageFailOpen, false)),
+			httpFilter(FilterGlobalFailClose, b.globalRateLimit(ratelimit.StageFailClosed, true)),
+			httpFilter(FilterRouter, &router.Router{}),
+		},
 		AccessLog:         []*accesslog.AccessLog{accessLog()},
 		LocalReplyConfig:  b.localReplies(),
 		UseRemoteAddress:  wrapperspb.Bool(true),
@@ -426,6 +285,17 @@ func (b *Builder) listener(region, name string, port int, enterprise bool, descr
 		// Oversized request headers are refused by Envoy (431) before any
 		// filter runs; the plugin also bounds Authorization itself.
 		MaxRequestHeadersKb: wrapperspb.UInt32(60),
+		// The path every filter, the plugin and the router see is the
+		// normalised one (RFC 3986 dot segments removed, percent-encoded
+		// unreserved characters decoded, runs of slashes merged); an encoded
+		// slash or backslash is refused (400) rather than guessed at. The
+		// plugin normalises again and decides on that, so a listener
+		// without these settings still cannot be bypassed.
+		NormalizePath:                wrapperspb.Bool(true),
+		MergeSlashes:                 true,
+		PathWithEscapedSlashesAction: hcm.HttpConnectionManager_REJECT_REQUEST,
+		RequestHeadersTimeout:        durationpb.New(10 * time.Second),
+		StreamIdleTimeout:            durationpb.New(5 * time.Minute),
 	}
 	if b.cfg.XDS.Tracing.CollectorAddress != "" {
 		// Envoy's spans (and the ext_authz call's, which the plugin's Check
@@ -447,56 +317,22 @@ func (b *Builder) listener(region, name string, port int, enterprise bool, descr
 		},
 	}
 	if enterprise && b.cfg.Enterprise.MTLS == "enabled" {
+		// Any certificate the enterprise CA signed passes the handshake; the
+		// plugin then refuses one whose identity the tenant did not register.
 		tlsCtx.RequireClientCertificate = wrapperspb.Bool(true)
 		tlsCtx.CommonTlsContext.ValidationContextType = &tls.CommonTlsContext_ValidationContextSdsSecretConfig{
 			ValidationContextSdsSecretConfig: &tls.SdsSecretConfig{Name: SecretClientCA, SdsConfig: adsSource()},
 		}
-	}
-	hcmAny, err := anypb.New(m)
-	if err != nil {
-		return nil, err
-	}
-	tlsAny, err := anypb.New(tlsCtx)
-	if err != nil {
-		return nil, err
 	}
 	return &listener.Listener{
 		Name:    name,
 		Address: socketAddress("0.0.0.0", uint32(port)),
 		FilterChains: []*listener.FilterChain{{
 			Name:            name,
-			Filters:         []*listener.Filter{{Name: filterHCM, ConfigType: &listener.Filter_TypedConfig{TypedConfig: hcmAny}}},
-			TransportSocket: &core.TransportSocket{Name: transportTLS, ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: tlsAny}},
+			Filters:         []*listener.Filter{{Name: filterHCM, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(m)}}},
+			TransportSocket: &core.TransportSocket{Name: transportTLS, ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(tlsCtx)}},
 		}},
 	}, nil
-}
-
-func jwtAuthn(providers map[string]*jwt.JwtProvider, prefix string) *jwt.JwtAuthentication {
-	names := make([]string, 0, len(providers))
-	for n := range providers {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	// Any configured provider may verify the JWT; the edge plugin then checks
-	// that the issuer is the one of the tenant the API key belongs to. A
-	// missing JWT passes here and is refused by the plugin for tenants that
-	// have a JWT config.
-	reqs := make([]*jwt.JwtRequirement, 0, len(names)+1)
-	for _, n := range names {
-		reqs = append(reqs, &jwt.JwtRequirement{RequiresType: &jwt.JwtRequirement_ProviderName{ProviderName: n}})
-	}
-	reqs = append(reqs, &jwt.JwtRequirement{RequiresType: &jwt.JwtRequirement_AllowMissing{AllowMissing: &emptypb.Empty{}}})
-	req := reqs[0]
-	if len(reqs) > 1 {
-		req = &jwt.JwtRequirement{RequiresType: &jwt.JwtRequirement_RequiresAny{RequiresAny: &jwt.JwtRequirementOrList{Requirements: reqs}}}
-	}
-	return &jwt.JwtAuthentication{
-		Providers: providers,
-		Rules: []*jwt.RequirementRule{{
-			Match:           &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: prefix}},
-			RequirementType: &jwt.RequirementRule_Requires{Requires: req},
-		}},
-	}
 }
 
 func (b *Builder) extAuthz() *extauthz.ExtAuthz {
@@ -509,30 +345,82 @@ func (b *Builder) extAuthz() *extauthz.ExtAuthz {
 		// Fail closed: without an answer from the plugin no request passes.
 		FailureModeAllow: false,
 		StatusOnError:    &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
-		// The plugin's headers decide the tenant route.
-		ClearRouteCache:           true,
-		IncludePeerCertificate:    true,
-		MetadataContextNamespaces: []string{filterJWT},
-		StatPrefix:                "partners",
+		// The plugin's headers decide the route.
+		ClearRouteCache: true,
+		// The plugin binds the client certificate to the tenant.
+		IncludePeerCertificate: true,
+		StatPrefix:             "partners",
 	}
 }
 
-func (b *Builder) rateLimit(descriptors []*rlcommon.LocalRateLimitDescriptor) *lrl.LocalRateLimit {
+// shield is each Envoy's own per-tenant token bucket behind the global
+// limit: one wildcard descriptor per shield class, (shield_class, cK) →
+// (tenant, *), keyed by the plugin's class and rate-limit key headers. It
+// only ever refuses what the global limit would refuse too (a class is at
+// least the tenant's limit), and holds a replica to about twice a tenant's
+// limit when the global service is down and the tier fails open.
+func (b *Builder) shield() *lrl.LocalRateLimit {
 	d := b.cfg.RateLimit.Default
+	var ds []*rlcommon.LocalRateLimitDescriptor
+	for k := schemas.ShieldClassMin; k <= schemas.ShieldClassMax; k++ {
+		n := uint32(schemas.ShieldTokens(k))
+		ds = append(ds, &rlcommon.LocalRateLimitDescriptor{
+			Entries: []*rlcommon.RateLimitDescriptor_Entry{
+				{Key: schemas.DescriptorShieldClass, Value: schemas.ShieldClassName(k)},
+				{Key: schemas.DescriptorTenant}, // no value: a bucket per tenant
+			},
+			TokenBucket: &typev3.TokenBucket{MaxTokens: n, TokensPerFill: wrapperspb.UInt32(n),
+				FillInterval: durationpb.New(schemas.ShieldFillSeconds * time.Second)},
+		})
+	}
 	return &lrl.LocalRateLimit{
-		StatPrefix: "partners_tenant",
-		// Requests without a tenant descriptor (none pass ext_authz) share
+		StatPrefix: "partners_shield",
+		// Requests without the plugin's headers (none pass ext_authz) share
 		// the default bucket, refilled each second.
 		TokenBucket: &typev3.TokenBucket{
 			MaxTokens:     uint32(d.BurstSize),
 			TokensPerFill: wrapperspb.UInt32(uint32(max(1, (d.RequestsPerMinute+59)/60))),
 			FillInterval:  durationpb.New(time.Second),
 		},
-		FilterEnabled:                   percent100("partners_tenant_rl_enabled"),
-		FilterEnforced:                  percent100("partners_tenant_rl_enforced"),
-		Descriptors:                     descriptors,
+		FilterEnabled:                   percent100("partners_shield_enabled"),
+		FilterEnforced:                  percent100("partners_shield_enforced"),
+		Descriptors:                     ds,
 		AlwaysConsumeDefaultTokenBucket: wrapperspb.Bool(false),
-		EnableXRatelimitHeaders:         rlcommon.XRateLimitHeadersRFCVersion_DRAFT_VERSION_03,
+		MaxDynamicDescriptors:           wrapperspb.UInt32(uint32(b.cfg.RateLimit.Service.ShieldMaxTenants)),
+		RateLimits: []*route.RateLimit{{Actions: []*route.RateLimit_Action{
+			{ActionSpecifier: &route.RateLimit_Action_RequestHeaders_{RequestHeaders: &route.RateLimit_Action_RequestHeaders{
+				HeaderName: schemas.HeaderShieldClass, DescriptorKey: schemas.DescriptorShieldClass}}},
+			{ActionSpecifier: &route.RateLimit_Action_RequestHeaders_{RequestHeaders: &route.RateLimit_Action_RequestHeaders{
+				HeaderName: schemas.HeaderRateLimitKey, DescriptorKey: schemas.DescriptorTenant}}},
+		}}},
+	}
+}
+
+// globalRateLimit is one stage of the global rate-limit filter: the routes'
+// descriptors of that stage go to the region's rate-limit service; when it
+// cannot answer in time the stage fails open or closed.
+func (b *Builder) globalRateLimit(stage uint32, failClosed bool) *grl.RateLimit {
+	svc := b.cfg.RateLimit.Service
+	// Both stages emit Envoy's standard cluster.<cluster>.ratelimit.* stats
+	// (ok, over_limit, error, failure_mode_allowed): a request meets one.
+	return &grl.RateLimit{
+		Domain: svc.Domain,
+		Stage:  stage,
+		// Every request, whatever its source address: a partner behind a
+		// private-network load balancer must not count as internal.
+		RequestType: "both",
+		Timeout:     durationpb.New(svc.Timeout),
+		// A tier fails closed by carrying its descriptors at this filter's stage.
+		FailureModeDeny: failClosed,
+		StatusOnError:   &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
+		RateLimitService: &rlconf.RateLimitServiceConfig{
+			GrpcService: &core.GrpcService{
+				TargetSpecifier: &core.GrpcService_EnvoyGrpc_{EnvoyGrpc: &core.GrpcService_EnvoyGrpc{ClusterName: ClusterRateLimit}},
+				Timeout:         durationpb.New(svc.Timeout),
+			},
+			TransportApiVersion: core.ApiVersion_V3,
+		},
+		EnableXRatelimitHeaders: grl.RateLimit_DRAFT_VERSION_03,
 	}
 }
 
@@ -560,9 +448,16 @@ func (b *Builder) localReplies() *hcm.LocalReplyConfig {
 			BodyFormatOverride: problemBody(503, "the partner API is overloaded in this region; retry after the Retry-After delay"),
 		},
 		{
+			// Refused by the global limit or the shield.
 			Filter:             flags("RL"),
 			HeadersToAdd:       []*core.HeaderValueOption{header("retry-after", "1")},
 			BodyFormatOverride: problemBody(429, "rate limit of this tenant exceeded; see the X-RateLimit-* headers"),
+		},
+		{
+			// A fail-closed tier while the rate-limit service cannot answer.
+			Filter:             flags("RLSE"),
+			HeadersToAdd:       []*core.HeaderValueOption{header("retry-after", "5")},
+			BodyFormatOverride: problemBody(503, "rate limiting is unavailable in this region; retry after the Retry-After delay"),
 		},
 	}}
 }
@@ -616,8 +511,10 @@ func (b *Builder) upstream(name, hostPort string) (*cluster.Cluster, error) {
 	return c, nil
 }
 
-// grpcCluster is an HTTP/2 cluster for a gRPC service Envoy calls.
-func (b *Builder) grpcCluster(name, hostPort string) (*cluster.Cluster, error) {
+// grpcCluster is an HTTP/2 cluster for a gRPC service Envoy calls; with
+// xds.grpc_tls enabled and edgeService set (ext_authz, rate limit) Envoy
+// reaches it over mutual TLS.
+func (b *Builder) grpcCluster(name, hostPort string, edgeService bool) (*cluster.Cluster, error) {
 	c, err := staticCluster(name, hostPort, b.cfg.XDS.ConnectTimeout)
 	if err != nil {
 		return nil, err
@@ -628,6 +525,19 @@ func (b *Builder) grpcCluster(name, hostPort string) (*cluster.Cluster, error) {
 				ProtocolConfig: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &core.Http2ProtocolOptions{}},
 			}},
 		}),
+	}
+	if edgeService && b.cfg.XDS.GRPCTLS.Enabled {
+		host, _, _ := net.SplitHostPort(hostPort)
+		c.TransportSocket = &core.TransportSocket{Name: transportTLS, ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(&tls.UpstreamTlsContext{
+			Sni: host,
+			CommonTlsContext: &tls.CommonTlsContext{
+				TlsCertificateSdsSecretConfigs: []*tls.SdsSecretConfig{{Name: SecretGRPCClientCert, SdsConfig: adsSource()}},
+				ValidationContextType: &tls.CommonTlsContext_ValidationContextSdsSecretConfig{
+					ValidationContextSdsSecretConfig: &tls.SdsSecretConfig{Name: SecretGRPCCA, SdsConfig: adsSource()},
+				},
+				AlpnProtocols: []string{"h2"},
+			},
+		})}}
 	}
 	return c, nil
 }
@@ -668,15 +578,27 @@ func (b *Builder) secrets() []types.Resource {
 	file := func(p string) *core.DataSource {
 		return &core.DataSource{Specifier: &core.DataSource_Filename{Filename: p}}
 	}
-	return []types.Resource{
+	out := []types.Resource{
 		&tls.Secret{Name: SecretClientCA, Type: &tls.Secret_ValidationContext{ValidationContext: &tls.CertificateValidationContext{
 			TrustedCa: file(t.ClientCAPath),
 		}}},
-		&tls.Secret{Name: SecretServerCert, Type: &tls.Secret_TlsCertificate{TlsCertificate: &tls.TlsCertificate{
-			CertificateChain: file(t.ServerCertPath),
-			PrivateKey:       file(t.ServerKeyPath),
-		}}},
 	}
+	if g := b.cfg.XDS.GRPCTLS; g.Enabled {
+		out = append(out,
+			&tls.Secret{Name: SecretGRPCCA, Type: &tls.Secret_ValidationContext{ValidationContext: &tls.CertificateValidationContext{
+				TrustedCa: file(g.CAPath),
+			}}},
+			&tls.Secret{Name: SecretGRPCClientCert, Type: &tls.Secret_TlsCertificate{TlsCertificate: &tls.TlsCertificate{
+				CertificateChain: file(g.CertPath),
+				PrivateKey:       file(g.KeyPath),
+			}}},
+		)
+	}
+	out = append(out, &tls.Secret{Name: SecretServerCert, Type: &tls.Secret_TlsCertificate{TlsCertificate: &tls.TlsCertificate{
+		CertificateChain: file(t.ServerCertPath),
+		PrivateKey:       file(t.ServerKeyPath),
+	}}})
+	return out
 }
 
 func adsSource() *core.ConfigSource {
@@ -711,12 +633,32 @@ func httpFilter(name string, cfg proto.Message) *hcm.HttpFilter {
 	return &hcm.HttpFilter{Name: name, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(cfg)}}
 }
 
-// mustAny packs a message the builder constructed; anypb.New fails only on
-// a message that cannot be marshalled, which these never are.
+// mustAny packs a message the builder constructed, deterministically: maps
+// inside (per-filter configs, JSON log formats) would otherwise marshal in a
+// random order, so an unchanged listener would look changed to the delta
+// server's resource hash, and Envoy would drain it. Packing fails only on a
+// message that cannot be marshalled, which these never are.
 func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
-	if err != nil {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
 		panic(fmt.Sprintf("xds: pack %T: %v", m, err))
 	}
 	return a
+}
+
+// sameResources reports whether two snapshots hold the same resources of typ.
+func sameResources(a, b interface {
+	GetResources(string) map[string]types.Resource
+}, typ string) bool {
+	ra, rb := a.GetResources(typ), b.GetResources(typ)
+	if len(ra) != len(rb) {
+		return false
+	}
+	for name, r := range ra {
+		o, ok := rb[name]
+		if !ok || !proto.Equal(r, o) {
+			return false
+		}
+	}
+	return true
 }

@@ -10,16 +10,19 @@ import (
 	"testing"
 	"time"
 
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
-	jwtauthn "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
+	extauthz "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	lrl "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	grl "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	rlsconf "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
 
+	"github.com/partners-engine/partners-engine/control-plane/ratelimit"
 	"github.com/partners-engine/partners-engine/control-plane/xds"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -34,49 +37,17 @@ func goldenConfig(t testing.TB) *config.Config {
 	cfg := config.Default()
 	cfg.Partner.Keys.Pepper = "golden-pepper-0123456789"
 	cfg.Admin.Token = "golden-admin-token"
+	// The seed's standard tier is in the shipped YAML, not the defaults.
+	cfg.Partner.RateLimit.Tiers["standard"] = config.RateLimit{RequestsPerMinute: 60, BurstSize: 10}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	return &cfg
 }
 
-// goldenJWKS is a fixed public key (the golden files must not change from
-// run to run); its private key is not needed by the builder.
-const goldenJWKS = `{"keys":[{"alg":"RS256","e":"AQAB","kid":"k1","kty":"RSA","n":"wVV6VwdIbafSqjFP_5poyu4A7vt4CNQO6aKHQqfeKPwEl2dcsXZ3gL579Eu3ZkQcX9-cu-E2fkgg84EWSRMe_q9tnOiStG9m35nKFb3aKYo6s_3ukfWc6WbVg08ZxS7ZX91KLWBrXj81kN07zxDE092z5KJbGRbveY5qLxN-hzFTRugQce8lT-32Okp47rqw6bNv7fIlx2kHxsRWDdCQTwp-HPp3Mt9v71ZofcTErIu5RNLeSnJZAlRuIb7suQSLDGhrcUgRHfksjDRnF_XMKOMYOB03NjqmaX2nAtj2XlQquJfmlfmo93zyxNkf889fu8XwDuEXysCtbl_73D9uPQ","use":"sig"}]}`
-
-func fixedTime() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
-
-// goldenTenants cover every shape the builder handles.
-func goldenTenants() []*schemas.Tenant {
-	mk := func(id, tier, status string, regions ...string) *schemas.Tenant {
-		return &schemas.Tenant{SchemaVersion: "1", ID: id, Name: id, Tier: tier, Status: status, Regions: regions,
-			CreatedAt: fixedTime(), UpdatedAt: fixedTime(), Version: 1}
-	}
-	sandbox := mk("tn_sandbox01", schemas.TierSandbox, schemas.StatusActive, "us-east", "eu-west")
-	sandbox.Features = map[string]bool{"reports": true, "bulk_export": false}
-	standard := mk("tn_standard1", schemas.TierStandard, schemas.StatusActive, "us-east")
-	standard.RateLimit = &schemas.RateLimit{RequestsPerMinute: 90, BurstSize: 15}
-	enterprise := mk("tn_enterpri1", schemas.TierEnterprise, schemas.StatusActive, "us-east", "eu-west")
-	enterprise.Features = map[string]bool{"bulk_export": true, "reports": true}
-	enterprise.JWT = &schemas.JWTConfig{Issuer: "https://idp.example.com", Audiences: []string{"partners-api"}, JWKS: goldenJWKS}
-	suspended := mk("tn_suspend01", schemas.TierStandard, schemas.StatusSuspended, "us-east")
-	pending := mk("tn_pending01", schemas.TierStandard, schemas.StatusPending, "us-east")
-	euOnly := mk("tn_euonly001", schemas.TierStandard, schemas.StatusActive, "eu-west")
-	badOverride := mk("tn_badlimit1", schemas.TierStandard, schemas.StatusActive, "eu-west")
-	badOverride.RateLimit = &schemas.RateLimit{RequestsPerMinute: -5, BurstSize: 0}
-	badJWT := mk("tn_badjwt001", schemas.TierEnterprise, schemas.StatusActive, "eu-west")
-	badJWT.JWT = &schemas.JWTConfig{Issuer: "https://idp.bad.example", JWKS: `{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`}
-	badID := mk("TN BAD ID", schemas.TierStandard, schemas.StatusActive, "eu-west")
-	return []*schemas.Tenant{sandbox, standard, enterprise, suspended, pending, euOnly, badOverride, badJWT, badID}
-}
-
-func build(t *testing.T, cfg *config.Config, region string, tenants []*schemas.Tenant) (xds.Resources, []xds.Skipped, *cachev3.Snapshot) {
+func build(t *testing.T, cfg *config.Config, region string) (xds.Resources, *cachev3.Snapshot) {
 	t.Helper()
-	b, err := xds.NewBuilder(xds.NewConfig(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, skipped, err := b.Build(region, tenants)
+	res, err := xds.NewBuilder(xds.NewConfig(cfg)).Build(region)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,23 +55,24 @@ func build(t *testing.T, cfg *config.Config, region string, tenants []*schemas.T
 	if err != nil {
 		t.Fatal(err)
 	}
-	return res, skipped, snap
+	return res, snap
 }
 
-// TestGoldenAndValid builds both regions from fixed tenants, validates every
-// resource and packed config, and compares the YAML with testdata.
+// TestGoldenAndValid builds both regions, validates every resource and
+// packed config, and compares the YAML with testdata.
 func TestGoldenAndValid(t *testing.T) {
 	cfg := goldenConfig(t)
 	for _, region := range cfg.RegionNames() {
 		t.Run(region, func(t *testing.T) {
-			res, _, snap := build(t, cfg, region, goldenTenants())
+			res, snap := build(t, cfg, region)
 			n, err := xds.Validate(snap)
 			if err != nil {
 				t.Fatal(err)
 			}
-			// 2 listeners × (HCM + TLS + ext_authz + local_ratelimit + router +
-			// access log) + jwt_authn + per-route ext_authz + http2 options.
-			if n < 15 {
+			// 2 listeners × (HCM + TLS + ext_authz + shield + 2 global
+			// rate limits + router + access log) + per-route ext_authz +
+			// 2 HTTP/2 options (ext_authz and rate-limit clusters).
+			if n != 19 {
 				t.Fatalf("only %d packed configs validated; the walker misses some", n)
 			}
 			got, err := xds.FromResources(region, res).YAML()
@@ -136,21 +108,25 @@ func firstDiff(a, b string) string {
 
 // regionView is what a test reads back from a region's resources.
 type regionView struct {
-	buckets   map[string]*rlcommon.LocalRateLimitDescriptor // tenant id -> descriptor
-	routes    map[string][]*route.Route                     // tenant id -> routes
-	providers map[string]*jwtauthn.JwtProvider
-	filters   map[string][]string // listener -> http filter names in order
 	listeners map[string]*listener.Listener
+	hcm       map[string]*hcm.HttpConnectionManager
+	filters   map[string][]string // listener -> http filter names in order
 	tls       map[string]*tlsv3.DownstreamTlsContext
-	rl        *lrl.LocalRateLimit
+	shield    *lrl.LocalRateLimit
+	global    map[string]*grl.RateLimit // filter name -> config
+	authz     *extauthz.ExtAuthz
+	routes    map[string]*route.Route // route name -> route
+	vhost     *route.VirtualHost
+	clusters  map[string]*cluster.Cluster
+	rls       *rlsconf.RateLimitConfig
 }
 
-func view(t *testing.T, listeners, routes []any) regionView {
+func viewOf(t *testing.T, res map[string][]any) regionView {
 	t.Helper()
-	v := regionView{buckets: map[string]*rlcommon.LocalRateLimitDescriptor{}, routes: map[string][]*route.Route{},
-		providers: map[string]*jwtauthn.JwtProvider{}, filters: map[string][]string{}, listeners: map[string]*listener.Listener{},
-		tls: map[string]*tlsv3.DownstreamTlsContext{}}
-	for _, r := range listeners {
+	v := regionView{listeners: map[string]*listener.Listener{}, hcm: map[string]*hcm.HttpConnectionManager{}, filters: map[string][]string{},
+		tls: map[string]*tlsv3.DownstreamTlsContext{}, global: map[string]*grl.RateLimit{}, routes: map[string]*route.Route{},
+		clusters: map[string]*cluster.Cluster{}}
+	for _, r := range res[resource.ListenerType] {
 		l := r.(*listener.Listener)
 		v.listeners[l.GetName()] = l
 		fc := l.GetFilterChains()[0]
@@ -158,6 +134,7 @@ func view(t *testing.T, listeners, routes []any) regionView {
 		if err != nil {
 			t.Fatal(err)
 		}
+		v.hcm[l.GetName()] = m
 		ctx, err := xds.Unpack[*tlsv3.DownstreamTlsContext](fc.GetTransportSocket().GetTypedConfig())
 		if err != nil {
 			t.Fatal(err)
@@ -165,69 +142,68 @@ func view(t *testing.T, listeners, routes []any) regionView {
 		v.tls[l.GetName()] = ctx
 		for _, f := range m.GetHttpFilters() {
 			v.filters[l.GetName()] = append(v.filters[l.GetName()], f.GetName())
-			switch f.GetName() {
-			case "envoy.filters.http.local_ratelimit":
-				rl, err := xds.Unpack[*lrl.LocalRateLimit](f.GetTypedConfig())
+			switch f.GetTypedConfig().GetTypeUrl() {
+			case "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit":
+				if v.shield, err = xds.Unpack[*lrl.LocalRateLimit](f.GetTypedConfig()); err != nil {
+					t.Fatal(err)
+				}
+			case "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit":
+				g, err := xds.Unpack[*grl.RateLimit](f.GetTypedConfig())
 				if err != nil {
 					t.Fatal(err)
 				}
-				v.rl = rl
-				for _, d := range rl.GetDescriptors() {
-					v.buckets[d.GetEntries()[0].GetValue()] = d
-				}
-			case "envoy.filters.http.jwt_authn":
-				ja, err := xds.Unpack[*jwtauthn.JwtAuthentication](f.GetTypedConfig())
-				if err != nil {
+				v.global[f.GetName()] = g
+			case "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz":
+				if v.authz, err = xds.Unpack[*extauthz.ExtAuthz](f.GetTypedConfig()); err != nil {
 					t.Fatal(err)
-				}
-				for n, p := range ja.GetProviders() {
-					v.providers[n] = p
 				}
 			}
 		}
 	}
-	for _, r := range routes {
+	for _, r := range res[resource.RouteType] {
 		for _, vh := range r.(*route.RouteConfiguration).GetVirtualHosts() {
+			v.vhost = vh
 			for _, rt := range vh.GetRoutes() {
-				for _, h := range rt.GetMatch().GetHeaders() {
-					if h.GetName() == schemas.HeaderTenantID {
-						id := h.GetStringMatch().GetExact()
-						v.routes[id] = append(v.routes[id], rt)
-					}
-				}
+				v.routes[rt.GetName()] = rt
 			}
 		}
+	}
+	for _, r := range res[resource.ClusterType] {
+		c := r.(*cluster.Cluster)
+		v.clusters[c.GetName()] = c
+	}
+	for _, r := range res[resource.RateLimitConfigType] {
+		v.rls = r.(*rlsconf.RateLimitConfig)
 	}
 	return v
 }
 
-func anyList[T any](in []T) []any {
-	out := make([]any, len(in))
-	for i, x := range in {
-		out[i] = x
+func anyMap(res xds.Resources) map[string][]any {
+	out := map[string][]any{}
+	for typ, rs := range res {
+		for _, r := range rs {
+			out[typ] = append(out[typ], r)
+		}
 	}
 	return out
 }
 
-func viewOf(t *testing.T, res xds.Resources) regionView {
-	return view(t, anyList(res[resource.ListenerType]), anyList(res[resource.RouteType]))
-}
-
-// TestTenantSemantics checks what the golden files encode, so a wrong
+// TestListenersAndRoutes checks what the golden files encode, so a wrong
 // golden cannot be blessed by -update unnoticed.
-func TestTenantSemantics(t *testing.T) {
+func TestListenersAndRoutes(t *testing.T) {
 	cfg := goldenConfig(t)
-	res, skipped, _ := build(t, cfg, "us-east", goldenTenants())
-	v := viewOf(t, res)
+	res, _ := build(t, cfg, "us-east")
+	v := viewOf(t, anyMap(res))
 
 	for _, l := range []string{xds.ListenerPublic, xds.ListenerEnterprise} {
-		f := v.filters[l]
-		want := []string{"envoy.filters.http.ext_authz", "envoy.filters.http.local_ratelimit", "envoy.filters.http.router"}
-		if l == xds.ListenerEnterprise {
-			want = append([]string{"envoy.filters.http.jwt_authn"}, want...)
+		want := []string{xds.FilterExtAuthz, xds.FilterShield, xds.FilterGlobalFailOpen, xds.FilterGlobalFailClose, xds.FilterRouter}
+		if got := v.filters[l]; strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("%s filters = %v, want %v", l, got, want)
 		}
-		if strings.Join(f, ",") != strings.Join(want, ",") {
-			t.Errorf("%s filters = %v, want %v", l, f, want)
+		m := v.hcm[l]
+		if !m.GetNormalizePath().GetValue() || !m.GetMergeSlashes() || m.GetPathWithEscapedSlashesAction() != hcm.HttpConnectionManager_REJECT_REQUEST {
+			t.Errorf("%s does not normalise paths: normalize_path=%v merge_slashes=%v escaped_slashes=%v", l,
+				m.GetNormalizePath(), m.GetMergeSlashes(), m.GetPathWithEscapedSlashesAction())
 		}
 	}
 	if !v.tls[xds.ListenerEnterprise].GetRequireClientCertificate().GetValue() {
@@ -236,127 +212,137 @@ func TestTenantSemantics(t *testing.T) {
 	if v.tls[xds.ListenerPublic].GetRequireClientCertificate().GetValue() {
 		t.Error("public listener requires client certificates")
 	}
-	if v.rl.GetAlwaysConsumeDefaultTokenBucket().GetValue() || v.rl.GetEnableXRatelimitHeaders() != rlcommon.XRateLimitHeadersRFCVersion_DRAFT_VERSION_03 {
-		t.Error("local_ratelimit must not consume the default bucket and must send rate-limit headers")
+	if a := v.authz; a.GetFailureModeAllow() || !a.GetIncludePeerCertificate() || !a.GetClearRouteCache() {
+		t.Errorf("ext_authz must fail closed, forward the peer certificate and re-route: %v", a)
 	}
 
-	// Sandbox tier default 20 rpm burst 5 → 1 token every 3s; standard
-	// override 90 rpm burst 15 → 3 tokens every 2s; enterprise 300/50 → 5/s.
-	checkBucket := func(id string, max, tokens uint32, every time.Duration) {
-		t.Helper()
-		d, ok := v.buckets[id]
-		if !ok {
-			t.Fatalf("no bucket for %s", id)
-		}
-		tb := d.GetTokenBucket()
-		if tb.GetMaxTokens() != max || tb.GetTokensPerFill().GetValue() != tokens || tb.GetFillInterval().AsDuration() != every {
-			t.Errorf("%s bucket = %d max, %d per %v; want %d, %d per %v", id, tb.GetMaxTokens(), tb.GetTokensPerFill().GetValue(), tb.GetFillInterval().AsDuration(), max, tokens, every)
+	// The global filters: one stage fails open, the other closed.
+	open, closed := v.global[xds.FilterGlobalFailOpen], v.global[xds.FilterGlobalFailClose]
+	if open.GetStage() != ratelimit.StageFailOpen || open.GetFailureModeDeny() || closed.GetStage() != ratelimit.StageFailClosed || !closed.GetFailureModeDeny() {
+		t.Fatalf("global rate-limit stages: open %d deny=%v, closed %d deny=%v", open.GetStage(), open.GetFailureModeDeny(), closed.GetStage(), closed.GetFailureModeDeny())
+	}
+	for _, g := range v.global {
+		if g.GetDomain() != "partners" || g.GetRateLimitService().GetGrpcService().GetEnvoyGrpc().GetClusterName() != xds.ClusterRateLimit ||
+			g.GetTimeout().AsDuration() != 100*time.Millisecond {
+			t.Errorf("global rate limit %v", g)
 		}
 	}
-	checkBucket("tn_sandbox01", 5, 1, 3*time.Second)
-	checkBucket("tn_standard1", 15, 3, 2*time.Second)
-	checkBucket("tn_enterpri1", 50, 5, time.Second)
-	for _, id := range []string{"tn_suspend01", "tn_pending01", "tn_euonly001"} {
-		if _, ok := v.buckets[id]; ok {
-			t.Errorf("%s has a bucket in us-east", id)
-		}
-		if _, ok := v.routes[id]; ok {
-			t.Errorf("%s has routes in us-east", id)
-		}
+	if _, ok := v.clusters[xds.ClusterRateLimit]; !ok {
+		t.Fatal("no rate-limit service cluster")
 	}
 
-	clusterOf := func(r *route.Route) string { return r.GetRoute().GetCluster() }
-	prefixes := func(id string) (out []string) {
-		for _, r := range v.routes[id] {
-			out = append(out, r.GetMatch().GetPrefix())
+	// Tier routes: upstream, failure stage, descriptors and override path.
+	wantStage := map[string]uint32{schemas.TierSandbox: ratelimit.StageFailClosed, schemas.TierStandard: ratelimit.StageFailOpen, schemas.TierEnterprise: ratelimit.StageFailOpen}
+	for _, tier := range schemas.Tiers {
+		r := v.routes[xds.TierRouteName(tier)]
+		if r == nil {
+			t.Fatalf("no route for tier %s", tier)
 		}
-		return out
-	}
-	for _, r := range v.routes["tn_sandbox01"] {
-		if clusterOf(r) != xds.ClusterSandbox {
-			t.Errorf("sandbox tenant route %s goes to %s", r.GetName(), clusterOf(r))
+		wantCluster := xds.ClusterProduction
+		if tier == schemas.TierSandbox {
+			wantCluster = xds.ClusterSandbox
 		}
-		if a := r.GetRoute().GetRateLimits()[0].GetActions()[0].GetRequestHeaders(); a.GetHeaderName() != schemas.HeaderRateLimitKey || a.GetDescriptorKey() != xds.DescriptorKey {
-			t.Errorf("route %s rate limit action = %v", r.GetName(), a)
+		if r.GetRoute().GetCluster() != wantCluster || r.GetMatch().GetHeaders()[0].GetName() != schemas.HeaderTier ||
+			r.GetMatch().GetHeaders()[0].GetStringMatch().GetExact() != tier || r.GetMatch().GetPrefix() != cfg.Partner.Gateway.APIPrefix {
+			t.Errorf("route %s = %v", r.GetName(), r)
+		}
+		rls := r.GetRoute().GetRateLimits()
+		if len(rls) != 2 {
+			t.Fatalf("route %s has %d rate limits, want minute and second", r.GetName(), len(rls))
+		}
+		for i, w := range []string{schemas.MetadataWindowMinute, schemas.MetadataWindowSecond} {
+			rl := rls[i]
+			a := rl.GetActions()
+			if rl.GetStage().GetValue() != wantStage[tier] || len(a) != 3 ||
+				a[0].GetGenericKey().GetDescriptorKey() != schemas.DescriptorTier || a[0].GetGenericKey().GetDescriptorValue() != tier ||
+				a[1].GetRequestHeaders().GetHeaderName() != schemas.HeaderRateLimitKey || a[1].GetRequestHeaders().GetDescriptorKey() != schemas.DescriptorTenant ||
+				a[2].GetGenericKey().GetDescriptorKey() != schemas.DescriptorWindow || a[2].GetGenericKey().GetDescriptorValue() != w {
+				t.Errorf("route %s rate limit %d = %v", r.GetName(), i, rl)
+			}
+			mk := rl.GetLimit().GetDynamicMetadata().GetMetadataKey()
+			if mk.GetKey() != schemas.MetadataNamespace || len(mk.GetPath()) != 2 || mk.GetPath()[0].GetKey() != schemas.MetadataRateLimit || mk.GetPath()[1].GetKey() != w {
+				t.Errorf("route %s rate limit %d override = %v", r.GetName(), i, mk)
+			}
 		}
 	}
-	if got := strings.Join(prefixes("tn_sandbox01"), ","); got != "/api/v1/partners/reports,/api/v1/partners/" {
-		t.Errorf("sandbox routes = %s (bulk_export is off, reports on)", got)
-	}
-	if got := strings.Join(prefixes("tn_standard1"), ","); got != "/api/v1/partners/" {
-		t.Errorf("standard routes = %s (no features)", got)
-	}
-	for _, r := range v.routes["tn_enterpri1"] {
-		if clusterOf(r) != xds.ClusterProduction {
-			t.Errorf("enterprise route %s goes to %s", r.GetName(), clusterOf(r))
-		}
-	}
-	if p, ok := v.providers["tenant-tn_enterpri1"]; !ok || p.GetIssuer() != "https://idp.example.com" || p.GetFromHeaders()[0].GetName() != "x-partner-jwt" {
-		t.Errorf("enterprise jwt provider = %v", p)
-	}
-	if len(skipped) != 0 {
-		t.Errorf("us-east skipped %v", skipped)
+	if ext := v.vhost.GetTypedPerFilterConfig()[xds.FilterExtAuthz]; ext == nil {
+		t.Fatal("no region context extension")
+	} else if pr, err := xds.Unpack[*extauthz.ExtAuthzPerRoute](ext); err != nil || pr.GetCheckSettings().GetContextExtensions()[schemas.ContextRegion] != "us-east" {
+		t.Fatalf("per-route ext_authz = %v %v", pr, err)
 	}
 
-	// eu-west: the invalid override falls back to the tier default, the
-	// invalid JWKS and the invalid id exclude their tenants.
-	res, skipped, _ = build(t, cfg, "eu-west", goldenTenants())
-	v = viewOf(t, res)
-	checkBucket("tn_badlimit1", 10, 1, time.Second)
-	if _, ok := v.buckets["tn_badjwt001"]; ok {
-		t.Error("tenant with an unusable JWKS is served")
+	// The rate-limit service's descriptors: the seed's tiers, burst as the
+	// second window.
+	want := map[string][2]uint32{"sandbox": {20, 5}, "standard": {60, 10}, "enterprise": {300, 50}}
+	for _, d := range v.rls.GetDescriptors() {
+		w := want[d.GetValue()]
+		tenant := d.GetDescriptors()[0]
+		if d.GetKey() != schemas.DescriptorTier || tenant.GetKey() != schemas.DescriptorTenant || tenant.GetValue() != "" {
+			t.Fatalf("descriptor tree %v", d)
+		}
+		got := [2]uint32{}
+		for _, wd := range tenant.GetDescriptors() {
+			switch wd.GetValue() {
+			case schemas.MetadataWindowMinute:
+				if wd.GetRateLimit().GetUnit() != rlsconf.RateLimitUnit_MINUTE {
+					t.Errorf("%s minute window unit %v", d.GetValue(), wd.GetRateLimit().GetUnit())
+				}
+				got[0] = wd.GetRateLimit().GetRequestsPerUnit()
+			case schemas.MetadataWindowSecond:
+				if wd.GetRateLimit().GetUnit() != rlsconf.RateLimitUnit_SECOND {
+					t.Errorf("%s second window unit %v", d.GetValue(), wd.GetRateLimit().GetUnit())
+				}
+				got[1] = wd.GetRateLimit().GetRequestsPerUnit()
+			}
+		}
+		if got != w {
+			t.Errorf("tier %s limits %v, want %v", d.GetValue(), got, w)
+		}
+		delete(want, d.GetValue())
 	}
-	got := map[string]bool{}
-	for _, s := range skipped {
-		got[s.TenantID] = s.Excluded
+	if len(want) != 0 {
+		t.Errorf("tiers without descriptors: %v", want)
 	}
-	if ex, ok := got["tn_badlimit1"]; !ok || ex {
-		t.Errorf("bad override: skipped=%v", skipped)
+
+	// The shield: one wildcard descriptor per class, sized by the class.
+	if len(v.shield.GetDescriptors()) != schemas.ShieldClassMax-schemas.ShieldClassMin+1 || v.shield.GetMaxDynamicDescriptors().GetValue() != 20_000 {
+		t.Fatalf("shield has %d descriptors, max dynamic %d", len(v.shield.GetDescriptors()), v.shield.GetMaxDynamicDescriptors().GetValue())
 	}
-	if ex := got["tn_badjwt001"]; !ex {
-		t.Errorf("bad JWKS not excluded: %v", skipped)
-	}
-	if ex := got["TN BAD ID"]; !ex {
-		t.Errorf("bad id not excluded: %v", skipped)
+	for i, d := range v.shield.GetDescriptors() {
+		k := schemas.ShieldClassMin + i
+		e := d.GetEntries()
+		if len(e) != 2 || e[0].GetValue() != schemas.ShieldClassName(k) || e[1].GetKey() != schemas.DescriptorTenant || e[1].GetValue() != "" ||
+			d.GetTokenBucket().GetMaxTokens() != uint32(schemas.ShieldTokens(k)) || d.GetTokenBucket().GetFillInterval().AsDuration() != schemas.ShieldFillSeconds*time.Second {
+			t.Errorf("shield descriptor %d = %v", k, d)
+		}
 	}
 }
 
-func TestTokenBucket(t *testing.T) {
-	cases := []struct {
-		rpm, burst int
-		tokens     uint32
-		every      time.Duration
-	}{
-		{60, 10, 1, time.Second},
-		{20, 5, 1, 3 * time.Second},
-		{300, 50, 5, time.Second},
-		{90, 15, 3, 2 * time.Second},
-		{7, 10, 7, 60 * time.Second},
-		{7, 1, 1, 9 * time.Second}, // no exact split within the burst: rounded
-		{1, 1, 1, 60 * time.Second},
-		{1_000_000, 1_000_000, 50000, 3 * time.Second},
-	}
-	for _, c := range cases {
-		tb := xds.TokenBucket(schemas.RateLimit{RequestsPerMinute: c.rpm, BurstSize: c.burst})
-		if tb.GetTokensPerFill().GetValue() != c.tokens || tb.GetFillInterval().AsDuration() != c.every || tb.GetMaxTokens() != uint32(c.burst) {
-			t.Errorf("rpm %d burst %d: got %d per %v (max %d), want %d per %v", c.rpm, c.burst,
-				tb.GetTokensPerFill().GetValue(), tb.GetFillInterval().AsDuration(), tb.GetMaxTokens(), c.tokens, c.every)
-		}
-		if err := tb.ValidateAll(); err != nil {
-			t.Errorf("rpm %d: %v", c.rpm, err)
+// TestFailClosedTiersConfigurable: moving a tier to fail closed moves its
+// descriptors to the fail-closed filter's stage.
+func TestFailClosedTiersConfigurable(t *testing.T) {
+	cfg := goldenConfig(t)
+	cfg.Partner.RateLimit.Service.FailClosedTiers = []string{schemas.TierEnterprise}
+	res, _ := build(t, cfg, "us-east")
+	v := viewOf(t, anyMap(res))
+	for tier, want := range map[string]uint32{schemas.TierSandbox: ratelimit.StageFailOpen, schemas.TierEnterprise: ratelimit.StageFailClosed} {
+		for _, rl := range v.routes[xds.TierRouteName(tier)].GetRoute().GetRateLimits() {
+			if rl.GetStage().GetValue() != want {
+				t.Errorf("tier %s stage %d, want %d", tier, rl.GetStage().GetValue(), want)
+			}
 		}
 	}
 }
 
 func TestValidateCatchesPackedConfig(t *testing.T) {
 	cfg := goldenConfig(t)
-	res, _, _ := build(t, cfg, "us-east", goldenTenants())
-	// Break the local_ratelimit config inside the HCM inside the listener:
-	// only an unpacking validator sees it.
+	res, _ := build(t, cfg, "us-east")
+	// Break the shield config inside the HCM inside the listener: only an
+	// unpacking validator sees it.
 	l := res[resource.ListenerType][1].(*listener.Listener)
 	m, _ := xds.Unpack[*hcm.HttpConnectionManager](l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig())
 	for _, f := range m.GetHttpFilters() {
-		if f.GetName() == "envoy.filters.http.local_ratelimit" {
+		if f.GetName() == xds.FilterShield {
 			rl, _ := xds.Unpack[*lrl.LocalRateLimit](f.GetTypedConfig())
 			rl.StatPrefix = "" // required: min_len 1
 			if err := f.GetTypedConfig().MarshalFrom(rl); err != nil {
@@ -374,6 +360,12 @@ func TestValidateCatchesPackedConfig(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "StatPrefix") {
 		t.Fatalf("want a StatPrefix violation from the packed local_ratelimit, got %v", err)
 	}
+	// The rate-limit service's configuration is checked as the service loads it.
+	rc := res[resource.RateLimitConfigType][0].(*rlsconf.RateLimitConfig)
+	rc.Descriptors[0].Descriptors[0].Descriptors[0].RateLimit.RequestsPerUnit = 0
+	if _, err := xds.ValidateResource(rc); err == nil || !strings.Contains(err.Error(), "requests_per_unit") {
+		t.Fatalf("want a requests_per_unit violation, got %v", err)
+	}
 }
 
 // TestTracing: with a collector configured every HCM traces to it through
@@ -381,7 +373,7 @@ func TestValidateCatchesPackedConfig(t *testing.T) {
 func TestTracing(t *testing.T) {
 	cfg := goldenConfig(t)
 	cfg.XDS.Tracing = config.EdgeTracing{CollectorAddress: "otel-collector:4317", SamplePercent: 10}
-	res, _, snap := build(t, cfg, "us-east", goldenTenants())
+	res, snap := build(t, cfg, "us-east")
 	if _, err := xds.Validate(snap); err != nil {
 		t.Fatal(err)
 	}
@@ -397,8 +389,80 @@ func TestTracing(t *testing.T) {
 		}
 	}
 	// Without a collector nothing traces and no cluster points nowhere.
-	_, _, snap = build(t, goldenConfig(t), "us-east", goldenTenants())
+	_, snap = build(t, goldenConfig(t), "us-east")
 	if _, ok := snap.GetResources(resource.ClusterType)[xds.ClusterOTel]; ok {
 		t.Fatal("collector cluster without a collector")
 	}
+}
+
+// TestGRPCTLS: with xds.grpc_tls Envoy reaches ext_authz and the rate-limit
+// service over mutual TLS with certificates from files on its host (SDS).
+func TestGRPCTLS(t *testing.T) {
+	cfg := goldenConfig(t)
+	cfg.XDS.GRPCTLS.Enabled = true
+	res, snap := build(t, cfg, "us-east")
+	if _, err := xds.Validate(snap); err != nil {
+		t.Fatal(err)
+	}
+	v := viewOf(t, anyMap(res))
+	for _, name := range []string{xds.ClusterExtAuthz, xds.ClusterRateLimit} {
+		ts := v.clusters[name].GetTransportSocket()
+		up, err := xds.Unpack[*tlsv3.UpstreamTlsContext](ts.GetTypedConfig())
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		cc := up.GetCommonTlsContext()
+		if cc.GetTlsCertificateSdsSecretConfigs()[0].GetName() != xds.SecretGRPCClientCert || cc.GetValidationContextSdsSecretConfig().GetName() != xds.SecretGRPCCA || up.GetSni() != "127.0.0.1" {
+			t.Errorf("%s upstream TLS = %v", name, up)
+		}
+	}
+	for _, s := range []string{xds.SecretGRPCCA, xds.SecretGRPCClientCert} {
+		sec, ok := snap.GetResources(resource.SecretType)[s].(*tlsv3.Secret)
+		if !ok {
+			t.Fatalf("no secret %s", s)
+		}
+		if !strings.Contains(sec.String(), "/etc/envoy/grpc/") {
+			t.Errorf("secret %s does not point at the Envoy host's files: %v", s, sec)
+		}
+	}
+	if v.clusters[xds.ClusterProduction].GetTransportSocket() != nil {
+		t.Error("the partner API upstream got the gRPC TLS")
+	}
+	// Off by default.
+	res, _ = build(t, goldenConfig(t), "us-east")
+	if viewOf(t, anyMap(res)).clusters[xds.ClusterExtAuthz].GetTransportSocket() != nil {
+		t.Error("ext_authz TLS without xds.grpc_tls.enabled")
+	}
+}
+
+// TestDeterministicPacking: two builds of one configuration are byte for
+// byte the same (the delta server hashes resources; a random map order
+// inside a packed config would make an unchanged listener look changed).
+func TestDeterministicPacking(t *testing.T) {
+	cfg := goldenConfig(t)
+	first := xdsBytes(t, cfg)
+	for i := 0; i < 20; i++ {
+		if got := xdsBytes(t, cfg); !bytes.Equal(got, first) {
+			t.Fatal("a rebuild of the same configuration differs")
+		}
+	}
+}
+
+func xdsBytes(t *testing.T, cfg *config.Config) []byte {
+	t.Helper()
+	res, err := xds.NewBuilder(xds.NewConfig(cfg)).Build("us-east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return marshalAll(t, anyMap(res))
+}
+
+// contextRegion is the region the route table tells the plugin.
+func contextRegion(t *testing.T, rc *route.RouteConfiguration) string {
+	t.Helper()
+	pr, err := xds.Unpack[*extauthz.ExtAuthzPerRoute](rc.GetVirtualHosts()[0].GetTypedPerFilterConfig()[xds.FilterExtAuthz])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pr.GetCheckSettings().GetContextExtensions()[schemas.ContextRegion]
 }

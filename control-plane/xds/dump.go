@@ -50,7 +50,8 @@ func FromResources(region string, res Resources) *Fetched {
 
 // Fetch asks a running control plane for region's resources the way an
 // Envoy of that region does: a delta ADS stream with a wildcard
-// subscription per type, each response ACKed.
+// subscription per type (and the rate-limit service's type), each response
+// ACKed.
 func Fetch(ctx context.Context, conn grpc.ClientConnInterface, region, nodeID string) (*Fetched, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -115,6 +116,7 @@ func (f *Fetched) YAML() ([]byte, error) {
 		Secrets   []any             `yaml:"secrets"`
 		Listeners []any             `yaml:"listeners"`
 		Routes    []any             `yaml:"routes"`
+		RateLimit []any             `yaml:"rate_limit_configs"`
 	}{Region: f.Region, Versions: map[string]string{}}
 	for typ, v := range f.Versions {
 		doc.Versions[shortType(typ)] = v
@@ -142,6 +144,8 @@ func (f *Fetched) YAML() ([]byte, error) {
 			doc.Listeners = list
 		case typeRoute:
 			doc.Routes = list
+		case typeRateLimit:
+			doc.RateLimit = list
 		}
 	}
 	return yaml.Marshal(doc)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,64 +27,59 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
-	"github.com/partners-engine/partners-engine/schemas"
+	"github.com/partners-engine/partners-engine/internal/grpcx"
 )
 
 const (
-	typeListener = resource.ListenerType
-	typeRoute    = resource.RouteType
-	typeCluster  = resource.ClusterType
-	typeSecret   = resource.SecretType
+	typeListener  = resource.ListenerType
+	typeRoute     = resource.RouteType
+	typeCluster   = resource.ClusterType
+	typeSecret    = resource.SecretType
+	typeRateLimit = resource.RateLimitConfigType
 
 	// UnknownRegion is the snapshot key of nodes whose cluster (or locality
-	// region) names no configured region. Its snapshot is empty: such an
-	// Envoy gets a clear, valid "nothing to serve" and no NACK loop, and
-	// the control plane logs it.
+	// or metadata region) names no configured region. Its snapshot is
+	// empty: such an Envoy gets a clear, valid "nothing to serve" and no
+	// NACK loop, and the control plane logs it.
 	UnknownRegion = "_unknown"
+
+	// StopGrace bounds the graceful stop: xDS streams never end by
+	// themselves, so after it the remaining ones are cut.
+	StopGrace = 5 * time.Second
 )
 
 // ResourceTypes are the xDS types the control plane serves, in the order
-// Envoy should apply them.
-var ResourceTypes = []string{typeCluster, typeSecret, typeListener, typeRoute}
+// Envoy should apply them. Envoys subscribe to the first four; the
+// rate-limit service of the region to RateLimitConfig.
+var ResourceTypes = []string{typeCluster, typeSecret, typeListener, typeRoute, typeRateLimit}
+
+// EnvoyTypes are the types an Envoy subscribes to.
+var EnvoyTypes = ResourceTypes[:4]
 
 func shortType(t string) string { return t[strings.LastIndex(t, ".")+1:] }
-
-// Tenants is what the control plane needs of the registry.
-type Tenants interface {
-	List() []*schemas.Tenant
-	// OnChange registers fn for every tenant change; cancel unregisters it.
-	OnChange(fn func(old, new *schemas.Tenant)) (cancel func())
-}
 
 // Options configure a Server.
 type Options struct {
 	Config     *Config
-	Tenants    Tenants
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // nil: metrics not registered
 }
 
 // Server is the xDS control plane: per-region snapshots in a go-control-plane
 // snapshot cache served over ADS (SotW and delta). Nodes are mapped to a
-// region by node.cluster, or node.locality.region when cluster is empty.
+// region by node.cluster, else node.locality.region, else the node metadata
+// field "region" (what the rate-limit service can set).
 type Server struct {
-	cfg     *Config
-	tenants Tenants
 	log     *slog.Logger
-	builder *Builder
 	cache   cachev3.SnapshotCache
 	regions map[string]bool
 	boot    int64
 
-	mu       sync.Mutex
+	mu       sync.Mutex // orders rebuilds; guards cfg, seq, versions, notify
+	cfg      *Config
 	seq      map[string]uint64
 	versions map[string]string
 	notify   chan struct{} // closed and replaced when any region gets a new version
-	reported map[tenantKey]bool
-
-	dirtyMu sync.Mutex
-	dirty   map[string]bool
-	kick    chan struct{}
 
 	streamsMu sync.Mutex
 	streams   map[int64]*streamState
@@ -94,13 +88,13 @@ type Server struct {
 }
 
 type metrics struct {
-	pushes, refused, acks, nacks, tenantIssues *prometheus.CounterVec
-	unknownNodes                               prometheus.Counter
-	streams                                    prometheus.Gauge
-	buildSeconds                               prometheus.Histogram
+	pushes, refused, acks, nacks *prometheus.CounterVec
+	unknownNodes                 prometheus.Counter
+	streams                      prometheus.Gauge
+	buildSeconds                 prometheus.Histogram
 }
 
-func newMetrics(reg prometheus.Registerer) metrics {
+func newMetrics(reg prometheus.Registerer) (metrics, error) {
 	m := metrics{
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "partners_xds_snapshots_pushed_total",
 			Help: "Snapshots set in the cache (a new version for a region)."}, []string{"region"}),
@@ -110,56 +104,53 @@ func newMetrics(reg prometheus.Registerer) metrics {
 			Help: "Responses Envoy acknowledged."}, []string{"region", "type"}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "partners_xds_nacks_total",
 			Help: "Responses Envoy rejected (error_detail set)."}, []string{"region", "type"}),
-		tenantIssues: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "partners_xds_tenant_config_issues_total",
-			Help: "Tenant versions whose config could not be served as written (excluded, or tier default used)."}, []string{"outcome"}),
 		unknownNodes: prometheus.NewCounter(prometheus.CounterOpts{Name: "partners_xds_unknown_region_streams_total",
 			Help: "xDS streams from nodes whose region is not configured (served an empty snapshot)."}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{Name: "partners_xds_streams", Help: "Open xDS streams."}),
 		buildSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "partners_xds_snapshot_build_seconds",
-			Help: "Time to build and validate one region's snapshot.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+			Help: "Time to build and validate one region's snapshot.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.pushes, m.refused, m.acks, m.nacks, m.tenantIssues, m.unknownNodes, m.streams, m.buildSeconds)
+		for _, c := range []prometheus.Collector{m.pushes, m.refused, m.acks, m.nacks, m.unknownNodes, m.streams, m.buildSeconds} {
+			if err := reg.Register(c); err != nil {
+				return m, fmt.Errorf("xds metrics: %w", err)
+			}
+		}
 	}
-	return m
+	return m, nil
 }
 
-// New builds the first snapshot of every region from the tenants known now
-// and subscribes to tenant changes. Call it once the registry is loaded. It
-// fails if a region's first snapshot cannot be built (a configuration
+// New builds the first snapshot of every region. It starts nothing (Serve
+// does) and fails if a region's snapshot cannot be built (a configuration
 // error: no Envoy would get a valid config).
 func New(opt Options) (*Server, error) {
-	b, err := NewBuilder(opt.Config)
+	m, err := newMetrics(opt.Registerer)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
 		cfg:      opt.Config,
-		tenants:  opt.Tenants,
 		log:      opt.Log.With("component", "xds"),
-		builder:  b,
 		regions:  map[string]bool{},
 		boot:     time.Now().UnixMilli(),
 		seq:      map[string]uint64{},
 		versions: map[string]string{},
 		notify:   make(chan struct{}),
-		reported: map[tenantKey]bool{},
-		dirty:    map[string]bool{},
-		kick:     make(chan struct{}, 1),
 		streams:  map[int64]*streamState{},
-		m:        newMetrics(opt.Registerer),
+		m:        m,
 	}
 	for _, r := range opt.Config.RegionNames() {
 		s.regions[r] = true
 	}
 	s.cache = cachev3.NewSnapshotCache(true, regionHash{known: s.regions}, logAdapter{s.log})
 	empty, _ := cachev3.NewSnapshot(fmt.Sprintf("%d.0", s.boot), map[resource.Type][]types.Resource{
-		typeCluster: nil, typeSecret: nil, typeListener: nil, typeRoute: nil,
+		typeCluster: nil, typeSecret: nil, typeListener: nil, typeRoute: nil, typeRateLimit: nil,
 	})
 	if err := s.cache.SetSnapshot(context.Background(), UnknownRegion, empty); err != nil {
 		return nil, err
 	}
-	opt.Tenants.OnChange(s.onChange)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, r := range opt.Config.RegionNames() {
 		if err := s.rebuild(r); err != nil {
 			return nil, fmt.Errorf("initial snapshot of region %s: %w", r, err)
@@ -168,13 +159,58 @@ func New(opt Options) (*Server, error) {
 	return s, nil
 }
 
+// Reload rebuilds every region from cfg (the same regions as before: a
+// region added or removed needs a restart) and serves what changed. Envoy
+// gets only the resources that differ (delta xDS), so a change of a tier's
+// failure policy or an upstream touches routes or clusters and leaves the
+// listeners alone. A configuration that does not build is refused whole: every
+// region keeps its snapshot.
+func (s *Server) Reload(cfg *Config) error {
+	names := cfg.RegionNames()
+	if len(names) != len(s.regions) {
+		return fmt.Errorf("reload: regions changed (%v): restart the control plane to add or remove a region", names)
+	}
+	for _, r := range names {
+		if !s.regions[r] {
+			return fmt.Errorf("reload: region %q is new: restart the control plane to add a region", r)
+		}
+	}
+	for _, r := range names {
+		res, err := NewBuilder(cfg).Build(r)
+		if err == nil {
+			var snap *cachev3.Snapshot
+			if snap, err = cachev3.NewSnapshot("check", res); err == nil {
+				_, err = Validate(snap)
+			}
+		}
+		if err != nil {
+			s.m.refused.WithLabelValues(r).Inc()
+			s.log.Error("snapshot refused; every region keeps its last good snapshot", "region", r,
+				"kept_version", s.Version(r), "err", err)
+			return fmt.Errorf("reload: region %s: %w", r, err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg = cfg
+	for _, r := range names {
+		if err := s.rebuild(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // NodeRegion is the region a node asks for: node.cluster, else
-// node.locality.region.
+// node.locality.region, else the string field "region" of node.metadata.
 func NodeRegion(n *core.Node) string {
 	if c := n.GetCluster(); c != "" {
 		return c
 	}
-	return n.GetLocality().GetRegion()
+	if r := n.GetLocality().GetRegion(); r != "" {
+		return r
+	}
+	return n.GetMetadata().GetFields()["region"].GetStringValue()
 }
 
 type regionHash struct{ known map[string]bool }
@@ -186,65 +222,12 @@ func (h regionHash) ID(n *core.Node) string {
 	return UnknownRegion
 }
 
-// onChange marks the regions a tenant change affects (before and after: a
-// tenant moved out of a region must disappear there) and wakes the rebuild
-// loop. It never blocks the registry.
-func (s *Server) onChange(old, new *schemas.Tenant) {
-	s.dirtyMu.Lock()
-	for _, t := range []*schemas.Tenant{old, new} {
-		if t == nil {
-			continue
-		}
-		for _, r := range t.Regions {
-			if s.regions[r] {
-				s.dirty[r] = true
-			}
-		}
-	}
-	s.dirtyMu.Unlock()
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-}
-
-// rebuildLoop rebuilds dirty regions until ctx ends, coalescing bursts of
-// changes that arrive within the debounce window.
-func (s *Server) rebuildLoop(ctx context.Context) {
-	debounce := s.cfg.XDS.RebuildDebounce
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.kick:
-		}
-		if debounce > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(debounce):
-			}
-		}
-		s.dirtyMu.Lock()
-		dirty := s.dirty
-		s.dirty = map[string]bool{}
-		s.dirtyMu.Unlock()
-		for _, r := range s.cfg.RegionNames() {
-			if dirty[r] {
-				_ = s.rebuild(r) // logged and counted; the region keeps its last good snapshot
-			}
-		}
-	}
-}
-
-// rebuild builds, validates and sets region's next snapshot. An invalid
-// build is refused: logged, counted, and the last good snapshot stays.
+// rebuild builds, validates and sets region's next snapshot; s.mu is held.
+// An invalid build is refused: logged, counted, and the last good snapshot
+// stays.
 func (s *Server) rebuild(region string) error {
 	start := time.Now()
-	res, skipped, err := s.builder.Build(region, s.tenants.List())
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.reportSkipped(region, skipped)
+	res, err := NewBuilder(s.cfg).Build(region)
 	version := fmt.Sprintf("%d.%d", s.boot, s.seq[region]+1)
 	var snap *cachev3.Snapshot
 	if err == nil {
@@ -259,6 +242,22 @@ func (s *Server) rebuild(region string) error {
 			"version", version, "kept_version", s.versions[region], "err", err)
 		return err
 	}
+	// A type whose resources did not change keeps its version, so no node,
+	// SotW or delta, hears about it again; nothing changed: nothing is set.
+	if prev, perr := s.Snapshot(region); perr == nil {
+		changed := false
+		for _, typ := range ResourceTypes {
+			idx := cachev3.GetResponseType(typ)
+			if sameResources(prev, snap, typ) {
+				snap.Resources[idx].Version = prev.Resources[idx].Version
+			} else {
+				changed = true
+			}
+		}
+		if !changed {
+			return nil
+		}
+	}
 	if err := s.cache.SetSnapshot(context.Background(), region, snap); err != nil {
 		s.m.refused.WithLabelValues(region).Inc()
 		s.log.Error("set snapshot", "region", region, "version", version, "err", err)
@@ -271,29 +270,8 @@ func (s *Server) rebuild(region string) error {
 	s.m.pushes.WithLabelValues(region).Inc()
 	s.m.buildSeconds.Observe(time.Since(start).Seconds())
 	s.log.Info("snapshot set", "region", region, "version", version,
-		"routes", routeCount(res),
-		"took", time.Since(start).Round(time.Microsecond))
+		"routes", routeCount(res), "took", time.Since(start).Round(time.Microsecond))
 	return nil
-}
-
-// reportSkipped logs each tenant version with a config problem once.
-func (s *Server) reportSkipped(region string, skipped []Skipped) {
-	for _, sk := range skipped {
-		k := tenantKey{id: sk.TenantID, version: sk.Version}
-		if s.reported[k] {
-			continue
-		}
-		if len(s.reported) > 100_000 {
-			s.reported = map[tenantKey]bool{} // bound: some warnings repeat
-		}
-		s.reported[k] = true
-		outcome := "tier_default"
-		if sk.Excluded {
-			outcome = "excluded"
-		}
-		s.m.tenantIssues.WithLabelValues(outcome).Inc()
-		s.log.Warn("tenant config cannot be served as written", "tenant_id", sk.TenantID, "region", region, "outcome", outcome, "reason", sk.Reason)
-	}
 }
 
 func routeCount(res Resources) int {
@@ -344,50 +322,35 @@ func VersionSeq(v string) uint64 {
 }
 
 // Serve serves ADS (and the per-type discovery services) on lis until ctx
-// ends, and rebuilds regions on tenant changes meanwhile.
+// ends, over mutual TLS when xds.server_tls is set, then stops within
+// StopGrace.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	s.mu.Lock()
+	tlsCfg := s.cfg.XDS.ServerTLS.Server()
+	s.mu.Unlock()
+	creds, err := grpcx.ServerCredentials(tlsCfg)
+	if err != nil {
+		return fmt.Errorf("xds.server_tls: %w", err)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	srv := serverv3.NewServer(ctx, s.cache, s.callbacks())
-	gs := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.StatsHandler(otelgrpc.NewServerHandler()),
 		grpc.MaxConcurrentStreams(100_000),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
+	gs := grpc.NewServer(opts...)
+	srv := serverv3.NewServer(ctx, s.cache, s.callbacks())
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, srv)
 	listenerservice.RegisterListenerDiscoveryServiceServer(gs, srv)
 	routeservice.RegisterRouteDiscoveryServiceServer(gs, srv)
 	clusterservice.RegisterClusterDiscoveryServiceServer(gs, srv)
 	secretservice.RegisterSecretDiscoveryServiceServer(gs, srv)
-
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.rebuildLoop(ctx)
-	}()
-	errc := make(chan error, 1)
-	go func() { errc <- gs.Serve(lis) }()
-	var err error
-	select {
-	case err = <-errc:
-	case <-ctx.Done():
-		stopped := make(chan struct{})
-		go func() { gs.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(5 * time.Second):
-			gs.Stop() // xDS streams never end by themselves
-		}
-		err = <-errc
-	}
-	cancel()
-	wg.Wait()
-	if errors.Is(err, grpc.ErrServerStopped) {
-		err = nil
-	}
-	return err
+	return grpcx.Serve(ctx, gs, lis, StopGrace)
 }
 
 // logAdapter routes go-control-plane's logs to slog. Its Infof lines are
@@ -398,56 +361,3 @@ func (l logAdapter) Debugf(f string, a ...any) { l.log.Debug(fmt.Sprintf(f, a...
 func (l logAdapter) Infof(f string, a ...any)  { l.log.Debug(fmt.Sprintf(f, a...)) }
 func (l logAdapter) Warnf(f string, a ...any)  { l.log.Warn(fmt.Sprintf(f, a...)) }
 func (l logAdapter) Errorf(f string, a ...any) { l.log.Error(fmt.Sprintf(f, a...)) }
-
-// StaticTenants is an in-memory tenant source for tools, benchmarks and
-// tests: Put applies a change and notifies like the registry does.
-type StaticTenants struct {
-	mu       sync.Mutex
-	tenants  map[string]*schemas.Tenant
-	watchers []*func(old, new *schemas.Tenant)
-}
-
-// NewStaticTenants returns a source holding ts.
-func NewStaticTenants(ts ...*schemas.Tenant) *StaticTenants {
-	s := &StaticTenants{tenants: map[string]*schemas.Tenant{}}
-	for _, t := range ts {
-		s.tenants[t.ID] = t
-	}
-	return s
-}
-
-// List returns every tenant.
-func (s *StaticTenants) List() []*schemas.Tenant {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]*schemas.Tenant, 0, len(s.tenants))
-	for _, t := range s.tenants {
-		out = append(out, t)
-	}
-	return out
-}
-
-// OnChange registers fn; cancel unregisters it.
-func (s *StaticTenants) OnChange(fn func(old, new *schemas.Tenant)) (cancel func()) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p := &fn
-	s.watchers = append(s.watchers, p)
-	return func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		s.watchers = slices.DeleteFunc(s.watchers, func(x *func(old, new *schemas.Tenant)) bool { return x == p })
-	}
-}
-
-// Put stores t (replacing the tenant with its id) and notifies watchers.
-func (s *StaticTenants) Put(t *schemas.Tenant) {
-	s.mu.Lock()
-	old := s.tenants[t.ID]
-	s.tenants[t.ID] = t
-	ws := slices.Clone(s.watchers)
-	s.mu.Unlock()
-	for _, w := range ws {
-		(*w)(old, t)
-	}
-}

@@ -6,9 +6,12 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	rlsconf "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/partners-engine/partners-engine/control-plane/ratelimit"
 )
 
 type validator interface{ ValidateAll() error }
@@ -18,14 +21,16 @@ type validator interface{ ValidateAll() error }
 // on every resource and on every message packed in an Any inside it (typed
 // filter configs, transport sockets, access loggers, per-route configs,
 // protocol options), recursively. ValidateAll on the outer message does not
-// look inside an Any, which is where most of a listener's config lives. It
-// returns the number of Any messages unpacked and checked.
+// look inside an Any, which is where most of a listener's config lives. The
+// rate-limit service's configuration carries no generated validation and is
+// checked as the service loads it (ratelimit.Validate). It returns the number
+// of Any messages unpacked and checked.
 func Validate(snap *cachev3.Snapshot) (int, error) {
 	if err := snap.Consistent(); err != nil {
 		return 0, fmt.Errorf("inconsistent snapshot: %w", err)
 	}
 	n := 0
-	for _, typ := range []string{typeListener, typeRoute, typeCluster, typeSecret} {
+	for _, typ := range ResourceTypes {
 		for name, r := range snap.GetResources(typ) {
 			k, err := ValidateResource(r)
 			n += k
@@ -43,6 +48,9 @@ func ValidateResource(r types.Resource) (int, error) {
 }
 
 func validateDeep(m proto.Message, path string) (int, error) {
+	if c, ok := m.(*rlsconf.RateLimitConfig); ok {
+		return 0, ratelimit.Validate(c)
+	}
 	n, err := validateMsg(m)
 	if err != nil {
 		return n, fmt.Errorf("%s: %w", pathOr(path), err)

@@ -1,11 +1,15 @@
 // Package authz owns the edge plugin: the ext_authz v3 gRPC service every
 // regional Envoy calls for each partner request. It resolves the bearer API
 // key to a tenant (keyed hash, expirable LRU with singleflight and a negative
-// cache, evicted on tenant changes), decides 401/403/OK, enforces feature
-// flags, client certificates and RS256 JWTs for enterprise tenants, sets the
-// tenant headers the routes and token buckets key on, and emits touchpoints
-// and enterprise audit records to Kafka without ever delaying a Check.
-// See edge/README.md for the contract with Envoy, partners and upstreams.
+// cache, evicted on tenant changes), decides 400/401/403/404/OK on the
+// normalised path, enforces feature flags, and for enterprise tenants binds
+// the client certificate's identity and the RS256 JWT to the tenant; it sets
+// the tenant headers the routes, the global rate-limit descriptors and the
+// local shield key on, with the tenant's own limits as dynamic metadata, and
+// emits touchpoints and enterprise audit records to Kafka without ever
+// delaying a Check. Every per-tenant decision of the edge is made here, so
+// no xDS resource depends on a tenant. See edge/README.md for the contract
+// with Envoy, partners and upstreams.
 package authz
 
 import (
@@ -36,8 +40,10 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/partners-engine/partners-engine/internal/apikey"
+	"github.com/partners-engine/partners-engine/internal/grpcx"
 	"github.com/partners-engine/partners-engine/internal/jwks"
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/problem"
@@ -47,9 +53,13 @@ import (
 // Tenants is what the plugin needs of the registry.
 type Tenants interface {
 	Lookup
-	// OnChange registers fn for every tenant change; cancel unregisters it.
+	// OnChange registers fn for every tenant change applied from now on;
+	// cancel unregisters it.
 	OnChange(fn func(old, new *schemas.Tenant)) (cancel func())
 }
+
+// StopGrace bounds the graceful stop of the ext_authz server.
+const StopGrace = 5 * time.Second
 
 // Options configure a Server.
 type Options struct {
@@ -68,25 +78,32 @@ type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
 	cfg      *Config
+	tenants  Tenants
 	log      *slog.Logger
 	resolver *Resolver
 	emit     *emitter
 	names    kafka.Names
 	tracer   trace.Tracer
 	now      func() time.Time
-	jwks     *lru.Cache[jwksKey, jwks.Keys]
+	jwks     *lru.Cache[versionKey, jwks.Keys]
+	derived  *lru.Cache[versionKey, *derived]
+	certs    *lru.Cache[[32]byte, []string]
 	sources  map[string]bool
 
 	decisions *prometheus.CounterVec
 	latency   prometheus.Histogram
+	issues    *prometheus.CounterVec
 }
 
-type jwksKey struct {
+// versionKey identifies one version of a tenant: what is derived from a
+// version never changes, so it is cached under this key.
+type versionKey struct {
 	tenant  string
 	version int64
 }
 
-// New returns the plugin, subscribed to tenant changes.
+// New returns the plugin. It starts nothing: Serve subscribes to tenant
+// changes and runs the record emitter.
 func New(opt Options) (*Server, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
@@ -96,53 +113,76 @@ func New(opt Options) (*Server, error) {
 		tp = otel.GetTracerProvider()
 	}
 	g := opt.Config.Gateway
-	jwks, err := lru.New[jwksKey, jwks.Keys](1024)
+	keys, err := lru.New[versionKey, jwks.Keys](1024)
+	if err != nil {
+		return nil, err
+	}
+	derivedCache, err := lru.New[versionKey, *derived](max(1024, min(g.CacheSize, 100_000)))
+	if err != nil {
+		return nil, err
+	}
+	certs, err := lru.New[[32]byte, []string](4096)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		cfg:   &opt.Config,
-		log:   opt.Log.With("component", "edge"),
-		names: opt.Names,
+		cfg:     &opt.Config,
+		tenants: opt.Tenants,
+		log:     opt.Log.With("component", "edge"),
+		names:   opt.Names,
 		resolver: NewResolver(opt.Tenants, ResolverOptions{
 			Size: g.CacheSize, TTL: g.TenantResolutionTTL, NegativeTTL: g.NegativeTTL, Now: opt.Now,
 		}),
 		tracer:  tp.Tracer("github.com/partners-engine/partners-engine/edge/authz"),
 		now:     opt.Now,
-		jwks:    jwks,
+		jwks:    keys,
+		derived: derivedCache,
+		certs:   certs,
 		sources: map[string]bool{},
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "partners_edge_authz_decisions_total",
-			Help: "ext_authz decisions by result (ok, unauthenticated, forbidden, not_found)."}, []string{"result"}),
+			Help: "ext_authz decisions by result (ok, bad_request, unauthenticated, forbidden, not_found)."}, []string{"result"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "partners_edge_check_duration_seconds",
 			Help: "Time to answer one Check.", Buckets: prometheus.ExponentialBuckets(0.00001, 2, 18)}),
+		issues: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "partners_edge_tenant_config_issues_total",
+			Help: "Tenant versions whose config cannot be served as written (tier_default: an invalid rate_limit override, the tier's limits apply)."}, []string{"outcome"}),
 	}
 	for _, src := range opt.Config.TouchpointSources {
 		s.sources[src] = true
 	}
 	s.emit = newEmitter(opt.Producer, opt.Config.Edge.TouchpointBuffer, s.log)
 	if opt.Registerer != nil {
-		cs := append(s.resolver.Collectors(), s.decisions, s.latency, s.emit.dropped, s.emit.produced, s.emit.failed)
+		cs := append(s.resolver.Collectors(), s.decisions, s.latency, s.issues, s.emit.dropped, s.emit.produced, s.emit.failed)
 		for _, c := range cs {
 			if err := opt.Registerer.Register(c); err != nil {
-				return nil, err
+				return nil, fmt.Errorf("edge metrics: %w", err)
 			}
 		}
 	}
-	opt.Tenants.OnChange(func(old, new *schemas.Tenant) {
-		s.resolver.Evict(old, new)
-		for _, t := range []*schemas.Tenant{old, new} {
-			if t != nil {
-				s.jwks.Remove(jwksKey{t.ID, t.Version})
-			}
-		}
-	})
 	return s, nil
 }
 
-// Serve serves ext_authz on lis until ctx ends, and produces touchpoints and
-// audit records meanwhile.
+// onChange evicts what a tenant change made stale.
+func (s *Server) onChange(old, new *schemas.Tenant) {
+	s.resolver.Evict(old, new)
+	for _, t := range []*schemas.Tenant{old, new} {
+		if t != nil {
+			s.jwks.Remove(versionKey{t.ID, t.Version})
+		}
+	}
+}
+
+// Serve serves ext_authz on lis until ctx ends (over TLS when
+// edge.server_tls is set), evicting cached tenants as they change and
+// producing touchpoints and audit records meanwhile. The stop is graceful
+// and bounded by StopGrace; records already handed over are still produced.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	gs := grpc.NewServer(serverOptions()...)
+	creds, err := grpcx.ServerCredentials(s.cfg.Edge.ServerTLS)
+	if err != nil {
+		return fmt.Errorf("edge.server_tls: %w", err)
+	}
+	cancel := s.tenants.OnChange(s.onChange)
+	defer cancel()
+	gs := grpc.NewServer(serverOptions(creds)...)
 	authv3.RegisterAuthorizationServer(gs, s)
 	done := make(chan struct{})
 	ectx, stopEmitter := context.WithCancel(context.Background())
@@ -150,46 +190,46 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		defer close(done)
 		s.emit.run(ectx, 5*time.Second)
 	}()
-	errc := make(chan error, 1)
-	go func() { errc <- gs.Serve(lis) }()
-	var err error
-	select {
-	case err = <-errc:
-	case <-ctx.Done():
-		gs.GracefulStop() // in-flight Checks finish and offer their records first
-		err = <-errc
-	}
+	// In-flight Checks finish and offer their records before the emitter stops.
+	err = grpcx.Serve(ctx, gs, lis, StopGrace)
 	stopEmitter()
 	<-done
-	if errors.Is(err, grpc.ErrServerStopped) {
-		err = nil
-	}
 	return err
 }
 
-// serverOptions are the ext_authz gRPC server's options: OTel tracing and a
-// bound on CheckRequest size (Envoy's own header limit is 60 KiB).
-func serverOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler()), grpc.MaxRecvMsgSize(1 << 20)}
+// serverOptions are the ext_authz gRPC server's options: OTel tracing, a
+// bound on CheckRequest size (Envoy's own header limit is 60 KiB) and the
+// TLS credentials when there are any.
+func serverOptions(creds credentials.TransportCredentials) []grpc.ServerOption {
+	opts := []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler()), grpc.MaxRecvMsgSize(1 << 20)}
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
+	return opts
 }
 
 // decision is the outcome of one Check before it is encoded for Envoy.
 type decision struct {
-	status  int // 200 allows
-	detail  string
-	bearer  string // WWW-Authenticate error code on 401: invalid_request or invalid_token
-	tenant  *schemas.Tenant
-	jwtSub  string
-	region  string
-	user    string
-	request *authv3.AttributeContext_HttpRequest
-	peer    *authv3.AttributeContext_Peer
+	status   int // 200 allows
+	detail   string
+	bearer   string // WWW-Authenticate error code on 401: invalid_request or invalid_token
+	tenant   *schemas.Tenant
+	derived  *derived
+	path     string // normalised, without the query
+	jwtSub   string
+	identity string // the client certificate identity that matched
+	region   string
+	user     string
+	request  *authv3.AttributeContext_HttpRequest
+	peer     *authv3.AttributeContext_Peer
 }
 
 func (d *decision) result() string {
 	switch d.status {
 	case 200:
 		return "ok"
+	case 400:
+		return "bad_request"
 	case 401:
 		return "unauthenticated"
 	case 403:
@@ -297,6 +337,12 @@ func ParseBearer(h string, maxBytes int) (string, error) {
 func (s *Server) decide(req *authv3.CheckRequest, headers map[string]string) *decision {
 	d := &decision{region: req.GetAttributes().GetContextExtensions()[schemas.ContextRegion], peer: req.GetAttributes().GetSource()}
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	path, err := NormalizePath(httpReq.GetPath())
+	if err != nil {
+		d.status, d.detail = 400, "the request path is malformed (encoded slash, backslash, control character or broken percent escape)"
+		return d
+	}
+	d.path = path
 	key, err := ParseBearer(headers["authorization"], s.cfg.Edge.MaxAuthHeaderBytes)
 	if err != nil {
 		d.status, d.detail, d.bearer = 401, err.Error(), "invalid_token"
@@ -327,23 +373,23 @@ func (s *Server) decide(req *authv3.CheckRequest, headers map[string]string) *de
 		d.status, d.detail = 403, "tenant is not served in region "+d.region
 		return d
 	}
-	path, query, _ := strings.Cut(httpReq.GetPath(), "?")
 	g := s.cfg.Gateway
 	if !strings.HasPrefix(path, g.APIPrefix) {
 		d.status, d.detail = 404, "no partner API route at this path"
 		return d
 	}
-	if f, gated := g.FeatureFor(path); gated && !t.Features[f] {
+	if f, gated := s.featureFor(path); gated && !t.Features[f] {
 		d.status, d.detail = 403, "feature "+f+" is not enabled for this tenant"
 		return d
 	}
 	if t.Tier == schemas.TierEnterprise {
 		if s.cfg.Enterprise.MTLS == "enabled" {
-			src := req.GetAttributes().GetSource()
-			if src.GetCertificate() == "" && src.GetPrincipal() == "" {
-				d.status, d.detail = 403, "enterprise tenants must present a client certificate (enterprise listener)"
+			id, err := s.checkClientIdentity(t, req.GetAttributes().GetSource())
+			if err != nil {
+				d.status, d.detail = 403, err.Error()
 				return d
 			}
+			d.identity = id
 		}
 		if t.JWT != nil {
 			sub, err := s.checkJWT(t, headers[s.cfg.Edge.JWTHeader])
@@ -354,7 +400,9 @@ func (s *Server) decide(req *authv3.CheckRequest, headers map[string]string) *de
 			d.jwtSub = sub
 		}
 	}
+	_, query, _ := strings.Cut(httpReq.GetPath(), "?")
 	d.user = userID(headers[s.cfg.Edge.UserHeader], query, s.cfg.Edge.UserQueryParam)
+	d.derived = s.derive(t)
 	d.status = 200
 	return d
 }
@@ -363,7 +411,7 @@ func (s *Server) checkJWT(t *schemas.Tenant, token string) (string, error) {
 	if token == "" {
 		return "", fmt.Errorf("a JWT in %s is required for this tenant", s.cfg.Edge.JWTHeader)
 	}
-	k := jwksKey{t.ID, t.Version}
+	k := versionKey{t.ID, t.Version}
 	keys, ok := s.jwks.Get(k)
 	if !ok {
 		var err error
@@ -412,18 +460,26 @@ func (s *Server) encode(d *decision) *authv3.CheckResponse {
 		return &authv3.CheckResponse{
 			Status: &rpcstatus.Status{Code: int32(grpccodes.OK)},
 			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-				// Overwrite: a partner cannot choose its own tenant or bucket.
+				// Overwrite: a partner cannot choose its own tenant, route
+				// or bucket.
 				Headers: []*core.HeaderValueOption{
 					headerOpt(schemas.HeaderTenantID, t.ID),
 					headerOpt(schemas.HeaderTier, t.Tier),
 					headerOpt(schemas.HeaderRateLimitKey, t.ID),
+					headerOpt(schemas.HeaderShieldClass, d.derived.shieldClass),
 				},
 				HeadersToRemove: []string{"authorization", s.cfg.Edge.JWTHeader},
 			}},
+			// The tenant's own limits, which the routes' rate limits send the
+			// global service as descriptor limit overrides.
+			DynamicMetadata: d.derived.metadata,
 		}
 	}
 	p := problem.New(d.status, d.detail)
-	p.Instance, _, _ = strings.Cut(d.request.GetPath(), "?")
+	p.Instance = d.path
+	if p.Instance == "" {
+		p.Instance = "/"
+	}
 	hs := []*core.HeaderValueOption{headerOpt("content-type", problem.ContentType), headerOpt("cache-control", "no-store")}
 	code := grpccodes.PermissionDenied
 	if d.status == 401 {
@@ -431,7 +487,10 @@ func (s *Server) encode(d *decision) *authv3.CheckResponse {
 		hs = append(hs, headerOpt("www-authenticate",
 			fmt.Sprintf(`Bearer realm="partners-engine", error=%q, error_description=%q`, d.bearer, d.detail)))
 	}
-	if d.status == 404 {
+	switch d.status {
+	case 400:
+		code = grpccodes.InvalidArgument
+	case 404:
 		code = grpccodes.NotFound
 	}
 	return &authv3.CheckResponse{
@@ -512,7 +571,7 @@ type AuditRecord struct {
 	Decision      string    `json:"decision"` // allow | deny
 	Status        int       `json:"status"`
 	Reason        string    `json:"reason,omitempty"`
-	ClientCert    string    `json:"client_principal,omitempty"` // mTLS principal (URI SAN or subject)
+	ClientCert    string    `json:"client_principal,omitempty"` // the client certificate identity that matched, else Envoy's principal
 	JWTSubject    string    `json:"jwt_subject,omitempty"`
 	SourceAddress string    `json:"source_address,omitempty"`
 	RequestID     string    `json:"request_id,omitempty"`
@@ -521,7 +580,14 @@ type AuditRecord struct {
 }
 
 func (s *Server) audit(ctx context.Context, d *decision, headers map[string]string) {
-	path, _, _ := strings.Cut(d.request.GetPath(), "?")
+	path := d.path
+	if path == "" {
+		path, _, _ = strings.Cut(d.request.GetPath(), "?")
+	}
+	principal := d.identity
+	if principal == "" {
+		principal = d.peer.GetPrincipal()
+	}
 	a := AuditRecord{
 		SchemaVersion: schemas.SchemaVersion,
 		ID:            deterministicID("au_", d.tenant.ID, requestID(d, headers)),
@@ -532,7 +598,7 @@ func (s *Server) audit(ctx context.Context, d *decision, headers map[string]stri
 		Decision:      "allow",
 		Status:        d.status,
 		JWTSubject:    d.jwtSub,
-		ClientCert:    d.peer.GetPrincipal(),
+		ClientCert:    principal,
 		SourceAddress: d.peer.GetAddress().GetSocketAddress().GetAddress(),
 		RequestID:     requestID(d, headers),
 		OccurredAt:    s.now().UTC(),

@@ -41,12 +41,15 @@ func TestMain(m *testing.M) {
 type fakeTenants struct {
 	mu       sync.Mutex
 	byHash   map[string]*schemas.Tenant
-	watchers []func(old, new *schemas.Tenant)
+	watchers map[int]func(old, new *schemas.Tenant)
+	nextID   int
 	calls    atomic.Int64
 	hold     chan struct{} // non-nil: ByKeyHash waits for it to close
 }
 
-func newFakeTenants() *fakeTenants { return &fakeTenants{byHash: map[string]*schemas.Tenant{}} }
+func newFakeTenants() *fakeTenants {
+	return &fakeTenants{byHash: map[string]*schemas.Tenant{}, watchers: map[int]func(old, new *schemas.Tenant){}}
+}
 
 func (f *fakeTenants) ByKeyHash(hash string, now time.Time) (*schemas.Tenant, bool) {
 	f.calls.Add(1)
@@ -73,8 +76,20 @@ func (f *fakeTenants) ByKeyHash(hash string, now time.Time) (*schemas.Tenant, bo
 func (f *fakeTenants) OnChange(fn func(old, new *schemas.Tenant)) func() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.watchers = append(f.watchers, fn)
-	return func() {}
+	id := f.nextID
+	f.nextID++
+	f.watchers[id] = fn
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		delete(f.watchers, id)
+	}
+}
+
+func (f *fakeTenants) subscribers() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.watchers)
 }
 
 // put applies a change like the registry: index, then notify.
@@ -88,7 +103,10 @@ func (f *fakeTenants) put(old, t *schemas.Tenant) {
 	for _, k := range t.Keys {
 		f.byHash[k.Hash] = t
 	}
-	ws := f.watchers
+	ws := make([]func(old, new *schemas.Tenant), 0, len(f.watchers))
+	for _, w := range f.watchers {
+		ws = append(ws, w)
+	}
 	f.mu.Unlock()
 	for _, w := range ws {
 		w(old, t)
@@ -154,8 +172,7 @@ func startPlugin(t *testing.T, opts ...pluginOpt) *plugin {
 	now := time.Now()
 	p.now.Store(&now)
 	var logs testenv.LogBuffer
-	srv, err := authz.New(authz.Options{
-		Config: authz.NewConfig(cfg), Tenants: p.tenants, Producer: p.sink, Names: kafka.Names{Prefix: cfg.Kafka.TopicPrefix},
+	srv, err := authz.New(authz.Options{Config: authz.NewConfig(cfg), Tenants: p.tenants, Producer: p.sink, Names: kafka.Names{Prefix: cfg.Kafka.TopicPrefix},
 		Log: logs.Logger(t), Registerer: p.prom,
 		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(p.spans)),
 		Now:            func() time.Time { return *p.now.Load() },
@@ -520,6 +537,7 @@ func TestEnterprise(t *testing.T) {
 	k := testRSA(t)
 	tn := tenant("tn_ent", schemas.TierEnterprise, schemas.StatusActive)
 	tn.JWT = &schemas.JWTConfig{Issuer: "https://idp.acme.example", Audiences: []string{"partners"}, JWKS: jwks.Document(&k.PublicKey, "k1")}
+	tn.ClientIdentities = []string{"spiffe://acme.example/partner-client"}
 	key := p.addTenant(tn)
 	now := *p.now.Load()
 	sign := func(claims map[string]any, key *rsa.PrivateKey) string {
@@ -531,7 +549,6 @@ func TestEnterprise(t *testing.T) {
 	}
 	good := sign(map[string]any{"iss": "https://idp.acme.example", "sub": "svc-reporting", "aud": "partners", "exp": now.Add(time.Hour).Unix()}, k)
 	other, _ := rsa.GenerateKey(rand.Reader, 2048)
-	cert := "-----BEGIN%20CERTIFICATE-----%0AMIIB...%0A-----END%20CERTIFICATE-----%0A"
 	principal := "spiffe://acme.example/partner-client"
 	req := func(jwt string, withCert bool) envoyRequest {
 		h := bearer(key)
@@ -539,8 +556,8 @@ func TestEnterprise(t *testing.T) {
 			h["x-partner-jwt"] = jwt
 		}
 		e := envoyRequest{path: "/api/v1/partners/orders?uid=u1", headers: h}
-		if withCert {
-			e.certificate, e.principal = cert, principal
+		if withCert { // the principal Envoy reports; certificates: TestClientIdentityBound
+			e.principal = principal
 		}
 		return e
 	}

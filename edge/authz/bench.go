@@ -132,7 +132,7 @@ func loadRun(ctx context.Context, h authv3.AuthorizationServer, req *authv3.Chec
 	if err != nil {
 		return loadResult{}, err
 	}
-	gs := grpc.NewServer(serverOptions()...)
+	gs := grpc.NewServer(serverOptions(nil)...)
 	authv3.RegisterAuthorizationServer(gs, h)
 	go func() { _ = gs.Serve(lis) }()
 	defer gs.Stop()

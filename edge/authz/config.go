@@ -8,6 +8,7 @@ type Config struct {
 	Gateway    config.Gateway    // partner.gateway: cache sizes and TTLs, API prefix, feature routes
 	Edge       config.Edge       // the edge section: headers, buffers, limits
 	Enterprise config.Enterprise // partner.security.enterprise: mTLS, audit
+	RateLimit  config.RateLimits // partner.rate_limit: the tiers' limits a tenant's requests carry
 	Pepper     string            // partner.keys.pepper: the API key hash key
 	// TouchpointSources are the partner.attribution.touchpoint_sources the
 	// plugin records.
@@ -17,5 +18,5 @@ type Config struct {
 // NewConfig selects the plugin's sections of cfg.
 func NewConfig(cfg *config.Config) Config {
 	return Config{Gateway: cfg.Partner.Gateway, Edge: cfg.Edge, Enterprise: cfg.Partner.Security.Enterprise,
-		Pepper: cfg.Partner.Keys.Pepper, TouchpointSources: cfg.Partner.Attribution.TouchpointSources}
+		RateLimit: cfg.Partner.RateLimit, Pepper: cfg.Partner.Keys.Pepper, TouchpointSources: cfg.Partner.Attribution.TouchpointSources}
 }

@@ -37,7 +37,7 @@ func FuzzParseBearer(f *testing.F) {
 }
 
 // FuzzCheck sends arbitrary Authorization headers and paths through the
-// whole decision: the answer is always one of 200/401/403/404 and a denial
+// whole decision: the answer is always one of 200/400/401/403/404 and a denial
 // always has a problem body.
 func FuzzCheck(f *testing.F) {
 	cfg := testenv.Config(f)
@@ -62,7 +62,7 @@ func FuzzCheck(f *testing.F) {
 		}
 		switch s := status(resp); s {
 		case 200:
-		case 401, 403, 404:
+		case 400, 401, 403, 404:
 			if !strings.Contains(resp.GetDeniedResponse().GetBody(), `"status":`) {
 				t.Fatalf("denial without problem body: %v", resp)
 			}

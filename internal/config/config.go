@@ -89,10 +89,12 @@ type RateLimit struct {
 	BurstSize         int `yaml:"burst_size"`
 }
 
-// RateLimits holds the default bucket and per-tier buckets.
+// RateLimits holds the default bucket and per-tier buckets, and the global
+// rate-limit service that enforces them across a region's Envoys.
 type RateLimits struct {
 	Default RateLimit            `yaml:"default"`
 	Tiers   map[string]RateLimit `yaml:"tiers"`
+	Service RateLimitService     `yaml:"service"`
 }
 
 // ForTier returns the tier's bucket, or the default.
@@ -275,8 +277,8 @@ type XDS struct {
 	OutlierDetection OutlierDetection `yaml:"outlier_detection"`
 	CacheSize        int              `yaml:"cache_size"`
 	ListenerPort     int              `yaml:"listener_port"`
-	// EnterpriseListenerPort is the listener whose filter chain requires
-	// client certificates and runs jwt_authn for enterprise tenants.
+	// EnterpriseListenerPort is the listener that requires client
+	// certificates (the plugin binds their identity to the tenant).
 	EnterpriseListenerPort int `yaml:"enterprise_listener_port"`
 	// TLS names the certificate files on the Envoy hosts; the control plane
 	// serves them to Envoy as SDS secrets that point at these paths, so no
@@ -294,6 +296,12 @@ type XDS struct {
 	// gRPC; empty collector_address: Envoy does not trace (the plugin still
 	// continues a traceparent the partner sends).
 	Tracing EdgeTracing `yaml:"tracing"`
+	// ServerTLS is the xDS server's own TLS: mutual TLS, so only Envoys and
+	// rate-limit services holding a certificate of client_ca_file get
+	// configuration. Empty: plaintext (loopback development).
+	ServerTLS MutualTLS `yaml:"server_tls"`
+	// GRPCTLS is how Envoy connects to ext_authz and the rate-limit service.
+	GRPCTLS EnvoyGRPCTLS `yaml:"grpc_tls"`
 }
 
 // EdgeTracing configures Envoy's OpenTelemetry tracer.
@@ -336,6 +344,9 @@ type Edge struct {
 	JWTHeader string `yaml:"jwt_header"`
 	// ReferralHeader is read into the touchpoint's referrer.
 	ReferralHeader string `yaml:"referral_header"`
+	// ServerTLS is the ext_authz server's TLS; with client_ca_file only
+	// Envoys holding a certificate that CA signed may ask it.
+	ServerTLS ServerTLS `yaml:"server_tls"`
 }
 
 // Default returns the configuration with every default set.
@@ -354,6 +365,8 @@ func Default() Config {
 					"sandbox":    {RequestsPerMinute: 20, BurstSize: 5},
 					"enterprise": {RequestsPerMinute: 300, BurstSize: 50},
 				},
+				Service: RateLimitService{Address: "127.0.0.1:18081", Domain: "partners", Timeout: 100 * time.Millisecond,
+					FailClosedTiers: []string{"sandbox"}, ShieldMaxTenants: 20_000},
 			},
 			Webhooks: Webhooks{
 				Retry:         Retry{MaxAttempts: 5, BackoffBase: 2 * time.Second, BackoffMultiplier: 2},
@@ -421,6 +434,8 @@ func Default() Config {
 			OverloadRetryAfter: time.Second,
 			RebuildDebounce:    20 * time.Millisecond,
 			Tracing:            EdgeTracing{SamplePercent: 100},
+			GRPCTLS: EnvoyGRPCTLS{CAPath: "/etc/envoy/grpc/ca.crt", CertPath: "/etc/envoy/grpc/envoy.crt",
+				KeyPath: "/etc/envoy/grpc/envoy.key"},
 		},
 		Edge: Edge{UserHeader: "x-partner-user-id", UserQueryParam: "uid", TouchpointBuffer: 10_000, MaxAuthHeaderBytes: 4096,
 			JWTHeader: "x-partner-jwt", ReferralHeader: "referer"},

@@ -19,25 +19,22 @@ import (
 // adds what it runs; handlers it owns go into p.handlers by operationId,
 // where Mount finds the ones the mode serves.
 
-// addControlPlane: once the registry has read the tenants topic, build every
-// region's snapshot and serve ADS (SotW and delta) on listeners.xds,
-// rebuilding regions as tenants change.
+// addControlPlane: build every region's snapshot from the configuration and
+// serve ADS (SotW and delta) on listeners.xds to the Envoys and the
+// rate-limit services. No xDS resource names a tenant: it needs no registry
+// and a tenant change pushes nothing.
 func (p *process) addControlPlane() error {
+	srv, err := xds.New(xds.Options{Config: xds.NewConfig(p.cfg), Log: p.log, Registerer: p.prom})
+	if err != nil {
+		return err
+	}
 	if err := p.listen(ListenXDS, p.cfg.Listeners.XDS); err != nil {
 		return fmt.Errorf("control plane: %w", err)
 	}
 	lis := p.take(ListenXDS)
 	p.say("xDS control plane (ADS SotW+delta)", fmt.Sprintf("grpc://%s regions %s", lis.Addr(), strings.Join(p.cfg.RegionNames(), ", ")))
-	xc := xds.NewConfig(p.cfg)
 	p.add("control-plane", func(ctx context.Context) error {
 		defer lis.Close()
-		if err := p.waitRegistry(ctx); err != nil {
-			return err
-		}
-		srv, err := xds.New(xds.Options{Config: xc, Tenants: p.reg, Log: p.log, Registerer: p.prom})
-		if err != nil {
-			return err
-		}
 		return srv.Serve(ctx, lis)
 	})
 	return nil

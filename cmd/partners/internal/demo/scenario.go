@@ -213,7 +213,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		receivers = append(receivers, rcv)
 		name := fmt.Sprintf("Demo %s %s", strings.ToUpper(spec.tier[:1])+spec.tier[1:], suffix)
 		events := []string{"order.created"}
-		resp, err := api.CreateTenantWithResponse(ctx, adminclient.CreateTenant{Name: name, Tier: spec.tier, WebhookUrl: rcv.url + "/hook", Events: &events})
+		req := adminclient.CreateTenant{Name: name, Tier: spec.tier, WebhookUrl: rcv.url + "/hook", Events: &events}
+		if spec.tier == "enterprise" { // the identity of its client certificate on the mTLS listener
+			ids := []string{enterpriseIdentity(suffix)}
+			req.ClientIdentities = &ids
+		}
+		resp, err := api.CreateTenantWithResponse(ctx, req)
 		if err != nil {
 			return nil, fmt.Errorf("create tenant: %w", err)
 		}
@@ -258,7 +263,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			in := CheckInput{Key: res.Tenants[ti].Key, Path: "/api/v1/partners/orders?" + q.Encode(),
 				UserID: fmt.Sprintf("demo-user-%s-%d", suffix, u), Referer: "https://partner.example/landing", Region: o.Region}
 			if res.Tenants[ti].Tier == "enterprise" { // arrives on the mTLS listener
-				in.Principal = "spiffe://partners.example/" + res.Tenants[ti].ID
+				in.Principal = enterpriseIdentity(suffix)
 			}
 			code, err := Check(ctx, authz, in)
 			if err != nil {
@@ -450,6 +455,12 @@ func record(ctx context.Context, topic, key string, v any) *kgo.Record {
 	r := &kgo.Record{Topic: topic, Key: []byte(key), Value: b}
 	kafka.Inject(ctx, r)
 	return r
+}
+
+// enterpriseIdentity is the demo enterprise partner's client certificate
+// identity (a SPIFFE id), registered with its tenant.
+func enterpriseIdentity(suffix string) string {
+	return "spiffe://partners.example/demo-enterprise-" + suffix
 }
 
 // CheckInput is one partner request as Envoy presents it to ext_authz.
