@@ -1,6 +1,6 @@
 # partners-engine. `make run` starts the system; `make test` installs and
 # starts what the tests need (ClickHouse, Apache Kafka, a Kafka cluster,
-# ZooKeeper and a ClickHouse cluster) and runs them.
+# ZooKeeper, a ClickHouse cluster, Redis and the rate-limit service) and runs them.
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/partners
@@ -18,7 +18,8 @@ TEST_STACK_ENV := \
 	PARTNERS_TEST_KAFKA_SASL=$${PARTNERS_TEST_KAFKA_SASL-127.0.0.1:9094} \
 	PARTNERS_TEST_KAFKA_SASL_SSL=$${PARTNERS_TEST_KAFKA_SASL_SSL-127.0.0.1:9095} \
 	PARTNERS_TEST_KAFKA_CLUSTER=$${PARTNERS_TEST_KAFKA_CLUSTER-127.0.0.1:29091,127.0.0.1:29092,127.0.0.1:29093} \
-	PARTNERS_TEST_CLICKHOUSE_CLUSTER=$${PARTNERS_TEST_CLICKHOUSE_CLUSTER-127.0.0.1:29001,127.0.0.1:29002,127.0.0.1:29003}
+	PARTNERS_TEST_CLICKHOUSE_CLUSTER=$${PARTNERS_TEST_CLICKHOUSE_CLUSTER-127.0.0.1:29001,127.0.0.1:29002,127.0.0.1:29003} \
+	PARTNERS_TEST_REDIS=$${PARTNERS_TEST_REDIS-127.0.0.1:16379}
 
 .PHONY: all build run test test-kfake unit bench lint fmt vet staticcheck clean stack stack-core stack-down tidy-check
 
@@ -30,10 +31,12 @@ build:
 ## run: the whole system in one process (embedded Kafka, local ClickHouse)
 run: build
 	bash deploy/local/clickhouse.sh start
+	bash deploy/local/ratelimit.sh start
 	$(BIN) dev
 
 ## stack: start everything make test uses (installed/fetched if missing): ClickHouse, the Kafka
-## broker (PLAINTEXT + SASL), the 3-broker Kafka cluster, ZooKeeper and the ClickHouse cluster
+## broker (PLAINTEXT + SASL), the 3-broker Kafka cluster, ZooKeeper, the ClickHouse cluster, Redis and
+## the global rate-limit service (envoyproxy/ratelimit)
 stack:
 	bash deploy/local/up.sh
 
@@ -55,13 +58,14 @@ test: stack lint
 # What make test shows of the verbose log: package results and the figures
 # the tests measure (server versions, follow and revocation delays,
 # freshness, crash duplicates, isolation under a hanging partner, traces).
-TEST_SHOW := ^(ok|FAIL|panic:|--- FAIL)|server under test|SQL conformance|follower applied|revocation:|freshness produce|kill -9 |caught up|healthy partners|noise, alone|with a hang|trace [0-9a-f]{32}
+TEST_SHOW := ^(ok|FAIL|panic:|--- FAIL)|server under test|SQL conformance|follower applied|revocation:|freshness produce|kill -9 |caught up|healthy partners|noise, alone|with a hang|trace [0-9a-f]{32}|tier limit|own limit|burst of|Redis down
 
 ## test-kfake: the same suite on the embedded kfake broker (ClickHouse still real)
 test-kfake:
 	bash deploy/local/clickhouse.sh start
 	bash deploy/local/sql-engines.sh start
-	PARTNERS_TEST_KAFKA= PARTNERS_TEST_CHDB=$$(bash deploy/local/chdb.sh pythons) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	bash deploy/local/ratelimit.sh start
+	PARTNERS_TEST_REDIS=127.0.0.1:16379 PARTNERS_TEST_KAFKA= PARTNERS_TEST_CHDB=$$(bash deploy/local/chdb.sh pythons) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## unit: fast tests only (no servers needed; integration tests skip or use kfake)
 unit:

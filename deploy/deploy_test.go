@@ -1025,7 +1025,8 @@ func TestEnvoyBootstrapsPointAtXDS(t *testing.T) {
 }
 
 // TestK8sEnvoyBootstrapMirrorsDeployEnvoy: the cluster's bootstrap is
-// deploy/envoy/envoy.yaml except for the xDS host and the node id.
+// deploy/envoy/envoy.yaml except for the xDS host, the node id and the
+// mutual TLS of the xDS connection (which the cluster bootstrap must have).
 func TestK8sEnvoyBootstrapMirrorsDeployEnvoy(t *testing.T) {
 	want := artefactAt(t, "envoy/envoy.yaml").docs[0]
 	n := 0
@@ -1042,6 +1043,9 @@ func TestK8sEnvoyBootstrapMirrorsDeployEnvoy(t *testing.T) {
 				delete(node, "id")
 			}
 			for _, cl := range list(get(c, "static_resources", "clusters")) {
+				if m, ok := cl.(map[string]any); ok && str(m["name"]) == "xds" {
+					delete(m, "transport_socket")
+				}
 				for _, e := range list(get(cl, "load_assignment", "endpoints")) {
 					for _, lb := range list(get(e, "lb_endpoints")) {
 						if sa, ok := get(lb, "endpoint", "address", "socket_address").(map[string]any); ok {
@@ -1051,6 +1055,11 @@ func TestK8sEnvoyBootstrapMirrorsDeployEnvoy(t *testing.T) {
 				}
 			}
 			return c
+		}
+		for _, cl := range list(get(b, "static_resources", "clusters")) {
+			if str(get(cl, "name")) == "xds" && str(get(cl, "transport_socket", "typed_config", "@type")) != "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext" {
+				t.Errorf("%s: the xDS cluster has no mutual TLS (UpstreamTlsContext)", name)
+			}
 		}
 		if w, g := norm(want), norm(b); !reflect.DeepEqual(w, g) {
 			wj, _ := json.MarshalIndent(w, "", " ")
@@ -1694,5 +1703,259 @@ func TestClickHouseImageCoveredByConformance(t *testing.T) {
 	}
 	if !strings.Contains(string(readme), ref) {
 		t.Errorf("deploy/README.md does not name the pinned ClickHouse image %s", ref)
+	}
+}
+
+// --- the edge's global rate limits and gRPC hardening ------------------------
+
+// TestEnvoyAdminOnLoopback: every shipped Envoy bootstrap keeps the admin
+// interface on loopback, nothing publishes it, and what Prometheus and the
+// probes need of it comes through the read-only stats listener.
+func TestEnvoyAdminOnLoopback(t *testing.T) {
+	for name, b := range bootstraps(t) {
+		a := str(get(b, "admin", "address", "socket_address", "address"))
+		if a != "127.0.0.1" && a != "::1" {
+			t.Errorf("%s: admin interface on %q, want loopback only", name, a)
+		}
+		adminPort := atoi(str(get(b, "admin", "address", "socket_address", "port_value")))
+		for _, l := range list(get(b, "static_resources", "listeners")) {
+			if atoi(str(get(l, "address", "socket_address", "port_value"))) == adminPort {
+				t.Errorf("%s: a static listener serves the admin port %d", name, adminPort)
+			}
+		}
+	}
+	c := loadCompose(t)
+	if c.Services["envoy"].publishes(9901) {
+		t.Error("compose: envoy publishes the admin port 9901")
+	}
+	prom := artefactAt(t, "compose/prometheus.yml")
+	if !bytes.Contains(prom.raw, []byte(`"envoy:9902"`)) || bytes.Contains(prom.raw, []byte("envoy:9901")) {
+		t.Error("compose/prometheus.yml: Envoy must be scraped on the stats listener envoy:9902, not the admin port")
+	}
+	for _, o := range k8sObjects(t) {
+		if o.kind() != "Deployment" || !strings.HasPrefix(o.name(), "envoy") {
+			continue
+		}
+		for _, c := range containers(podSpec(o)) {
+			if _, ok := containerPorts(c)["admin"]; ok || slices.Contains(mapValuesList(containerPorts(c)), 9901) {
+				t.Errorf("%s %s: the admin port is a container port", o.file, o.name())
+			}
+		}
+	}
+}
+
+func mapValuesList(m map[string]int) []int {
+	out := make([]int, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// TestRateLimitServiceDeployed: compose and k8s run Redis and the
+// rate-limit service (pinned images), the service counts in that Redis,
+// takes its configuration from the control plane's xDS port as a node of a
+// configured region, refuses nothing twice (STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT),
+// and partner.rate_limit.service.address names it on its gRPC port.
+func TestRateLimitServiceDeployed(t *testing.T) {
+	def := defaults(t)
+	xdsPort := port(t, "listeners.xds", def.Listeners.XDS)
+	check := func(where string, env map[string]string, rlsHost, redisHost string, effective *config.Config) {
+		t.Helper()
+		if env["BACKEND_TYPE"] != "redis" || env["REDIS_SOCKET_TYPE"] != "tcp" {
+			t.Errorf("%s: ratelimit backend %q over %q, want redis over tcp", where, env["BACKEND_TYPE"], env["REDIS_SOCKET_TYPE"])
+		}
+		if h, _, err := net.SplitHostPort(env["REDIS_URL"]); err != nil || h != redisHost {
+			t.Errorf("%s: REDIS_URL %q does not name the redis service %s", where, env["REDIS_URL"], redisHost)
+		}
+		if env["STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT"] != "true" {
+			t.Errorf("%s: STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT must be true (a request refused by burst_size must not use up requests_per_minute)", where)
+		}
+		if env["CONFIG_TYPE"] != "GRPC_XDS_SOTW" {
+			t.Errorf("%s: CONFIG_TYPE %q, want GRPC_XDS_SOTW (configuration from the control plane)", where, env["CONFIG_TYPE"])
+		}
+		if _, p, _ := net.SplitHostPort(env["CONFIG_GRPC_XDS_SERVER_URL"]); atoi(p) != xdsPort {
+			t.Errorf("%s: CONFIG_GRPC_XDS_SERVER_URL %q is not the control plane's xDS port %d", where, env["CONFIG_GRPC_XDS_SERVER_URL"], xdsPort)
+		}
+		region, _ := strings.CutPrefix(env["CONFIG_GRPC_XDS_NODE_METADATA"], "region=")
+		if _, ok := def.Regions.Get(region); !ok {
+			t.Errorf("%s: the rate-limit service names region %q (node metadata), not a configured one", where, region)
+		}
+		h, p := hostPort(t, "partner.rate_limit.service.address", effective.Partner.RateLimit.Service.Address)
+		if h != rlsHost || p != atoi(env["GRPC_PORT"]) {
+			t.Errorf("%s: partner.rate_limit.service.address %s is not the ratelimit service's gRPC port %s:%s", where, effective.Partner.RateLimit.Service.Address, rlsHost, env["GRPC_PORT"])
+		}
+	}
+
+	c := loadCompose(t)
+	rls, ok := c.Services["ratelimit"]
+	if !ok || c.Services["redis"].Image == "" {
+		t.Fatal("compose: no ratelimit or redis service")
+	}
+	ccfg, err := config.Parse(artefactAt(t, "compose/partners-engine.yaml").raw, lookupIn(c.Services["control-plane"].env()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("compose", rls.env(), "ratelimit", "redis", ccfg)
+	if !rls.publishes(atoi(rls.env()["GRPC_PORT"])) {
+		t.Errorf("compose ratelimit does not expose its gRPC port %s", rls.env()["GRPC_PORT"])
+	}
+
+	objs := k8sObjects(t)
+	d, ok := k8sFind(objs, "Deployment", "ratelimit")
+	if _, okRedis := k8sFind(objs, "Deployment", "redis"); !ok || !okRedis {
+		t.Fatal("k8s: no ratelimit or redis Deployment")
+	}
+	env := map[string]string{}
+	for _, e := range list(containers(podSpec(d))[0]["env"]) {
+		env[str(get(e, "name"))] = str(get(e, "value"))
+	}
+	kcfg, err := config.Parse([]byte(k8sConfigYAML(t, objs)), lookupIn(k8sEnv(t, objs, "control-plane")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("k8s", env, "ratelimit.partners-engine.svc.cluster.local", "redis.partners-engine.svc.cluster.local", kcfg)
+	for _, k := range []string{"GRPC_SERVER_USE_TLS", "CONFIG_GRPC_XDS_SERVER_USE_TLS"} {
+		if env[k] != "true" {
+			t.Errorf("k8s ratelimit: %s is not true", k)
+		}
+	}
+	for _, k := range []string{"GRPC_SERVER_TLS_CERT", "GRPC_SERVER_TLS_KEY", "GRPC_CLIENT_TLS_CACERT", "CONFIG_GRPC_XDS_CLIENT_TLS_CERT", "CONFIG_GRPC_XDS_SERVER_TLS_CACERT"} {
+		if !mountedIn(podSpec(d), env[k]) {
+			t.Errorf("k8s ratelimit: %s=%q is under no volume mount", k, env[k])
+		}
+	}
+}
+
+// k8sEnv is a partners Deployment's environment: partners-env, the secret
+// template's keys and the container's own env values.
+func k8sEnv(t *testing.T, objs []k8sObject, deployment string) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	if cm, ok := k8sFind(objs, "ConfigMap", "partners-env"); ok {
+		for k, v := range get(cm.doc, "data").(map[string]any) {
+			env[k] = str(v)
+		}
+	}
+	if sec, ok := k8sFind(objs, "Secret", "partners-secrets"); ok {
+		for k, v := range get(sec.doc, "stringData").(map[string]any) {
+			env[k] = str(v)
+		}
+	}
+	d, ok := k8sFind(objs, "Deployment", deployment)
+	if !ok {
+		t.Fatalf("k8s: no Deployment %s", deployment)
+	}
+	for _, e := range list(containers(podSpec(d))[0]["env"]) {
+		if v, ok := get(e, "value").(string); ok {
+			env[str(get(e, "name"))] = v
+		}
+	}
+	return env
+}
+
+func mountedIn(spec map[string]any, path string) bool {
+	if path == "" {
+		return false
+	}
+	for _, c := range containers(spec) {
+		for _, m := range list(c["volumeMounts"]) {
+			if strings.HasPrefix(path, strings.TrimSuffix(str(get(m, "mountPath")), "/")+"/") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestK8sGRPCHardened: in the cluster xDS, ext_authz and the rate-limit
+// service run mutual TLS from config (the files mounted where the config
+// says), Envoy reaches ext_authz and the rate-limit service over TLS with its
+// client certificate mounted, and NetworkPolicies let only the Envoys (and
+// for xDS the rate-limit service) reach the gRPC ports, and only the
+// rate-limit service reach Redis.
+func TestK8sGRPCHardened(t *testing.T) {
+	def := defaults(t)
+	objs := k8sObjects(t)
+	cfgYAML := []byte(k8sConfigYAML(t, objs))
+	for _, comp := range []string{"control-plane", "edge"} {
+		cfg, err := config.Parse(cfgYAML, lookupIn(k8sEnv(t, objs, comp)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, _ := k8sFind(objs, "Deployment", comp)
+		var files []string
+		switch comp {
+		case "control-plane":
+			s := cfg.XDS.ServerTLS
+			files = []string{s.CertFile, s.KeyFile, s.ClientCAFile}
+		case "edge":
+			s := cfg.Edge.ServerTLS
+			files = []string{s.CertFile, s.KeyFile, s.ClientCAFile}
+		}
+		for _, f := range files {
+			if f == "" || !mountedIn(podSpec(d), f) {
+				t.Errorf("k8s %s: its gRPC server's TLS file %q is unset or under no mount (want mutual TLS)", comp, f)
+			}
+		}
+		if comp == "control-plane" {
+			g := cfg.XDS.GRPCTLS
+			if !g.Enabled {
+				t.Error("k8s: xds.grpc_tls is off: Envoy would reach ext_authz and the rate-limit service in plaintext")
+			}
+			for _, o := range objs {
+				if o.kind() == "Deployment" && strings.HasPrefix(o.name(), "envoy") {
+					for _, f := range []string{g.CAPath, g.CertPath, g.KeyPath} {
+						if !mountedIn(podSpec(o), f) {
+							t.Errorf("k8s %s: xds.grpc_tls file %s is under no mount", o.name(), f)
+						}
+					}
+				}
+			}
+		}
+	}
+
+	// NetworkPolicies: who may reach which port.
+	want := map[string]struct {
+		port int
+		from []string
+	}{
+		"control-plane": {port(t, "listeners.xds", def.Listeners.XDS), []string{"envoy", "ratelimit"}},
+		"edge":          {port(t, "listeners.ext_authz", def.Listeners.ExtAuthz), []string{"envoy"}},
+		"ratelimit":     {8081, []string{"envoy"}},
+		"redis":         {6379, []string{"ratelimit"}},
+	}
+	for target, w := range want {
+		var np k8sObject
+		found := false
+		for _, o := range objs {
+			if o.kind() == "NetworkPolicy" && str(get(o.doc, "spec", "podSelector", "matchLabels", "app.kubernetes.io/name")) == target {
+				np, found = o, true
+			}
+		}
+		if !found {
+			t.Errorf("k8s: no NetworkPolicy selects %s", target)
+			continue
+		}
+		if !slices.Contains(list(get(np.doc, "spec", "policyTypes")), any("Ingress")) {
+			t.Errorf("k8s NetworkPolicy %s: not an Ingress policy", np.name())
+		}
+		for _, rule := range list(get(np.doc, "spec", "ingress")) {
+			var ports []int
+			for _, p := range list(get(rule, "ports")) {
+				ports = append(ports, atoi(str(get(p, "port"))))
+			}
+			if !slices.Contains(ports, w.port) {
+				continue
+			}
+			var from []string
+			for _, f := range list(get(rule, "from")) {
+				from = append(from, str(get(f, "podSelector", "matchLabels", "app.kubernetes.io/name")))
+			}
+			slices.Sort(from)
+			if len(from) == 0 || !slices.Equal(from, w.from) {
+				t.Errorf("k8s NetworkPolicy %s: port %d is reachable from %v, want only %v", np.name(), w.port, from, w.from)
+			}
+		}
 	}
 }

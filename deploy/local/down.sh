@@ -10,6 +10,8 @@ rc=0
 "$HERE/kafka.sh" stop || rc=1
 "$HERE/clickhouse.sh" stop || rc=1
 "$HERE/sql-engines.sh" stop || rc=1
+"$HERE/ratelimit.sh" stop || rc=1
+"$HERE/redis.sh" stop || rc=1
 wait "$kc" || rc=1
 wait "$cc" || rc=1
 exit "$rc"

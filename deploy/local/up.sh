@@ -9,13 +9,16 @@
 #                               Kafka 3-broker cluster  127.0.0.1:29091-29093              kafka-cluster.sh
 #                               ZooKeeper               127.0.0.1:12181                    zookeeper.sh
 #                               ClickHouse cluster      127.0.0.1:29001-29003              clickhouse-cluster.sh
+#                               Redis                   127.0.0.1:16379                    redis.sh
+#                               rate-limit service      127.0.0.1:18081 (http 18082)       ratelimit.sh
+#                               (envoyproxy/ratelimit, go install; starts redis.sh itself)
 #   deploy/local/up.sh core   all but the two clusters and ZooKeeper (make bench)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 case "${1:-all}" in
-  all) parts=(clickhouse kafka sql-engines kafka-cluster clickhouse-cluster) ;;
-  core) parts=(clickhouse kafka sql-engines) ;;
+  all) parts=(clickhouse kafka sql-engines kafka-cluster clickhouse-cluster ratelimit) ;;
+  core) parts=(clickhouse kafka sql-engines ratelimit) ;;
   *) echo "usage: $0 [all|core]" >&2; exit 2 ;;
 esac
 
