@@ -10,7 +10,6 @@ import (
 
 	"github.com/partners-engine/partners-engine/edge/authz"
 	"github.com/partners-engine/partners-engine/internal/apikey"
-	"github.com/partners-engine/partners-engine/internal/benchrow"
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -37,26 +36,5 @@ func BenchmarkCheckCacheHit(b *testing.B) {
 		if _, err := srv.Check(ctx, req); err != nil {
 			b.Fatal(err)
 		}
-	}
-}
-
-// TestBenchRuns runs the make-bench suite in its quick form; figures are
-// printed, never asserted.
-func TestBenchRuns(t *testing.T) {
-	if testing.Short() {
-		t.Skip("make bench runs it in full")
-	}
-	rows, err := authz.Bench(context.Background(), benchrow.Env{Quick: true, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rows) != 3 {
-		t.Fatalf("%d rows", len(rows))
-	}
-	for _, r := range rows {
-		if r.Value <= 0 || r.BaselineValue <= 0 {
-			t.Fatalf("row without a measurement: %+v", r)
-		}
-		t.Logf("%s: %.1f %s (baseline %s: %.1f, ratio %.2f)", r.Name, r.Value, r.Unit, r.Baseline, r.BaselineValue, r.Ratio())
 	}
 }

@@ -89,7 +89,7 @@ type MutualTLS struct {
 
 // Server is the same files as a ServerTLS.
 func (t MutualTLS) Server() ServerTLS {
-	return ServerTLS{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile}
+	return ServerTLS(t)
 }
 
 // Validate implements Validator.

@@ -31,14 +31,10 @@ const module = "github.com/partners-engine/partners-engine"
 // allowed are edges that break a rule and that their owners are removing.
 // Each names who removes it; the list must end empty.
 var allowed = map[string]string{
-	// Bench functions still in production bench.go files (edge: xds and
-	// authz; webhooks: processors/webhooks); they move into _test.go files
+	// Bench functions still in production bench.go files (webhooks:
+	// processors/webhooks); they move into _test.go files
 	// (bench/README.md), then internal/benchharness and benchrow go away.
-	"control-plane/xds -> internal/benchrow":       "edge converts its bench",
-	"edge/authz -> internal/benchrow":              "edge converts its bench",
 	"processors/webhooks -> internal/benchrow":     "webhooks converts its bench",
-	"internal/benchharness -> control-plane/xds":   "deleted once every bench is converted",
-	"internal/benchharness -> edge/authz":          "deleted once every bench is converted",
 	"internal/benchharness -> processors/webhooks": "deleted once every bench is converted",
 	"internal/benchharness -> internal/benchrow":   "deleted once every bench is converted",
 	"binary links internal/benchrow":               "goes with the benches above",

@@ -1,4 +1,4 @@
-package xds
+package xds_test
 
 import (
 	"context"
@@ -9,28 +9,31 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"testing"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/partners-engine/partners-engine/control-plane/xds"
 	"github.com/partners-engine/partners-engine/internal/apikey"
-	"github.com/partners-engine/partners-engine/internal/benchrow"
+	"github.com/partners-engine/partners-engine/internal/benchtest"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
-// BenchTenantCount is the tenant count of the scale figures.
-const BenchTenantCount = 100_000
+// benchTenantCount is the tenant count of the scale figures.
+const benchTenantCount = 100_000
 
 // BenchTenants returns n active tenants spread over the default regions and
 // tiers, some with features, overrides, JWT configs and client identities,
 // each with one key: what a registry of n partners holds.
-func BenchTenants(n int) []*schemas.Tenant {
+func benchTenants(n int) []*schemas.Tenant {
 	out := make([]*schemas.Tenant, n)
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for i := range out {
@@ -54,9 +57,9 @@ func BenchTenants(n int) []*schemas.Tenant {
 	return out
 }
 
-func benchConfig() *Config {
+func benchConfig() *xds.Config {
 	cfg := config.Default()
-	return NewConfig(&cfg)
+	return xds.NewConfig(&cfg)
 }
 
 // heapInUse is the live heap after a full collection.
@@ -68,7 +71,7 @@ func heapInUse() uint64 {
 	return m.HeapAlloc
 }
 
-// Bench measures, for `make bench`, the control plane at BenchTenantCount
+// BenchmarkFigures is the control plane's `make bench` suite, at 100k
 // tenants:
 //   - heap of the tenant records (as the registry holds them: decoded from
 //     their topic JSON, indexed by id and key hash) plus the xDS server with
@@ -81,21 +84,48 @@ func heapInUse() uint64 {
 //     every one of 100 delta ADS clients, beside the same with one client.
 //
 // No figure depends on the tenant count: no xDS resource names a tenant.
-func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
-	log := env.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// (A tenant change reaches no ADS client at all: TestTenantChangesNeverReachXDS.)
+func BenchmarkFigures(b *testing.B) {
+	figs, err := figures(context.Background(), benchtest.Quick())
+	if err != nil {
+		b.Fatal(err)
 	}
-	n := BenchTenantCount
-	if env.Quick {
+	benchtest.Report(b, figs...)
+}
+
+// TestFigures runs the suite in its quick form, so it cannot rot; its
+// figures are printed, never asserted.
+func TestFigures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("make bench runs it in full")
+	}
+	figs, err := figures(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(figs) != 4 {
+		t.Fatalf("%d figures", len(figs))
+	}
+	for _, f := range figs {
+		if f.Value <= 0 || f.BaselineValue <= 0 {
+			t.Fatalf("figure without a measurement: %+v", f)
+		}
+		t.Logf("%s: %.3f %s (baseline %s: %.3f, ratio %.2f)", f.Name, f.Value, f.Unit, f.Baseline, f.BaselineValue, f.Ratio())
+	}
+}
+
+func figures(ctx context.Context, quick bool) ([]benchtest.Figure, error) {
+	log := slog.New(slog.DiscardHandler)
+	n := benchTenantCount
+	if quick {
 		n = 10_000
 	}
-	var rows []benchrow.Row
+	var rows []benchtest.Figure
 
 	// Memory: the records as the registry keeps them, then the server too.
 	base := heapInUse()
 	raw := make([][]byte, n)
-	for i, t := range BenchTenants(n) {
+	for i, t := range benchTenants(n) {
 		raw[i], _ = json.Marshal(t)
 	}
 	byID := make(map[string]*schemas.Tenant, n)
@@ -112,7 +142,7 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 	}
 	raw = nil
 	records := heapInUse() - base
-	srv, err := New(Options{Config: benchConfig(), Log: log})
+	srv, err := xds.New(xds.Options{Config: benchConfig(), Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -120,16 +150,16 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 	runtime.KeepAlive(byID)
 	runtime.KeepAlive(byHash)
 	runtime.KeepAlive(srv)
-	rows = append(rows, benchrow.Row{
+	rows = append(rows, benchtest.Figure{
 		Name:  fmt.Sprintf("control-plane heap, %d tenants (records + xDS server, every region's snapshot)", n),
 		Value: float64(withServer) / (1 << 20), Unit: "MiB",
 		Baseline: "the tenant records alone, as the registry holds them", BaselineValue: float64(records) / (1 << 20),
 	})
 
 	// Build time.
-	b := NewBuilder(benchConfig())
+	b := xds.NewBuilder(benchConfig())
 	reps := 200
-	if env.Quick {
+	if quick {
 		reps = 30
 	}
 	var build, marshal []time.Duration
@@ -143,7 +173,7 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := Validate(snap); err != nil {
+		if _, err := xds.Validate(snap); err != nil {
 			return nil, err
 		}
 		build = append(build, time.Since(start))
@@ -157,14 +187,14 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 		}
 		marshal = append(marshal, time.Since(start))
 	}
-	rows = append(rows, benchrow.Row{
+	rows = append(rows, benchtest.Figure{
 		Name:  fmt.Sprintf("snapshot build+validate of a region, %d tenants (p50)", n),
 		Value: ms(pct(build, 50)), Unit: "ms",
 		Baseline: "deterministic marshal of the same resources", BaselineValue: ms(pct(marshal, 50)),
 	})
 
 	changes := 20
-	if env.Quick {
+	if quick {
 		changes = 6
 	}
 	many, err := changeToVersion(ctx, log, 100, changes)
@@ -176,9 +206,9 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 		return rows, err
 	}
 	rows = append(rows,
-		benchrow.Row{Name: "config change → new route table at all of 100 delta ADS clients (p50)", Value: ms(pct(many, 50)), Unit: "ms",
+		benchtest.Figure{Name: "config change → new route table at all of 100 delta ADS clients (p50)", Value: ms(pct(many, 50)), Unit: "ms",
 			Baseline: "same with 1 delta ADS client", BaselineValue: ms(pct(one, 50))},
-		benchrow.Row{Name: "config change → new route table at all of 100 delta ADS clients (p99)", Value: ms(pct(many, 99)), Unit: "ms",
+		benchtest.Figure{Name: "config change → new route table at all of 100 delta ADS clients (p99)", Value: ms(pct(many, 99)), Unit: "ms",
 			Baseline: "same with 1 delta ADS client", BaselineValue: ms(pct(one, 99))},
 	)
 	return rows, nil
@@ -191,7 +221,7 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 // table.
 func changeToVersion(ctx context.Context, log *slog.Logger, clients, changes int) ([]time.Duration, error) {
 	cfg := benchConfig()
-	srv, err := New(Options{Config: cfg, Log: log})
+	srv, err := xds.New(xds.Options{Config: cfg, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +251,7 @@ func changeToVersion(ctx context.Context, log *slog.Logger, clients, changes int
 			return nil, err
 		}
 		node := &core.Node{Id: fmt.Sprintf("bench-%d", i), Cluster: "us-east"}
-		for _, typ := range EnvoyTypes {
+		for _, typ := range xds.EnvoyTypes {
 			if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: typ}); err != nil {
 				return nil, err
 			}
@@ -238,7 +268,7 @@ func changeToVersion(ctx context.Context, log *slog.Logger, clients, changes int
 				if err := st.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: r.GetTypeUrl(), ResponseNonce: r.GetNonce()}); err != nil {
 					return
 				}
-				if r.GetTypeUrl() != typeRoute {
+				if r.GetTypeUrl() != resource.RouteType {
 					continue
 				}
 				if routes++; routes == 1 {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"testing"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -17,14 +18,17 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/partners-engine/partners-engine/internal/apikey"
-	"github.com/partners-engine/partners-engine/internal/benchrow"
+	"github.com/partners-engine/partners-engine/internal/benchtest"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
+// The plugin's `make bench` figures (an internal test file: the baseline
+// must be served with the plugin's own gRPC server options).
+
 // emptyAuthz answers every Check with OK and does nothing else: the cost of
-// the gRPC round trip alone, the baseline of the Check benchmark.
+// the gRPC round trip alone, the baseline of the Check figures.
 type emptyAuthz struct {
 	authv3.UnimplementedAuthorizationServer
 }
@@ -45,52 +49,94 @@ type discard struct{}
 
 func (discard) Produce(_ context.Context, r *kgo.Record, p func(*kgo.Record, error)) { p(r, nil) }
 
-// Bench measures, for `make bench`, Check throughput and p50/p99 latency
-// on the cache-hit path over loopback gRPC, beside an empty ext_authz
-// handler served and called exactly the same way in the same run.
-func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
+// BenchmarkFigures: Check throughput and p50/p99 latency over loopback gRPC
+// with the key cache warm and holding 100k tenants (every fifth tenant's key
+// is asked, spread over the whole cache; a fifth of the tenants carry their
+// own limits, so their answers carry dynamic metadata), beside an empty
+// ext_authz handler served and called exactly the same way in the same run.
+func BenchmarkFigures(b *testing.B) {
+	tenants, requests, n := 100_000, 40_000, 40_000
+	if benchtest.Quick() {
+		tenants, requests, n = 10_000, 2_000, 5_000
+	}
+	benchtest.Report(b, checkFigures(b, tenants, requests, n)...)
+}
+
+// TestCheckFigures keeps the measurement from rotting: tiny sizes, every
+// figure measured (never a speed asserted).
+func TestCheckFigures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("make bench runs it in full")
+	}
+	for _, f := range checkFigures(t, 500, 100, 400) {
+		if f.Value <= 0 || f.BaselineValue <= 0 {
+			t.Fatalf("figure without a measurement: %+v", f)
+		}
+		t.Logf("%s: %.1f %s (baseline %s: %.1f, ratio %.2f)", f.Name, f.Value, f.Unit, f.Baseline, f.BaselineValue, f.Ratio())
+	}
+}
+
+func checkFigures(tb testing.TB, tenantCount, distinct, n int) []benchtest.Figure {
+	tb.Helper()
+	ctx := context.Background()
 	cfg := config.Default()
 	cfg.Partner.Keys.Pepper = "bench-pepper-0123456789"
-	cfg.Admin.Token = "bench-admin-token"
-	key := apikey.New(schemas.TierStandard)
-	t := &schemas.Tenant{ID: "tn_bench", Tier: schemas.TierStandard, Status: schemas.StatusActive, Regions: []string{"us-east"}, Version: 1,
-		Keys: []schemas.APIKey{{ID: "k", Hash: apikey.Hash(cfg.Partner.Keys.Pepper, key)}}}
-	log := env.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	lookup := mapLookup{}
+	keys := make([]string, tenantCount)
+	for i := range keys {
+		keys[i] = apikey.New(schemas.TierStandard)
+		t := &schemas.Tenant{ID: fmt.Sprintf("tn_bench%08d", i), Tier: schemas.Tiers[i%3], Status: schemas.StatusActive,
+			Regions: []string{"us-east"}, Version: 1, Keys: []schemas.APIKey{{ID: "k", Hash: apikey.Hash(cfg.Partner.Keys.Pepper, keys[i])}}}
+		if t.Tier == schemas.TierEnterprise {
+			t.Tier = schemas.TierStandard // the mutual-TLS path is measured by its own tests
+		}
+		if i%5 == 0 {
+			t.RateLimit = &schemas.RateLimit{RequestsPerMinute: 120 + i%7, BurstSize: 20}
+		}
+		lookup[t.Keys[0].Hash] = t
 	}
-	srv, err := New(Options{Config: NewConfig(&cfg), Tenants: mapLookup{t.Keys[0].Hash: t}, Producer: discard{}, Names: kafka.Names{}, Log: log})
+	srv, err := New(Options{Config: NewConfig(&cfg), Tenants: lookup, Producer: discard{}, Names: kafka.Names{}, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
-		return nil, err
+		tb.Fatal(err)
 	}
-	req := benchRequest(key)
-	n, workers := 40_000, 16
-	if env.Quick {
-		n = 5_000
+	// Warm: every tenant's key resolved once.
+	for _, k := range keys {
+		if _, ok := srv.resolver.Resolve(apikey.Hash(cfg.Partner.Keys.Pepper, k)); !ok {
+			tb.Fatal("warm-up lookup failed")
+		}
 	}
+	step := max(1, tenantCount/distinct)
+	var reqs []*authv3.CheckRequest
+	for i := 0; i < tenantCount && len(reqs) < distinct; i += step {
+		reqs = append(reqs, benchRequest(keys[i]))
+	}
+	workers := 16
 	// Alternate rounds so drift in a shared machine's load hits both alike.
 	var plugin, empty loadResult
 	const rounds = 4
 	for r := 0; r < rounds; r++ {
-		p, err := loadRun(ctx, srv, req, n/rounds, workers)
+		p, err := loadRun(ctx, srv, reqs, n/rounds, workers)
 		if err != nil {
-			return nil, err
+			tb.Fatal(err)
 		}
-		e, err := loadRun(ctx, emptyAuthz{}, req, n/rounds, workers)
+		e, err := loadRun(ctx, emptyAuthz{}, reqs, n/rounds, workers)
 		if err != nil {
-			return nil, err
+			tb.Fatal(err)
 		}
 		plugin.merge(p)
 		empty.merge(e)
 	}
+	if got := srv.resolver.pos.Len(); got < tenantCount*9/10 {
+		tb.Fatalf("the key cache holds %d tenants, want about %d", got, tenantCount)
+	}
 	plugin.finish()
 	empty.finish()
 	base := "empty ext_authz handler, same gRPC setup"
-	return []benchrow.Row{
-		{Name: fmt.Sprintf("Check throughput, cache hit (%d in flight)", workers), Value: plugin.rps, Unit: "req/s", Baseline: base, BaselineValue: empty.rps},
-		{Name: "Check latency p50, cache hit", Value: plugin.p50, Unit: "µs", Baseline: base, BaselineValue: empty.p50},
-		{Name: "Check latency p99, cache hit", Value: plugin.p99, Unit: "µs", Baseline: base, BaselineValue: empty.p99},
-	}, nil
+	return []benchtest.Figure{
+		{Name: fmt.Sprintf("Check throughput, warm cache of %d tenants (%d in flight)", tenantCount, workers), Value: plugin.rps, Unit: "req/s", Baseline: base, BaselineValue: empty.rps},
+		{Name: fmt.Sprintf("Check latency p50, warm cache of %d tenants", tenantCount), Value: plugin.p50, Unit: "µs", Baseline: base, BaselineValue: empty.p50},
+		{Name: fmt.Sprintf("Check latency p99, warm cache of %d tenants", tenantCount), Value: plugin.p99, Unit: "µs", Baseline: base, BaselineValue: empty.p99},
+	}
 }
 
 // benchRequest is a CheckRequest as Envoy sends it for an allowed call.
@@ -126,8 +172,9 @@ func (r *loadResult) finish() {
 }
 
 // loadRun serves h with the plugin's gRPC server options on loopback and
-// sends n Checks from `workers` goroutines over one connection.
-func loadRun(ctx context.Context, h authv3.AuthorizationServer, req *authv3.CheckRequest, n, workers int) (loadResult, error) {
+// sends n Checks, cycling through reqs, from `workers` goroutines over one
+// connection.
+func loadRun(ctx context.Context, h authv3.AuthorizationServer, reqs []*authv3.CheckRequest, n, workers int) (loadResult, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return loadResult{}, err
@@ -143,7 +190,7 @@ func loadRun(ctx context.Context, h authv3.AuthorizationServer, req *authv3.Chec
 	defer conn.Close()
 	c := authv3.NewAuthorizationClient(conn)
 	for i := 0; i < 200; i++ { // warm up: connection, caches
-		if _, err := c.Check(ctx, req); err != nil {
+		if _, err := c.Check(ctx, reqs[i%len(reqs)]); err != nil {
 			return loadResult{}, err
 		}
 	}
@@ -158,7 +205,7 @@ func loadRun(ctx context.Context, h authv3.AuthorizationServer, req *authv3.Chec
 			defer wg.Done()
 			for i := 0; i < n/workers; i++ {
 				t0 := time.Now()
-				resp, err := c.Check(ctx, req)
+				resp, err := c.Check(ctx, reqs[(w*7919+i)%len(reqs)])
 				if err == nil && resp.GetOkResponse() == nil {
 					err = fmt.Errorf("benchmark Check denied: %v", resp.GetDeniedResponse().GetBody())
 				}
