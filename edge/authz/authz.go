@@ -93,6 +93,9 @@ type Server struct {
 	decisions *prometheus.CounterVec
 	latency   prometheus.Histogram
 	issues    *prometheus.CounterVec
+	// results are decisions' counters by result, resolved once.
+	results map[string]prometheus.Counter
+	hasher  *apikey.Hasher
 }
 
 // versionKey identifies one version of a tenant: what is derived from a
@@ -148,6 +151,11 @@ func New(opt Options) (*Server, error) {
 	}
 	for _, src := range opt.Config.TouchpointSources {
 		s.sources[src] = true
+	}
+	s.hasher = apikey.NewHasher(opt.Config.Pepper)
+	s.results = map[string]prometheus.Counter{}
+	for _, r := range []string{"ok", "bad_request", "unauthenticated", "forbidden", "not_found", "error"} {
+		s.results[r] = s.decisions.WithLabelValues(r)
 	}
 	s.emit = newEmitter(opt.Producer, opt.Config.Edge.TouchpointBuffer, s.log)
 	if opt.Registerer != nil {
@@ -260,10 +268,14 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	d := s.decide(req, headers)
 	d.request = httpReq
 	resp := s.encode(d)
-	s.decisions.WithLabelValues(d.result()).Inc()
-	span.SetAttributes(attribute.String("partners.authz.result", d.result()), attribute.Int("http.response.status_code", d.status))
+	s.results[d.result()].Inc()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("partners.authz.result", d.result()), attribute.Int("http.response.status_code", d.status))
+		if d.tenant != nil {
+			span.SetAttributes(attribute.String("partners.tenant_id", d.tenant.ID))
+		}
+	}
 	if d.tenant != nil {
-		span.SetAttributes(attribute.String("partners.tenant_id", d.tenant.ID))
 		if d.tenant.Tier == schemas.TierEnterprise && s.cfg.Enterprise.AuditLogging == "enabled" {
 			s.audit(ctx, d, headers)
 		}
@@ -282,6 +294,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 // in headers, or in header_map (raw values) when configured to.
 func requestHeaders(r *authv3.AttributeContext_HttpRequest) map[string]string {
 	if hs := r.GetHeaders(); len(hs) > 0 {
+		if allLower(hs) { // what Envoy sends: no copy
+			return hs
+		}
 		out := make(map[string]string, len(hs))
 		for k, v := range hs {
 			out[strings.ToLower(k)] = v
@@ -301,6 +316,17 @@ func requestHeaders(r *authv3.AttributeContext_HttpRequest) map[string]string {
 		out[k] = v
 	}
 	return out
+}
+
+func allLower(hs map[string]string) bool {
+	for k := range hs {
+		for i := 0; i < len(k); i++ {
+			if c := k[i]; c >= 'A' && c <= 'Z' {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Bearer parsing errors, each a distinct 401.
@@ -351,7 +377,7 @@ func (s *Server) decide(req *authv3.CheckRequest, headers map[string]string) *de
 		}
 		return d
 	}
-	t, ok := s.resolver.Resolve(apikey.Hash(s.cfg.Pepper, key))
+	t, ok := s.resolver.Resolve(s.hasher.Hash(key))
 	if !ok {
 		d.status, d.detail = 403, "unknown or expired API key"
 		return d
@@ -456,24 +482,9 @@ func headerOpt(k, v string) *core.HeaderValueOption {
 
 func (s *Server) encode(d *decision) *authv3.CheckResponse {
 	if d.status == 200 {
-		t := d.tenant
-		return &authv3.CheckResponse{
-			Status: &rpcstatus.Status{Code: int32(grpccodes.OK)},
-			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-				// Overwrite: a partner cannot choose its own tenant, route
-				// or bucket.
-				Headers: []*core.HeaderValueOption{
-					headerOpt(schemas.HeaderTenantID, t.ID),
-					headerOpt(schemas.HeaderTier, t.Tier),
-					headerOpt(schemas.HeaderRateLimitKey, t.ID),
-					headerOpt(schemas.HeaderShieldClass, d.derived.shieldClass),
-				},
-				HeadersToRemove: []string{"authorization", s.cfg.Edge.JWTHeader},
-			}},
-			// The tenant's own limits, which the routes' rate limits send the
-			// global service as descriptor limit overrides.
-			DynamicMetadata: d.derived.metadata,
-		}
+		// The same for every allowed request of this tenant version, built
+		// once (derive); gRPC only reads it.
+		return d.derived.ok
 	}
 	p := problem.New(d.status, d.detail)
 	p.Instance = d.path

@@ -3,6 +3,10 @@ package authz
 import (
 	"fmt"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/partners-engine/partners-engine/internal/config"
@@ -19,6 +23,9 @@ type derived struct {
 	// a tenant on its tier's limits (the rate-limit service's descriptors
 	// hold those).
 	metadata *structpb.Struct
+	// ok is the answer to an allowed request: the tenant's headers and the
+	// metadata. Shared by every Check of the version; never modified.
+	ok *authv3.CheckResponse
 }
 
 // EffectiveLimit is the tenant's limit: the tier's from partner.rate_limit,
@@ -73,6 +80,23 @@ func (s *Server) derive(t *schemas.Tenant) *derived {
 	d := &derived{limit: rl, shieldClass: schemas.ShieldClassName(schemas.ShieldClass(rl))}
 	if override {
 		d.metadata = OverrideMetadata(rl)
+	}
+	d.ok = &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(grpccodes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			// Overwrite: a partner cannot choose its own tenant, route or
+			// bucket.
+			Headers: []*core.HeaderValueOption{
+				headerOpt(schemas.HeaderTenantID, t.ID),
+				headerOpt(schemas.HeaderTier, t.Tier),
+				headerOpt(schemas.HeaderRateLimitKey, t.ID),
+				headerOpt(schemas.HeaderShieldClass, d.shieldClass),
+			},
+			HeadersToRemove: []string{"authorization", s.cfg.Edge.JWTHeader},
+		}},
+		// The tenant's own limits, which the routes' rate limits send the
+		// global service as descriptor limit overrides.
+		DynamicMetadata: d.metadata,
 	}
 	s.derived.Add(k, d)
 	return d

@@ -27,6 +27,9 @@ func NormalizePath(raw string) (string, error) {
 	if path == "" || path[0] != '/' || strings.ContainsRune(path, '#') {
 		return "", ErrBadPath
 	}
+	if normal(path) {
+		return path, nil
+	}
 	var b strings.Builder
 	b.Grow(len(path))
 	for i := 0; i < len(path); i++ {
@@ -61,6 +64,31 @@ func NormalizePath(raw string) (string, error) {
 		}
 	}
 	return removeDotSegments(b.String()), nil
+}
+
+// normal reports whether path is already normalised: printable ASCII
+// without escapes, backslashes, empty segments or dot segments (what Envoy
+// forwards after its own normalisation), so it needs no rewriting.
+func normal(path string) bool {
+	for i := 0; i < len(path); i++ {
+		switch c := path[i]; {
+		case c < 0x21 || c >= 0x7f || c == '%' || c == '\\':
+			return false
+		case c == '/':
+			if i+1 < len(path) && path[i+1] == '/' {
+				return false
+			}
+		case c == '.' && path[i-1] == '/':
+			end := i + 1
+			if end < len(path) && path[end] == '.' {
+				end++
+			}
+			if end == len(path) || path[end] == '/' {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func unhex(c byte) (byte, bool) {

@@ -44,8 +44,9 @@ type Resolver struct {
 	mu    sync.RWMutex
 	epoch uint64
 
-	lookups       *prometheus.CounterVec
-	registryCalls prometheus.Counter
+	lookups           *prometheus.CounterVec
+	hit, negHit, miss prometheus.Counter
+	registryCalls     prometheus.Counter
 }
 
 type cached struct {
@@ -72,6 +73,7 @@ func NewResolver(lookup Lookup, opt ResolverOptions) *Resolver {
 		registryCalls: prometheus.NewCounter(prometheus.CounterOpts{Name: "partners_edge_registry_lookups_total",
 			Help: "Registry lookups made on cache misses (after singleflight)."}),
 	}
+	r.hit, r.negHit, r.miss = r.lookups.WithLabelValues("hit"), r.lookups.WithLabelValues("negative_hit"), r.lookups.WithLabelValues("miss")
 	if opt.NegativeTTL > 0 {
 		r.neg = expirable.NewLRU[string, struct{}](opt.Size, nil, opt.NegativeTTL)
 	}
@@ -89,18 +91,18 @@ func (r *Resolver) Resolve(hash string) (*schemas.Tenant, bool) {
 	now := r.opt.Now()
 	if c, ok := r.pos.Get(hash); ok {
 		if c.expires == nil || now.Before(*c.expires) {
-			r.lookups.WithLabelValues("hit").Inc()
+			r.hit.Inc()
 			return c.tenant, true
 		}
 		r.pos.Remove(hash) // the rotated key expired while cached
 	}
 	if r.neg != nil {
 		if _, ok := r.neg.Get(hash); ok {
-			r.lookups.WithLabelValues("negative_hit").Inc()
+			r.negHit.Inc()
 			return nil, false
 		}
 	}
-	r.lookups.WithLabelValues("miss").Inc()
+	r.miss.Inc()
 	v, _, _ := r.sf.Do(hash, func() (any, error) {
 		r.mu.RLock()
 		epoch := r.epoch

@@ -12,7 +12,9 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"hash"
 	"strings"
+	"sync"
 )
 
 // prefixes are the tier prefixes of API keys: a leaked key tells at a
@@ -63,6 +65,30 @@ func Hash(pepper, key string) string {
 	m := hmac.New(sha256.New, []byte(pepper))
 	m.Write([]byte(key))
 	return hex.EncodeToString(m.Sum(nil))
+}
+
+// Hasher computes Hash for one pepper, reusing HMAC states across calls
+// (the edge hashes the key of every request). Safe for concurrent use.
+type Hasher struct {
+	pool sync.Pool
+}
+
+// NewHasher returns a Hasher of pepper.
+func NewHasher(pepper string) *Hasher {
+	h := &Hasher{}
+	h.pool.New = func() any { return hmac.New(sha256.New, []byte(pepper)) }
+	return h
+}
+
+// Hash is Hash(pepper, key).
+func (h *Hasher) Hash(key string) string {
+	m := h.pool.Get().(hash.Hash)
+	m.Reset()
+	m.Write([]byte(key))
+	var sum [sha256.Size]byte
+	out := hex.EncodeToString(m.Sum(sum[:0]))
+	h.pool.Put(m)
+	return out
 }
 
 // Equal compares two key hashes in constant time.

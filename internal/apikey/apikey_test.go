@@ -40,3 +40,12 @@ func TestEqualAndPrefix(t *testing.T) {
 		t.Fatalf("DisplayPrefix = %q", got)
 	}
 }
+
+func TestHasherMatchesHash(t *testing.T) {
+	h := apikey.NewHasher("pepper")
+	for _, k := range []string{"pk_std_a", "pk_ent_b", apikey.New("sandbox")} {
+		if h.Hash(k) != apikey.Hash("pepper", k) || h.Hash(k) != h.Hash(k) {
+			t.Fatalf("Hasher and Hash differ for %q", k)
+		}
+	}
+}
