@@ -27,6 +27,8 @@ const (
 	TopicEvents      = "partners.events.v1"
 	TopicRetryPrefix = "partners.webhooks.retry." // + attempt number, 1-based
 	TopicDLQ         = "partners.webhooks.dlq"
+	TopicDLQIndex    = "partners.webhooks.dlq.index" // compacted: the state of every dead letter, by key
+	TopicFIFO        = "partners.webhooks.fifo"      // deliveries of ordered endpoints, keyed by endpoint id
 	TopicDeliveries  = "partners.deliveries.v1"
 	TopicTouchpoints = "partners.touchpoints.v1"
 	TopicConversions = "partners.conversions.v1"
@@ -109,47 +111,61 @@ const (
 	OutcomeRetry     = "retry"    // retryable failure, moved to the next retry topic
 	OutcomeFailed    = "failed"   // permanent failure or attempts exhausted, moved to the DLQ
 	OutcomeDisabled  = "disabled" // 410 Gone: endpoint disabled
-	OutcomeSkipped   = "skipped"  // circuit open: no call made, moved to the next retry topic
+	OutcomeSkipped   = "skipped"  // no longer written: a held delivery makes no attempt and is not logged
 )
 
 // DeliveryAttempt is one HTTP attempt at one webhook, on partners.deliveries.v1.
 // DeliveryID is the Standard Webhooks webhook-id, derived from (event id,
 // endpoint id): the same on every retry and replay.
 type DeliveryAttempt struct {
-	SchemaVersion string    `json:"schema_version"`
-	ID            string    `json:"id"` // delivery id + "/" + attempt: unique per attempt
-	DeliveryID    string    `json:"delivery_id"`
-	TenantID      string    `json:"tenant_id"`
-	EndpointID    string    `json:"endpoint_id"`
-	EventID       string    `json:"event_id"`
-	EventType     string    `json:"event_type"`
-	Attempt       int       `json:"attempt"`
-	StatusCode    int       `json:"status_code"`
-	Outcome       string    `json:"outcome"`
-	LatencyMS     float64   `json:"latency_ms"`
-	Error         string    `json:"error,omitempty"`
-	TraceID       string    `json:"trace_id,omitempty"`
-	AttemptedAt   time.Time `json:"attempted_at"`
+	SchemaVersion string  `json:"schema_version"`
+	ID            string  `json:"id"` // delivery id + "/" + attempt: unique per attempt
+	DeliveryID    string  `json:"delivery_id"`
+	TenantID      string  `json:"tenant_id"`
+	EndpointID    string  `json:"endpoint_id"`
+	EventID       string  `json:"event_id"`
+	EventType     string  `json:"event_type"`
+	Attempt       int     `json:"attempt"`
+	StatusCode    int     `json:"status_code"`
+	Outcome       string  `json:"outcome"`
+	LatencyMS     float64 `json:"latency_ms"`
+	Error         string  `json:"error,omitempty"`
+	// Reason classifies a failed attempt (connection_refused, dns_failure,
+	// timeout, tls_error, connection_error, blocked_address, http_status, …);
+	// empty when delivered.
+	Reason      string    `json:"reason,omitempty"`
+	TraceID     string    `json:"trace_id,omitempty"`
+	AttemptedAt time.Time `json:"attempted_at"`
 }
 
 // DeadLetter is a record on partners.webhooks.dlq (or partners.attribution.dlq
 // for malformed attribution input). Payload keeps the original bytes so a
 // replay sends exactly what the first attempt sent.
 type DeadLetter struct {
-	SchemaVersion  string          `json:"schema_version"`
-	DeliveryID     string          `json:"delivery_id,omitempty"`
-	TenantID       string          `json:"tenant_id,omitempty"`
-	EndpointID     string          `json:"endpoint_id,omitempty"`
-	EventID        string          `json:"event_id,omitempty"`
-	EventType      string          `json:"event_type,omitempty"`
-	Attempts       int             `json:"attempts"`
-	LastStatus     int             `json:"last_status,omitempty"`
-	LastError      string          `json:"last_error,omitempty"`
-	Reason         string          `json:"reason"`
+	SchemaVersion string `json:"schema_version"`
+	DeliveryID    string `json:"delivery_id,omitempty"`
+	TenantID      string `json:"tenant_id,omitempty"`
+	EndpointID    string `json:"endpoint_id,omitempty"`
+	EventID       string `json:"event_id,omitempty"`
+	EventType     string `json:"event_type,omitempty"`
+	Attempts      int    `json:"attempts"`
+	LastStatus    int    `json:"last_status,omitempty"`
+	LastError     string `json:"last_error,omitempty"`
+	Reason        string `json:"reason"`
+	// ReasonCode is Reason's class, one of a closed set (see
+	// schemas/json/dead-letter.v1.schema.json): what happened, for
+	// filtering and alerting.
+	ReasonCode     string          `json:"reason_code,omitempty"`
 	SourceTopic    string          `json:"source_topic,omitempty"`
 	TraceID        string          `json:"trace_id,omitempty"`
 	FirstAttemptAt time.Time       `json:"first_attempt_at,omitempty,omitzero"`
 	LastAttemptAt  time.Time       `json:"last_attempt_at,omitempty,omitzero"`
 	Payload        json.RawMessage `json:"payload,omitempty"`
 	Raw            []byte          `json:"raw,omitempty"` // undecodable input, base64 in JSON
+	// PayloadKind says what Payload holds: "body" (the bytes sent, the
+	// default) or "event" (the event, when no body could be rendered: a
+	// replay filters and renders it with the endpoint's current settings).
+	PayloadKind string `json:"payload_kind,omitempty"`
+	// Replays counts the replays of this delivery before it failed again.
+	Replays int `json:"replays,omitempty"`
 }

@@ -2,7 +2,9 @@ package schemas
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
+	"sort"
 	"strings"
 	"time"
 )
@@ -85,7 +87,17 @@ type Endpoint struct {
 	Disabled       bool              `json:"disabled,omitempty"`
 	DisabledReason string            `json:"disabled_reason,omitempty"`
 	Headers        map[string]string `json:"headers,omitempty"`
+	// Ordering "fifo" delivers the endpoint's messages one at a time in
+	// order: the next waits until the previous is delivered or
+	// dead-lettered. Empty: concurrent, unordered (the default).
+	Ordering string `json:"ordering,omitempty"`
 }
+
+// OrderingFIFO is Endpoint.Ordering for in-order, one-at-a-time delivery.
+const OrderingFIFO = "fifo"
+
+// FIFO reports whether the endpoint takes its messages in order.
+func (e Endpoint) FIFO() bool { return e.Ordering == OrderingFIFO }
 
 // FieldMapping is a declarative, versioned payload transformation: each
 // output field is taken from a JSON path of the event.
@@ -174,6 +186,68 @@ func CheckClientIdentity(id string) error {
 			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
 				return errors.New("must be a DNS name such as client.acme.example")
 			}
+		}
+	}
+	return nil
+}
+
+// Limits of a FieldMapping, checked when the mapping is written (the
+// renderer bounds its output too).
+const (
+	MaxMappingFields     = 256
+	MaxMappingPathLength = 256
+	MaxMappingDepth      = 16
+)
+
+// MappingVersions are the FieldMapping versions the renderer understands.
+// Version 1: every output field (dotted names nest: "order.total") is copied
+// from a dotted source path of the version-1 payload ("data.total", "id");
+// a missing source path leaves the output field out.
+var MappingVersions = map[int]bool{1: true}
+
+// Validate checks a mapping before it is stored: a known version, 1 to
+// MaxMappingFields fields, non-empty dotted names and paths of bounded
+// length and depth, and no output field that is both a value and an object
+// ("a" and "a.b"). It names the offending field.
+func (m *FieldMapping) Validate() error {
+	if m == nil {
+		return nil
+	}
+	if !MappingVersions[m.Version] {
+		return fmt.Errorf("mapping.version: %d is not supported (supported: 1)", m.Version)
+	}
+	if len(m.Fields) == 0 || len(m.Fields) > MaxMappingFields {
+		return fmt.Errorf("mapping.fields: want 1 to %d fields, got %d", MaxMappingFields, len(m.Fields))
+	}
+	names := make([]string, 0, len(m.Fields))
+	for name, path := range m.Fields {
+		for _, x := range []struct{ what, v string }{{"field name", name}, {"source path", path}} {
+			if err := checkDotted(x.v); err != nil {
+				return fmt.Errorf("mapping.fields[%q]: %s %q %v", name, x.what, x.v, err)
+			}
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for i := 1; i < len(names); i++ {
+		if strings.HasPrefix(names[i], names[i-1]+".") {
+			return fmt.Errorf("mapping.fields[%q]: %q is both a value and an object", names[i], names[i-1])
+		}
+	}
+	return nil
+}
+
+func checkDotted(s string) error {
+	if s == "" || len(s) > MaxMappingPathLength {
+		return fmt.Errorf("must be 1 to %d characters", MaxMappingPathLength)
+	}
+	parts := strings.Split(s, ".")
+	if len(parts) > MaxMappingDepth {
+		return fmt.Errorf("is nested deeper than %d levels", MaxMappingDepth)
+	}
+	for _, p := range parts {
+		if p == "" {
+			return errors.New("has an empty segment")
 		}
 	}
 	return nil

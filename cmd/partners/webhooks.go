@@ -84,14 +84,20 @@ the same id again is the same event (same webhook-ids).`,
 func (a *app) dlqCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dlq",
-		Short: "List and replay the webhooks dead-letter queue through the admin API",
+		Short: "List, replay and recover the webhooks dead-letter queue through the admin API",
 	}
-	var tenant, eventType, since, format string
+	var tenant, endpoint, eventType, reason, status, since, until, format, pageToken string
+	var deliveryIDs []string
 	var limit int
+	var force bool
 	addFilters := func(c *cobra.Command) {
 		c.Flags().StringVar(&tenant, "tenant", "", "only this tenant id")
+		c.Flags().StringVar(&endpoint, "endpoint", "", "only this endpoint id")
 		c.Flags().StringVar(&eventType, "event-type", "", "only this event type")
+		c.Flags().StringVar(&reason, "reason", "", "only this reason code (http_status, timeout, connection_refused, breaker_open, …)")
 		c.Flags().StringVar(&since, "since", "", "only dead letters since an RFC 3339 time or a duration ago (24h)")
+		c.Flags().StringVar(&until, "until", "", "only dead letters before an RFC 3339 time or a duration ago")
+		c.Flags().StringSliceVar(&deliveryIDs, "delivery-id", nil, "only these deliveries (webhook-ids; repeat or comma-separate)")
 	}
 	opt := func(s string) *string {
 		if s == "" {
@@ -99,16 +105,28 @@ func (a *app) dlqCmd() *cobra.Command {
 		}
 		return &s
 	}
+	ids := func() *adminclient.DLQDeliveryID {
+		if len(deliveryIDs) == 0 {
+			return nil
+		}
+		v := adminclient.DLQDeliveryID(deliveryIDs)
+		return &v
+	}
 	list := &cobra.Command{
-		Use:   "list [--tenant ID] [--event-type T] [--since 24h] [--limit N] [--format table|json]",
-		Short: "List dead letters",
+		Use:   "list [--tenant ID] [--endpoint ID] [--event-type T] [--reason R] [--status S] [--since 24h] [--until T] [--limit N] [--page-token P] [--format table|json]",
+		Short: "List dead letters from the DLQ index, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, c, err := a.client()
 			if err != nil {
 				return err
 			}
-			params := &adminclient.ListDLQParams{Tenant: opt(tenant), EventType: opt(eventType), Since: opt(since)}
+			params := &adminclient.ListDLQParams{Tenant: opt(tenant), Endpoint: opt(endpoint), EventType: opt(eventType),
+				Reason: opt(reason), Since: opt(since), Until: opt(until), DeliveryId: ids(), PageToken: opt(pageToken)}
+			if status != "" {
+				st := adminclient.ListDLQParamsStatus(status)
+				params.Status = &st
+			}
 			if limit > 0 {
 				params.Limit = &limit
 			}
@@ -123,35 +141,44 @@ func (a *app) dlqCmd() *cobra.Command {
 				return fmt.Errorf("--format: want table or json, got %q", format)
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "DELIVERY ID\tTENANT\tENDPOINT\tEVENT TYPE\tATTEMPTS\tLAST STATUS\tLAST ATTEMPT\tREASON")
+			fmt.Fprintln(tw, "DELIVERY ID\tTENANT\tENDPOINT\tEVENT TYPE\tSTATUS\tATTEMPTS\tLAST STATUS\tDEAD AT\tREASON CODE\tREASON")
 			for _, d := range res.JSON200.DeadLetters {
-				last := ""
-				if d.LastAttemptAt != nil {
-					last = d.LastAttemptAt.Format(time.RFC3339)
-				}
 				st := ""
 				if d.LastStatus != nil {
 					st = fmt.Sprint(*d.LastStatus)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", deref(d.DeliveryId), deref(d.TenantId), deref(d.EndpointId),
-					deref(d.EventType), d.Attempts, st, last, d.Reason)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", deref(d.DeliveryId), deref(d.TenantId), deref(d.EndpointId),
+					deref(d.EventType), d.Status, d.Attempts, st, d.DeadAt.Format(time.RFC3339), deref(d.ReasonCode), d.Reason)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if next := res.JSON200.NextPageToken; next != nil {
+				fmt.Fprintf(a.stdout, "\nmore: --page-token %s\n", *next)
+			}
+			return nil
 		},
 	}
 	addFilters(list)
+	list.Flags().StringVar(&status, "status", "", "dead (default), replayed, delivered, dropped or all")
 	list.Flags().IntVar(&limit, "limit", 0, "at most this many (API default 100)")
+	list.Flags().StringVar(&pageToken, "page-token", "", "the page after this token (printed after a full page)")
 	list.Flags().StringVar(&format, "format", "table", "table or json")
 	replay := &cobra.Command{
-		Use:   "replay [--tenant ID] [--event-type T] [--since 24h]",
-		Short: "Replay matching dead letters into the first retry topic with their original webhook-id and payload",
+		Use:   "replay [--tenant ID] [--endpoint ID] [--event-type T] [--reason R] [--since 24h] [--until T] [--delivery-id ID] [--force]",
+		Short: "Replay matching dead letters with their original webhook-id and payload (each once, unless --force)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, c, err := a.client()
 			if err != nil {
 				return err
 			}
-			res, err := c.ReplayDLQWithResponse(cmd.Context(), &adminclient.ReplayDLQParams{Tenant: opt(tenant), EventType: opt(eventType), Since: opt(since)})
+			params := &adminclient.ReplayDLQParams{Tenant: opt(tenant), Endpoint: opt(endpoint), EventType: opt(eventType),
+				Reason: opt(reason), Since: opt(since), Until: opt(until), DeliveryId: ids()}
+			if force {
+				params.Force = &force
+			}
+			res, err := c.ReplayDLQWithResponse(cmd.Context(), params)
 			if err != nil {
 				return a.apiResult(0, nil, err, http.StatusOK)
 			}
@@ -159,7 +186,29 @@ func (a *app) dlqCmd() *cobra.Command {
 		},
 	}
 	addFilters(replay)
-	cmd.AddCommand(list, replay)
+	replay.Flags().BoolVar(&force, "force", false, "also replay dead letters replayed before")
+	var recEndpoint, recSince string
+	recoverCmd := &cobra.Command{
+		Use:   "recover --endpoint ID --since T",
+		Short: "Re-deliver an endpoint's failed deliveries since T (an RFC 3339 time or a duration ago), oldest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, c, err := a.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.RecoverEndpointWithResponse(cmd.Context(), &adminclient.RecoverEndpointParams{Endpoint: recEndpoint, Since: recSince})
+			if err != nil {
+				return a.apiResult(0, nil, err, http.StatusOK)
+			}
+			return a.apiResult(res.StatusCode(), res.Body, nil, http.StatusOK)
+		},
+	}
+	recoverCmd.Flags().StringVar(&recEndpoint, "endpoint", "", "endpoint id (required)")
+	recoverCmd.Flags().StringVar(&recSince, "since", "", "RFC 3339 time or a duration like 6h (required)")
+	_ = recoverCmd.MarkFlagRequired("endpoint")
+	_ = recoverCmd.MarkFlagRequired("since")
+	cmd.AddCommand(list, replay, recoverCmd)
 	return cmd
 }
 

@@ -42,6 +42,14 @@ const (
 	CreatedTenantTierStandard   CreatedTenantTier = "standard"
 )
 
+// Defines values for DeadLetterStatus.
+const (
+	DeadLetterStatusDead      DeadLetterStatus = "dead"
+	DeadLetterStatusDelivered DeadLetterStatus = "delivered"
+	DeadLetterStatusDropped   DeadLetterStatus = "dropped"
+	DeadLetterStatusReplayed  DeadLetterStatus = "replayed"
+)
+
 // Defines values for TenantStatus.
 const (
 	TenantStatusActive    TenantStatus = "active"
@@ -56,6 +64,21 @@ const (
 	TenantTierStandard   TenantTier = "standard"
 )
 
+// Defines values for UpdateTenantEndpointsOrdering.
+const (
+	Empty UpdateTenantEndpointsOrdering = ""
+	Fifo  UpdateTenantEndpointsOrdering = "fifo"
+)
+
+// Defines values for DLQStatus.
+const (
+	DLQStatusAll       DLQStatus = "all"
+	DLQStatusDead      DLQStatus = "dead"
+	DLQStatusDelivered DLQStatus = "delivered"
+	DLQStatusDropped   DLQStatus = "dropped"
+	DLQStatusReplayed  DLQStatus = "replayed"
+)
+
 // Defines values for GetROIParamsModel.
 const (
 	FirstTouch    GetROIParamsModel = "first_touch"
@@ -63,6 +86,15 @@ const (
 	Linear        GetROIParamsModel = "linear"
 	PositionBased GetROIParamsModel = "position_based"
 	TimeDecay     GetROIParamsModel = "time_decay"
+)
+
+// Defines values for ListDLQParamsStatus.
+const (
+	All       ListDLQParamsStatus = "all"
+	Dead      ListDLQParamsStatus = "dead"
+	Delivered ListDLQParamsStatus = "delivered"
+	Dropped   ListDLQParamsStatus = "dropped"
+	Replayed  ListDLQParamsStatus = "replayed"
 )
 
 // Defines values for ListTenantsParamsStatus.
@@ -133,7 +165,9 @@ type CreatedTenantTier string
 
 // DeadLetter defines model for DeadLetter.
 type DeadLetter struct {
+	// Attempts HTTP attempts made
 	Attempts       int        `json:"attempts"`
+	DeadAt         time.Time  `json:"dead_at"`
 	DeliveryId     *string    `json:"delivery_id,omitempty"`
 	EndpointId     *string    `json:"endpoint_id,omitempty"`
 	EventId        *string    `json:"event_id,omitempty"`
@@ -142,12 +176,26 @@ type DeadLetter struct {
 	LastAttemptAt  *time.Time `json:"last_attempt_at,omitempty"`
 	LastError      *string    `json:"last_error,omitempty"`
 	LastStatus     *int       `json:"last_status,omitempty"`
-	Offset         *int       `json:"offset,omitempty"`
-	Partition      *int       `json:"partition,omitempty"`
-	Reason         string     `json:"reason"`
-	TenantId       *string    `json:"tenant_id,omitempty"`
-	TraceId        *string    `json:"trace_id,omitempty"`
+
+	// Offset position of its record in partners.webhooks.dlq.index
+	Offset    *int `json:"offset,omitempty"`
+	Partition *int `json:"partition,omitempty"`
+
+	// Reason what happened, in words
+	Reason string `json:"reason"`
+
+	// ReasonCode what happened: connection_refused, dns_failure, timeout, tls_error, connection_error, blocked_address, http_status, breaker_open, filter_error, render_error, tenant_suspended, endpoint_disabled, malformed_event, …
+	ReasonCode *string `json:"reason_code,omitempty"`
+
+	// Replays replays of this delivery so far
+	Replays  int              `json:"replays"`
+	Status   DeadLetterStatus `json:"status"`
+	TenantId *string          `json:"tenant_id,omitempty"`
+	TraceId  *string          `json:"trace_id,omitempty"`
 }
+
+// DeadLetterStatus defines model for DeadLetter.Status.
+type DeadLetterStatus string
 
 // Endpoint defines model for Endpoint.
 type Endpoint struct {
@@ -160,6 +208,7 @@ type Endpoint struct {
 		Fields  *map[string]string `json:"fields,omitempty"`
 		Version *int               `json:"version,omitempty"`
 	} `json:"mapping,omitempty"`
+	Ordering       *string `json:"ordering,omitempty"`
 	PayloadVersion *string `json:"payload_version,omitempty"`
 
 	// Secrets secret ids and validity only; secret values are never returned after creation
@@ -230,6 +279,15 @@ type Readiness struct {
 	Ready  bool              `json:"ready"`
 }
 
+// ReplayResult defines model for ReplayResult.
+type ReplayResult struct {
+	ReplayId *string `json:"replay_id,omitempty"`
+	Replayed int     `json:"replayed"`
+
+	// Skipped matching dead letters that are no delivery (malformed input)
+	Skipped int `json:"skipped"`
+}
+
 // Tenant defines model for Tenant.
 type Tenant struct {
 	// ClientIdentities enterprise only: client-certificate identities (URI SANs such as spiffe://acme.example/partner, or DNS SANs) allowed on the mutual-TLS listener; a certificate of any other identity is refused
@@ -272,14 +330,19 @@ type UpdateTenant struct {
 		EventTypes *[]string `json:"event_types,omitempty"`
 
 		// Filter CEL expression over the event
-		Filter  *string `json:"filter,omitempty"`
-		Id      *string `json:"id,omitempty"`
+		Filter *string `json:"filter,omitempty"`
+		Id     *string `json:"id,omitempty"`
+
+		// Mapping checked when written: version 1, 1 to 256 fields, dotted names and paths up to 256 characters and 16 levels
 		Mapping *struct {
 			Fields  map[string]string `json:"fields"`
 			Version int               `json:"version"`
 		} `json:"mapping,omitempty"`
-		PayloadVersion *string `json:"payload_version,omitempty"`
-		Url            string  `json:"url"`
+
+		// Ordering fifo: one message at a time, in order (see the webhooks README for its cost)
+		Ordering       *UpdateTenantEndpointsOrdering `json:"ordering,omitempty"`
+		PayloadVersion *string                        `json:"payload_version,omitempty"`
+		Url            string                         `json:"url"`
 	} `json:"endpoints,omitempty"`
 	Features  *map[string]bool `json:"features,omitempty"`
 	Jwt       *JWT             `json:"jwt,omitempty"`
@@ -289,14 +352,32 @@ type UpdateTenant struct {
 	Tier      *string          `json:"tier,omitempty"`
 }
 
+// UpdateTenantEndpointsOrdering fifo: one message at a time, in order (see the webhooks README for its cost)
+type UpdateTenantEndpointsOrdering string
+
+// DLQDeliveryID defines model for DLQDeliveryID.
+type DLQDeliveryID = []string
+
+// DLQEndpoint defines model for DLQEndpoint.
+type DLQEndpoint = string
+
 // DLQEventType defines model for DLQEventType.
 type DLQEventType = string
+
+// DLQReason defines model for DLQReason.
+type DLQReason = string
 
 // DLQSince defines model for DLQSince.
 type DLQSince = string
 
+// DLQStatus defines model for DLQStatus.
+type DLQStatus string
+
 // DLQTenant defines model for DLQTenant.
 type DLQTenant = string
+
+// DLQUntil defines model for DLQUntil.
+type DLQUntil = string
 
 // TenantID defines model for TenantID.
 type TenantID = string
@@ -314,20 +395,60 @@ type GetROIParamsModel string
 // ListDLQParams defines parameters for ListDLQ.
 type ListDLQParams struct {
 	Tenant    *DLQTenant    `form:"tenant,omitempty" json:"tenant,omitempty"`
+	Endpoint  *DLQEndpoint  `form:"endpoint,omitempty" json:"endpoint,omitempty"`
 	EventType *DLQEventType `form:"event_type,omitempty" json:"event_type,omitempty"`
 
-	// Since RFC 3339 time or a Go duration like 24h
+	// Reason reason code, e.g. http_status, timeout, connection_refused, breaker_open
+	Reason *DLQReason `form:"reason,omitempty" json:"reason,omitempty"`
+
+	// Status dead (default), replayed, delivered, dropped or all
+	Status *ListDLQParamsStatus `form:"status,omitempty" json:"status,omitempty"`
+
+	// Since dead-lettered at or after: RFC 3339 time or a Go duration like 24h
 	Since *DLQSince `form:"since,omitempty" json:"since,omitempty"`
-	Limit *int      `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Until dead-lettered before: RFC 3339 time or a Go duration ago
+	Until *DLQUntil `form:"until,omitempty" json:"until,omitempty"`
+
+	// DeliveryId only these deliveries (repeatable)
+	DeliveryId *DLQDeliveryID `form:"delivery_id,omitempty" json:"delivery_id,omitempty"`
+	Limit      *int           `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// PageToken next_page_token of the previous page
+	PageToken *string `form:"page_token,omitempty" json:"page_token,omitempty"`
+}
+
+// ListDLQParamsStatus defines parameters for ListDLQ.
+type ListDLQParamsStatus string
+
+// RecoverEndpointParams defines parameters for RecoverEndpoint.
+type RecoverEndpointParams struct {
+	Endpoint string `form:"endpoint" json:"endpoint"`
+
+	// Since RFC 3339 time or a Go duration like 24h
+	Since string `form:"since" json:"since"`
 }
 
 // ReplayDLQParams defines parameters for ReplayDLQ.
 type ReplayDLQParams struct {
 	Tenant    *DLQTenant    `form:"tenant,omitempty" json:"tenant,omitempty"`
+	Endpoint  *DLQEndpoint  `form:"endpoint,omitempty" json:"endpoint,omitempty"`
 	EventType *DLQEventType `form:"event_type,omitempty" json:"event_type,omitempty"`
 
-	// Since RFC 3339 time or a Go duration like 24h
+	// Reason reason code, e.g. http_status, timeout, connection_refused, breaker_open
+	Reason *DLQReason `form:"reason,omitempty" json:"reason,omitempty"`
+
+	// Since dead-lettered at or after: RFC 3339 time or a Go duration like 24h
 	Since *DLQSince `form:"since,omitempty" json:"since,omitempty"`
+
+	// Until dead-lettered before: RFC 3339 time or a Go duration ago
+	Until *DLQUntil `form:"until,omitempty" json:"until,omitempty"`
+
+	// DeliveryId only these deliveries (repeatable)
+	DeliveryId *DLQDeliveryID `form:"delivery_id,omitempty" json:"delivery_id,omitempty"`
+
+	// Force also replay what was replayed before
+	Force *bool `form:"force,omitempty" json:"force,omitempty"`
 }
 
 // ListTenantsParams defines parameters for ListTenants.
@@ -428,6 +549,9 @@ type ClientInterface interface {
 	// ListDLQ request
 	ListDLQ(ctx context.Context, params *ListDLQParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// RecoverEndpoint request
+	RecoverEndpoint(ctx context.Context, params *RecoverEndpointParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ReplayDLQ request
 	ReplayDLQ(ctx context.Context, params *ReplayDLQParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
@@ -483,6 +607,18 @@ func (c *Client) GetROI(ctx context.Context, params *GetROIParams, reqEditors ..
 
 func (c *Client) ListDLQ(ctx context.Context, params *ListDLQParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewListDLQRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+func (c *Client) RecoverEndpoint(ctx context.Context, params *RecoverEndpointParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRecoverEndpointRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -780,9 +916,57 @@ func NewListDLQRequest(server string, params *ListDLQParams) (*http.Request, err
 
 		}
 
+		if params.Endpoint != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "endpoint", runtime.ParamLocationQuery, *params.Endpoint); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
 		if params.EventType != nil {
 
 			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "event_type", runtime.ParamLocationQuery, *params.EventType); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
+		if params.Reason != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "reason", runtime.ParamLocationQuery, *params.Reason); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
+		if params.Status != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "status", runtime.ParamLocationQuery, *params.Status); err != nil {
 				return nil, err
 			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
 				return nil, err
@@ -812,9 +996,57 @@ func NewListDLQRequest(server string, params *ListDLQParams) (*http.Request, err
 
 		}
 
+		if params.Until != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "until", runtime.ParamLocationQuery, *params.Until); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
+		if params.DeliveryId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "delivery_id", runtime.ParamLocationQuery, *params.DeliveryId); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
 		if params.Limit != nil {
 
 			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "limit", runtime.ParamLocationQuery, *params.Limit); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
+		if params.PageToken != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "page_token", runtime.ParamLocationQuery, *params.PageToken); err != nil {
 				return nil, err
 			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
 				return nil, err
@@ -832,6 +1064,63 @@ func NewListDLQRequest(server string, params *ListDLQParams) (*http.Request, err
 	}
 
 	req, err := http.NewRequest("GET", queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewRecoverEndpointRequest generates requests for RecoverEndpoint
+func NewRecoverEndpointRequest(server string, params *RecoverEndpointParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/dlq/recover")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		queryValues := queryURL.Query()
+
+		if queryFrag, err := runtime.StyleParamWithLocation("form", true, "endpoint", runtime.ParamLocationQuery, params.Endpoint); err != nil {
+			return nil, err
+		} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+			return nil, err
+		} else {
+			for k, v := range parsed {
+				for _, v2 := range v {
+					queryValues.Add(k, v2)
+				}
+			}
+		}
+
+		if queryFrag, err := runtime.StyleParamWithLocation("form", true, "since", runtime.ParamLocationQuery, params.Since); err != nil {
+			return nil, err
+		} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+			return nil, err
+		} else {
+			for k, v := range parsed {
+				for _, v2 := range v {
+					queryValues.Add(k, v2)
+				}
+			}
+		}
+
+		queryURL.RawQuery = queryValues.Encode()
+	}
+
+	req, err := http.NewRequest("POST", queryURL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -877,6 +1166,22 @@ func NewReplayDLQRequest(server string, params *ReplayDLQParams) (*http.Request,
 
 		}
 
+		if params.Endpoint != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "endpoint", runtime.ParamLocationQuery, *params.Endpoint); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
 		if params.EventType != nil {
 
 			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "event_type", runtime.ParamLocationQuery, *params.EventType); err != nil {
@@ -893,9 +1198,73 @@ func NewReplayDLQRequest(server string, params *ReplayDLQParams) (*http.Request,
 
 		}
 
+		if params.Reason != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "reason", runtime.ParamLocationQuery, *params.Reason); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
 		if params.Since != nil {
 
 			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "since", runtime.ParamLocationQuery, *params.Since); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
+		if params.Until != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "until", runtime.ParamLocationQuery, *params.Until); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
+		if params.DeliveryId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "delivery_id", runtime.ParamLocationQuery, *params.DeliveryId); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
+		if params.Force != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "force", runtime.ParamLocationQuery, *params.Force); err != nil {
 				return nil, err
 			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
 				return nil, err
@@ -1378,6 +1747,9 @@ type ClientWithResponsesInterface interface {
 	// ListDLQWithResponse request
 	ListDLQWithResponse(ctx context.Context, params *ListDLQParams, reqEditors ...RequestEditorFn) (*ListDLQResponse, error)
 
+	// RecoverEndpointWithResponse request
+	RecoverEndpointWithResponse(ctx context.Context, params *RecoverEndpointParams, reqEditors ...RequestEditorFn) (*RecoverEndpointResponse, error)
+
 	// ReplayDLQWithResponse request
 	ReplayDLQWithResponse(ctx context.Context, params *ReplayDLQParams, reqEditors ...RequestEditorFn) (*ReplayDLQResponse, error)
 
@@ -1452,9 +1824,13 @@ type ListDLQResponse struct {
 	HTTPResponse *http.Response
 	JSON200      *struct {
 		DeadLetters []DeadLetter `json:"dead_letters"`
+
+		// NextPageToken absent on the last page
+		NextPageToken *string `json:"next_page_token,omitempty"`
 	}
 	ApplicationproblemJSON400 *Problem
 	ApplicationproblemJSON401 *Problem
+	ApplicationproblemJSON503 *Problem
 }
 
 // Status returns HTTPResponse.Status
@@ -1473,14 +1849,40 @@ func (r ListDLQResponse) StatusCode() int {
 	return 0
 }
 
-type ReplayDLQResponse struct {
-	Body         []byte
-	HTTPResponse *http.Response
-	JSON200      *struct {
-		Replayed int `json:"replayed"`
-	}
+type RecoverEndpointResponse struct {
+	Body                      []byte
+	HTTPResponse              *http.Response
+	JSON200                   *ReplayResult
 	ApplicationproblemJSON400 *Problem
 	ApplicationproblemJSON401 *Problem
+	ApplicationproblemJSON404 *Problem
+	ApplicationproblemJSON409 *Problem
+	ApplicationproblemJSON503 *Problem
+}
+
+// Status returns HTTPResponse.Status
+func (r RecoverEndpointResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RecoverEndpointResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+type ReplayDLQResponse struct {
+	Body                      []byte
+	HTTPResponse              *http.Response
+	JSON200                   *ReplayResult
+	ApplicationproblemJSON400 *Problem
+	ApplicationproblemJSON401 *Problem
+	ApplicationproblemJSON503 *Problem
 }
 
 // Status returns HTTPResponse.Status
@@ -1514,6 +1916,7 @@ type TestWebhookResponse struct {
 	}
 	ApplicationproblemJSON401 *Problem
 	ApplicationproblemJSON403 *Problem
+	ApplicationproblemJSON429 *Problem
 }
 
 // Status returns HTTPResponse.Status
@@ -1802,6 +2205,15 @@ func (c *ClientWithResponses) ListDLQWithResponse(ctx context.Context, params *L
 	return ParseListDLQResponse(rsp)
 }
 
+// RecoverEndpointWithResponse request returning *RecoverEndpointResponse
+func (c *ClientWithResponses) RecoverEndpointWithResponse(ctx context.Context, params *RecoverEndpointParams, reqEditors ...RequestEditorFn) (*RecoverEndpointResponse, error) {
+	rsp, err := c.RecoverEndpoint(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRecoverEndpointResponse(rsp)
+}
+
 // ReplayDLQWithResponse request returning *ReplayDLQResponse
 func (c *ClientWithResponses) ReplayDLQWithResponse(ctx context.Context, params *ReplayDLQParams, reqEditors ...RequestEditorFn) (*ReplayDLQResponse, error) {
 	rsp, err := c.ReplayDLQ(ctx, params, reqEditors...)
@@ -1993,6 +2405,9 @@ func ParseListDLQResponse(rsp *http.Response) (*ListDLQResponse, error) {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest struct {
 			DeadLetters []DeadLetter `json:"dead_letters"`
+
+			// NextPageToken absent on the last page
+			NextPageToken *string `json:"next_page_token,omitempty"`
 		}
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
@@ -2012,6 +2427,74 @@ func ParseListDLQResponse(rsp *http.Response) (*ListDLQResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseRecoverEndpointResponse parses an HTTP response from a RecoverEndpointWithResponse call
+func ParseRecoverEndpointResponse(rsp *http.Response) (*RecoverEndpointResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RecoverEndpointResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ReplayResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -2033,9 +2516,7 @@ func ParseReplayDLQResponse(rsp *http.Response) (*ReplayDLQResponse, error) {
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest struct {
-			Replayed int `json:"replayed"`
-		}
+		var dest ReplayResult
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -2054,6 +2535,13 @@ func ParseReplayDLQResponse(rsp *http.Response) (*ReplayDLQResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -2103,6 +2591,13 @@ func ParseTestWebhookResponse(rsp *http.Response) (*TestWebhookResponse, error) 
 			return nil, err
 		}
 		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
 
 	}
 

@@ -314,6 +314,7 @@ type EndpointPatch struct {
 	PayloadVersion string                `json:"payload_version,omitempty"`
 	Mapping        *schemas.FieldMapping `json:"mapping,omitempty"`
 	Disabled       *bool                 `json:"disabled,omitempty"`
+	Ordering       *string               `json:"ordering,omitempty"` // "fifo" or "" (nil: unchanged)
 }
 
 // Update applies a patch.
@@ -346,6 +347,12 @@ func (w *Writer) Update(ctx context.Context, id string, p Patch) (*schemas.Tenan
 		}
 		if err := validateEvents(fmt.Sprintf("endpoints[%d].event_types", i), e.EventTypes); err != nil {
 			return nil, err
+		}
+		if err := e.Mapping.Validate(); err != nil {
+			return nil, invalid(fmt.Sprintf("endpoints[%d].mapping", i), "", err.Error())
+		}
+		if e.Ordering != nil && *e.Ordering != "" && *e.Ordering != schemas.OrderingFIFO {
+			return nil, invalid(fmt.Sprintf("endpoints[%d].ordering", i), *e.Ordering, "must be fifo or empty")
 		}
 	}
 	return w.modify(ctx, id, func(t *schemas.Tenant, now time.Time) error {
@@ -397,6 +404,9 @@ func (w *Writer) Update(ctx context.Context, id string, p Patch) (*schemas.Tenan
 			e.URL, e.EventTypes, e.Filter, e.Mapping = ep.URL, ep.EventTypes, ep.Filter, ep.Mapping
 			if ep.PayloadVersion != "" {
 				e.SchemaVersion = ep.PayloadVersion
+			}
+			if ep.Ordering != nil {
+				e.Ordering = *ep.Ordering
 			}
 			if ep.Disabled != nil {
 				e.Disabled = *ep.Disabled

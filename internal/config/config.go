@@ -114,8 +114,13 @@ type Webhooks struct {
 	PerEndpoint   int      `yaml:"per_endpoint_concurrency"`
 	MaxBodyBytes  int64    `yaml:"max_response_body_bytes"`
 	MaxEventBytes int      `yaml:"max_event_bytes"`
-	AllowPrivate  []string `yaml:"allow_private_networks"` // CIDRs webhook URLs may resolve to despite the SSRF guard
-	Breaker       Breaker  `yaml:"circuit_breaker"`
+	// AllowPrivate are the private addresses webhook URLs may reach despite
+	// the SSRF guard: each entry names an address, CIDR or host name and a
+	// port or port range ("10.0.0.0/8:443", "127.0.0.1:9900-9999",
+	// "[fd00::/8]:8443", "hooks.internal:443"); an entry may hold several,
+	// separated by commas.
+	AllowPrivate []string `yaml:"allow_private_networks"`
+	Breaker      Breaker  `yaml:"circuit_breaker"`
 	// SecretOverlap is how long a rotated webhook secret keeps signing.
 	SecretOverlap time.Duration `yaml:"secret_rotation_overlap_sec"`
 	// EventTypes are the product event types the processor accepts; an event
@@ -128,21 +133,56 @@ type Webhooks struct {
 	// its crashed predecessor's open transactions at once) and unique among
 	// running instances. Empty: the host name.
 	InstanceID string `yaml:"instance_id"`
+	// PerTenant caps the requests one tenant has in flight, its share of
+	// Concurrency, whatever its number of endpoints.
+	PerTenant int `yaml:"per_tenant_concurrency"`
+	// TestPerTenant caps the concurrent test calls
+	// (POST /api/v1/partners/webhooks/test) of one tenant; more answer 429.
+	TestPerTenant int `yaml:"test_calls_per_tenant"`
+	// MaxPayloadBytes bounds the body rendered for an endpoint (a payload
+	// mapping may copy a field many times); a larger rendering is a render
+	// error, dead-lettered with the event.
+	MaxPayloadBytes int `yaml:"max_payload_bytes"`
+	// MaxRecordBytes is the largest record the processor produces (retry,
+	// DLQ); keep it under the broker's message.max.bytes.
+	MaxRecordBytes int `yaml:"max_record_bytes"`
+	// Recovery bounds how fast an endpoint's backlog drains after its
+	// circuit breaker closes again.
+	Recovery Recovery `yaml:"recovery"`
+	// FIFOWindow bounds the messages of ordered (FIFO) endpoints held in
+	// memory per partition of partners.webhooks.fifo.
+	FIFOWindow int `yaml:"fifo_window"`
 }
 
-// Retry is the retry policy: attempt n (n>=2) waits base·mult^(n-2) after
-// attempt n-1, in topic partners.webhooks.retry.<n-1>.
+// Retry is the retry policy. Attempt n+1 (n>=1) waits
+// min(backoff_base·backoff_multiplier^(n-1), backoff_max) after attempt n,
+// in topic partners.webhooks.retry.<n>. A delivery is dead-lettered after
+// max_attempts HTTP attempts, or once it is older than max_age; deliveries
+// held by an open circuit breaker, a Retry-After or a FIFO predecessor
+// consume no attempt.
 type Retry struct {
 	MaxAttempts       int           `yaml:"max_attempts"`
 	BackoffBase       time.Duration `yaml:"backoff_base_sec"`
 	BackoffMultiplier float64       `yaml:"backoff_multiplier"`
+	// BackoffMax caps the delay of one retry topic (0: no cap).
+	BackoffMax time.Duration `yaml:"backoff_max_sec"`
+	// MaxAge is how long after its first attempt a delivery may still be
+	// retried or held (0: no limit).
+	MaxAge time.Duration `yaml:"max_age_sec"`
 }
 
-// Delay returns the fixed delay of retry topic n (1-based): base·mult^(n-1).
+// Delay returns the fixed delay of retry topic n (1-based):
+// min(base·mult^(n-1), backoff_max).
 func (r Retry) Delay(n int) time.Duration {
 	d := float64(r.BackoffBase)
 	for i := 1; i < n; i++ {
 		d *= r.BackoffMultiplier
+		if r.BackoffMax > 0 && d >= float64(r.BackoffMax) {
+			break
+		}
+	}
+	if r.BackoffMax > 0 && d > float64(r.BackoffMax) {
+		return r.BackoffMax
 	}
 	return time.Duration(d)
 }
@@ -159,10 +199,20 @@ type Timeouts struct {
 	Total   time.Duration `yaml:"total_sec"`
 }
 
-// Breaker configures the per-endpoint circuit breaker.
+// Breaker configures the per-endpoint circuit breaker: it opens after
+// consecutive_failures retryable failures for open_sec, doubling after
+// every failed half-open probe up to max_open_sec.
 type Breaker struct {
 	ConsecutiveFailures int           `yaml:"consecutive_failures"`
 	Open                time.Duration `yaml:"open_sec"`
+	MaxOpen             time.Duration `yaml:"max_open_sec"`
+}
+
+// Recovery is the drain rate of an endpoint's backlog once its breaker
+// closed again, until the backlog is gone.
+type Recovery struct {
+	RatePerSec float64 `yaml:"rate_per_sec"`
+	Burst      int     `yaml:"burst"`
 }
 
 // Attribution configures the attribution processor and ROI.
@@ -369,17 +419,25 @@ func Default() Config {
 					FailClosedTiers: []string{"sandbox"}, ShieldMaxTenants: 20_000},
 			},
 			Webhooks: Webhooks{
-				Retry:         Retry{MaxAttempts: 5, BackoffBase: 2 * time.Second, BackoffMultiplier: 2},
+				// See config/partners-engine.yaml for why these defaults.
+				Retry: Retry{MaxAttempts: 8, BackoffBase: 5 * time.Second, BackoffMultiplier: 4,
+					BackoffMax: time.Hour, MaxAge: 72 * time.Hour},
 				DLQ:           DLQ{Enabled: true, Retention: 30 * Day},
 				Timeouts:      Timeouts{Connect: 3 * time.Second, Total: 10 * time.Second},
 				Concurrency:   256,
 				PerEndpoint:   16,
 				MaxBodyBytes:  64 << 10,
 				MaxEventBytes: 256 << 10,
-				Breaker:       Breaker{ConsecutiveFailures: 5, Open: 30 * time.Second},
+				Breaker:       Breaker{ConsecutiveFailures: 5, Open: 30 * time.Second, MaxOpen: 5 * time.Minute},
 				SecretOverlap: 24 * time.Hour,
 				EventTypes:    []string{"order.created", "order.updated", "order.completed", "order.refunded", "customer.created", "lead.qualified", "partner.test"},
-				MaxRetryAfter: time.Hour,
+				MaxRetryAfter:   time.Hour,
+				PerTenant:       64,
+				TestPerTenant:   2,
+				MaxPayloadBytes: 256 << 10,
+				MaxRecordBytes:  1_000_000,
+				Recovery:        Recovery{RatePerSec: 50, Burst: 50},
+				FIFOWindow:      1000,
 			},
 			Attribution: Attribution{
 				TouchpointSources:       []string{"utm", "referral_header", "api_key"},

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"net/url"
 	"regexp"
 	"slices"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/partners-engine/partners-engine/internal/ssrf"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -77,10 +77,17 @@ func (w *Webhooks) Validate() error {
 	c.Positive(&w.MaxEventBytes)
 	c.Positive(&w.MaxBodyBytes)
 	for i := range w.AllowPrivate {
-		if _, _, err := net.ParseCIDR(w.AllowPrivate[i]); err != nil {
-			c.Fail(&w.AllowPrivate[i], "must be a CIDR like 127.0.0.1/32")
+		if _, err := ssrf.ParseRules(w.AllowPrivate[i : i+1]); err != nil {
+			c.Fail(&w.AllowPrivate[i], "must name an address, CIDR or host and a port, like 127.0.0.1:9999, 10.0.0.0/8:443 or hooks.internal:8443")
 		}
 	}
+	c.Positive(&w.PerTenant)
+	c.Positive(&w.TestPerTenant)
+	c.Positive(&w.MaxPayloadBytes)
+	if need := max(w.MaxEventBytes, w.MaxPayloadBytes) + 64<<10; w.MaxRecordBytes < need {
+		c.Fail(&w.MaxRecordBytes, fmt.Sprintf("must be at least max(max_event_bytes, max_payload_bytes) + 64 KiB = %d, so every retry and DLQ record fits", need))
+	}
+	c.Positive(&w.FIFOWindow)
 	c.NonNegative(&w.SecretOverlap)
 	if len(w.EventTypes) == 0 {
 		c.Fail(&w.EventTypes, "must list at least one event type")
@@ -105,6 +112,18 @@ func (r *Retry) Validate() error {
 	if r.BackoffMultiplier < 1 {
 		c.Fail(&r.BackoffMultiplier, "must be >= 1")
 	}
+	c.NonNegative(&r.BackoffMax)
+	c.NonNegative(&r.MaxAge)
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (r *Recovery) Validate() error {
+	c := Check(r)
+	if r.RatePerSec <= 0 {
+		c.Fail(&r.RatePerSec, "must be > 0")
+	}
+	c.Positive(&r.Burst)
 	return c.Err()
 }
 
@@ -133,6 +152,9 @@ func (b *Breaker) Validate() error {
 	c := Check(b)
 	c.Positive(&b.ConsecutiveFailures)
 	c.Positive(&b.Open)
+	if b.MaxOpen != 0 && b.MaxOpen < b.Open {
+		c.Fail(&b.MaxOpen, "must be >= open_sec (0: open_sec)")
+	}
 	return c.Err()
 }
 

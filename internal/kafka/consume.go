@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -16,7 +17,9 @@ func ConsumerOptions() []kgo.Opt {
 	return []kgo.Opt{
 		kgo.DisableAutoCommit(),
 		// Rebalances wait until the polled batch is handled and committed,
-		// so a partition is never handed over with work in flight.
+		// or released after a bounded number of retries, so a partition is
+		// never handed over with work in flight and a failing batch never
+		// holds the group for long.
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -27,9 +30,33 @@ func ConsumerOptions() []kgo.Opt {
 
 // Handler processes one polled batch. It returns nil only when the effects of
 // every record are durable (delivered, produced, inserted, or dead-lettered):
-// the batch's offsets are committed right after. A non-nil error means
-// "nothing here is done": the batch is handled again after a backoff.
+// the batch's offsets are committed right after.
+//
+// An error is either permanent or retryable. A permanent error
+// (Permanent(err, recs...)) says the records it names, or the whole batch
+// when it names none, can never be handled: they go to the dead-letter
+// function with the error and the rest of the batch is handled again
+// without them. Any other error is retryable: nothing of the batch is
+// considered done, and the batch is handled again after a backoff.
 type Handler func(ctx context.Context, recs []*kgo.Record) error
+
+// PermanentError marks records that can never be handled (poison input).
+type PermanentError struct {
+	Err     error
+	Records []*kgo.Record // nil: the whole batch
+}
+
+func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent wraps err as a permanent failure of recs (none: of the whole batch).
+func Permanent(err error, recs ...*kgo.Record) error {
+	return &PermanentError{Err: err, Records: recs}
+}
+
+// DeadLetterFunc stores records that can never be handled, with the reason,
+// and returns nil once they are durable (a DLQ topic, a table).
+type DeadLetterFunc func(ctx context.Context, recs []*kgo.Record, reason error) error
 
 // Batching gathers records across polls into one handler call.
 type Batching struct {
@@ -40,28 +67,65 @@ type Batching struct {
 	Linger time.Duration
 }
 
+// ConsumeOptions configure ConsumeWith.
+type ConsumeOptions struct {
+	Batching
+	// HeldRetries is how many times a retryable failure is retried while
+	// the batch holds its partitions (a rebalance waits meanwhile), with
+	// backoff from 100 ms (0: 3, about 0.7 s in all). After that the batch
+	// is released: its partitions are rewound to the batch's first offsets
+	// and may move to another member, and what is still assigned is polled
+	// and handled again after a backoff that doubles up to MaxBackoff. A
+	// retryable failure is therefore retried for as long as it lasts (a
+	// ClickHouse outage delays, never loses) but never blocks a rebalance
+	// for more than about a second.
+	HeldRetries int
+	// MaxBackoff caps the backoff between released retries (0: 10 s).
+	MaxBackoff time.Duration
+	// DeadLetter receives records failing permanently. nil: they are
+	// logged (topic, partition, offset, reason; never their content) and
+	// skipped.
+	DeadLetter DeadLetterFunc
+}
+
 // Consume polls cl until ctx ends, runs h on every polled batch and commits
 // the batch's offsets after h succeeds. It returns nil on ctx cancellation.
 func Consume(ctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler) error {
-	return ConsumeBatches(ctx, cl, log, Batching{}, h)
+	return ConsumeWith(ctx, cl, log, ConsumeOptions{}, h)
 }
 
 // ConsumeBatches is Consume gathering batches of up to b.Size records or
-// b.Linger after the first one. A failing batch is handled again with
-// backoff (100 ms doubling to 10 s) until it succeeds or ctx ends; nothing is
-// committed meanwhile. A batch gathered when ctx ends gets one bounded
-// attempt, so a clean stop does not leave work for the next start.
+// b.Linger after the first one, with the default retry contract of
+// ConsumeWith.
 func ConsumeBatches(ctx context.Context, cl *kgo.Client, log *slog.Logger, b Batching, h Handler) error {
-	size := b.Size
+	return ConsumeWith(ctx, cl, log, ConsumeOptions{Batching: b}, h)
+}
+
+// ConsumeWith polls cl (a group consumer made with ConsumerOptions) until
+// ctx ends and hands batches to h under the contract of Handler and
+// ConsumeOptions. A batch gathered when ctx ends gets one bounded attempt,
+// so a clean stop does not leave work for the next start.
+func ConsumeWith(ctx context.Context, cl *kgo.Client, log *slog.Logger, opt ConsumeOptions, h Handler) error {
+	size := opt.Size
 	if size <= 0 {
 		size = 10_000
 	}
+	held := opt.HeldRetries
+	if held <= 0 {
+		held = 3
+	}
+	maxBackoff := opt.MaxBackoff
+	if maxBackoff <= 0 {
+		maxBackoff = 10 * time.Second
+	}
+	c := &consumer{cl: cl, log: log, h: h, dead: opt.DeadLetter}
 	var pending []*kgo.Record
 	var first time.Time
+	released := 0 // consecutive releases of a failing batch
 	for {
 		pctx, cancel := ctx, context.CancelFunc(func() {})
 		if len(pending) > 0 {
-			pctx, cancel = context.WithDeadline(ctx, first.Add(b.Linger))
+			pctx, cancel = context.WithDeadline(ctx, first.Add(opt.Linger))
 		}
 		fetches := cl.PollRecords(pctx, size-len(pending))
 		cancel()
@@ -69,7 +133,7 @@ func ConsumeBatches(ctx context.Context, cl *kgo.Client, log *slog.Logger, b Bat
 			return nil
 		}
 		if ctx.Err() != nil {
-			finalFlush(ctx, cl, log, h, pending)
+			c.finalFlush(ctx, pending)
 			return nil
 		}
 		fetches.EachError(func(topic string, p int32, err error) {
@@ -86,61 +150,155 @@ func ConsumeBatches(ctx context.Context, cl *kgo.Client, log *slog.Logger, b Bat
 			cl.AllowRebalance()
 			continue
 		}
-		if len(pending) < size && time.Now().Before(first.Add(b.Linger)) {
+		if len(pending) < size && time.Now().Before(first.Add(opt.Linger)) {
 			continue
 		}
-		if !handleRetrying(ctx, log, h, pending) {
+		switch c.handle(ctx, pending, held) {
+		case handled:
+			c.commit(ctx, pending)
+			released = 0
+			pending = nil
+			cl.AllowRebalance()
+		case stopped:
 			cl.AllowRebalance()
 			return nil
+		case failing:
+			// Release the partitions: rewind them so the batch is polled
+			// again, let a rebalance through, wait, and start over.
+			c.rewind(pending)
+			pending = nil
+			cl.AllowRebalance()
+			backoff := min(time.Second<<min(released, 10), maxBackoff)
+			released++
+			log.Warn("batch still failing; released its partitions and will poll it again", "backoff", backoff)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
 		}
-		commit(ctx, cl, log, pending)
-		pending = nil
-		cl.AllowRebalance()
 	}
 }
 
-// handleRetrying runs h until it succeeds (true) or ctx ends (false).
-func handleRetrying(ctx context.Context, log *slog.Logger, h Handler, recs []*kgo.Record) bool {
+type consumer struct {
+	cl   *kgo.Client
+	log  *slog.Logger
+	h    Handler
+	dead DeadLetterFunc
+}
+
+type result int
+
+const (
+	handled result = iota
+	stopped        // ctx ended
+	failing        // retryable failure after the held retries
+)
+
+// handle runs h on recs, dead-lettering what fails permanently, retrying a
+// retryable failure up to held times.
+func (c *consumer) handle(ctx context.Context, recs []*kgo.Record, held int) result {
 	backoff := 100 * time.Millisecond
-	for {
-		err := h(ctx, recs)
+	tries := 0
+	for len(recs) > 0 {
+		err := c.h(ctx, recs)
 		if err == nil {
-			return true
+			return handled
 		}
 		if ctx.Err() != nil {
-			return false
+			return stopped
 		}
-		log.Warn("batch failed; retrying it (offsets not committed)", "records", len(recs), "err", err, "backoff", backoff)
+		var pe *PermanentError
+		if errors.As(err, &pe) {
+			poison := pe.Records
+			if len(poison) == 0 {
+				poison = recs
+			}
+			if derr := c.deadLetter(ctx, poison, pe.Err); derr != nil {
+				err = fmt.Errorf("dead-lettering %d records: %w", len(poison), derr)
+			} else {
+				recs = without(recs, poison)
+				continue // the rest is handled again at once
+			}
+		}
+		tries++
+		if tries > held {
+			return failing
+		}
+		c.log.Warn("batch failed; retrying it (offsets not committed)", "records", len(recs), "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
-			return false
+			return stopped
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 10*time.Second)
+		backoff *= 2
 	}
+	return handled
+}
+
+func (c *consumer) deadLetter(ctx context.Context, recs []*kgo.Record, reason error) error {
+	if c.dead != nil {
+		return c.dead(ctx, recs, reason)
+	}
+	for _, r := range recs {
+		c.log.Warn("record cannot be handled; skipped", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "reason", reason)
+	}
+	return nil
+}
+
+func without(recs, drop []*kgo.Record) []*kgo.Record {
+	skip := make(map[*kgo.Record]bool, len(drop))
+	for _, r := range drop {
+		skip[r] = true
+	}
+	out := make([]*kgo.Record, 0, len(recs))
+	for _, r := range recs {
+		if !skip[r] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// rewind sets each partition of recs back to its first record in recs, so
+// the next poll returns them again. Called before AllowRebalance, as
+// SetOffsets requires.
+func (c *consumer) rewind(recs []*kgo.Record) {
+	to := map[string]map[int32]kgo.EpochOffset{}
+	for _, r := range recs {
+		ps := to[r.Topic]
+		if ps == nil {
+			ps = map[int32]kgo.EpochOffset{}
+			to[r.Topic] = ps
+		}
+		if cur, ok := ps[r.Partition]; !ok || r.Offset < cur.Offset {
+			ps[r.Partition] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset}
+		}
+	}
+	c.cl.SetOffsets(to)
 }
 
 // finalFlush gives a batch gathered before shutdown one bounded attempt;
 // whatever fails is not committed and is handled again after a restart.
-func finalFlush(ctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler, pending []*kgo.Record) {
-	defer cl.AllowRebalance()
+func (c *consumer) finalFlush(ctx context.Context, pending []*kgo.Record) {
+	defer c.cl.AllowRebalance()
 	if len(pending) == 0 {
 		return
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := h(fctx, pending); err != nil {
-		log.Warn("final batch not handled; it will be handled again after a restart", "records", len(pending), "err", err)
+	if c.handle(fctx, pending, 0) != handled {
+		c.log.Warn("final batch not handled; it will be handled again after a restart", "records", len(pending))
 		return
 	}
-	commit(fctx, cl, log, pending)
+	c.commit(fctx, pending)
 }
 
 // commit commits recs' offsets even if ctx was cancelled: the work is done.
-func commit(ctx context.Context, cl *kgo.Client, log *slog.Logger, recs []*kgo.Record) {
+func (c *consumer) commit(ctx context.Context, recs []*kgo.Record) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := cl.CommitRecords(cctx, recs...); err != nil {
-		log.Warn("offset commit failed; records may be handled again", "err", err)
+	if err := c.cl.CommitRecords(cctx, recs...); err != nil {
+		c.log.Warn("offset commit failed; records may be handled again", "err", err)
 	}
 }

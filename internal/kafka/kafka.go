@@ -89,7 +89,14 @@ func Specs(k config.Kafka, w config.Webhooks) []TopicSpec {
 	}
 	retention := strconv.FormatInt(w.DLQ.Retention.Milliseconds(), 10)
 	specs = append(specs, TopicSpec{Name: n.Topic(schemas.TopicDLQ), Partitions: p, Configs: conf("cleanup.policy", "delete", "retention.ms", retention)})
-	for i := 1; i < w.Retry.MaxAttempts; i++ {
+	// The DLQ index keeps the latest state of every dead letter; entries
+	// older than the DLQ's retention go with it.
+	specs = append(specs, TopicSpec{Name: n.Topic(schemas.TopicDLQIndex), Partitions: p,
+		Configs: conf("cleanup.policy", "compact,delete", "retention.ms", retention, "min.compaction.lag.ms", "0")})
+	specs = append(specs, TopicSpec{Name: n.Topic(schemas.TopicFIFO), Partitions: p, Configs: del})
+	// At least one retry topic: held deliveries wait there even with
+	// max_attempts 1.
+	for i := 1; i < max(w.Retry.MaxAttempts, 2); i++ {
 		specs = append(specs, TopicSpec{Name: n.Retry(i), Partitions: p, Configs: del})
 	}
 	return specs

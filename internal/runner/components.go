@@ -65,7 +65,7 @@ func (p *process) addEdge() error {
 }
 
 // addWebhooks: the webhooks processor (first attempts, one stage per retry
-// topic, DLQ depth), the delivery-log sink into ClickHouse, and the DLQ and
+// topic, the FIFO stage, the DLQ index), the delivery-log sink into ClickHouse, and the DLQ and
 // webhook-test handlers.
 func (p *process) addWebhooks() error {
 	wp, err := webhooks.New(webhooks.Options{
@@ -75,9 +75,10 @@ func (p *process) addWebhooks() error {
 	if err != nil {
 		return err
 	}
-	api := &webhooks.API{P: wp, Producer: p.producer}
+	api := &webhooks.API{P: wp}
 	p.handlers["listDLQ"] = api.List
 	p.handlers["replayDLQ"] = api.Replay
+	p.handlers["recoverEndpoint"] = api.Recover
 	p.handlers["testWebhook"] = api.Test
 	p.say("webhooks processor", p.kafka().Topic(schemas.TopicEvents)+" → signed webhooks, retries, DLQ, delivery log")
 	p.add("webhooks", func(ctx context.Context) error {

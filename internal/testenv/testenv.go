@@ -44,7 +44,9 @@ func Config(t testing.TB) *config.Config {
 	cfg.Kafka.GroupPrefix = "partners"
 	cfg.ClickHouse.Database = "partners_test_" + id
 	cfg.ClickHouse.Addr = []string{ClickHouseAddr()}
-	cfg.Partner.Webhooks.AllowPrivate = []string{"127.0.0.1/32", "::1/128"}
+	// Test receivers listen on random loopback ports (the SSRF guard
+	// wants a port with every private address).
+	cfg.Partner.Webhooks.AllowPrivate = []string{"127.0.0.1/32:1024-65535", "[::1]:1024-65535"}
 	cfg.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 3, BackoffBase: 200 * time.Millisecond, BackoffMultiplier: 2}
 	cfg.Partner.Webhooks.Timeouts = config.Timeouts{Connect: time.Second, Total: 2 * time.Second}
 	cfg.Partner.Attribution.Batch = config.Batch{Size: 500, Linger: 200 * time.Millisecond}

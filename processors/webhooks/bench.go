@@ -22,6 +22,7 @@ import (
 	"github.com/partners-engine/partners-engine/internal/benchrow"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/kafka"
+	"github.com/partners-engine/partners-engine/internal/ssrf"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -145,10 +146,10 @@ func Bench(ctx context.Context, env benchrow.Env) ([]benchrow.Row, error) {
 	}
 
 	cfg := config.Default()
-	cfg.Partner.Webhooks.AllowPrivate = []string{"127.0.0.1/32"}
+	cfg.Partner.Webhooks.AllowPrivate = []string{"127.0.0.1/32:1-65535"}
 	cfg.Partner.Webhooks.PerEndpoint = workers
-	guard, _ := NewGuard(cfg.Partner.Webhooks.AllowPrivate)
-	hc := newHTTPClient(cfg.Partner.Webhooks, guard)
+	rules, _ := ssrf.ParseRules(cfg.Partner.Webhooks.AllowPrivate)
+	hc := newHTTPClient(cfg.Partner.Webhooks, ssrf.NewGuard(rules))
 	defer hc.CloseIdleConnections()
 	secrets := []string{benchSecret(1)}
 	signed := func(i int) error {
@@ -214,7 +215,7 @@ func benchEndToEnd(ctx context.Context, env benchrow.Env, log *slog.Logger, rcv 
 	}
 	cfg := config.Default()
 	cfg.Kafka.TopicPrefix = "bench" + randomHex(4) + "."
-	cfg.Partner.Webhooks.AllowPrivate = []string{"127.0.0.1/32"}
+	cfg.Partner.Webhooks.AllowPrivate = []string{"127.0.0.1/32:1-65535"}
 	cfg.Partner.Webhooks.Retry = config.Retry{MaxAttempts: 2, BackoffBase: time.Second, BackoffMultiplier: 2}
 	cfg.Partner.Webhooks.PerEndpoint = workers // the same concurrency as the plain loop
 	cl, err := kafka.NewClient(cfg.Kafka, brokers, log)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/partners-engine/partners-engine/internal/benchrow"
 	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/ssrf"
 )
 
 func BenchmarkSign1KB(b *testing.B) {
@@ -27,8 +28,8 @@ func BenchmarkSignedDelivery(b *testing.B) {
 	}
 	defer rcv.close()
 	cfg := config.Default()
-	g, _ := NewGuard([]string{"127.0.0.1/32"})
-	hc := newHTTPClient(cfg.Partner.Webhooks, g)
+	rules, _ := ssrf.ParseRules([]string{"127.0.0.1/32:1-65535"})
+	hc := newHTTPClient(cfg.Partner.Webhooks, ssrf.NewGuard(rules))
 	defer hc.CloseIdleConnections()
 	body := benchPayloads(1, 1024)[0]
 	s := []string{benchSecret(1)}

@@ -10,13 +10,15 @@ import (
 	"time"
 
 	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/ssrf"
 )
 
 func testClient(t *testing.T, allow ...string) *http.Client {
-	g, err := NewGuard(allow)
+	rules, err := ssrf.ParseRules(allow)
 	if err != nil {
 		t.Fatal(err)
 	}
+	g := ssrf.NewGuard(rules)
 	cfg := config.Default().Partner.Webhooks
 	cfg.Timeouts = config.Timeouts{Connect: 500 * time.Millisecond, Total: time.Second}
 	hc := newHTTPClient(cfg, g)
@@ -56,7 +58,7 @@ func TestSendGuardsAndLimits(t *testing.T) {
 	if a.Class != Permanent || !strings.Contains(a.Err, "not allowed") || hits.Load() != 0 {
 		t.Fatalf("loopback without allow-list: %+v, %d requests reached the server", a, hits.Load())
 	}
-	hc := testClient(t, "127.0.0.1/32")
+	hc := testClient(t, "127.0.0.1/32:1-65535")
 	if a := send(ctx, hc, 1<<10, req("/redirect"), time.Now()); a.Class != Permanent || a.StatusCode != 302 || target.Load() != 0 {
 		t.Fatalf("redirect: %+v, target hit %d times", a, target.Load())
 	}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
@@ -16,97 +19,183 @@ import (
 // maxRawBytes bounds the raw bytes of a malformed input kept in its dead letter.
 const maxRawBytes = 64 << 10
 
-// fanOut validates an event and returns one job per subscribed endpoint, or
-// dead letters: the whole event when it is malformed (not JSON, invalid
-// against the event schema, of an unknown type, oversized), or one
-// (event, endpoint) whose filter or payload cannot be evaluated.
-func (p *Processor) fanOut(ctx context.Context, r *kgo.Record) (jobs []*job, dead []*kgo.Record) {
+// subscriptions indexes the active endpoints by event type, rebuilt when the
+// tenant list changes, so the fan-out of an event costs what its
+// subscribers cost, not a scan of every tenant.
+type subscriptions struct {
+	mu  sync.Mutex
+	cur *subIndex
+}
+
+type subIndex struct {
+	list   []*schemas.Tenant // the registry snapshot it was built from
+	byType map[string][]sub
+	all    []sub // endpoints that take every type
+}
+
+type sub struct {
+	seq int // build order: tenant order, then endpoint order
+	t   *schemas.Tenant
+	ep  int
+}
+
+func sameSnapshot(a, b []*schemas.Tenant) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+func (s *subscriptions) get(ts Tenants) *subIndex {
+	list := ts.List()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != nil && sameSnapshot(s.cur.list, list) {
+		return s.cur
+	}
+	x := &subIndex{list: list, byType: map[string][]sub{}}
+	seq := 0
+	for _, t := range list {
+		if t.Status != schemas.StatusActive {
+			continue
+		}
+		for i, ep := range t.Endpoints {
+			if ep.Disabled {
+				continue
+			}
+			seq++
+			sb := sub{seq: seq, t: t, ep: i}
+			if len(ep.EventTypes) == 0 || slices.Contains(ep.EventTypes, "*") {
+				x.all = append(x.all, sb)
+				continue
+			}
+			for _, typ := range ep.EventTypes {
+				x.byType[typ] = append(x.byType[typ], sb)
+			}
+		}
+	}
+	s.cur = x
+	return x
+}
+
+// each calls fn for every endpoint subscribed to typ, in tenant order.
+func (x *subIndex) each(typ string, fn func(*schemas.Tenant, schemas.Endpoint)) {
+	a, b := x.byType[typ], x.all
+	for len(a) > 0 || len(b) > 0 {
+		var s sub
+		if len(b) == 0 || (len(a) > 0 && a[0].seq < b[0].seq) {
+			s, a = a[0], a[1:]
+		} else {
+			s, b = b[0], b[1:]
+		}
+		fn(s.t, s.t.Endpoints[s.ep])
+	}
+}
+
+// decodeEvent validates a record of partners.events.v1: size, JSON, the
+// event schema, a known type. It never panics; a rejection carries its
+// reason.
+func (p *Processor) decodeEvent(v []byte) (*schemas.Event, Reason, string) {
+	if len(v) > p.wh.MaxEventBytes {
+		return nil, ReasonOversizedEvent, fmt.Sprintf("oversized event: %d bytes > max_event_bytes %d", len(v), p.wh.MaxEventBytes)
+	}
+	if !json.Valid(v) {
+		return nil, ReasonMalformedEvent, "malformed event: not JSON"
+	}
+	if err := schemas.Validate(schemas.KindEvent, v); err != nil {
+		return nil, ReasonMalformedEvent, "malformed event: " + err.Error()
+	}
+	var ev schemas.Event
+	if err := json.Unmarshal(v, &ev); err != nil {
+		return nil, ReasonMalformedEvent, "malformed event: " + err.Error()
+	}
+	if !p.known[ev.Type] {
+		return &ev, ReasonUnknownType, "unknown event type: " + ev.Type + " (not in partner.webhooks.event_types)"
+	}
+	return &ev, "", ""
+}
+
+// fanOut validates an event and returns one job per subscribed endpoint,
+// the records of ordered (FIFO) endpoints' deliveries for the FIFO topic,
+// and dead letters: the whole event when it is malformed, or one (event,
+// endpoint) whose filter or payload cannot be evaluated.
+func (p *Processor) fanOut(ctx context.Context, r *kgo.Record) (jobs []*job, out []*kgo.Record) {
 	// The fan-out span continues the producer's trace; every first attempt
 	// is its child, so one trace shows event → fan-out → attempts.
 	rctx, span := p.tracer.Start(kafka.Extract(ctx, r), "webhooks fan-out", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("messaging.destination.name", r.Topic), attribute.Int64("messaging.kafka.offset", r.Offset)))
 	defer func() {
-		span.SetAttributes(attribute.Int("webhook.deliveries", len(jobs)), attribute.Int("webhook.dead_letters", len(dead)))
+		span.SetAttributes(attribute.Int("webhook.deliveries", len(jobs)), attribute.Int("webhook.records", len(out)))
 		span.End()
 	}()
-	if len(r.Value) > p.wh.MaxEventBytes {
-		return nil, []*kgo.Record{p.malformed(rctx, r, fmt.Sprintf("oversized event: %d bytes > max_event_bytes %d", len(r.Value), p.wh.MaxEventBytes), nil)}
-	}
-	if !json.Valid(r.Value) {
-		return nil, []*kgo.Record{p.malformed(rctx, r, "malformed event: not JSON", nil)}
-	}
-	if err := schemas.Validate(schemas.KindEvent, r.Value); err != nil {
-		return nil, []*kgo.Record{p.malformed(rctx, r, "malformed event: "+err.Error(), nil)}
-	}
-	var ev schemas.Event
-	if err := json.Unmarshal(r.Value, &ev); err != nil {
-		return nil, []*kgo.Record{p.malformed(rctx, r, "malformed event: "+err.Error(), nil)}
-	}
-	if !p.known[ev.Type] {
-		return nil, []*kgo.Record{p.malformed(rctx, r, "unknown event type: "+ev.Type+" (not in partner.webhooks.event_types)", &ev)}
+	ev, reason, text := p.decodeEvent(r.Value)
+	if reason != "" {
+		return nil, p.malformed(rctx, r, reason, text, ev)
 	}
 	span.SetAttributes(attribute.String("event.id", ev.ID), attribute.String("event.type", ev.Type))
+	now := time.Now().UTC()
 	var evMap map[string]any
-	for _, t := range p.tenants.List() {
-		if t.Status != schemas.StatusActive || (ev.TenantID != "" && ev.TenantID != t.ID) {
-			continue
-		}
-		for _, ep := range t.Endpoints {
-			if !ep.Subscribed(ev.Type) {
-				continue
-			}
-			task := Task{SchemaVersion: schemas.SchemaVersion, DeliveryID: WebhookID(ev.ID, ep.ID), TenantID: t.ID,
-				EndpointID: ep.ID, EventID: ev.ID, EventType: ev.Type}
-			if ep.Filter != "" {
-				if evMap == nil {
-					if err := json.Unmarshal(r.Value, &evMap); err != nil {
-						evMap = map[string]any{}
-					}
-				}
-				ok, err := p.filters.Match(ep.Filter, evMap)
-				if err != nil {
-					task.Body = r.Value
-					if dl := p.deadLetter(rctx, task, "endpoint filter invalid: "+err.Error(), "first"); dl != nil {
-						dead = append(dead, dl)
-					}
-					continue
-				}
-				if !ok {
-					continue
+	deliver := func(t *schemas.Tenant, ep schemas.Endpoint) {
+		task := Task{SchemaVersion: schemas.SchemaVersion, DeliveryID: WebhookID(ev.ID, ep.ID), TenantID: t.ID,
+			EndpointID: ep.ID, EventID: ev.ID, EventType: ev.Type, Since: now, NotBefore: now}
+		if ep.Filter != "" {
+			if evMap == nil {
+				if err := json.Unmarshal(r.Value, &evMap); err != nil {
+					evMap = map[string]any{}
 				}
 			}
-			body, err := Render(&ev, ep)
+			ok, err := p.filters.Match(ep.Filter, evMap)
 			if err != nil {
 				task.Body = r.Value
-				if dl := p.deadLetter(rctx, task, "render: "+err.Error(), "first"); dl != nil {
-					dead = append(dead, dl)
-				}
-				continue
+				out = append(out, p.deadLetter(rctx, task, ReasonFilter, "endpoint filter invalid: "+err.Error(), true)...)
+				return
 			}
-			task.Body = body
-			jobs = append(jobs, &job{tenant: t, endpoint: ep, task: task, parent: rctx})
+			if !ok {
+				return
+			}
 		}
+		body, err := render(ev, ep, p.wh.MaxPayloadBytes)
+		if err != nil {
+			task.Body = r.Value
+			out = append(out, p.deadLetter(rctx, task, ReasonRender, "render: "+err.Error(), true)...)
+			return
+		}
+		task.Body = body
+		if ep.FIFO() {
+			task.FIFO = true
+			out = append(out, p.record(rctx, p.names.Topic(schemas.TopicFIFO), ep.ID, task))
+			return
+		}
+		jobs = append(jobs, &job{task: task, parent: rctx})
 	}
-	return jobs, dead
+	if ev.TenantID != "" { // scoped: this tenant only
+		if t, ok := p.tenants.Get(ev.TenantID); ok && t.Status == schemas.StatusActive {
+			for _, ep := range t.Endpoints {
+				if ep.Subscribed(ev.Type) {
+					deliver(t, ep)
+				}
+			}
+		}
+		return jobs, out
+	}
+	p.subs.get(p.tenants).each(ev.Type, deliver)
+	return jobs, out
 }
 
 // malformed is the dead letter of an input that cannot be delivered at all.
-func (p *Processor) malformed(ctx context.Context, r *kgo.Record, reason string, ev *schemas.Event) *kgo.Record {
-	p.m.malformed.WithLabelValues(reasonClass(reason)).Inc()
-	p.m.dlq.WithLabelValues(reasonClass(reason)).Inc()
-	p.log.Warn("dead-lettering input", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "reason", reason)
-	dl := schemas.DeadLetter{SchemaVersion: schemas.SchemaVersion, Reason: reason, SourceTopic: r.Topic}
+func (p *Processor) malformed(ctx context.Context, r *kgo.Record, reason Reason, text string, ev *schemas.Event) []*kgo.Record {
+	p.m.malformed.WithLabelValues(string(reason)).Inc()
+	p.log.Warn("dead-lettering input", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "reason", text)
+	dl := schemas.DeadLetter{SchemaVersion: schemas.SchemaVersion, Reason: text, ReasonCode: string(reason), SourceTopic: r.Topic}
 	if ev != nil {
 		dl.EventID, dl.EventType, dl.TenantID = ev.ID, ev.Type, ev.TenantID
 	}
-	if json.Valid(r.Value) && len(r.Value) <= p.wh.MaxEventBytes {
+	if len(r.Value) <= p.wh.MaxEventBytes && json.Valid(r.Value) {
 		dl.Payload = r.Value
 	} else {
 		dl.Raw = r.Value[:min(len(r.Value), maxRawBytes)]
 	}
-	key := string(r.Key)
+	key := fmt.Sprintf("input/%s/%d/%d", r.Topic, r.Partition, r.Offset)
+	dlqKey := string(r.Key)
 	if dl.EventID != "" {
-		key = dl.EventID
+		dlqKey = dl.EventID
 	}
-	return p.record(ctx, p.names.Topic(schemas.TopicDLQ), key, dl)
+	return p.deadLetterRecords(ctx, key, dlqKey, dl)
 }

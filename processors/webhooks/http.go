@@ -3,11 +3,10 @@ package webhooks
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/partners-engine/partners-engine/internal/authctx"
 	"github.com/partners-engine/partners-engine/internal/httpx"
@@ -17,20 +16,35 @@ import (
 
 // API serves the DLQ and webhook-test routes of the admin API.
 type API struct {
-	P        *Processor
-	Producer *kgo.Client // replays are produced with it
+	P *Processor
 }
 
-func filterFrom(w http.ResponseWriter, r *http.Request, withLimit bool) (DLQFilter, bool) {
+// filterFrom reads the DLQ filter of a request: tenant, endpoint,
+// event_type, reason, status, since, until, delivery_id (repeatable), and
+// for listings limit and page_token.
+func filterFrom(w http.ResponseWriter, r *http.Request, listing bool) (DLQFilter, bool) {
 	q := r.URL.Query()
-	f := DLQFilter{Tenant: q.Get("tenant"), EventType: q.Get("event_type")}
-	since, err := ParseSince(q.Get("since"), time.Now())
-	if err != nil {
+	f := DLQFilter{Tenant: q.Get("tenant"), Endpoint: q.Get("endpoint"), EventType: q.Get("event_type"),
+		Reason: q.Get("reason"), Status: q.Get("status"), DeliveryIDs: q["delivery_id"]}
+	now := time.Now()
+	var err error
+	if f.Since, err = ParseSince(q.Get("since"), now); err != nil {
 		problem.Error(w, r, http.StatusBadRequest, err.Error())
 		return f, false
 	}
-	f.Since = since
-	if withLimit {
+	if f.Until, err = ParseSince(q.Get("until"), now); err != nil {
+		problem.Error(w, r, http.StatusBadRequest, "until: "+err.Error())
+		return f, false
+	}
+	if f.Reason != "" && !knownReason(f.Reason) {
+		problem.Error(w, r, http.StatusBadRequest, "reason must be a reason code such as http_status, timeout, connection_refused or breaker_open")
+		return f, false
+	}
+	if f.Status != "" && f.Status != "all" && !validStatus(f.Status) {
+		problem.Error(w, r, http.StatusBadRequest, "status must be dead, replayed, delivered, dropped or all")
+		return f, false
+	}
+	if listing {
 		f.Limit = 100
 		if s := q.Get("limit"); s != "" {
 			n, err := strconv.Atoi(s)
@@ -40,8 +54,18 @@ func filterFrom(w http.ResponseWriter, r *http.Request, withLimit bool) (DLQFilt
 			}
 			f.Limit = n
 		}
+		f.PageToken = q.Get("page_token")
 	}
 	return f, true
+}
+
+func knownReason(s string) bool {
+	for _, r := range Reasons {
+		if string(r) == s {
+			return true
+		}
+	}
+	return false
 }
 
 // dlqListItem is a dead letter as listed: no payload or raw bytes (they may
@@ -56,9 +80,13 @@ type dlqListItem struct {
 	LastStatus     int        `json:"last_status,omitempty"`
 	LastError      string     `json:"last_error,omitempty"`
 	Reason         string     `json:"reason"`
+	ReasonCode     string     `json:"reason_code,omitempty"`
+	Status         string     `json:"status"`
+	Replays        int        `json:"replays"`
 	TraceID        string     `json:"trace_id,omitempty"`
 	FirstAttemptAt *time.Time `json:"first_attempt_at,omitempty"`
 	LastAttemptAt  *time.Time `json:"last_attempt_at,omitempty"`
+	DeadAt         time.Time  `json:"dead_at"`
 	Partition      int32      `json:"partition"`
 	Offset         int64      `json:"offset"`
 }
@@ -76,19 +104,28 @@ func (a *API) List(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	es, err := a.P.ListDLQ(r.Context(), f)
-	if err != nil {
-		problem.Error(w, r, http.StatusServiceUnavailable, "reading the DLQ failed: "+err.Error())
+	es, next, err := a.P.ListDLQ(r.Context(), f)
+	switch {
+	case errors.Is(err, ErrBadPageToken):
+		problem.Error(w, r, http.StatusBadRequest, "page_token is not a token this API issued")
+		return
+	case err != nil:
+		problem.Error(w, r, http.StatusServiceUnavailable, "reading the DLQ index failed: "+err.Error())
 		return
 	}
 	out := make([]dlqListItem, 0, len(es))
 	for _, e := range es {
 		out = append(out, dlqListItem{DeliveryID: e.DeliveryID, TenantID: e.TenantID, EndpointID: e.EndpointID,
 			EventID: e.EventID, EventType: e.EventType, Attempts: e.Attempts, LastStatus: e.LastStatus,
-			LastError: e.LastError, Reason: e.Reason, TraceID: e.TraceID, FirstAttemptAt: timePtr(e.FirstAttemptAt),
-			LastAttemptAt: timePtr(e.LastAttemptAt), Partition: e.Partition, Offset: e.Offset})
+			LastError: e.LastError, Reason: e.Reason, ReasonCode: e.ReasonCode, Status: e.Status, Replays: e.Replays,
+			TraceID: e.TraceID, FirstAttemptAt: timePtr(e.FirstAttemptAt), LastAttemptAt: timePtr(e.LastAttemptAt),
+			DeadAt: e.DeadAt, Partition: e.Partition, Offset: e.Offset})
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"dead_letters": out})
+	body := map[string]any{"dead_letters": out}
+	if next != "" {
+		body["next_page_token"] = next
+	}
+	httpx.WriteJSON(w, http.StatusOK, body)
 }
 
 // Replay serves POST /api/v1/dlq/replay.
@@ -97,12 +134,47 @@ func (a *API) Replay(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	n, err := a.P.ReplayDLQ(r.Context(), f, a.Producer)
+	force := false
+	if s := r.URL.Query().Get("force"); s != "" {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			problem.Error(w, r, http.StatusBadRequest, "force must be true or false")
+			return
+		}
+		force = b
+	}
+	res, err := a.P.Replay(r.Context(), ReplayRequest{Filter: f, Force: force})
 	if err != nil {
 		problem.Error(w, r, http.StatusServiceUnavailable, "replay failed: "+err.Error())
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]int{"replayed": n})
+	httpx.WriteJSON(w, http.StatusOK, res)
+}
+
+// Recover serves POST /api/v1/dlq/recover?endpoint=ID&since=T.
+func (a *API) Recover(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	ep := q.Get("endpoint")
+	if ep == "" || q.Get("since") == "" {
+		problem.Error(w, r, http.StatusBadRequest, "endpoint and since are required")
+		return
+	}
+	since, err := ParseSince(q.Get("since"), time.Now())
+	if err != nil {
+		problem.Error(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	res, err := a.P.Recover(r.Context(), ep, since)
+	switch {
+	case errors.Is(err, ErrUnknownEndpoint):
+		problem.Error(w, r, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrEndpointState):
+		problem.Error(w, r, http.StatusConflict, err.Error())
+	case err != nil:
+		problem.Error(w, r, http.StatusServiceUnavailable, "recover failed: "+err.Error())
+	default:
+		httpx.WriteJSON(w, http.StatusOK, res)
+	}
 }
 
 // TestResult is the outcome of one test delivery.
@@ -116,20 +188,39 @@ type TestResult struct {
 }
 
 // Test serves POST /api/v1/partners/webhooks/test: a signed partner.test
-// event to each enabled endpoint of the calling tenant, once, no retries.
+// event to each enabled endpoint of the calling tenant, once, no retries,
+// through each endpoint's lane and the tenant's slots; at most
+// test_calls_per_tenant at once per tenant (more answer 429).
 func (a *API) Test(w http.ResponseWriter, r *http.Request) {
 	t, ok := authctx.TenantFrom(r.Context())
 	if !ok {
-		problem.Error(w, r, http.StatusForbidden, "a tenant API key is required")
+		problem.Error(w, r, http.StatusForbidden, errNoTenant.Error())
 		return
 	}
+	release, ok := a.P.bulk.tryTest(t.ID, a.P.wh.TestPerTenant)
+	if !ok {
+		w.Header().Set("Retry-After", "1")
+		problem.Error(w, r, http.StatusTooManyRequests, "too many concurrent webhook tests for this tenant; wait for the running ones")
+		return
+	}
+	defer release()
 	results := a.P.TestDelivery(r.Context(), t)
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"results": results})
 }
 
+// errUnreachable is the one answer the test route gives for every way an
+// endpoint cannot be reached (refused, DNS, timeout, TLS, blocked address):
+// it must not tell an internal host's open ports from its closed ones.
+const errUnreachable = "endpoint unreachable (connection failed, timed out, or the address is not allowed)"
+
 // TestDelivery sends a signed partner.test event to every enabled endpoint
-// of t and returns the outcomes.
+// of t (as the registry has it now) and returns the outcomes. Each goes
+// through the endpoint's lane, breaker and the tenant's slots like any
+// delivery, so test calls never take more than the tenant's share.
 func (p *Processor) TestDelivery(ctx context.Context, t *schemas.Tenant) []TestResult {
+	if cur, ok := p.tenants.Get(t.ID); ok {
+		t = cur
+	}
 	now := time.Now().UTC()
 	ev := schemas.Event{SchemaVersion: schemas.SchemaVersion, ID: "evt_test_" + randomHex(8), Type: "partner.test",
 		Source: "partners-engine", OccurredAt: now, TenantID: t.ID,
@@ -141,18 +232,79 @@ func (p *Processor) TestDelivery(ctx context.Context, t *schemas.Tenant) []TestR
 		}
 		id := WebhookID(ev.ID, ep.ID)
 		res := TestResult{EndpointID: ep.ID, WebhookID: id}
-		body, err := Render(&ev, ep)
+		body, err := render(&ev, ep, p.wh.MaxPayloadBytes)
 		if err != nil {
 			res.Outcome, res.Error = schemas.OutcomeFailed, err.Error()
 			out = append(out, res)
 			continue
 		}
-		j := &job{tenant: t, endpoint: ep, task: Task{DeliveryID: id, TenantID: t.ID, EndpointID: ep.ID,
-			EventID: ev.ID, EventType: ev.Type, Body: body}}
-		o := p.attempt(ctx, j, "")
-		res.Outcome, res.StatusCode, res.Error = o.result, o.att.StatusCode, o.att.Err
-		res.LatencyMS = float64(o.att.Latency.Microseconds()) / 1000
+		task := Task{DeliveryID: id, TenantID: t.ID, EndpointID: ep.ID, EventID: ev.ID, EventType: ev.Type, Body: body}
+		a, err := p.testAttempt(ctx, task, ep)
+		switch {
+		case err != nil:
+			res.Outcome, res.Error = schemas.OutcomeFailed, err.Error()
+		default:
+			res.Outcome, res.StatusCode, res.Error = testOutcome(a), a.StatusCode, a.Err
+			if a.Class == Gone {
+				p.cmds.disable(t.ID, ep.ID, "410 Gone from the endpoint (webhook test)")
+			}
+			if a.Reason.unreachable() {
+				res.Error = errUnreachable
+			}
+			res.LatencyMS = float64(a.Latency.Microseconds()) / 1000
+		}
 		out = append(out, res)
 	}
 	return out
+}
+
+func testOutcome(a Attempt) string {
+	switch a.Class {
+	case Delivered:
+		return schemas.OutcomeDelivered
+	case Retryable:
+		return schemas.OutcomeRetry
+	case Gone:
+		return schemas.OutcomeDisabled
+	}
+	return schemas.OutcomeFailed
+}
+
+// testAttempt runs one test attempt in the endpoint's lane with the
+// tenant's and a global slot; it does not wait for a lane that is
+// saturated or an open breaker.
+func (p *Processor) testAttempt(ctx context.Context, t Task, ep schemas.Endpoint) (Attempt, error) {
+	g := p.gates.get(ep.ID)
+	if adm, blocked := g.blocked(time.Now()); blocked {
+		return Attempt{}, errors.New("endpoint held: " + adm.reason.describe())
+	}
+	l := p.bulk.lane(ep.ID)
+	if l.saturated(p.wh.PerEndpoint, min(time.Second, p.totalTimeout())) {
+		return Attempt{}, errors.New("endpoint busy: its deliveries are not completing")
+	}
+	type res struct {
+		a   Attempt
+		err error
+	}
+	ch := make(chan res, 1)
+	l.submit(func() {
+		if ctx.Err() != nil {
+			ch <- res{err: ctx.Err()}
+			return
+		}
+		release, err := p.bulk.acquire(ctx, t.TenantID)
+		if err != nil {
+			ch <- res{err: err}
+			return
+		}
+		defer release()
+		a, _ := p.attempt(ctx, nil, t, ep)
+		ch <- res{a: a}
+	})
+	select {
+	case r := <-ch:
+		return r.a, r.err
+	case <-ctx.Done():
+		return Attempt{}, ctx.Err()
+	}
 }

@@ -23,12 +23,6 @@ import (
 // A new payload version is added here, never changed: partners pin one.
 var payloadVersions = map[string]bool{"1": true}
 
-// MappingVersions are the FieldMapping versions the renderer understands.
-// Version 1: every output field (dotted names nest: "order.total") is copied
-// from a dotted source path of the version-1 payload ("data.total", "id");
-// a missing source path leaves the output field out.
-var MappingVersions = map[int]bool{1: true}
-
 // ErrRender marks a payload that cannot be rendered for an endpoint: a
 // permanent failure of that delivery (dead-lettered with the reason).
 var ErrRender = errors.New("cannot render payload")
@@ -44,11 +38,20 @@ type payloadV1 struct {
 	Data          json.RawMessage `json:"data"`
 }
 
-// Render returns the body sent to ep for ev. The same inputs always give the
-// same bytes; the processor renders once per (event, endpoint) and carries
-// the bytes through retries and the DLQ, so a later mapping change never
-// alters a webhook-id's content.
+// DefaultMaxPayload is Render's bound on the rendered body
+// (partner.webhooks.max_payload_bytes).
+const DefaultMaxPayload = 256 << 10
+
+// Render returns the body sent to ep for ev, at most DefaultMaxPayload
+// bytes. The same inputs always give the same bytes; the processor renders
+// once per (event, endpoint) and carries the bytes through retries and the
+// DLQ, so a later mapping change never alters a webhook-id's content.
 func Render(ev *schemas.Event, ep schemas.Endpoint) ([]byte, error) {
+	return render(ev, ep, DefaultMaxPayload)
+}
+
+// render is Render with an explicit bound on the body.
+func render(ev *schemas.Event, ep schemas.Endpoint, maxBytes int) ([]byte, error) {
 	v := ep.SchemaVersion
 	if v == "" {
 		v = schemas.SchemaVersion
@@ -62,9 +65,12 @@ func Render(ev *schemas.Event, ep schemas.Endpoint) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %v", ErrRender, err)
 	}
 	if ep.Mapping == nil {
+		if len(base) > maxBytes {
+			return nil, fmt.Errorf("%w: payload of %d bytes exceeds max_payload_bytes %d", ErrRender, len(base), maxBytes)
+		}
 		return base, nil
 	}
-	return ApplyMapping(base, ep.Mapping)
+	return applyMapping(base, ep.Mapping, maxBytes)
 }
 
 func compactRaw(b json.RawMessage) json.RawMessage {
@@ -78,13 +84,25 @@ func compactRaw(b json.RawMessage) json.RawMessage {
 	return buf.Bytes()
 }
 
-// ApplyMapping transforms a version-1 payload with a declarative mapping.
+// ApplyMapping transforms a version-1 payload with a declarative mapping,
+// bounded to DefaultMaxPayload bytes.
 func ApplyMapping(payload []byte, m *schemas.FieldMapping) ([]byte, error) {
-	if !MappingVersions[m.Version] {
+	return applyMapping(payload, m, DefaultMaxPayload)
+}
+
+// applyMapping renders a mapping whose output is at most maxBytes: the
+// size of every copied value is added up before anything is marshalled, so
+// a mapping that copies a large field many times fails fast instead of
+// building a huge body (a 20,000-field mapping once rendered 4 GB).
+func applyMapping(payload []byte, m *schemas.FieldMapping, maxBytes int) ([]byte, error) {
+	if !schemas.MappingVersions[m.Version] {
 		return nil, fmt.Errorf("%w: mapping version %d (supported: 1)", ErrRender, m.Version)
 	}
 	if len(m.Fields) == 0 {
 		return nil, fmt.Errorf("%w: mapping has no fields", ErrRender)
+	}
+	if len(m.Fields) > schemas.MaxMappingFields {
+		return nil, fmt.Errorf("%w: mapping has %d fields (at most %d)", ErrRender, len(m.Fields), schemas.MaxMappingFields)
 	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.UseNumber() // keep numbers exactly as the producer wrote them
@@ -98,6 +116,7 @@ func ApplyMapping(payload []byte, m *schemas.FieldMapping) ([]byte, error) {
 	}
 	sort.Strings(outs)
 	out := map[string]any{}
+	size := 2
 	for _, field := range outs {
 		path := m.Fields[field]
 		if field == "" || path == "" {
@@ -107,6 +126,10 @@ func ApplyMapping(payload []byte, m *schemas.FieldMapping) ([]byte, error) {
 		if !ok {
 			continue
 		}
+		size += len(field) + 4 + jsonSize(v)
+		if size > maxBytes {
+			return nil, fmt.Errorf("%w: mapping output exceeds max_payload_bytes %d", ErrRender, maxBytes)
+		}
 		if err := set(out, field, v); err != nil {
 			return nil, fmt.Errorf("%w: mapping field %q: %v", ErrRender, field, err)
 		}
@@ -115,7 +138,38 @@ func ApplyMapping(payload []byte, m *schemas.FieldMapping) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRender, err)
 	}
+	if len(b) > maxBytes {
+		return nil, fmt.Errorf("%w: mapping output exceeds max_payload_bytes %d", ErrRender, maxBytes)
+	}
 	return b, nil
+}
+
+// jsonSize estimates the marshalled size of a decoded JSON value from
+// above (strings count every byte as if escaped once), without marshalling.
+func jsonSize(v any) int {
+	switch x := v.(type) {
+	case string:
+		return len(x) + 2 + len(x)/8
+	case json.Number:
+		return len(x)
+	case bool:
+		return 5
+	case nil:
+		return 4
+	case []any:
+		n := 2
+		for _, e := range x {
+			n += jsonSize(e) + 1
+		}
+		return n
+	case map[string]any:
+		n := 2
+		for k, e := range x {
+			n += len(k) + 4 + jsonSize(e)
+		}
+		return n
+	}
+	return 16
 }
 
 func lookup(m map[string]any, path string) (any, bool) {

@@ -142,24 +142,30 @@ func TestDeliveryPolicies(t *testing.T) {
 		}
 	}
 
-	// The DLQ holds exactly the exhausted (failing, hanging) and permanent (gone) deliveries.
+	// The DLQ holds exactly the exhausted (failing, hanging) and permanent
+	// (gone) deliveries; a gone delivery not attempted before the endpoint
+	// was disabled is dead-lettered as such, not lost.
 	dls := e.deadLetters()
 	counts := map[string]int{}
 	for _, dl := range dls {
 		switch dl.TenantID {
 		case tn["failing"].id:
 			counts["failing"]++
-			if dl.Reason != "attempts exhausted" || dl.Attempts != 3 || dl.LastStatus != 500 {
+			if !strings.HasPrefix(dl.Reason, "attempts exhausted") || dl.ReasonCode != string(ReasonHTTPStatus) || dl.Attempts != 3 || dl.LastStatus != 500 {
 				t.Errorf("failing dead letter: %+v", dl)
 			}
 		case tn["hanging"].id:
 			counts["hanging"]++
-			if dl.Reason != "attempts exhausted" || dl.Attempts != 3 || dl.LastStatus != 0 || !strings.Contains(dl.LastError, "timeout") {
-				t.Errorf("hanging dead letter: reason %q attempts %d status %d error %q", dl.Reason, dl.Attempts, dl.LastStatus, dl.LastError)
+			if !strings.HasPrefix(dl.Reason, "attempts exhausted") || dl.ReasonCode != string(ReasonTimeout) || dl.Attempts != 3 || dl.LastStatus != 0 || !strings.Contains(dl.LastError, "timeout") {
+				t.Errorf("hanging dead letter: reason %q (%s) attempts %d status %d error %q", dl.Reason, dl.ReasonCode, dl.Attempts, dl.LastStatus, dl.LastError)
 			}
 		case tn["gone"].id:
+			if dl.ReasonCode == string(ReasonEndpointDisabled) && dl.Attempts == 0 {
+				counts["gone-after-disable"]++
+				continue
+			}
 			counts["gone"]++
-			if !strings.HasPrefix(dl.Reason, "endpoint gone (410)") || dl.LastStatus != 410 || dl.Attempts != 1 {
+			if !strings.HasPrefix(dl.Reason, "endpoint gone (410)") || dl.ReasonCode != string(ReasonGone) || dl.LastStatus != 410 || dl.Attempts != 1 {
 				t.Errorf("gone dead letter: %+v", dl)
 			}
 		default:
@@ -169,8 +175,8 @@ func TestDeliveryPolicies(t *testing.T) {
 			t.Errorf("dead letter lacks trace id, times, endpoint or payload: %+v", dl)
 		}
 	}
-	if counts["failing"] != n || counts["hanging"] != n || counts["gone"] != goneCalls {
-		t.Fatalf("DLQ counts %v, want failing=%d hanging=%d gone=%d", counts, n, n, goneCalls)
+	if counts["failing"] != n || counts["hanging"] != n || counts["gone"] != goneCalls || counts["gone"]+counts["gone-after-disable"] != n {
+		t.Fatalf("DLQ counts %v, want failing=%d hanging=%d gone=%d (+%d after the disable)", counts, n, n, goneCalls, n-goneCalls)
 	}
 
 	// Spans: one per attempt, retries linked to the previous attempt, the
@@ -205,7 +211,7 @@ func TestDeliveryPolicies(t *testing.T) {
 	for _, r := range failing.requests() {
 		before[r.id] = r.body
 	}
-	api := &API{P: e.p, Producer: e.cl}
+	api := &API{P: e.p}
 	rec := httptest.NewRecorder()
 	api.List(rec, httptest.NewRequest("GET", "/api/v1/dlq?tenant="+tn["failing"].id+"&since=1h", nil))
 	var listed struct {
@@ -224,11 +230,11 @@ func TestDeliveryPolicies(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if got, err := e.p.ReplayDLQ(ctx, DLQFilter{Tenant: tn["hanging"].id, EventType: "order.created"}, e.cl); err != nil || got != n {
-		t.Fatalf("replay hanging: %d, %v", got, err)
+	if got, err := e.p.Replay(ctx, ReplayRequest{Filter: DLQFilter{Tenant: tn["hanging"].id, EventType: "order.created"}}); err != nil || got.Replayed != n {
+		t.Fatalf("replay hanging: %+v, %v", got, err)
 	}
-	if got, err := e.p.ReplayDLQ(ctx, DLQFilter{Tenant: tn["hanging"].id, Since: time.Now().Add(time.Hour)}, e.cl); err != nil || got != 0 {
-		t.Fatalf("replay with a future --since replayed %d, %v", got, err)
+	if got, err := e.p.Replay(ctx, ReplayRequest{Filter: DLQFilter{Tenant: tn["hanging"].id, Since: time.Now().Add(time.Hour)}}); err != nil || got.Replayed != 0 {
+		t.Fatalf("replay with a future --since replayed %+v, %v", got, err)
 	}
 	testenv.Eventually(t, 30*time.Second, "replayed deliveries", func() bool {
 		return failing.count() == 4*n && hanging.count() == 4*n

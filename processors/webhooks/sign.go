@@ -1,13 +1,3 @@
-// Package webhooks owns the webhook fan-out of partners-engine: it consumes
-// product events from partners.events.v1, fans each out to every subscribed
-// tenant endpoint (event types + CEL filter), renders the per-endpoint
-// payload (pinned payload version + declarative field mapping), signs it per
-// Standard Webhooks with every active secret, delivers it over an SSRF-guarded
-// HTTP client with per-endpoint circuit breakers and bulkheads, moves
-// failures through the retry topics partners.webhooks.retry.<n> and finally
-// to the DLQ partners.webhooks.dlq (each move a Kafka transaction with the
-// offset commit), logs every attempt on partners.deliveries.v1 and sinks that
-// log into ClickHouse. It also serves DLQ list/replay and the webhook test.
 package webhooks
 
 import (
@@ -19,8 +9,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/partners-engine/partners-engine/schemas"
 )
@@ -38,21 +29,25 @@ func WebhookID(eventID, endpointID string) string {
 }
 
 // secretKeys caches decoded secrets: decoding base64 on every delivery is
-// measurable at thousands of deliveries per second.
-var secretKeys sync.Map // string -> []byte
+// measurable at thousands of deliveries per second. Bounded: rotated and
+// removed secrets fall out.
+var secretKeys = func() *lru.Cache[string, []byte] {
+	c, _ := lru.New[string, []byte](4096)
+	return c
+}()
 
 // ErrBadSecret is returned for a secret that is not "whsec_" + base64.
 var ErrBadSecret = errors.New("webhook secret is not whsec_ + base64")
 
 func secretKey(secret string) ([]byte, error) {
-	if k, ok := secretKeys.Load(secret); ok {
-		return k.([]byte), nil
+	if k, ok := secretKeys.Get(secret); ok {
+		return k, nil
 	}
 	k, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
 	if err != nil || len(k) == 0 {
 		return nil, ErrBadSecret
 	}
-	secretKeys.Store(secret, k)
+	secretKeys.Add(secret, k)
 	return k, nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"context"
+	"errors"
 	"net/http"
 	"net/netip"
 	"os"
@@ -16,6 +18,7 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/partners-engine/partners-engine/internal/ssrf"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -182,25 +185,27 @@ func TestRetryAfter(t *testing.T) {
 }
 
 func TestGuard(t *testing.T) {
-	g, err := NewGuard([]string{"127.0.0.1/32"})
+	rules, err := ssrf.ParseRules([]string{"127.0.0.1:8080"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	g := ssrf.NewGuard(rules)
 	for addr, want := range map[string]bool{
 		"127.0.0.1": true, "127.0.0.2": false, "10.1.2.3": false, "172.16.5.4": false, "192.168.1.1": false,
 		"169.254.169.254": false, "100.64.0.1": false, "0.0.0.0": false, "::1": false, "fe80::1": false, "fd00::1": false,
 		"fd00:ec2::254": false, "::ffff:10.0.0.1": false, "::ffff:127.0.0.1": true, "93.184.216.34": true, "2606:2800:220:1::": true,
 		"224.0.0.1": false,
 	} {
-		if got := g.Allowed(netip.MustParseAddr(addr)); got != want {
-			t.Errorf("Allowed(%s) = %v, want %v", addr, got, want)
+		if got := g.Allowed("", netip.AddrPortFrom(netip.MustParseAddr(addr), 8080)); got != want {
+			t.Errorf("Allowed(%s:8080) = %v, want %v", addr, got, want)
 		}
 	}
-	if err := g.control("tcp", "10.0.0.1:443", nil); err == nil {
-		t.Error("dial to 10.0.0.1 allowed")
+	if g.Allowed("", netip.MustParseAddrPort("127.0.0.1:8123")) {
+		t.Error("an allow-list entry for 127.0.0.1:8080 allowed 127.0.0.1:8123")
 	}
-	if err := g.control("tcp", "127.0.0.1:8080", nil); err != nil {
-		t.Errorf("dial to allow-listed 127.0.0.1 refused: %v", err)
+	dial := g.DialContext(time.Second, time.Second)
+	if _, err := dial(context.Background(), "tcp", "10.0.0.1:443"); !errors.Is(err, ssrf.ErrBlocked) {
+		t.Errorf("dial to 10.0.0.1: %v, want blocked", err)
 	}
 }
 

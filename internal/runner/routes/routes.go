@@ -28,7 +28,7 @@ type Set string
 const (
 	Ops         Set = "ops"          // probes and metrics: every process
 	Tenants     Set = "tenants"      // tenant admin API: the control plane (writes go to the tenants topic)
-	DLQ         Set = "dlq"          // webhooks DLQ list and replay: the webhooks processor's process
+	DLQ         Set = "dlq"          // webhooks DLQ list, replay and recover: the webhooks processor's process
 	WebhookTest Set = "webhook-test" // a partner's test delivery: the webhooks processor's process
 	Analytics   Set = "analytics"    // partner ROI: the attribution processor's process
 )
@@ -73,6 +73,7 @@ var All = []Route{
 
 	{DLQ, "GET /api/v1/dlq", Admin, "listDLQ"},
 	{DLQ, "POST /api/v1/dlq/replay", Admin, "replayDLQ"},
+	{DLQ, "POST /api/v1/dlq/recover", Admin, "recoverEndpoint"},
 
 	{WebhookTest, "POST /api/v1/partners/webhooks/test", Tenant, "testWebhook"},
 
