@@ -34,7 +34,9 @@ type fifoQueue struct {
 	items []*job          // items[0] is in flight
 }
 
-func newFIFOHandler(p *Processor) *fifoHandler { return &fifoHandler{p: p, qs: map[string]*fifoQueue{}} }
+func newFIFOHandler(p *Processor) *fifoHandler {
+	return &fifoHandler{p: p, qs: map[string]*fifoQueue{}}
+}
 
 // Accept implements kafka.TxnHandler.
 func (h *fifoHandler) Accept(r *kgo.Record, t *kafka.Ticket) kafka.Accepted {

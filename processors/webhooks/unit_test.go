@@ -2,9 +2,9 @@ package webhooks
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
-	"context"
 	"errors"
 	"net/http"
 	"net/netip"
