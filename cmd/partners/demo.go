@@ -19,12 +19,12 @@ func (a *app) demoCmds() []*cobra.Command {
 		Short: "Drive a realistic scenario against a running `partners dev` and print what happened",
 		Long: `demo runs against a running system (make run / partners dev): it onboards three
 tenants (sandbox, standard, enterprise) whose webhook endpoints are local
-receivers (healthy, flaky, down), calls the edge through the ext_authz API
+receivers (healthy, flaky, rejecting), calls the edge through the ext_authz API
 exactly as Envoy does (touchpoints), publishes product events, conversions and
 costs, waits until deliveries, retries, the DLQ and ROI settle, and prints
 deliveries by outcome, the DLQ, the ROI table per partner and model, and the
 trace id of one delivery. It takes about a minute with the default retry
-schedule (the down endpoint reaches the DLQ after max_attempts).`,
+schedule (the rejecting endpoint answers 422: dead-lettered at once).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := a.load()

@@ -84,8 +84,9 @@ func (w *Webhooks) Validate() error {
 	c.Positive(&w.PerTenant)
 	c.Positive(&w.TestPerTenant)
 	c.Positive(&w.MaxPayloadBytes)
-	if need := max(w.MaxEventBytes, w.MaxPayloadBytes) + 64<<10; w.MaxRecordBytes < need {
-		c.Fail(&w.MaxRecordBytes, fmt.Sprintf("must be at least max(max_event_bytes, max_payload_bytes) + 64 KiB = %d, so every retry and DLQ record fits", need))
+	// A retry record carries the body base64-encoded (4/3 of its size).
+	if need := max(w.MaxEventBytes, w.MaxPayloadBytes)*4/3 + 64<<10; w.MaxRecordBytes < need {
+		c.Fail(&w.MaxRecordBytes, fmt.Sprintf("must be at least 4/3 max(max_event_bytes, max_payload_bytes) + 64 KiB = %d, so every retry and DLQ record fits", need))
 	}
 	c.Positive(&w.FIFOWindow)
 	c.NonNegative(&w.SecretOverlap)

@@ -39,6 +39,8 @@ type gate struct {
 	probeAt    time.Time
 	retryAfter time.Time
 	recovering bool
+	recoverAt  time.Time     // when the breaker closed after an outage
+	recoverFor time.Duration // at least this long: held deliveries come back within about the last open time
 	tokens     float64
 	refilled   time.Time
 	queueEnd   time.Time // the recovery queue's virtual end
@@ -131,7 +133,7 @@ func (g *gate) admit(id, url string, now time.Time, heldBy Reason) admission {
 		return admission{ok: true}
 	}
 	g.refill(now)
-	if g.tokens >= g.cfg.burst && !now.Before(g.queueEnd) {
+	if g.tokens >= g.cfg.burst && !now.Before(g.queueEnd) && now.Sub(g.recoverAt) >= g.recoverFor {
 		g.recovering = false // the backlog is gone: no demand beyond the rate
 		return admission{ok: true}
 	}
@@ -177,8 +179,9 @@ func (g *gate) report(id string, now time.Time, probe bool, r result, retryAfter
 		g.failures = 0
 		if probe && g.state == halfOpen {
 			g.set(id, closed)
+			g.recovering, g.recoverAt, g.recoverFor = true, now, max(g.openFor, g.cfg.openFor)+time.Second
+			g.tokens, g.refilled, g.queueEnd = g.cfg.burst, now, now
 			g.probing, g.openFor = false, 0
-			g.recovering, g.tokens, g.refilled, g.queueEnd = true, g.cfg.burst, now, now
 		}
 	case unhealthy:
 		switch {

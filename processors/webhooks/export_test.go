@@ -1,5 +1,7 @@
 package webhooks
 
+import "log/slog"
+
 // Test access to the processor's internals.
 
 // breakerState is the state of an endpoint's circuit breaker.
@@ -13,3 +15,5 @@ func (p *Processor) tracked() (gates, lanes, tenants int) {
 	l, t := p.bulk.sizes()
 	return p.gates.len(), l, t
 }
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -56,6 +56,10 @@ type receiver struct {
 	resp  response
 	// failFirst, if set, answers 503 to the first request of the ids it selects.
 	failFirst func(id string) bool
+	// byID, if set, is the status answered to the ids it names.
+	byID map[string]int
+	// hanging, maxHanging: requests held open now, and the most at once.
+	hanging, maxHanging int
 }
 
 func newReceiver(t *testing.T, resp response) *receiver {
@@ -86,16 +90,26 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	if rc.failFirst != nil && n == 1 && rc.failFirst(id) {
 		status, hdr, hang = http.StatusServiceUnavailable, nil, false
 	}
+	if st, ok := rc.byID[id]; ok {
+		status, hdr, hang = st, nil, false
+	}
 	if hang {
 		status = 0
 	}
 	rc.reqs = append(rc.reqs, received{status: status, id: id, body: body, header: r.Header.Clone(), at: time.Now()})
 	rc.mu.Unlock()
 	if hang {
+		rc.mu.Lock()
+		rc.hanging++
+		rc.maxHanging = max(rc.maxHanging, rc.hanging)
+		rc.mu.Unlock()
 		select {
 		case <-r.Context().Done():
 		case <-rc.stop:
 		}
+		rc.mu.Lock()
+		rc.hanging--
+		rc.mu.Unlock()
 		return
 	}
 	for k, v := range hdr {

@@ -245,13 +245,13 @@ func (p *Processor) TestDelivery(ctx context.Context, t *schemas.Tenant) []TestR
 			res.Outcome, res.Error = schemas.OutcomeFailed, err.Error()
 		default:
 			res.Outcome, res.StatusCode, res.Error = testOutcome(a), a.StatusCode, a.Err
+			res.LatencyMS = float64(a.Latency.Microseconds()) / 1000
 			if a.Class == Gone {
 				p.cmds.disable(t.ID, ep.ID, "410 Gone from the endpoint (webhook test)")
 			}
 			if a.Reason.unreachable() {
-				res.Error = errUnreachable
+				res.Outcome, res.Error, res.LatencyMS = schemas.OutcomeFailed, errUnreachable, 0
 			}
-			res.LatencyMS = float64(a.Latency.Microseconds()) / 1000
 		}
 		out = append(out, res)
 	}

@@ -1,11 +1,16 @@
 package webhooks
 
 import (
+	"context"
 	"encoding/json"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/internal/authctx"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -121,4 +126,113 @@ func TestHangingEndpointIsolation(t *testing.T) {
 		return hang.count() > 0 && outcomes[schemas.OutcomeRetry] > 0
 	})
 	t.Logf("hanging partner: %d HTTP requests, attempt outcomes %v", hang.count(), outcomes)
+}
+
+func hangs(int) (int, map[string]string, bool) { return 0, nil, true }
+
+func (rc *receiver) peakHanging() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.maxHanging
+}
+
+// TestTestRouteIsolation: 300 concurrent webhook tests by one tenant
+// against a hanging endpoint run at most test_calls_per_tenant at once (the
+// rest answer 429 at once) inside the endpoint's lane, so another tenant's
+// deliveries all arrive before the first hanging test call even times out.
+func TestTestRouteIsolation(t *testing.T) {
+	e := newEnv(t, false, func(c *config.Config) {
+		c.Partner.Webhooks.Timeouts = config.Timeouts{Connect: time.Second, Total: 4 * time.Second}
+	})
+	hang := newReceiver(t, hangs)
+	other := newReceiver(t, always(200))
+	// The hanging tenant takes no order events: only test calls reach it.
+	h := e.tenant("t-test-hang", hang, "lead.qualified")
+	e.tenant("t-test-other", other)
+	p := e.start()
+	e.publish(e.event("evt_tri_warm", "order.created", `{}`))
+	testenv.Eventually(t, 30*time.Second, "warm-up", func() bool { return other.count() == 1 })
+
+	api := &API{P: p}
+	ten, _ := e.reg.Get(h.Tenant.ID)
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var firstReturn time.Time
+	var wg sync.WaitGroup
+	for range 300 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest("POST", "/api/v1/partners/webhooks/test", nil)
+			api.Test(rec, req.WithContext(authctx.WithTenant(req.Context(), ten)))
+			mu.Lock()
+			defer mu.Unlock()
+			codes[rec.Code]++
+			if rec.Code == 200 && firstReturn.IsZero() {
+				firstReturn = time.Now()
+			}
+		}()
+	}
+	testenv.Eventually(t, 10*time.Second, "test calls hanging", func() bool { return hang.count() > 0 })
+	const n = 50
+	var evs []schemas.Event
+	for _, id := range idsOf(n, "evt_tri_") {
+		evs = append(evs, e.event(id, "order.created", `{}`))
+	}
+	e.publish(evs...)
+	testenv.Eventually(t, 60*time.Second, "the other tenant's deliveries", func() bool { return other.count() == n+1 })
+	othersDone := time.Now()
+	wg.Wait()
+	if !othersDone.Before(firstReturn) {
+		t.Errorf("the other tenant's deliveries finished %v after the first hanging test call returned: they waited for the hang",
+			othersDone.Sub(firstReturn))
+	}
+	if peak := hang.peakHanging(); peak > e.cfg.Partner.Webhooks.TestPerTenant {
+		t.Errorf("%d test calls hung on the endpoint at once, want at most %d", peak, e.cfg.Partner.Webhooks.TestPerTenant)
+	}
+	if codes[429] < 300-e.cfg.Partner.Webhooks.TestPerTenant || codes[200]+codes[429] != 300 {
+		t.Errorf("answers of 300 concurrent test calls: %v", codes)
+	}
+	t.Logf("300 concurrent test calls: %v; the other tenant's %d deliveries done %v before the first hanging call returned",
+		codes, n, firstReturn.Sub(othersDone).Round(time.Millisecond))
+}
+
+// TestTenantShareOfConcurrency: a tenant with several hanging endpoints
+// holds at most per_tenant_concurrency requests in flight, however many
+// lanes it has, while another tenant's deliveries go on.
+func TestTenantShareOfConcurrency(t *testing.T) {
+	e := newEnv(t, false, func(c *config.Config) {
+		c.Partner.Webhooks.Concurrency = 40
+		c.Partner.Webhooks.PerTenant = 10
+		c.Partner.Webhooks.PerEndpoint = 8
+		c.Partner.Webhooks.Timeouts = config.Timeouts{Connect: time.Second, Total: 3 * time.Second}
+	})
+	hang := newReceiver(t, hangs)
+	other := newReceiver(t, always(200))
+	h := e.tenant("t-share-hang", hang)
+	e.tenant("t-share-other", other)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// Three endpoints of the same tenant, all hanging: 3 lanes of 8.
+	patch := registry.Patch{}
+	for range 2 {
+		patch.Endpoints = append(patch.Endpoints, registry.EndpointPatch{URL: hang.url()})
+	}
+	if _, err := e.writer.Update(ctx, h.Tenant.ID, patch); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	const n = 40
+	var evs []schemas.Event
+	for _, id := range idsOf(n, "evt_share_") {
+		evs = append(evs, e.event(id, "order.created", `{}`))
+	}
+	e.publish(evs...)
+	testenv.Eventually(t, 60*time.Second, "the other tenant's deliveries", func() bool { return other.count() == n })
+	testenv.Eventually(t, 30*time.Second, "the hanging tenant at its share", func() bool { return hang.peakHanging() >= 1 })
+	if peak := hang.peakHanging(); peak > 10 {
+		t.Errorf("the tenant had %d requests in flight at once, more than its share per_tenant_concurrency = 10 (3 endpoints × 8 per endpoint = 24)", peak)
+	}
+	t.Logf("hanging tenant: at most %d requests in flight (share 10, its lanes allow 24)", hang.peakHanging())
 }

@@ -30,6 +30,15 @@ func (p *Processor) record(ctx context.Context, topic, key string, v any) *kgo.R
 	return r
 }
 
+// recordSize is about what r weighs on the broker.
+func recordSize(r *kgo.Record) int {
+	n := len(r.Key) + len(r.Value) + 64
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value) + 8
+	}
+	return n
+}
+
 // attemptLog is the delivery-log record of one HTTP attempt.
 func (p *Processor) attemptLog(ctx context.Context, t Task, a Attempt, result string) *kgo.Record {
 	rec := schemas.DeliveryAttempt{
@@ -109,6 +118,13 @@ func (p *Processor) resolved(ctx context.Context, t Task, status string) *kgo.Re
 		EndpointID: t.EndpointID, EventID: t.EventID, EventType: t.EventType, Attempts: t.Attempts, LastStatus: t.LastStatus,
 		Reason: "resolved by replay " + t.ReplayID, TraceID: t.TraceID, FirstAttemptAt: t.FirstAttemptAt,
 		LastAttemptAt: t.LastAttemptAt, Replays: t.Replays}
+	// Kept so a forced replay can send it again.
+	if json.Valid(t.Body) && len(t.Body) <= p.wh.MaxRecordBytes-16<<10 {
+		dl.Payload = t.Body
+		if t.Render {
+			dl.PayloadKind = "event"
+		}
+	}
 	deadAt := t.DeadAt
 	if deadAt.IsZero() {
 		deadAt = now
@@ -174,7 +190,16 @@ func (p *Processor) outputs(j *job, o outcome, d decision, spanCtx trace.SpanCon
 			return out
 		}
 		log.Debug(d.action.String(), "level", d.level, "in", d.wait, "err", o.att.Err, "held_by", t.HeldBy)
-		out = append(out, p.taskRecord(ctx, t, d.level))
+		r := p.taskRecord(ctx, t, d.level)
+		if size := recordSize(r); size > p.wh.MaxRecordBytes {
+			// Never produce what the broker refuses (the transaction would
+			// abort and the record come back forever): dead-letter it.
+			text := fmt.Sprintf("payload too large for a retry record: %d bytes > max_record_bytes %d", size, p.wh.MaxRecordBytes)
+			log.Warn("dead-lettering", "reason", ReasonPayloadTooLarge, "detail", text)
+			out = append(out, p.deadLetter(ctx, t, ReasonPayloadTooLarge, text, false)...)
+			break
+		}
+		out = append(out, r)
 	case actDeadLetter:
 		if o.kind == rejected && t.LastError == "" {
 			t.LastError = o.detail

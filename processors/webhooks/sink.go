@@ -3,6 +3,7 @@ package webhooks
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -44,9 +45,9 @@ func InsertAttempts(ctx context.Context, conn driver.Conn, recs []*kgo.Record, l
 	}
 	n := 0
 	for _, r := range recs {
-		var a schemas.DeliveryAttempt
-		if err := json.Unmarshal(r.Value, &a); err != nil || a.ID == "" {
-			log.Warn("undecodable delivery attempt skipped", "partition", r.Partition, "offset", r.Offset)
+		a, err := decodeAttempt(r.Value)
+		if err != nil {
+			log.Warn("undecodable delivery attempt skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
 			continue
 		}
 		if err := b.Append(a.ID, a.DeliveryID, a.TenantID, a.EndpointID, a.EventID, a.EventType,
@@ -65,4 +66,16 @@ func InsertAttempts(ctx context.Context, conn driver.Conn, recs []*kgo.Record, l
 		return fmt.Errorf("insert %d delivery attempts: %w", n, err)
 	}
 	return nil
+}
+
+// decodeAttempt decodes a record of partners.deliveries.v1; it never panics.
+func decodeAttempt(b []byte) (schemas.DeliveryAttempt, error) {
+	var a schemas.DeliveryAttempt
+	if err := json.Unmarshal(b, &a); err != nil {
+		return a, err
+	}
+	if a.ID == "" {
+		return a, errors.New("delivery attempt without id")
+	}
+	return a, nil
 }

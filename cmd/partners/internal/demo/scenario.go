@@ -1,6 +1,6 @@
 // Package demo drives a realistic end-to-end run against a running
 // partners-engine: three tenants (sandbox, standard, enterprise) with local
-// webhook receivers (healthy, flaky, down), partner calls through the
+// webhook receivers (healthy, flaky, rejecting), partner calls through the
 // ext_authz API exactly as Envoy makes them, product events, conversions and
 // costs; then it waits for deliveries, the DLQ and ROI to settle and reports
 // them. `partners demo` prints the report; the end-to-end test asserts it.
@@ -96,7 +96,7 @@ type ROIRow struct {
 type receiver struct {
 	mu       sync.Mutex
 	name     string
-	mode     string // healthy | flaky | down
+	mode     string // healthy | flaky | rejecting
 	secret   string
 	attempts map[string]int // webhook-id -> attempts seen
 	order    []string       // webhook-ids in order of first arrival
@@ -109,7 +109,7 @@ type receiver struct {
 
 // start serves the receiver on a loopback port.
 func (r *receiver) start() error {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := receiverListener()
 	if err != nil {
 		return err
 	}
@@ -142,8 +142,11 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	r.attempts[id]++
 	switch {
-	case r.mode == "down":
-		w.WriteHeader(http.StatusServiceUnavailable)
+	case r.mode == "rejecting":
+		// A permanent failure: dead-lettered at once. (A partner that is
+		// down, 5xx or unreachable, is held by its circuit breaker for up
+		// to retry.max_age_sec, not dead-lettered within a demo.)
+		w.WriteHeader(http.StatusUnprocessableEntity)
 	case r.mode == "flaky" && r.attempts[id] == 1 && len(r.order)%2 == 1:
 		// Every other webhook fails its first attempt: retries without
 		// enough consecutive failures to open the circuit breaker.
@@ -151,6 +154,20 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}
+}
+
+// receiverListener listens on a free loopback port of 9900-9999: the
+// ports the local configuration's SSRF allow-list lets webhooks reach.
+func receiverListener() (net.Listener, error) {
+	var last error
+	for port := 9900; port <= 9999; port++ {
+		lis, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			return lis, nil
+		}
+		last = err
+	}
+	return nil, fmt.Errorf("no free loopback port in 9900-9999 for the demo's receivers: %w", last)
 }
 
 func (o *Options) progress(format string, args ...any) {
@@ -205,7 +222,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			r.mu.Unlock()
 		}
 	}()
-	for _, spec := range []struct{ tier, mode string }{{"sandbox", "healthy"}, {"standard", "flaky"}, {"enterprise", "down"}} {
+	for _, spec := range []struct{ tier, mode string }{{"sandbox", "healthy"}, {"standard", "flaky"}, {"enterprise", "rejecting"}} {
 		rcv := &receiver{mode: spec.mode, attempts: map[string]int{}, verify: o.Verify}
 		if err := rcv.start(); err != nil {
 			return nil, fmt.Errorf("webhook receiver: %w", err)
@@ -231,7 +248,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Tenants = append(res.Tenants, Tenant{ID: resp.JSON201.Id, Name: name, Tier: spec.tier, Receiver: spec.mode,
 			Key: resp.JSON201.ApiKey, Secret: resp.JSON201.WebhookSecret})
 	}
-	o.progress("created 3 tenants (sandbox → healthy receiver, standard → flaky, enterprise → down)")
+	o.progress("created 3 tenants (sandbox → healthy receiver, standard → flaky, enterprise → rejecting)")
 
 	// 2. Partner calls through ext_authz, as Envoy makes them.
 	conn, err := grpc.NewClient(o.ExtAuthz, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -335,7 +352,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		healthy := res.Deliveries[res.Tenants[0].Name][schemas.OutcomeDelivered]
 		flaky := res.Deliveries[res.Tenants[1].Name][schemas.OutcomeDelivered]
 		dead := res.DLQ[res.Tenants[2].Name]
-		line := fmt.Sprintf("delivered healthy %d/%d, flaky %d/%d; down endpoint in DLQ %d/%d; ROI rows %d",
+		line := fmt.Sprintf("delivered healthy %d/%d, flaky %d/%d; rejecting endpoint in DLQ %d/%d; ROI rows %d",
 			healthy, o.Events, flaky, o.Events, dead, o.Events, len(res.ROI))
 		if line != lastLine {
 			o.progress("%s", line)

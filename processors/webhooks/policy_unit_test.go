@@ -1,0 +1,174 @@
+package webhooks
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+func testPolicy() policy {
+	w := config.Default().Partner.Webhooks
+	w.Retry = config.Retry{MaxAttempts: 4, BackoffBase: time.Second, BackoffMultiplier: 4, BackoffMax: 30 * time.Second, MaxAge: time.Hour}
+	w.MaxRetryAfter = 10 * time.Minute
+	return newPolicy(w)
+}
+
+// TestPolicyDecide: the routing of every kind of outcome, as a table.
+func TestPolicyDecide(t *testing.T) {
+	p := testPolicy()
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	fresh := Task{Since: now.Add(-time.Minute)}
+	old := Task{Since: now.Add(-2 * time.Hour), LastError: "connection refused"}
+	fail := func(r Reason) outcome {
+		return outcome{kind: attempted, att: Attempt{Class: Retryable, Reason: r, Err: string(r)}}
+	}
+	for _, tc := range []struct {
+		name   string
+		t      Task
+		o      outcome
+		act    action
+		reason Reason
+		level  int
+		charge bool
+	}{
+		{"delivered", fresh, outcome{kind: attempted, att: Attempt{Class: Delivered}}, actDone, "", 0, false},
+		{"first failure", fresh, fail(ReasonTimeout), actRetry, "", 1, true},
+		{"third failure", Task{Since: fresh.Since, Charged: 2}, fail(ReasonHTTPStatus), actRetry, "", 3, true},
+		{"budget spent", Task{Since: fresh.Since, Charged: 3}, fail(ReasonHTTPStatus), actDeadLetter, ReasonHTTPStatus, 0, true},
+		{"failed probe keeps the budget", Task{Since: fresh.Since, Charged: 3}, outcome{kind: attempted, probe: true, until: now.Add(20 * time.Second),
+			att: Attempt{Class: Retryable, Reason: ReasonConnRefused}}, actRetry, "", 3, false},
+		{"too old", old, fail(ReasonConnRefused), actDeadLetter, ReasonConnRefused, 0, true},
+		{"held", fresh, outcome{kind: held, reason: ReasonBreakerOpen, until: now.Add(25 * time.Second)}, actHold, "", 3, false},
+		{"held too old", old, outcome{kind: held, reason: ReasonBreakerOpen, until: now.Add(time.Minute)}, actDeadLetter, ReasonBreakerOpen, 0, false},
+		{"retry-after beyond the backoff", fresh, outcome{kind: attempted, att: Attempt{Class: Retryable, Reason: ReasonHTTPStatus, RetryAfter: 40 * time.Second}},
+			actRetry, "", 3, true},
+		{"permanent", fresh, outcome{kind: attempted, att: Attempt{Class: Permanent, Reason: ReasonBlocked}}, actDeadLetter, ReasonBlocked, 0, true},
+		{"gone", fresh, outcome{kind: attempted, att: Attempt{Class: Gone, Reason: ReasonGone}}, actDeadLetter, ReasonGone, 0, true},
+		{"suspended", fresh, outcome{kind: rejected, reason: ReasonTenantSuspended, detail: "tenant not active: suspended"}, actDeadLetter, ReasonTenantSuspended, 0, false},
+		{"filtered out", fresh, outcome{kind: filtered}, actDone, "", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := p.decide(tc.t, tc.o, now)
+			if d.action != tc.act || d.reason != tc.reason || d.charge != tc.charge || (tc.level != 0 && d.level != tc.level) {
+				t.Fatalf("decide = %+v, want %v reason %q level %d charge %v", d, tc.act, tc.reason, tc.level, tc.charge)
+			}
+			if d.action == actDeadLetter && d.text == "" {
+				t.Fatal("a dead letter without words")
+			}
+		})
+	}
+	if d := p.decide(Task{Since: fresh.Since}, outcome{kind: attempted, att: Attempt{Class: Gone}}, now); !d.disable {
+		t.Error("a 410 must ask for the endpoint to be disabled")
+	}
+}
+
+// TestGateHoldsAndProbes: the breaker opens after the threshold, holds
+// until open time, lets exactly one probe through, backs off on a failed
+// probe, closes on a good one and then rate-limits the drain; a 429's
+// Retry-After holds the endpoint; a new URL resets it.
+func TestGateHoldsAndProbes(t *testing.T) {
+	w := config.Default().Partner.Webhooks
+	w.Breaker = config.Breaker{ConsecutiveFailures: 2, Open: 10 * time.Second, MaxOpen: 25 * time.Second}
+	w.Recovery = config.Recovery{RatePerSec: 2, Burst: 2}
+	g := &gate{cfg: newGateConfig(w, nil)}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	url := "https://a.example/hook"
+	for i := range 2 {
+		if a := g.admit("ep", url, now, ""); !a.ok || a.probe {
+			t.Fatalf("closed, attempt %d: %+v", i, a)
+		}
+		g.report("ep", now, false, unhealthy, 0)
+	}
+	if a := g.admit("ep", url, now.Add(time.Second), ""); a.ok || a.reason != ReasonBreakerOpen || !a.until.Equal(now.Add(10*time.Second)) {
+		t.Fatalf("open: %+v", a)
+	}
+	probe := g.admit("ep", url, now.Add(10*time.Second), ReasonBreakerOpen)
+	if !probe.ok || !probe.probe {
+		t.Fatalf("half-open: %+v, want the probe", probe)
+	}
+	if a := g.admit("ep", url, now.Add(10*time.Second), ReasonBreakerOpen); a.ok {
+		t.Fatal("a second delivery went while the probe was out")
+	}
+	until := g.report("ep", now.Add(11*time.Second), true, unhealthy, 0)
+	if !until.Equal(now.Add(31 * time.Second)) { // open time doubled: 20 s
+		t.Fatalf("failed probe: open until %v, want +20 s", until.Sub(now))
+	}
+	probe = g.admit("ep", url, now.Add(31*time.Second), ReasonBreakerOpen)
+	g.report("ep", now.Add(31*time.Second), true, healthy, 0)
+	if g.stateAt() != closed || !probe.probe {
+		t.Fatalf("after a good probe: %v", g.stateAt())
+	}
+	// Recovering: burst 2, then 2/s; new deliveries queue behind held ones.
+	at := now.Add(31 * time.Second)
+	ok := 0
+	for range 5 {
+		if g.admit("ep", url, at, ReasonBreakerOpen).ok {
+			ok++
+		}
+	}
+	if ok != 2 {
+		t.Fatalf("%d admitted at once while recovering, want the burst (2)", ok)
+	}
+	if a := g.admit("ep", url, at, ""); a.ok || a.reason != ReasonRecovering {
+		t.Fatalf("a new delivery while the backlog drains: %+v", a)
+	}
+	// Retry-After holds everything.
+	g.report("ep", at, false, healthy, 30*time.Second)
+	if a, blocked := g.blocked(at.Add(time.Second)); !blocked || a.reason != ReasonRetryAfter {
+		t.Fatalf("after Retry-After 30 s: %+v", a)
+	}
+	// A new URL is a new endpoint.
+	if a := g.admit("ep", "https://b.example/hook", at.Add(time.Second), ""); !a.ok {
+		t.Fatalf("new URL: %+v", a)
+	}
+}
+
+// TestEndpointStateShrinks: breaker and bulkhead state of endpoints that
+// went away, or went idle, is dropped.
+func TestEndpointStateShrinks(t *testing.T) {
+	cfg := config.Default()
+	var list []*schemas.Tenant
+	for i := range 100 {
+		list = append(list, &schemas.Tenant{ID: "tn_" + string(rune('a'+i%26)) + string(rune('a'+i/26)), Status: schemas.StatusActive,
+			Endpoints: []schemas.Endpoint{{ID: "ep_" + string(rune('a'+i%26)) + string(rune('a'+i/26))}}})
+	}
+	ts := &mutableTenants{list: list}
+	p, err := New(Options{Config: cfg.Partner.Webhooks, Tenants: ts, Log: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ten := range list {
+		p.gates.get(ten.Endpoints[0].ID)
+		p.bulk.lane(ten.Endpoints[0].ID)
+		rel, _ := p.bulk.acquire(context.Background(), ten.ID)
+		rel()
+	}
+	if g, l, tn := p.tracked(); g != 100 || l != 100 || tn != 100 {
+		t.Fatalf("tracked %d gates, %d lanes, %d tenants", g, l, tn)
+	}
+	now := time.Now().Add(2 * time.Second)
+	ts.list = list[:10] // 90 tenants and their endpoints are gone
+	p.sweepAt(now, time.Hour)
+	if g, l, tn := p.tracked(); g != 10 || l != 10 || tn != 10 {
+		t.Fatalf("after 90 tenants went away: %d gates, %d lanes, %d tenants, want 10 each", g, l, tn)
+	}
+	p.sweepAt(now.Add(2*time.Hour), time.Hour)
+	if g, l, tn := p.tracked(); g != 0 || l != 0 || tn != 0 {
+		t.Fatalf("after an idle hour: %d gates, %d lanes, %d tenants", g, l, tn)
+	}
+}
+
+type mutableTenants struct{ list []*schemas.Tenant }
+
+func (m *mutableTenants) Get(id string) (*schemas.Tenant, bool) {
+	for _, t := range m.list {
+		if t.ID == id {
+			return t, true
+		}
+	}
+	return nil, false
+}
+func (m *mutableTenants) List() []*schemas.Tenant { return m.list }
