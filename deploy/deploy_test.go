@@ -596,6 +596,12 @@ func TestConfigCopiesMatchOriginal(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 			continue
 		}
+		// The shipped manifests let webhooks reach no private address (the
+		// local configuration allows the demo's loopback ports).
+		if len(cfg.Partner.Webhooks.AllowPrivate) > 0 && slices.ContainsFunc(cfg.Partner.Webhooks.AllowPrivate, func(s string) bool { return strings.TrimSpace(s) != "" }) {
+			t.Errorf("%s: partner.webhooks.allow_private_networks = %q, want nothing private allowed", name, cfg.Partner.Webhooks.AllowPrivate)
+		}
+		cfg.Partner.Webhooks.AllowPrivate = orig.Partner.Webhooks.AllowPrivate
 		cfg.ClickHouse.AutoStart = orig.ClickHouse.AutoStart
 		cfg.XDS.ExtAuthzCluster = orig.XDS.ExtAuthzCluster
 		if len(cfg.Regions) == len(orig.Regions) {

@@ -157,8 +157,7 @@ func TestReplayIdempotent(t *testing.T) {
 	// The admin API: paged listing, replay with a delivery id, recover of
 	// an unknown endpoint.
 	api := &API{P: p}
-	rec := httptest.NewRecorder()
-	api.List(rec, httptest.NewRequest("GET", "/api/v1/dlq?status=all&limit=7", nil))
+	rec := call(t, api.List, httptest.NewRequest("GET", "/api/v1/dlq?status=all&limit=7", nil))
 	var page struct {
 		DeadLetters []map[string]any `json:"dead_letters"`
 		Next        string           `json:"next_page_token"`
@@ -169,8 +168,7 @@ func TestReplayIdempotent(t *testing.T) {
 	seen := map[string]bool{}
 	pages := 0
 	for tok := ""; ; pages++ {
-		rec := httptest.NewRecorder()
-		api.List(rec, httptest.NewRequest("GET", "/api/v1/dlq?status=all&limit=7&page_token="+tok, nil))
+		rec := call(t, api.List, httptest.NewRequest("GET", "/api/v1/dlq?status=all&limit=7&page_token="+tok, nil))
 		page.Next = ""
 		if err := json.Unmarshal(rec.Body.Bytes(), &page); err != nil || rec.Code != 200 {
 			t.Fatalf("page %d: %d %s", pages, rec.Code, rec.Body)
@@ -190,14 +188,24 @@ func TestReplayIdempotent(t *testing.T) {
 	if len(seen) != 2*n || pages != 2 {
 		t.Errorf("paging listed %d dead letters on %d pages, want %d on 3", len(seen), pages+1, 2*n)
 	}
-	rec = httptest.NewRecorder()
-	api.Recover(rec, httptest.NewRequest("POST", "/api/v1/dlq/recover?endpoint=ep_nope&since=1h", nil))
+	rec = call(t, api.Recover, httptest.NewRequest("POST", "/api/v1/dlq/recover?endpoint=ep_nope&since=1h", nil))
 	if rec.Code != http.StatusNotFound {
 		t.Errorf("recover of an unknown endpoint: %d %s", rec.Code, rec.Body)
 	}
-	rec = httptest.NewRecorder()
-	api.List(rec, httptest.NewRequest("GET", "/api/v1/dlq?page_token=garbage", nil))
+	rec = call(t, api.List, httptest.NewRequest("GET", "/api/v1/dlq?page_token=garbage", nil))
 	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "page_token") {
 		t.Errorf("bad page token: %d %s", rec.Code, rec.Body)
+	}
+	rec = call(t, api.Replay, httptest.NewRequest("POST", "/api/v1/dlq/replay?tenant="+c.Tenant.ID+"&delivery_id=msg_none&delivery_id=msg_other&force=true", nil))
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"replayed": 0`) {
+		t.Errorf("replay of unknown delivery ids: %d %s", rec.Code, rec.Body)
+	}
+	rec = call(t, api.Recover, httptest.NewRequest("POST", "/api/v1/dlq/recover?endpoint="+ep+"&since=1h", nil))
+	if rec.Code != 200 {
+		t.Errorf("recover: %d %s", rec.Code, rec.Body)
+	}
+	rec = call(t, api.List, httptest.NewRequest("GET", "/api/v1/dlq?reason=nonsense", nil))
+	if rec.Code != http.StatusBadRequest {
+		t.Errorf("unknown reason code: %d %s", rec.Code, rec.Body)
 	}
 }
