@@ -63,11 +63,6 @@ func bench(outPath, run, pkgs string, quick bool, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	legacyRecs, legacyErr := legacy(dir, quick, stderr)
-	recs = append(recs, legacyRecs...)
-	if runErr == nil {
-		runErr = legacyErr
-	}
 	res.Failed = runErr != nil
 	res.Figures = recs
 	fmt.Fprintln(stdout)
@@ -194,44 +189,4 @@ func group(s string) string {
 		return "-" + b.String()
 	}
 	return b.String()
-}
-
-// legacy runs the suites not yet converted to testing.B benchmarks through
-// the old harness (internal/benchharness, Bench functions in production
-// packages), while it exists, and returns their rows as figures.
-// TODO(edge, webhooks): convert control-plane/xds, edge/authz and
-// processors/webhooks, then delete internal/benchharness, internal/benchrow
-// and this function.
-func legacy(dir string, quick bool, stderr io.Writer) ([]benchtest.Record, error) {
-	if _, err := os.Stat("internal/benchharness"); err != nil {
-		return nil, nil
-	}
-	path := filepath.Join(dir, "legacy.json")
-	args := []string{"run", "./internal/benchharness", "-json", path}
-	if quick {
-		args = append(args, "-quick")
-	}
-	cmd := exec.Command("go", args...)
-	cmd.Stdout, cmd.Stderr = stderr, stderr
-	runErr := cmd.Run()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, errors.Join(runErr, err)
-	}
-	var summary struct {
-		Results []struct {
-			Suite string             `json:"suite"`
-			Rows  []benchtest.Figure `json:"rows"`
-		} `json:"results"`
-	}
-	if err := json.Unmarshal(b, &summary); err != nil {
-		return nil, err
-	}
-	var out []benchtest.Record
-	for _, r := range summary.Results {
-		for _, f := range r.Rows {
-			out = append(out, benchtest.Record{Suite: r.Suite, Benchmark: "(legacy harness)", Figure: f})
-		}
-	}
-	return out, runErr
 }

@@ -30,15 +30,7 @@ const module = "github.com/partners-engine/partners-engine"
 
 // allowed are edges that break a rule and that their owners are removing.
 // Each names who removes it; the list must end empty.
-var allowed = map[string]string{
-	// Bench functions still in production bench.go files (webhooks:
-	// processors/webhooks); they move into _test.go files
-	// (bench/README.md), then internal/benchharness and benchrow go away.
-	"processors/webhooks -> internal/benchrow":     "webhooks converts its bench",
-	"internal/benchharness -> processors/webhooks": "deleted once every bench is converted",
-	"internal/benchharness -> internal/benchrow":   "deleted once every bench is converted",
-	"binary links internal/benchrow":               "goes with the benches above",
-}
+var allowed = map[string]string{}
 
 type pkg struct {
 	ImportPath string
@@ -108,7 +100,7 @@ func isArea(l string) bool {
 // testSupport reports whether p exists for tests only.
 func testSupport(p string) bool {
 	last := p[strings.LastIndex(p, "/")+1:]
-	return strings.HasSuffix(last, "test") || p == "internal/testenv" || p == "internal/benchtest" || p == "internal/benchrow" || p == "internal/layering"
+	return strings.HasSuffix(last, "test") || p == "internal/testenv" || p == "internal/benchtest" || p == "internal/layering"
 }
 
 func TestLayers(t *testing.T) {
