@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -88,16 +89,25 @@ func (p *Processor) schedule(j *job) {
 		return
 	}
 	ctx := j.ticket.Context()
-	var tm *time.Timer
-	stop := context.AfterFunc(ctx, func() {
+	var mu sync.Mutex
+	var stop func() bool
+	tm := time.AfterFunc(wait, func() {
+		mu.Lock()
+		s := stop
+		mu.Unlock()
+		if s != nil {
+			s() // the delivery is due: no longer watch the context
+		}
+		p.start(j) // drops it if the context ended meanwhile
+	})
+	s := context.AfterFunc(ctx, func() {
 		if tm.Stop() {
-			j.ticket.Drop()
+			j.ticket.Drop() // stopped or rebalanced before it was due
 		}
 	})
-	tm = time.AfterFunc(wait, func() {
-		stop()
-		p.start(j)
-	})
+	mu.Lock()
+	stop = s
+	mu.Unlock()
 }
 
 // start re-reads the delivery's tenant and endpoint (a suspension, a
