@@ -172,7 +172,7 @@ type process struct {
 	api      *adminapi.Server
 	handlers map[string]http.HandlerFunc
 	comps    []component
-	banner   [][2]string // what, where
+	banner   [][2]string                 // what, where
 	closers  []func(ctx context.Context) // run in reverse order at the end
 	lis      map[string]net.Listener
 }
