@@ -209,6 +209,17 @@ func TestTenantLifecycleMatchesSpec(t *testing.T) {
 	if res.status != 200 || !strings.Contains(string(res.body), `"enterprise"`) {
 		t.Fatalf("patch: %d %s", res.status, res.body)
 	}
+	// An enterprise tenant's client-certificate identities, set and shown
+	// (the exchange is checked against the spec like every other).
+	res = c.do("PATCH", "/api/v1/tenants/"+created.ID, tok, map[string]any{
+		"client_identities": []string{"spiffe://acme.example/orders-sync", "client.acme.example"}}, true)
+	var withIDs struct {
+		ClientIdentities []string `json:"client_identities"`
+	}
+	res.json(t, &withIDs)
+	if res.status != 200 || strings.Join(withIDs.ClientIdentities, ",") != "spiffe://acme.example/orders-sync,client.acme.example" {
+		t.Fatalf("patch client_identities: %d %s", res.status, res.body)
+	}
 	res = c.do("POST", "/api/v1/tenants/"+created.ID+"/suspend", tok, nil, true)
 	if res.status != 200 || !strings.Contains(string(res.body), `"suspended"`) {
 		t.Fatalf("suspend: %d %s", res.status, res.body)
@@ -278,6 +289,10 @@ func TestBadInputGetsProblems(t *testing.T) {
 		{"unknown field", "POST", "/api/v1/tenants", tok, map[string]any{"name": "C", "tier": "sandbox", "webhook_url": "https://a.example/h", "colour": "red"}, 400, ""},
 		{"unknown tenant", "GET", "/api/v1/tenants/tn_0000000000000000", tok, nil, 404, ""},
 		{"bad status filter", "GET", "/api/v1/tenants?status=deleted", tok, nil, 400, "status"},
+		{"client identities off enterprise", "POST", "/api/v1/tenants", tok, map[string]any{"name": "D", "tier": "standard", "webhook_url": "https://a.example/h",
+			"client_identities": []string{"spiffe://a.example/x"}}, 400, "client_identities"},
+		{"client identity with a space", "POST", "/api/v1/tenants", tok, map[string]any{"name": "E", "tier": "enterprise", "webhook_url": "https://a.example/h",
+			"client_identities": []string{"not an identity"}}, 400, "client_identities[0]"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
