@@ -257,9 +257,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	// Continue the trace Envoy propagates in the request's traceparent; the
 	// gRPC metadata carries Envoy's own span only when Envoy traces.
 	if headers["traceparent"] != "" {
-		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{
-			"traceparent": headers["traceparent"], "tracestate": headers["tracestate"],
-		})
+		// headers are lower-cased, as the carrier expects: no copy.
+		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(headers))
 	}
 	ctx, span := s.tracer.Start(ctx, "ext_authz.Check", trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("http.request.method", httpReq.GetMethod())))
