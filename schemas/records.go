@@ -155,17 +155,27 @@ type DeadLetter struct {
 	// ReasonCode is Reason's class, one of a closed set (see
 	// schemas/json/dead-letter.v1.schema.json): what happened, for
 	// filtering and alerting.
-	ReasonCode     string          `json:"reason_code,omitempty"`
-	SourceTopic    string          `json:"source_topic,omitempty"`
-	TraceID        string          `json:"trace_id,omitempty"`
-	FirstAttemptAt time.Time       `json:"first_attempt_at,omitempty,omitzero"`
-	LastAttemptAt  time.Time       `json:"last_attempt_at,omitempty,omitzero"`
-	Payload        json.RawMessage `json:"payload,omitempty"`
-	Raw            []byte          `json:"raw,omitempty"` // undecodable input, base64 in JSON
+	ReasonCode  string `json:"reason_code,omitempty"`
+	SourceTopic string `json:"source_topic,omitempty"`
+	// SourcePartition and SourceOffset locate the record in SourceTopic
+	// (attribution dead letters).
+	SourcePartition *int32          `json:"source_partition,omitempty"`
+	SourceOffset    *int64          `json:"source_offset,omitempty"`
+	TraceID         string          `json:"trace_id,omitempty"`
+	FirstAttemptAt  time.Time       `json:"first_attempt_at,omitempty,omitzero"`
+	LastAttemptAt   time.Time       `json:"last_attempt_at,omitempty,omitzero"`
+	Payload         json.RawMessage `json:"payload,omitempty"`
+	Raw             []byte          `json:"raw,omitempty"` // undecodable input, base64 in JSON
 	// PayloadKind says what Payload holds: "body" (the bytes sent, the
 	// default) or "event" (the event, when no body could be rendered: a
 	// replay filters and renders it with the endpoint's current settings).
 	PayloadKind string `json:"payload_kind,omitempty"`
 	// Replays counts the replays of this delivery before it failed again.
 	Replays int `json:"replays,omitempty"`
+	// PayloadBytes and PayloadSHA256 describe the original record's value;
+	// Truncated says Raw holds only its first bytes (a record too large to
+	// copy whole into a dead letter).
+	PayloadBytes  int    `json:"payload_bytes,omitempty"`
+	PayloadSHA256 string `json:"payload_sha256,omitempty"`
+	Truncated     bool   `json:"truncated,omitempty"`
 }

@@ -6,8 +6,11 @@ package chdb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -114,7 +117,7 @@ func Migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) ([]uint32,
 			continue
 		}
 		for i, st := range m.Statements {
-			if err := conn.Exec(ctx, st); err != nil {
+			if err := conn.Exec(ctx, st); err != nil && !columnExists(st, err) {
 				return done, fmt.Errorf("migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
 			}
 		}
@@ -125,6 +128,25 @@ func Migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) ([]uint32,
 		done = append(done, m.Version)
 	}
 	return done, nil
+}
+
+// addColumn matches an ALTER TABLE statement that only adds columns.
+var addColumn = regexp.MustCompile(`(?is)^\s*ALTER\s+TABLE\s+\S+\s+(ON\s+CLUSTER\s+\S+\s+)?ADD\s+COLUMN\s`)
+
+// columnExists reports whether err says an ALTER TABLE … ADD COLUMN found
+// its column already there: 18.16 has no ADD COLUMN IF NOT EXISTS, so a
+// migration interrupted after such an ALTER re-runs it and meets this error
+// (code 44 on 18.16, 15 DUPLICATE_COLUMN on 20+). One ALTER adds all of its
+// columns or none, so "already exists" means the statement did apply.
+func columnExists(st string, err error) bool {
+	if !addColumn.MatchString(st) {
+		return false
+	}
+	var ex *clickhouse.Exception
+	if !errors.As(err, &ex) || (ex.Code != 44 && ex.Code != 15) {
+		return false
+	}
+	return strings.Contains(ex.Message, "already exists")
 }
 
 // ServerVersion returns the server's version string.

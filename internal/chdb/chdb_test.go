@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 
@@ -181,22 +183,24 @@ func TestMigrationsRerunnable(t *testing.T) {
 	}
 	for _, m := range ms {
 		for i, st := range m.Statements {
-			if err := conn.Exec(ctx, st); err != nil {
+			// An ADD COLUMN whose column exists counts as applied (Migrate).
+			if err := conn.Exec(ctx, st); err != nil && !columnExists(st, err) {
 				t.Errorf("%04d_%s statement %d is not re-runnable: %v", m.Version, m.Name, i+1, err)
 			}
 		}
 	}
 }
 
-// rawTables lists every column of the raw tables of 0001_raw_tables.sql, in
-// table order. The insert test names all of them, and checks the list against
+// rawTables lists every column of the raw tables of 0001_raw_tables.sql (and
+// the Kafka positions 0204 adds), in table order. The insert test names all of them, and checks the list against
 // system.columns so a column added without a test fails here.
 var rawTables = map[string][]string{
 	"touchpoints": {"id", "user_id", "partner_id", "source", "utm_source", "utm_medium", "utm_campaign",
-		"referrer", "region", "trace_id", "occurred_at", "ingested_at"},
+		"referrer", "region", "trace_id", "occurred_at", "ingested_at", "src_topic", "src_partition", "src_offset"},
 	"conversions": {"id", "user_id", "kind", "amount", "currency", "amount_base", "new_customer", "refund_of",
-		"occurred_at", "ingested_at"},
-	"costs": {"id", "partner_id", "amount", "currency", "amount_base", "category", "occurred_at", "ingested_at"},
+		"occurred_at", "ingested_at", "src_topic", "src_partition", "src_offset"},
+	"costs": {"id", "partner_id", "amount", "currency", "amount_base", "category", "occurred_at", "ingested_at",
+		"src_topic", "src_partition", "src_offset"},
 	"webhook_deliveries": {"id", "delivery_id", "tenant_id", "endpoint_id", "event_id", "event_type", "attempt",
 		"status_code", "outcome", "latency_ms", "error", "trace_id", "attempted_at", "ingested_at"},
 }
@@ -214,22 +218,22 @@ func TestRawTablesBatchInsert(t *testing.T) {
 
 	tests := []struct {
 		table string
-		rows  [][]any // in rawTables order, the last column is ingested_at
+		rows  [][]any // in rawTables order
 	}{
 		{"touchpoints", [][]any{
 			{"tp_1", "usr_77", "ten_acme", "utm", "acme", "affiliate", "spring", "", "eu-west-1",
-				"4bf92f3577b34da6a3ce929d0e0e4736", at, ingested},
+				"4bf92f3577b34da6a3ce929d0e0e4736", at, ingested, "partners.touchpoints.v1", int32(2), int64(41)},
 			{"tp_2", "usr_12", "ten_globex", "referral_header", "", "", "", "https://globex.example/", "us-east-1",
-				"", at.AddDate(0, -1, 0), ingested}, // another month: another partition
+				"", at.AddDate(0, -1, 0), ingested, "", int32(-1), int64(-1)}, // another month: another partition
 		}},
 		{"conversions", [][]any{
-			{"conv_1", "usr_77", "purchase", d("129.9"), "EUR", d("140.2931"), uint8(1), "", at, ingested},
-			{"conv_2", "usr_77", "refund", d("-129.9"), "EUR", d("-140.2931"), uint8(0), "conv_1", at.Add(time.Hour), ingested},
-			{"conv_3", "usr_12", "purchase", d("99999999999999.9999"), "USD", d("99999999999999.9999"), uint8(0), "", at, ingested},
+			{"conv_1", "usr_77", "purchase", d("129.9"), "EUR", d("140.2931"), uint8(1), "", at, ingested, "partners.conversions.v1", int32(0), int64(7)},
+			{"conv_2", "usr_77", "refund", d("-129.9"), "EUR", d("-140.2931"), uint8(0), "conv_1", at.Add(time.Hour), ingested, "partners.conversions.v1", int32(0), int64(8)},
+			{"conv_3", "usr_12", "purchase", d("99999999999999.9999"), "USD", d("99999999999999.9999"), uint8(0), "", at, ingested, "", int32(-1), int64(-1)},
 		}},
 		{"costs", [][]any{
-			{"cost_1", "ten_acme", d("12.99"), "EUR", d("14.0292"), "commission", at, ingested},
-			{"cost_2", "ten_globex", d("2500"), "USD", d("2500"), "", at, ingested},
+			{"cost_1", "ten_acme", d("12.99"), "EUR", d("14.0292"), "commission", at, ingested, "partners.costs.v1", int32(1), int64(3)},
+			{"cost_2", "ten_globex", d("2500"), "USD", d("2500"), "", at, ingested, "", int32(-1), int64(-1)},
 		}},
 		{"webhook_deliveries", [][]any{
 			{"msg_1/1", "msg_1", "ten_acme", "ep_1", "evt_1", "order.completed", uint16(1), uint16(503), "retry",
@@ -265,7 +269,7 @@ func TestRawTablesBatchInsert(t *testing.T) {
 			replay := make([][]any, len(tt.rows))
 			for i, r := range tt.rows {
 				replay[i] = slices.Clone(r)
-				replay[i][len(r)-1] = ingested.Add(time.Hour)
+				replay[i][slices.Index(cols, "ingested_at")] = ingested.Add(time.Hour)
 			}
 			insert(replay)
 
@@ -357,4 +361,28 @@ func equalValue(got, want any) bool {
 		return ok && g.Equal(w)
 	}
 	return reflect.DeepEqual(got, want)
+}
+
+func TestColumnExists(t *testing.T) {
+	add := "ALTER TABLE touchpoints\n    ADD COLUMN src_topic String DEFAULT ''"
+	exists := func(code int32) error {
+		return fmt.Errorf("wrapped: %w", &clickhouse.Exception{Code: code, Message: "Cannot add column src_topic: column with this name already exists"})
+	}
+	for _, tt := range []struct {
+		name string
+		st   string
+		err  error
+		want bool
+	}{
+		{"18.16", add, exists(44), true},
+		{"20+", add, exists(15), true},
+		{"cluster", "ALTER TABLE t ON CLUSTER partners ADD COLUMN a String", exists(15), true},
+		{"other error of an ADD COLUMN", add, &clickhouse.Exception{Code: 60, Message: "Table doesn't exist"}, false},
+		{"not an ADD COLUMN", "ALTER TABLE t DROP COLUMN a", exists(44), false},
+		{"not an exception", add, errors.New("column already exists"), false},
+	} {
+		if got := columnExists(tt.st, tt.err); got != tt.want {
+			t.Errorf("%s: columnExists = %v, want %v", tt.name, got, tt.want)
+		}
+	}
 }

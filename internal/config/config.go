@@ -228,6 +228,23 @@ type Attribution struct {
 	CurrencyRates           map[string]string `yaml:"currency_rates"` // currency -> base per unit, decimal string
 	Batch                   Batch             `yaml:"batch"`
 	HistoryCacheSize        int               `yaml:"history_cache_size"`
+	// MaxRecordBytes is the largest record value the processor decodes;
+	// larger ones go to the DLQ.
+	MaxRecordBytes int `yaml:"max_record_bytes"`
+	// DLQMaxPayloadBytes bounds the copy of a record in its dead letter;
+	// a larger record is copied truncated, with its size and SHA-256.
+	DLQMaxPayloadBytes int `yaml:"dlq_max_payload_bytes"`
+	// Reconcile configures the periodic check that roi_daily equals the
+	// raw tables.
+	Reconcile Reconcile `yaml:"reconcile"`
+}
+
+// Reconcile configures the attribution processor's reconciliation: every
+// Interval it compares roi_daily with the same figures computed from the
+// raw tables, per (model, day, partner), for the last Days UTC days.
+type Reconcile struct {
+	Interval time.Duration `yaml:"interval_sec"` // 0: off
+	Days     int           `yaml:"days"`
 }
 
 // ROIWindowDays is the default ROI window in days.
@@ -449,6 +466,9 @@ func Default() Config {
 				CurrencyRates:           map[string]string{"USD": "1", "EUR": "1.08", "GBP": "1.27"},
 				Batch:                   Batch{Size: 5000, Linger: time.Second},
 				HistoryCacheSize:        100_000,
+				MaxRecordBytes:          64 << 10,
+				DLQMaxPayloadBytes:      64 << 10,
+				Reconcile:               Reconcile{Interval: 5 * time.Minute, Days: 35},
 			},
 			Security: Security{Enterprise: Enterprise{MTLS: "enabled", JWTSigningAlgo: "RS256", AuditLogging: "enabled"}},
 			Keys:     Keys{RotationOverlap: 24 * time.Hour},

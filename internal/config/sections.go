@@ -182,6 +182,20 @@ func (a *Attribution) Validate() error {
 		}
 	}
 	c.Positive(&a.HistoryCacheSize)
+	if a.MaxRecordBytes < 1024 || a.MaxRecordBytes > 1<<20 {
+		c.Fail(&a.MaxRecordBytes, "must be between 1024 and 1048576")
+	}
+	if a.DLQMaxPayloadBytes < 1024 || a.DLQMaxPayloadBytes > 512<<10 {
+		c.Fail(&a.DLQMaxPayloadBytes, "must be between 1024 and 524288 (a dead letter must fit a Kafka record)")
+	}
+	return c.Err()
+}
+
+// Validate implements Validator.
+func (r *Reconcile) Validate() error {
+	c := Check(r)
+	c.NonNegative(&r.Interval)
+	c.Between(&r.Days, 1, 3650)
 	return c.Err()
 }
 

@@ -54,7 +54,20 @@ type Processor struct {
 	params  models.Params
 	sources map[string]bool
 	hist    *lru.Cache[string, *history]
+	costIDs *lru.Cache[string, struct{}] // cost ids the rollup counts
+	led     *ledger
+	poison  map[pos]string // records that cannot be written, to dead-letter (isolate)
+	faults  faults
 	m       metrics
+}
+
+// faults are seams for fault tests (export_test.go); zero in production.
+type faults struct {
+	// insert runs before a batch's raw inserts; an error fails them.
+	insert func(touchIDs, convIDs []string) error
+	// afterRollup runs after a rollup INSERT landed; an error is returned
+	// as if the INSERT had failed (its outcome unknown to the processor).
+	afterRollup func() error
 }
 
 type metrics struct {
@@ -64,6 +77,8 @@ type metrics struct {
 	batchDur prometheus.Histogram
 	batchLen prometheus.Histogram
 	pending  prometheus.Counter
+	recRuns  prometheus.Counter
+	recBad   prometheus.Gauge
 }
 
 // New validates the options and builds a processor.
@@ -106,9 +121,14 @@ func New(opt Options) (*Processor, error) {
 		return nil, fmt.Errorf("attribution: history cache: %w", err)
 	}
 	p.hist = h
+	if p.costIDs, err = lru.New[string, struct{}](a.HistoryCacheSize); err != nil {
+		return nil, fmt.Errorf("attribution: cost cache: %w", err)
+	}
+	p.led = newLedger(opt.Conn, p.paramsText())
+	p.poison = map[pos]string{}
 	p.m = metrics{
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "partners_attribution_records_total", Help: "Kafka records handled by the attribution processor, by topic and outcome (ok, dead_letter).",
+			Name: "partners_attribution_records_total", Help: "Kafka records handled by the attribution processor, by topic and outcome (ok, dead_letter; duplicate: its id was already counted; replayed: its offset was already counted).",
 		}, []string{"topic", "outcome"}),
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "partners_attribution_rows_inserted_total", Help: "Rows inserted into ClickHouse, by table (duplicates on replay included).",
@@ -127,9 +147,15 @@ func New(opt Options) (*Processor, error) {
 		pending: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "partners_attribution_refunds_pending_total", Help: "Refunds seen before the conversion they refund (credited when it arrives).",
 		}),
+		recRuns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "partners_attribution_reconcile_runs_total", Help: "Reconciliations of roi_daily against the raw tables.",
+		}),
+		recBad: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "partners_attribution_reconcile_mismatches", Help: "(model, day, partner, previous day) keys where roi_daily and the raw tables disagreed in the last reconciliation (0: equal).",
+		}),
 	}
 	if opt.Metrics != nil {
-		for _, c := range []prometheus.Collector{p.m.records, p.m.rows, p.m.retries, p.m.batchDur, p.m.batchLen, p.m.pending} {
+		for _, c := range []prometheus.Collector{p.m.records, p.m.rows, p.m.retries, p.m.batchDur, p.m.batchLen, p.m.pending, p.m.recRuns, p.m.recBad} {
 			if err := opt.Metrics.Register(c); err != nil {
 				return nil, fmt.Errorf("attribution metrics: %w", err)
 			}
@@ -159,7 +185,15 @@ func (p *Processor) Group() string {
 // is retried with backoff (100 ms doubling to 10 s) until it succeeds or ctx
 // ends; nothing is committed meanwhile, so a restart replays it.
 func (p *Processor) Run(ctx context.Context) error {
-	purge := func(context.Context, *kgo.Client, map[string][]int32) { p.hist.Purge() }
+	// The model parameters must be those the rollup was built with; wait
+	// for ClickHouse if it is not up yet.
+	if err := p.waitLedger(ctx); err != nil {
+		return err
+	}
+	reset := func(context.Context, *kgo.Client, map[string][]int32) {
+		p.hist.Purge()
+		p.led.invalidate()
+	}
 	opts := append(kafka.ConsumerOptions(),
 		kgo.ConsumerGroup(p.Group()),
 		kgo.ConsumeTopics(p.Topics()...),
@@ -169,17 +203,58 @@ func (p *Processor) Run(ctx context.Context) error {
 		// user's records and its history cache stays coherent.
 		kgo.Balancers(kgo.RangeBalancer()),
 		// A partition that moved may have been written by another member:
-		// forget cached histories (ClickHouse is reloaded on the next miss).
-		kgo.OnPartitionsAssigned(purge), kgo.OnPartitionsRevoked(purge), kgo.OnPartitionsLost(purge),
+		// forget cached histories (ClickHouse is reloaded on the next miss)
+		// and reload the ledger (after that member's inserts finished).
+		kgo.OnPartitionsAssigned(reset), kgo.OnPartitionsRevoked(reset), kgo.OnPartitionsLost(reset),
 	)
 	cl, err := p.opt.Kafka.NewClient(opts...)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
+	rctx, stopReconcile := context.WithCancel(ctx)
+	reconciled := make(chan struct{})
+	go func() {
+		defer close(reconciled)
+		p.reconcileLoop(rctx)
+	}()
+	defer func() {
+		stopReconcile()
+		<-reconciled
+	}()
 	b := p.opt.Config.Batch
 	return kafka.ConsumeBatches(ctx, cl, p.opt.Log.With("component", "attribution"),
 		kafka.Batching{Size: b.Size, Linger: b.Linger}, p.handleBatch)
+}
+
+// waitLedger loads the ingest ledger, retrying while ClickHouse is
+// unreachable; different model parameters are an error.
+func (p *Processor) waitLedger(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := p.led.load(ctx)
+		if err == nil || errors.Is(err, ErrParamsChanged) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		p.opt.Log.Warn("attribution: ingest ledger not readable yet; retrying", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// paramsText names the parameters the attribution split depends on.
+// Corrections are differences of splits, so a rollup is only extended under
+// the parameters it was built with. split=2 is the version of the split
+// rules (models package doc).
+func (p *Processor) paramsText() string {
+	return fmt.Sprintf("lookback=%s half_life=%s split=2", p.params.Lookback, p.params.HalfLife)
 }
 
 // handleBatch attributes and inserts one batch, with its metrics: a failure

@@ -4,9 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"sort"
 	"time"
 
@@ -17,9 +14,19 @@ import (
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
+// pos is the Kafka position of the record a row comes from.
+type pos struct {
+	topic     string
+	partition int32
+	offset    int64
+}
+
+func posOf(r *kgo.Record) pos { return pos{r.Topic, r.Partition, r.Offset} }
+
 // touch is a validated touchpoint (times in whole UTC seconds, as stored).
 type touch struct {
 	schemas.Touchpoint
+	pos pos
 }
 
 // conv is a validated conversion with its amount in the base currency.
@@ -30,17 +37,27 @@ type conv struct {
 	AmountBase                 decimal.Decimal
 	NewCustomer                bool
 	At                         time.Time
+	pos                        pos
 }
 
 type cost struct {
 	schemas.Cost
 	AmountBase decimal.Decimal
+	pos        pos
 }
 
 type dead struct {
 	rec    *kgo.Record
 	reason string
+	code   string // schemas.DeadLetter.ReasonCode
 }
+
+// Reason codes of attribution dead letters (schemas/json/dead-letter.v1).
+const (
+	codeMalformed  = "malformed_record"  // not JSON, not the schema, or a rule of the processor
+	codeOversized  = "oversized_record"  // larger than partner.attribution.max_record_bytes
+	codeUnwritable = "unwritable_record" // ClickHouse refuses its data
+)
 
 // batch is one polled batch, decoded.
 type batch struct {
@@ -49,6 +66,14 @@ type batch struct {
 	costs   []cost
 	dead    []dead
 	attrs   []attrRow
+	rollup  rollup
+	ends    map[tp]int64 // source partition → end offset after this batch
+}
+
+// tp is a source partition.
+type tp struct {
+	topic     string
+	partition int32
 }
 
 // attrRow is one row of the attributions table.
@@ -68,11 +93,46 @@ func AttributionID(conversionID, model, partnerID string) string {
 
 // Handle attributes and stores one batch: it returns nil only when every
 // record is durable in ClickHouse or in the dead-letter topic. It is
-// idempotent: handling the same records again writes identical rows.
+// idempotent, and exactly once for the rollup:
+//
+//  1. records below their partition's committed end offset (the ingest
+//     ledger) are already counted and are skipped;
+//  2. the rest is decoded; a record whose id the committed history already
+//     holds (a duplicate, a replay at another offset) changes nothing;
+//  3. the raw rows of the new records are inserted (at least once: a replay
+//     writes identical rows, readers de-duplicate by id), dead letters are
+//     produced;
+//  4. one rollup INSERT carries every correction of the batch and the
+//     ledger's new end offsets of its partitions — the commit point. Only
+//     after it landed are the histories in the cache replaced.
+//
+// An error leaves the cache as it was; after an error in step 4 the outcome
+// is unknown, and the next call reloads the ledger (waiting for the insert
+// to finish on the server) before it decides anything.
 func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
-	var b batch
+	err := p.handle(ctx, recs)
+	if err == nil || !permanent(err) {
+		return err
+	}
+	return p.isolate(ctx, recs, err)
+}
+
+func (p *Processor) handle(ctx context.Context, recs []*kgo.Record) error {
+	if err := p.led.ready(ctx); err != nil {
+		return err
+	}
+	b := batch{rollup: rollup{}, ends: map[tp]int64{}}
 	for _, r := range recs {
+		if r.Offset < p.led.end(r.Topic, r.Partition) {
+			p.m.records.WithLabelValues(r.Topic, "replayed").Inc()
+			continue
+		}
+		k := tp{r.Topic, r.Partition}
+		b.ends[k] = max(b.ends[k], r.Offset+1)
 		p.decode(r, &b)
+	}
+	if len(b.ends) == 0 {
+		return nil
 	}
 	users := map[string]bool{}
 	for _, t := range b.touches {
@@ -81,18 +141,22 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 	for _, c := range b.convs {
 		users[c.UserID] = true
 	}
-	hs, err := p.histories(ctx, users)
+	hs, err := p.histories(ctx, sortedKeys(users))
 	if err != nil {
 		return err
 	}
-	for _, t := range b.touches {
-		hs[t.UserID].addTouch(models.Touch{ID: t.ID, PartnerID: t.PartnerID, At: t.OccurredAt})
-	}
-	for _, c := range b.convs {
-		hs[c.UserID].addConv(c)
-	}
-	if err := p.attributeBatch(&b, hs); err != nil {
+	known, err := p.knownCosts(ctx, b.costs)
+	if err != nil {
 		return err
+	}
+	next, err := p.apply(&b, hs, known)
+	if err != nil {
+		return err
+	}
+	if p.faults.insert != nil {
+		if err := p.faults.insert(idsOf(b.touches, func(t touch) string { return t.ID }), idsOf(b.convs, func(c conv) string { return c.ID })); err != nil {
+			return err
+		}
 	}
 	if err := p.insert(ctx, &b); err != nil {
 		return err
@@ -100,24 +164,106 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 	if err := p.deadLetter(ctx, b.dead); err != nil {
 		return err
 	}
-	for _, u := range sortedKeys(users) {
-		p.hist.Add(u, hs[u])
+	params := p.led.needsParams()
+	err = p.insertRollup(ctx, &b, params)
+	if err == nil && p.faults.afterRollup != nil {
+		err = p.faults.afterRollup()
+	}
+	if err != nil {
+		// The insert may have landed or not: find out before the next batch.
+		p.led.invalidate()
+		p.hist.Purge()
+		return err
+	}
+	p.led.advance(b.ends, params)
+	for u, h := range next {
+		p.hist.Add(u, h)
+	}
+	for _, c := range b.costs {
+		p.costIDs.Add(c.ID, struct{}{})
+	}
+	for _, d := range b.dead {
+		delete(p.poison, posOf(d.rec))
 	}
 	return nil
 }
 
-// attributeBatch computes the attribution rows of every conversion whose
-// credit the batch may change: its own conversions, the refunds of those
-// conversions, and the user's conversions inside the lookback window after
-// each touchpoint of the batch (late and out-of-order touchpoints
-// re-attribute, with a larger version).
-func (p *Processor) attributeBatch(b *batch, hs map[string]*history) error {
+func idsOf[T any](xs []T, id func(T) string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = id(x)
+	}
+	return out
+}
+
+// apply drops the batch's duplicates (ids the committed histories already
+// hold, or seen earlier in the batch), computes the new histories and
+// attribution rows, and the rollup's corrections from the old histories to
+// the new ones. hs is not changed: next holds the new histories, to be
+// cached once the batch is committed.
+func (p *Processor) apply(b *batch, hs map[string]*history, knownCosts map[string]bool) (next map[string]*history, err error) {
+	next = map[string]*history{}
+	nh := func(u string) *history {
+		h := next[u]
+		if h == nil {
+			h = hs[u].clone()
+			next[u] = h
+		}
+		return h
+	}
+	touches := b.touches[:0]
+	for _, t := range b.touches {
+		if _, dup := hs[t.UserID].touches[t.ID]; dup {
+			p.m.records.WithLabelValues(t.pos.topic, "duplicate").Inc()
+			continue
+		}
+		h := nh(t.UserID)
+		if _, dup := h.touches[t.ID]; dup {
+			p.m.records.WithLabelValues(t.pos.topic, "duplicate").Inc()
+			continue
+		}
+		h.touches[t.ID] = models.Touch{ID: t.ID, PartnerID: t.PartnerID, At: t.OccurredAt}
+		touches = append(touches, t)
+	}
+	b.touches = touches
+	convs := b.convs[:0]
+	for _, c := range b.convs {
+		if _, dup := hs[c.UserID].convs[c.ID]; dup {
+			p.m.records.WithLabelValues(c.pos.topic, "duplicate").Inc()
+			continue
+		}
+		h := nh(c.UserID)
+		if _, dup := h.convs[c.ID]; dup {
+			p.m.records.WithLabelValues(c.pos.topic, "duplicate").Inc()
+			continue
+		}
+		h.convs[c.ID] = c
+		convs = append(convs, c)
+	}
+	b.convs = convs
+	costs := b.costs[:0]
+	seen := map[string]bool{}
+	for _, c := range b.costs {
+		if knownCosts[c.ID] || seen[c.ID] {
+			p.m.records.WithLabelValues(c.pos.topic, "duplicate").Inc()
+			continue
+		}
+		seen[c.ID] = true
+		costs = append(costs, c)
+		b.rollup.addCost(c)
+	}
+	b.costs = costs
+
+	// Conversions whose attribution the batch may change: its own, the
+	// refunds of those, and the user's conversions inside the lookback
+	// window after each new touchpoint (late and out-of-order touchpoints
+	// re-attribute, with a larger version).
 	type key struct{ user, id string }
 	targets := map[key]bool{}
 	for _, c := range b.convs {
 		targets[key{c.UserID, c.ID}] = true
 		if c.Kind != schemas.ConversionRefund {
-			for _, r := range hs[c.UserID].convs {
+			for _, r := range next[c.UserID].convs {
 				if r.RefundOf == c.ID {
 					targets[key{c.UserID, r.ID}] = true
 				}
@@ -125,7 +271,7 @@ func (p *Processor) attributeBatch(b *batch, hs map[string]*history) error {
 		}
 	}
 	for _, t := range b.touches {
-		h := hs[t.UserID]
+		h := next[t.UserID]
 		until := t.OccurredAt.Add(p.params.Lookback)
 		for _, c := range h.convs {
 			at, ok := h.anchor(c)
@@ -145,36 +291,84 @@ func (p *Processor) attributeBatch(b *batch, hs map[string]*history) error {
 		return keys[i].id < keys[j].id
 	})
 	for _, k := range keys {
-		h := hs[k.user]
-		rows, err := p.attribute(h, h.convs[k.id])
+		h := next[k.user]
+		s, err := p.attribute(h, h.convs[k.id])
 		if err != nil {
-			return err
+			return nil, err
 		}
-		b.attrs = append(b.attrs, rows...)
+		if s == nil {
+			if c := h.convs[k.id]; c.Kind == schemas.ConversionRefund {
+				if _, ok := h.anchor(c); !ok {
+					p.m.pending.Inc()
+				}
+			}
+			continue
+		}
+		old := hs[k.user].attrs[k.id]
+		s = keepPartners(old, s)
+		h.attrs[k.id] = s
+		b.attrs = append(b.attrs, s.rows...)
+		b.rollup.addSplit(old, s)
 	}
-	return nil
+	for u, h := range next {
+		b.rollup.addLeads(hs[u], h)
+		b.rollup.addCustomers(hs[u], h)
+	}
+	return next, nil
+}
+
+// keepPartners adds a zero row for every (model, partner) of old that cur
+// lacks. It never happens while touches are only added (the eligible set
+// only grows); if it did, the zero row keeps the raw table (latest version
+// per id) and the rollup (corrections) in step.
+func keepPartners(old, cur *split) *split {
+	if old == nil {
+		return cur
+	}
+	have := make(map[modelPartner]bool, len(cur.rows))
+	for _, a := range cur.rows {
+		have[modelPartner{a.Model, a.PartnerID}] = true
+	}
+	var extra []attrRow
+	for _, a := range old.rows {
+		if !have[modelPartner{a.Model, a.PartnerID}] {
+			a.Version = cur.version
+			a.Credit, a.Revenue, a.NewCustomer = decimal.Zero, decimal.Zero, decimal.Zero
+			extra = append(extra, a)
+		}
+	}
+	if len(extra) == 0 {
+		return cur
+	}
+	return &split{version: cur.version, rows: append(append([]attrRow(nil), cur.rows...), extra...)}
 }
 
 var one = decimal.NewFromInt(1)
 
-// attribute returns the rows of one conversion under every model, or none
-// when no partner touched the user in the window (or a refund's conversion
-// is not known yet: it is credited when that conversion arrives).
-func (p *Processor) attribute(h *history, c conv) ([]attrRow, error) {
+// attribute returns the attribution of one conversion under every model, or
+// nil when no partner touched the user in the window (or a refund's
+// conversion is not known yet: it is credited when that conversion
+// arrives).
+//
+// A refund reverses revenue (−|amount|) and conversion credit (−share) with
+// the refunded conversion's split; it never changes new customers or
+// customers: acquiring the customer happened, and the refund's own
+// new_customer flag, if a producer sets one, is ignored.
+func (p *Processor) attribute(h *history, c conv) (*split, error) {
 	at, ok := h.anchor(c)
 	if !ok {
-		p.m.pending.Inc()
 		return nil, nil
 	}
 	el := models.Eligible(h.touchList(), at, p.params.Lookback)
 	if len(el) == 0 {
 		return nil, nil
 	}
+	refund := c.Kind == schemas.ConversionRefund
 	revenue, credit := c.AmountBase, one
-	if c.Kind == schemas.ConversionRefund {
+	if refund {
 		revenue, credit = c.AmountBase.Abs().Neg(), one.Neg()
 	}
-	var out []attrRow
+	s := &split{version: uint64(len(el))}
 	for _, m := range models.All {
 		ws, err := models.Weights(m, el, at, p.params)
 		if err != nil {
@@ -184,161 +378,20 @@ func (p *Processor) attribute(h *history, c conv) ([]attrRow, error) {
 		cr := models.Split(credit, ws, 4)
 		for i, w := range ws {
 			nc := decimal.Zero
-			if c.NewCustomer && c.Kind != schemas.ConversionRefund {
+			if c.NewCustomer && !refund {
 				nc = cr[i]
 			}
-			out = append(out, attrRow{
+			s.rows = append(s.rows, attrRow{
 				ID: AttributionID(c.ID, m, w.PartnerID), ConversionID: c.ID, UserID: c.UserID,
-				PartnerID: w.PartnerID, Model: m, Kind: c.Kind, Version: uint64(len(el)),
+				PartnerID: w.PartnerID, Model: m, Kind: c.Kind, Version: s.version,
 				Credit: cr[i], Revenue: rev[i], NewCustomer: nc, At: c.At,
 			})
 		}
 	}
-	return out, nil
+	return s, nil
 }
 
-// decode validates one record; a bad one becomes a dead letter.
-func (p *Processor) decode(r *kgo.Record, b *batch) {
-	topic := r.Topic
-	fail := func(reason string) {
-		b.dead = append(b.dead, dead{rec: r, reason: reason})
-		p.m.records.WithLabelValues(topic, "dead_letter").Inc()
-	}
-	var err error
-	switch topic {
-	case p.names.Topic(schemas.TopicTouchpoints):
-		var t schemas.Touchpoint
-		if err = decodeValid(schemas.KindTouchpoint, r.Value, &t); err == nil {
-			err = p.checkTouch(&t)
-		}
-		if err != nil {
-			fail(err.Error())
-			return
-		}
-		t.OccurredAt = t.OccurredAt.UTC().Truncate(time.Second)
-		b.touches = append(b.touches, touch{t})
-	case p.names.Topic(schemas.TopicConversions):
-		var c schemas.Conversion
-		if err = decodeValid(schemas.KindConversion, r.Value, &c); err != nil {
-			fail(err.Error())
-			return
-		}
-		rate, ok := p.rates[c.Currency]
-		if !ok {
-			fail(fmt.Sprintf("conversion: unknown currency %q (not in partner.attribution.currency_rates)", c.Currency))
-			return
-		}
-		if reason := checkConv(&c); reason != "" {
-			fail(reason)
-			return
-		}
-		b.convs = append(b.convs, conv{
-			ID: c.ID, UserID: c.UserID, Kind: c.Kind, RefundOf: c.RefundOf, Amount: c.Amount, Currency: c.Currency,
-			AmountBase: models.ToBase(c.Amount, rate), NewCustomer: c.NewCustomer,
-			At: c.OccurredAt.UTC().Truncate(time.Second),
-		})
-	case p.names.Topic(schemas.TopicCosts):
-		var c schemas.Cost
-		if err = decodeValid(schemas.KindCost, r.Value, &c); err != nil {
-			fail(err.Error())
-			return
-		}
-		rate, ok := p.rates[c.Currency]
-		switch {
-		case !ok:
-			fail(fmt.Sprintf("cost: unknown currency %q (not in partner.attribution.currency_rates)", c.Currency))
-			return
-		case c.Amount.IsNegative():
-			fail("cost: negative amount")
-			return
-		case c.OccurredAt.IsZero():
-			fail("cost: missing occurred_at")
-			return
-		}
-		c.OccurredAt = c.OccurredAt.UTC().Truncate(time.Second)
-		b.costs = append(b.costs, cost{Cost: c, AmountBase: models.ToBase(c.Amount, rate)})
-	default:
-		fail("unexpected topic " + topic)
-		return
-	}
-	p.m.records.WithLabelValues(topic, "ok").Inc()
-}
-
-// decodeValid checks doc against the kind's JSON Schema, then decodes it.
-func decodeValid(kind string, doc []byte, v any) error {
-	if err := schemas.Validate(kind, doc); err != nil {
-		return err
-	}
-	if err := json.Unmarshal(doc, v); err != nil {
-		return fmt.Errorf("%s: %w", kind, err)
-	}
-	return nil
-}
-
-func (p *Processor) checkTouch(t *schemas.Touchpoint) error {
-	switch {
-	case t.ID == "" || t.UserID == "" || t.PartnerID == "":
-		return errors.New("touchpoint: missing id, user_id or partner_id")
-	case !p.sources[t.Source]:
-		return fmt.Errorf("touchpoint: source %q is not in partner.attribution.touchpoint_sources", t.Source)
-	case t.OccurredAt.IsZero():
-		return errors.New("touchpoint: missing occurred_at")
-	}
-	return nil
-}
-
-func checkConv(c *schemas.Conversion) string {
-	switch {
-	case c.ID == "" || c.UserID == "":
-		return "conversion: missing id or user_id"
-	case c.OccurredAt.IsZero():
-		return "conversion: missing occurred_at"
-	case c.Kind == schemas.ConversionRefund && c.RefundOf == "":
-		return "conversion: refund without refund_of"
-	case c.Kind == schemas.ConversionRefund && c.RefundOf == c.ID:
-		return "conversion: refund_of names the refund itself"
-	case c.Kind != schemas.ConversionRefund && c.RefundOf != "":
-		return "conversion: refund_of on a " + c.Kind
-	case c.Kind != schemas.ConversionRefund && c.Amount.IsNegative():
-		return "conversion: negative amount on a " + c.Kind + " (refunds are kind refund)"
-	}
-	return ""
-}
-
-// deadLetter produces the batch's malformed records to the attribution DLQ
-// and waits for the broker's acknowledgement.
-func (p *Processor) deadLetter(ctx context.Context, ds []dead) error {
-	if len(ds) == 0 {
-		return nil
-	}
-	topic := p.names.Topic(schemas.TopicAttrDLQ)
-	recs := make([]*kgo.Record, 0, len(ds))
-	for _, d := range ds {
-		dl := schemas.DeadLetter{
-			SchemaVersion: schemas.SchemaVersion,
-			Reason:        d.reason,
-			SourceTopic:   d.rec.Topic,
-		}
-		if json.Valid(d.rec.Value) {
-			dl.Payload = json.RawMessage(d.rec.Value)
-		} else {
-			dl.Raw = d.rec.Value
-		}
-		v, err := json.Marshal(dl)
-		if err != nil {
-			return err
-		}
-		out := &kgo.Record{Topic: topic, Key: d.rec.Key, Value: v, Headers: d.rec.Headers}
-		recs = append(recs, out)
-		p.opt.Log.Warn("attribution record dead-lettered", "topic", d.rec.Topic, "partition", d.rec.Partition, "offset", d.rec.Offset, "reason", d.reason)
-	}
-	if err := p.opt.Producer.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		return fmt.Errorf("produce dead letters: %w", err)
-	}
-	return nil
-}
-
-func sortedKeys(m map[string]bool) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)

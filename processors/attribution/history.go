@@ -3,6 +3,7 @@ package attribution
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -14,21 +15,36 @@ import (
 	"github.com/partners-engine/partners-engine/schemas/chsql"
 )
 
-// history is what the processor knows of one user: every touchpoint and
-// conversion, by id. It is cached in an LRU (partner.attribution.
-// history_cache_size users); on a miss it is loaded from ClickHouse, which
-// holds every record of every committed batch.
+// history is what the rollup holds of one user: every committed touchpoint
+// and conversion, by id, and every conversion's current attribution (the
+// split whose sums the rollup contains). It is cached in an LRU
+// (partner.attribution.history_cache_size users) and replaced only after a
+// batch's rollup insert landed; on a miss it is rebuilt from ClickHouse from
+// the rows the ledger counts as committed (see ledger.go), and the
+// attributions are computed again from them — the same pure function the
+// processor used, so the result is what the rollup holds.
 type history struct {
 	touches map[string]models.Touch
 	convs   map[string]conv
+	attrs   map[string]*split // conversion id → current attribution; missing: unattributed
+}
+
+// split is one conversion's attribution under every model: rows for every
+// (model, partner) with a share, version = eligible touches.
+type split struct {
+	version uint64
+	rows    []attrRow
 }
 
 func newHistory() *history {
-	return &history{touches: map[string]models.Touch{}, convs: map[string]conv{}}
+	return &history{touches: map[string]models.Touch{}, convs: map[string]conv{}, attrs: map[string]*split{}}
 }
 
-func (h *history) addTouch(t models.Touch) { h.touches[t.ID] = t }
-func (h *history) addConv(c conv)          { h.convs[c.ID] = c }
+// clone copies h so a batch can change it without touching the cache until
+// the batch is committed (splits are replaced, never mutated).
+func (h *history) clone() *history {
+	return &history{touches: maps.Clone(h.touches), convs: maps.Clone(h.convs), attrs: maps.Clone(h.attrs)}
+}
 
 func (h *history) touchList() []models.Touch {
 	out := make([]models.Touch, 0, len(h.touches))
@@ -52,16 +68,19 @@ func (h *history) anchor(c conv) (time.Time, bool) {
 	return orig.At, true
 }
 
-// loadChunkBytes bounds the user ids bound into one query (18.16's
-// max_query_size is 256 KiB).
-const loadChunkBytes = 128 << 10
+// loadChunkBytes bounds the escaped ids bound into one history query:
+// clickhouse-go writes bound strings into the query text, quoted and
+// escaped, and 18.16's max_query_size is 256 KiB. Identifiers are at most
+// 256 characters (the JSON Schemas), 514 escaped, so a chunk always holds
+// at least one.
+const loadChunkBytes = 96 << 10
 
-// histories returns the history of every user, from the cache or, for the
-// misses, from ClickHouse (one query per table per chunk of users).
-func (p *Processor) histories(ctx context.Context, users map[string]bool) (map[string]*history, error) {
+// histories returns the committed history of every user, from the cache or,
+// for the misses, from ClickHouse (one query per table per chunk of users).
+func (p *Processor) histories(ctx context.Context, users []string) (map[string]*history, error) {
 	out := make(map[string]*history, len(users))
 	var miss []string
-	for _, u := range sortedKeys(users) {
+	for _, u := range users {
 		if h, ok := p.hist.Get(u); ok {
 			out[u] = h
 			continue
@@ -69,14 +88,7 @@ func (p *Processor) histories(ctx context.Context, users map[string]bool) (map[s
 		out[u] = newHistory()
 		miss = append(miss, u)
 	}
-	for len(miss) > 0 {
-		n, size := 0, 0
-		for n < len(miss) && (n == 0 || size+len(miss[n])+4 <= loadChunkBytes) {
-			size += len(miss[n]) + 4
-			n++
-		}
-		chunk := miss[:n]
-		miss = miss[n:]
+	for _, chunk := range chunkByEscaped(miss, loadChunkBytes) {
 		// The two scans are independent; each fills its own maps.
 		tch, cch := map[string][]models.Touch{}, map[string][]conv{}
 		var g errgroup.Group
@@ -87,16 +99,36 @@ func (p *Processor) histories(ctx context.Context, users map[string]bool) (map[s
 		}
 		for u, ts := range tch {
 			for _, t := range ts {
-				out[u].addTouch(t)
+				out[u].touches[t.ID] = t
 			}
 		}
 		for u, cs := range cch {
 			for _, c := range cs {
-				out[u].addConv(c)
+				out[u].convs[c.ID] = c
+			}
+		}
+		for _, u := range chunk {
+			if err := p.attributeAll(out[u]); err != nil {
+				return nil, err
 			}
 		}
 	}
 	return out, nil
+}
+
+// attributeAll computes the current attribution of every conversion of a
+// history loaded from ClickHouse.
+func (p *Processor) attributeAll(h *history) error {
+	for _, c := range h.convs {
+		s, err := p.attribute(h, c)
+		if err != nil {
+			return err
+		}
+		if s != nil {
+			h.attrs[c.ID] = s
+		}
+	}
+	return nil
 }
 
 func (p *Processor) loadTouches(ctx context.Context, users []string, out map[string][]models.Touch) error {
@@ -108,8 +140,12 @@ func (p *Processor) loadTouches(ctx context.Context, users []string, out map[str
 	for rows.Next() {
 		var u string
 		var t models.Touch
-		if err := rows.Scan(&u, &t.ID, &t.PartnerID, &t.At); err != nil {
+		var pos []string
+		if err := rows.Scan(&u, &t.ID, &t.PartnerID, &t.At, &pos); err != nil {
 			return fmt.Errorf("load touchpoint history: %w", err)
+		}
+		if !p.led.committedAny(pos) {
+			continue
 		}
 		t.At = t.At.UTC()
 		out[u] = append(out[u], t)
@@ -127,13 +163,94 @@ func (p *Processor) loadConvs(ctx context.Context, users []string, out map[strin
 		var c conv
 		var nc uint8
 		var amount, base decimal.Decimal
-		if err := rows.Scan(&c.UserID, &c.ID, &c.Kind, &c.RefundOf, &amount, &c.Currency, &base, &nc, &c.At); err != nil {
+		var pos []string
+		if err := rows.Scan(&c.UserID, &c.ID, &c.Kind, &c.RefundOf, &amount, &c.Currency, &base, &nc, &c.At, &pos); err != nil {
 			return fmt.Errorf("load conversion history: %w", err)
+		}
+		if !p.led.committedAny(pos) {
+			continue
 		}
 		c.Amount, c.AmountBase, c.NewCustomer, c.At = amount, base, nc == 1, c.At.UTC()
 		out[c.UserID] = append(out[c.UserID], c)
 	}
 	return rows.Err()
+}
+
+// knownCosts returns which of the batch's cost ids are already counted:
+// from the cache of committed cost ids, else from ClickHouse (committed rows
+// only).
+func (p *Processor) knownCosts(ctx context.Context, cs []cost) (map[string]bool, error) {
+	known := map[string]bool{}
+	partners, ids := map[string]bool{}, map[string]bool{}
+	for _, c := range cs {
+		if p.costIDs.Contains(c.ID) {
+			known[c.ID] = true
+			continue
+		}
+		partners[c.PartnerID], ids[c.ID] = true, true
+	}
+	if len(ids) == 0 {
+		return known, nil
+	}
+	ps := chunkByEscaped(sortedKeys(partners), loadChunkBytes/4)
+	for _, pchunk := range ps {
+		for _, ichunk := range chunkByEscaped(sortedKeys(ids), loadChunkBytes/2) {
+			rows, err := p.opt.Conn.Query(ctx, chsql.CostHistory.SQL, groupSet(pchunk), groupSet(ichunk))
+			if err != nil {
+				return nil, fmt.Errorf("load cost history: %w", err)
+			}
+			for rows.Next() {
+				var id string
+				var pos []string
+				if err := rows.Scan(&id, &pos); err != nil {
+					rows.Close()
+					return nil, fmt.Errorf("load cost history: %w", err)
+				}
+				if p.led.committedAny(pos) {
+					known[id] = true
+				}
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return nil, fmt.Errorf("load cost history: %w", err)
+			}
+		}
+	}
+	return known, nil
+}
+
+// chunkByEscaped cuts ids into chunks whose quoted, escaped length (as
+// clickhouse-go binds them: 'a\'b', ', ' between) stays within max bytes; an
+// id longer than max gets a chunk of its own.
+func chunkByEscaped(ids []string, max int) [][]string {
+	var out [][]string
+	start, size := 0, 0
+	for i, id := range ids {
+		n := escapedLen(id) + 2
+		if i > start && size+n > max {
+			out = append(out, ids[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	if start < len(ids) {
+		out = append(out, ids[start:])
+	}
+	return out
+}
+
+// escapedLen is the length of s as a ClickHouse string literal.
+func escapedLen(s string) int {
+	n := 2
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\'', '\\', 0:
+			n += 2
+		default:
+			n++
+		}
+	}
+	return n
 }
 
 // groupSet binds ids as a tuple, for "IN ?" (a plain slice binds as an

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
@@ -39,8 +40,15 @@ func newEnv(t *testing.T) *env {
 	return &env{cfg: cfg, brokers: brokers, cl: cl, conn: conn, names: kafka.Names{Prefix: cfg.Kafka.TopicPrefix}, log: &testenv.LogBuffer{}}
 }
 
-// start runs a processor on e until the test ends (or stop is called).
-func (e *env) start(t *testing.T, conn driver.Conn) (stop func()) {
+// start runs a processor on e until the test ends (or stop is called);
+// tweak, if given, adjusts it before it runs (fault seams of export_test.go).
+func (e *env) start(t *testing.T, conn driver.Conn, tweak ...func(*attribution.Processor)) (stop func()) {
+	stop, _ = e.startWith(t, conn, tweak...)
+	return stop
+}
+
+// startWith is start that also returns the processor's metrics.
+func (e *env) startWith(t *testing.T, conn driver.Conn, tweak ...func(*attribution.Processor)) (stop func(), reg *prometheus.Registry) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("processor logs:\n%s", tail(e.log.String(), 4000))
@@ -50,9 +58,14 @@ func (e *env) start(t *testing.T, conn driver.Conn) (stop func()) {
 	if conn == nil {
 		conn = e.conn
 	}
-	p, err := attribution.New(attribution.Options{Config: e.cfg.Partner.Attribution, Kafka: kafka.Cluster{Config: e.cfg.Kafka, Brokers: e.brokers}, Conn: conn, Producer: e.cl, Log: slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	reg = prometheus.NewRegistry()
+	p, err := attribution.New(attribution.Options{Config: e.cfg.Partner.Attribution, Kafka: kafka.Cluster{Config: e.cfg.Kafka, Brokers: e.brokers}, Conn: conn, Producer: e.cl,
+		Log: slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelInfo})), Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range tweak {
+		f(p)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -69,7 +82,65 @@ func (e *env) start(t *testing.T, conn driver.Conn) (stop func()) {
 		}
 	}
 	t.Cleanup(stop)
-	return stop
+	return stop, reg
+}
+
+// metric sums the samples of a metric family whose labels include want.
+func metric(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if labels[k] != v {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// replayFromStart moves the processor group's committed offsets back to the
+// start of every partition (the processor must be stopped): a topic replay.
+func (e *env) replayFromStart(t *testing.T) {
+	t.Helper()
+	adm := kadm.NewClient(e.cl)
+	p, err := attribution.New(attribution.Options{Config: e.cfg.Partner.Attribution, Kafka: kafka.Cluster{Config: e.cfg.Kafka}, Conn: e.conn, Producer: e.cl, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	starts, err := adm.ListStartOffsets(ctx, p.Topics()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := adm.CommitOffsets(ctx, p.Group(), starts.Offsets())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := resp.Error(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (e *env) publish(t *testing.T, recs []*kgo.Record) {

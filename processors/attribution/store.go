@@ -5,19 +5,22 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/shopspring/decimal"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/partners-engine/partners-engine/schemas/chsql"
 )
 
-// insert writes the batch's rows, one INSERT per table naming its columns
-// (clickhouse-go batches need that on 18.16), the four tables concurrently;
-// a failure anywhere fails the whole batch, which is retried as a whole
-// (every row has a deterministic id) and not committed before all four
-// succeeded.
+// insert writes the batch's raw rows, one INSERT per table naming its
+// columns (clickhouse-go batches need that on 18.16), the four tables
+// concurrently. Raw rows are at least once: a retried or replayed batch
+// writes identical rows, which readers de-duplicate by id, and rows of a
+// batch whose rollup insert never landed are invisible to the history (their
+// positions are past the ledger's end offsets).
 func (p *Processor) insert(ctx context.Context, b *batch) error {
-	now := p.opt.Now().UTC().Truncate(1e9)
+	now := p.opt.Now().UTC().Truncate(time.Second)
 	var g errgroup.Group
 	g.Go(func() error { return p.insertTouches(ctx, b, now) })
 	g.Go(func() error { return p.insertConvs(ctx, b, now) })
@@ -27,78 +30,105 @@ func (p *Processor) insert(ctx context.Context, b *batch) error {
 }
 
 func (p *Processor) insertTouches(ctx context.Context, b *batch, now time.Time) error {
-	if len(b.touches) > 0 {
-		err := p.send(ctx, "touchpoints", chsql.InsertTouchpoints, func(bt driver.Batch) error {
-			for _, t := range b.touches {
-				if err := bt.Append(t.ID, t.UserID, t.PartnerID, t.Source, t.UTMSource, t.UTMMedium, t.UTMCampaign,
-					t.Referrer, t.Region, t.TraceID, t.OccurredAt, now); err != nil {
-					return err
-				}
-			}
-			return nil
-		}, len(b.touches))
-		if err != nil {
-			return err
-		}
+	if len(b.touches) == 0 {
+		return nil
 	}
-	return nil
+	return p.send(ctx, "touchpoints", chsql.InsertTouchpoints, func(bt driver.Batch) error {
+		for _, t := range b.touches {
+			if err := bt.Append(t.ID, t.UserID, t.PartnerID, t.Source, t.UTMSource, t.UTMMedium, t.UTMCampaign,
+				t.Referrer, t.Region, t.TraceID, t.OccurredAt, now, t.pos.topic, t.pos.partition, t.pos.offset); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, len(b.touches))
 }
 
 func (p *Processor) insertConvs(ctx context.Context, b *batch, now time.Time) error {
-	if len(b.convs) > 0 {
-		err := p.send(ctx, "conversions", chsql.InsertConversions, func(bt driver.Batch) error {
-			for _, c := range b.convs {
-				nc := uint8(0)
-				if c.NewCustomer {
-					nc = 1
-				}
-				if err := bt.Append(c.ID, c.UserID, c.Kind, c.Amount, c.Currency, c.AmountBase, nc, c.RefundOf, c.At, now); err != nil {
-					return err
-				}
-			}
-			return nil
-		}, len(b.convs))
-		if err != nil {
-			return err
-		}
+	if len(b.convs) == 0 {
+		return nil
 	}
-	return nil
+	return p.send(ctx, "conversions", chsql.InsertConversions, func(bt driver.Batch) error {
+		for _, c := range b.convs {
+			nc := uint8(0)
+			if c.NewCustomer {
+				nc = 1
+			}
+			if err := bt.Append(c.ID, c.UserID, c.Kind, c.Amount, c.Currency, c.AmountBase, nc, c.RefundOf, c.At, now,
+				c.pos.topic, c.pos.partition, c.pos.offset); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, len(b.convs))
 }
 
 func (p *Processor) insertCosts(ctx context.Context, b *batch, now time.Time) error {
-	if len(b.costs) > 0 {
-		err := p.send(ctx, "costs", chsql.InsertCosts, func(bt driver.Batch) error {
-			for _, c := range b.costs {
-				if err := bt.Append(c.ID, c.PartnerID, c.Amount, c.Currency, c.AmountBase, c.Category, c.OccurredAt, now); err != nil {
-					return err
-				}
-			}
-			return nil
-		}, len(b.costs))
-		if err != nil {
-			return err
-		}
+	if len(b.costs) == 0 {
+		return nil
 	}
-	return nil
+	return p.send(ctx, "costs", chsql.InsertCosts, func(bt driver.Batch) error {
+		for _, c := range b.costs {
+			if err := bt.Append(c.ID, c.PartnerID, c.Amount, c.Currency, c.AmountBase, c.Category, c.OccurredAt, now,
+				c.pos.topic, c.pos.partition, c.pos.offset); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, len(b.costs))
 }
 
 func (p *Processor) insertAttrs(ctx context.Context, b *batch, now time.Time) error {
-	if len(b.attrs) > 0 {
-		err := p.send(ctx, "attributions", chsql.InsertAttributions, func(bt driver.Batch) error {
-			for _, a := range b.attrs {
-				if err := bt.Append(a.ID, a.ConversionID, a.UserID, a.PartnerID, a.Model, a.Kind, a.Version,
-					a.Credit, a.Revenue, a.NewCustomer, a.At, now); err != nil {
-					return err
-				}
-			}
-			return nil
-		}, len(b.attrs))
-		if err != nil {
-			return err
-		}
+	if len(b.attrs) == 0 {
+		return nil
 	}
-	return nil
+	return p.send(ctx, "attributions", chsql.InsertAttributions, func(bt driver.Batch) error {
+		for _, a := range b.attrs {
+			if err := bt.Append(a.ID, a.ConversionID, a.UserID, a.PartnerID, a.Model, a.Kind, a.Version,
+				a.Credit, a.Revenue, a.NewCustomer, a.At, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, len(b.attrs))
 }
+
+// insertRollup writes the batch's corrections and ledger rows as one
+// INSERT (one block, one part: it lands whole or not at all), under a query
+// id the ledger's fence can wait for. params adds the row recording the
+// model parameters.
+func (p *Processor) insertRollup(ctx context.Context, b *batch, params bool) error {
+	qctx := clickhouse.Context(ctx, clickhouse.WithQueryID(p.led.queryID()))
+	epoch := time.Unix(0, 0).UTC()
+	n := len(b.rollup) + len(b.ends)
+	return p.send(qctx, "roi_daily", chsql.InsertRollup, func(bt driver.Batch) error {
+		for k, v := range b.rollup {
+			if v.zero() {
+				continue
+			}
+			if err := bt.Append(k.model, k.day.time(), k.partner, k.prev.time(), "", v.revenue, v.conversions, v.newCustomers,
+				v.customers, v.cost, v.leads, v.attributions, v.costs, int64(0)); err != nil {
+				return err
+			}
+		}
+		for tp, end := range b.ends {
+			inc := end - p.led.end(tp.topic, tp.partition)
+			if err := bt.Append("", epoch, "", epoch, srcKey(tp.topic, tp.partition), zeroDec, zeroDec, zeroDec, int64(0), zeroDec, int64(0),
+				int64(0), int64(0), inc); err != nil {
+				return err
+			}
+		}
+		if params {
+			if err := bt.Append("", epoch, p.led.params, epoch, paramsSrc, zeroDec, zeroDec, zeroDec, int64(0), zeroDec,
+				int64(0), int64(0), int64(0), int64(1)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, n)
+}
+
+var zeroDec = decimal.Zero
 
 func (p *Processor) send(ctx context.Context, table string, st chsql.Statement, fill func(driver.Batch) error, n int) error {
 	bt, err := p.opt.Conn.PrepareBatch(ctx, st.SQL)

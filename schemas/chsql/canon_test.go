@@ -207,7 +207,7 @@ func literal(v any) string {
 		return "'" + x.UTC().Format(dateTimeLayout) + "'"
 	case float64:
 		return strconv.FormatFloat(x, 'g', -1, 64)
-	case uint8, uint16, uint32, uint64, int, int64:
+	case uint8, uint16, uint32, uint64, int, int32, int64:
 		return fmt.Sprint(x)
 	}
 	panic(fmt.Sprintf("literal: unsupported %T", v))

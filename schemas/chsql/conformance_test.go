@@ -156,8 +156,16 @@ func (s *suite) migrate(ctx context.Context) {
 // table is then merged (OPTIMIZE … FINAL). A query whose answer depends on
 // what has been merged differs between the engines and fails the suite.
 func (s *suite) load(ctx context.Context) {
-	for _, st := range inserts {
-		rows := s.ds.rows[st]
+	s.loadRaw(ctx, inserts, func(st chsql.Statement) [][]any { return s.ds.rows[st] })
+	s.loadRollup(ctx)
+	s.optimize(ctx)
+}
+
+// loadRaw writes each statement's rows, then a replay of every other row as
+// a separate INSERT (a Kafka replay).
+func (s *suite) loadRaw(ctx context.Context, sts []chsql.Statement, rows func(chsql.Statement) [][]any) {
+	for _, st := range sts {
+		rows := rows(st)
 		var replay [][]any
 		for i := 0; i < len(rows); i += 2 {
 			replay = append(replay, rows[i])
@@ -171,6 +179,32 @@ func (s *suite) load(ctx context.Context) {
 		}
 		s.covered[st.Name] = true
 	}
+}
+
+// loadRollup fills roi_daily: it is written by the processor, not by views,
+// so it is rebuilt from the raw rows (what migration 0204 does to an
+// existing database), then gets the processor's kind of INSERTs
+// (corrections, ledger rows).
+func (s *suite) loadRollup(ctx context.Context) {
+	for _, e := range s.engines {
+		for _, st := range []chsql.Statement{chsql.TruncateRollup, chsql.RebuildRollup} {
+			if err := e.Exec(ctx, st.SQL); err != nil {
+				s.t.Fatalf("%s: %s: %v", e.Name(), st.Name, err)
+			}
+		}
+		for _, rows := range s.ds.rollup {
+			if err := e.Insert(ctx, chsql.InsertRollup, rows); err != nil {
+				s.t.Fatalf("%s: %s: %v", e.Name(), chsql.InsertRollup.Name, err)
+			}
+		}
+	}
+	for _, st := range []chsql.Statement{chsql.TruncateRollup, chsql.RebuildRollup, chsql.InsertRollup} {
+		s.covered[st.Name] = true
+	}
+}
+
+// optimize merges every table on every other engine.
+func (s *suite) optimize(ctx context.Context) {
 	for i, e := range s.engines {
 		if i%2 == 0 {
 			continue
@@ -273,28 +307,35 @@ func TestConformance(t *testing.T) {
 		}
 	}
 
-	// Rollups and raw tables must agree (the rollups are the serving path).
-	for _, src := range []chsql.ROISource{chsql.ROIRaw} {
-		for _, f := range []chsql.ROIFilter{{}, {Partner: true}, {Model: true}, {Partner: true, Model: true}} {
-			for _, pair := range [][2]chsql.Statement{
-				{chsql.ROIAttribution(chsql.ROIRollups, f), chsql.ROIAttribution(src, f)},
-				{chsql.ROICost(chsql.ROIRollups, f), chsql.ROICost(src, f)},
-				{chsql.ROILeads(chsql.ROIRollups, f), chsql.ROILeads(src, f)},
-			} {
-				r, w := s.results["statement "+pair[0].Name], s.results["statement "+pair[1].Name]
-				if !slices.Equal(r, w) {
-					t.Errorf("%s = %q, but %s = %q", pair[0].Name, r, pair[1].Name, w)
-				}
-			}
+	// Rollups and raw tables must agree (the rollups are the serving path):
+	// key by key, and as the ROI figures of every filter.
+	if r, w := s.results["statement "+chsql.ReconcileActual.Name], s.results["statement "+chsql.ReconcileExpected.Name]; !slices.Equal(r, w) {
+		t.Errorf("roi_daily (%s) = %q,\n but the raw tables (%s) = %q", chsql.ReconcileActual.Name, r, chsql.ReconcileExpected.Name, w)
+	}
+	for _, f := range []chsql.ROIFilter{{}, {Partner: true}, {Model: true}, {Partner: true, Model: true}} {
+		ms := []string{"first_touch", "last_touch", "linear", "time_decay", "position_based"}
+		if f.Model {
+			ms = []string{"linear"}
+		}
+		rollup := roiRows(s.results["statement "+chsql.ROIRollup(f).Name], nil, nil, ms)
+		raw := roiRows(s.results["statement "+chsql.ROIRawAttribution(f).Name], s.results["statement "+chsql.ROIRawCost(f).Name],
+			s.results["statement "+chsql.ROIRawLeads(f).Name], ms)
+		if !slices.Equal(rollup, raw) {
+			t.Errorf("%s = %q,\n but the raw tables give %q", chsql.ROIRollup(f).Name, rollup, raw)
 		}
 	}
 	// A few figures checked by hand against the dataset, so that "all engines
 	// agree" cannot mean "all engines are equally wrong".
 	for item, want := range map[string][]string{
-		"statement " + chsql.ROIAttribution(chsql.ROIRaw, chsql.ROIFilter{Partner: true, Model: true}).Name: {
+		"statement " + chsql.ROIRawAttribution(chsql.ROIFilter{Partner: true, Model: true}).Name: {
 			partnerB + " | linear | 56.6 | 0.5 | 0.5 | 2"},
-		"statement " + chsql.ROICost(chsql.ROIRaw, chsql.ROIFilter{}).Name: {
+		"statement " + chsql.ROIRawCost(chsql.ROIFilter{}).Name: {
 			partnerA + " | 25", partnerC + " | 5", partnerB + " | 10.8"},
+		"statement " + chsql.ROIRollup(chsql.ROIFilter{Partner: true, Model: true}).Name: {
+			partnerB + " | linear | 56.6 | 0.5 | 0.5 | 2 | 10.8 | 3"},
+		"statement " + chsql.LedgerState.Name: {
+			"#params | lookback=720h0m0s half_life=168h0m0s split=2 | 1",
+			"partners.conversions.v1/1 |  | 3", "partners.touchpoints.v1/0 |  | 12"},
 	} {
 		if got := s.results[item]; !slices.Equal(got, want) {
 			t.Errorf("%s on the reference = %q, want %q", item, got, want)
@@ -315,6 +356,59 @@ func TestConformance(t *testing.T) {
 	ms, _ := chsql.Migrations()
 	t.Logf("SQL conformance: %d migrations, %d statements, %d dashboard queries, %d documentation examples on: %s",
 		len(ms), counts["statements"], counts["dashboard queries"], counts["documentation examples"], strings.Join(names, "; "))
+}
+
+// roiRows renders ROI results as roi.Load does: every partner that appears
+// (in any of the results) with every model of ms, missing figures zero.
+// With only attr given, attr holds the rollup's full rows (partner, model,
+// revenue, conversions, new customers, customers, cost, leads); otherwise
+// the raw attribution (partner, model, revenue, conversions, new
+// customers, customers), cost (partner, cost) and leads (partner, leads)
+// rows.
+func roiRows(attr, cost, leads []string, ms []string) []string {
+	partners := map[string]bool{}
+	figures := map[string]string{} // partner | model → figures
+	perPartner := map[string]string{}
+	for _, r := range attr {
+		f := strings.Split(r, " | ")
+		partners[f[0]] = true
+		figures[f[0]+" | "+f[1]] = strings.Join(f[2:6], " | ")
+		if len(f) == 8 {
+			perPartner[f[0]] = strings.Join(f[6:], " | ")
+		}
+	}
+	costs, leadsOf := map[string]string{}, map[string]string{}
+	for _, r := range cost {
+		f := strings.Split(r, " | ")
+		partners[f[0]], costs[f[0]] = true, f[1]
+	}
+	for _, r := range leads {
+		f := strings.Split(r, " | ")
+		partners[f[0]], leadsOf[f[0]] = true, f[1]
+	}
+	var out []string
+	for p := range partners {
+		for _, m := range ms {
+			fig, ok := figures[p+" | "+m]
+			if !ok {
+				fig = "0 | 0 | 0 | 0"
+			}
+			pp, ok := perPartner[p]
+			if !ok {
+				c, l := costs[p], leadsOf[p]
+				if c == "" {
+					c = "0"
+				}
+				if l == "" {
+					l = "0"
+				}
+				pp = c + " | " + l
+			}
+			out = append(out, p+" | "+m+" | "+fig+" | "+pp)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func isSelect(sql string) bool {

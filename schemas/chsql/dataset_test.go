@@ -31,6 +31,11 @@ const (
 type dataset struct {
 	day0 time.Time // midnight UTC of the day the suite runs
 	rows map[chsql.Statement][][]any
+	// rollup is what the processor adds to roi_daily after it is rebuilt
+	// from the raw rows: INSERTs of corrections that cancel out (a row and
+	// its reversal, in one block and across blocks) and of ledger rows, one
+	// INSERT each, never replayed (the processor never repeats one).
+	rollup [][][]any
 }
 
 func newDataset(now time.Time) dataset {
@@ -42,8 +47,26 @@ func newDataset(now time.Time) dataset {
 	ing := day0.Add(-time.Hour) // ingested_at: a fixed value so duplicates are identical
 	late := at(0, 0, 20)
 
+	// Kafka positions: some rows have none (written before the ledger
+	// existed, or by SQL), the others one each; a duplicate (a replay of
+	// the same record) has its original's.
+	offset := int64(0)
+	positions := map[string][]any{}
+	src := func(topic, id string) []any {
+		if p, ok := positions[topic+id]; ok {
+			return p
+		}
+		offset++
+		p := []any{topic, int32(offset % 2), offset}
+		if offset%3 == 0 {
+			p = []any{"", int32(-1), int64(-1)}
+		}
+		positions[topic+id] = p
+		return p
+	}
 	tp := func(id, user, partner, source string, t time.Time, ingested time.Time) []any {
-		return []any{id, user, partner, source, "newsletter", "email", "spring", "https://example.com/", "us-east", "4bf92f3577b34da6a3ce929d0e0e4736", t, ingested}
+		return append([]any{id, user, partner, source, "newsletter", "email", "spring", "https://example.com/", "us-east", "4bf92f3577b34da6a3ce929d0e0e4736", t, ingested},
+			src("partners.touchpoints.v1", id)...)
 	}
 	touches := [][]any{
 		tp("tp-1", "u-1", partnerA, "utm", at(-2, 23, 30), ing),
@@ -57,7 +80,7 @@ func newDataset(now time.Time) dataset {
 		tp("tp-7", "u-it's", partnerD, "api_key", at(-5, 6, 0), ing), // a quote in an id
 	}
 	cv := func(id, user, kind string, amount, currency, base string, nc uint8, refundOf string, t time.Time) []any {
-		return []any{id, user, kind, dec(amount), currency, dec(base), nc, refundOf, t, ing}
+		return append([]any{id, user, kind, dec(amount), currency, dec(base), nc, refundOf, t, ing}, src("partners.conversions.v1", id)...)
 	}
 	convs := [][]any{
 		cv("c-1", "u-1", "purchase", "100", "USD", "100", 1, "", at(-1, 8, 0)),
@@ -67,7 +90,7 @@ func newDataset(now time.Time) dataset {
 		cv("c-4", "u-3", "signup", "0", "USD", "0", 1, "", at(-2, 23, 59)),
 	}
 	co := func(id, partner, amount, currency, base, category string, t time.Time) []any {
-		return []any{id, partner, dec(amount), currency, dec(base), category, t, ing}
+		return append([]any{id, partner, dec(amount), currency, dec(base), category, t, ing}, src("partners.costs.v1", id)...)
 	}
 	costs := [][]any{
 		co("cost-1", partnerA, "25", "USD", "25", "cpc", at(-1, 10, 0)),
@@ -125,7 +148,29 @@ func newDataset(now time.Time) dataset {
 		dl("msg_dead/3", "msg_dead", partnerB, "failed", "HTTP 500", 3, 500, 80, at(-1, 10, 5)),
 		dl("msg_gone/1", "msg_gone", partnerB, "disabled", "HTTP 410", 1, 410, 5, at(-1, 11, 0)),
 	}
-	return dataset{day0: day0, rows: map[chsql.Statement][][]any{
+	d := func(day int) string { return day0.AddDate(0, 0, day).Format(time.DateOnly) }
+	zero := dec("0")
+	roll := func(model, day, partner, prev, src string, revenue, conv string, attributions, offsets int64) []any {
+		return []any{model, day, partner, prev, src, dec(revenue), dec(conv), zero, int64(0), zero, int64(0), attributions, int64(0), offsets}
+	}
+	epoch := "1970-01-01"
+	rollupInserts := [][][]any{
+		{ // a correction and its reversal in one block, and a ledger row
+			roll("linear", d(-1), partnerB, epoch, "", "10.5", "0.25", 1, 0),
+			roll("linear", d(-1), partnerB, epoch, "", "-10.5", "-0.25", -1, 0),
+			roll("", epoch, "", epoch, "partners.touchpoints.v1/0", "0", "0", 0, 7),
+			roll("", epoch, "lookback=720h0m0s half_life=168h0m0s split=2", epoch, "#params", "0", "0", 0, 1),
+		},
+		{ // a correction, and the ledger's next increment
+			roll("last_touch", d(-2), partnerA, epoch, "", "4", "1", 1, 0),
+			roll("", epoch, "", epoch, "partners.touchpoints.v1/0", "0", "0", 0, 5),
+			roll("", epoch, "", epoch, "partners.conversions.v1/1", "0", "0", 0, 3),
+		},
+		{ // its reversal, in another block
+			roll("last_touch", d(-2), partnerA, epoch, "", "-4", "-1", -1, 0),
+		},
+	}
+	return dataset{day0: day0, rollup: rollupInserts, rows: map[chsql.Statement][][]any{
 		chsql.InsertTouchpoints:  touches,
 		chsql.InsertConversions:  convs,
 		chsql.InsertCosts:        costs,
@@ -144,28 +189,33 @@ func (d dataset) sampleArgs() map[string][]any {
 	from, to := d.day0.AddDate(0, 0, -29).Format(time.DateOnly), d.day0.Format(time.DateOnly)
 	users := clickhouse.GroupSet{Value: []any{"u-1", "u-2", "u-it's"}}
 	out := map[string][]any{
-		chsql.ServerVersion.Name:        nil,
-		chsql.AppliedMigrations.Name:    nil,
-		chsql.TouchHistory.Name:         {users},
-		chsql.ConversionHistory.Name:    {users},
+		chsql.ServerVersion.Name:     nil,
+		chsql.AppliedMigrations.Name: nil,
+		chsql.TouchHistory.Name:      {users},
+		chsql.ConversionHistory.Name: {users},
+		chsql.CostHistory.Name: {clickhouse.GroupSet{Value: []any{partnerA, partnerB}},
+			clickhouse.GroupSet{Value: []any{"cost-1", "cost-2", "cost-9"}}},
+		chsql.LedgerState.Name:          nil,
+		chsql.RunningInserts.Name:       {"partners-attribution-rollup-"},
+		chsql.ReconcileExpected.Name:    {from, to},
+		chsql.ReconcileActual.Name:      {from, to},
 		chsql.DemoDeliveryOutcomes.Name: {[]string{partnerA, partnerB}},
 		chsql.DemoFirstTrace.Name:       {partnerA, "delivered"},
 		chsql.DeliveriesByTrace.Name:    {"trace-" + delivery + "/2"},
 	}
-	for _, src := range []chsql.ROISource{chsql.ROIRollups, chsql.ROIRaw} {
-		for _, f := range []chsql.ROIFilter{{}, {Partner: true}, {Model: true}, {Partner: true, Model: true}} {
-			args := []any{from, to}
-			if f.Partner {
-				args = append(args, partnerB)
-			}
-			attr := args
-			if f.Model {
-				attr = append(append([]any(nil), args...), "linear")
-			}
-			out[chsql.ROIAttribution(src, f).Name] = attr
-			out[chsql.ROICost(src, f).Name] = args
-			out[chsql.ROILeads(src, f).Name] = args
+	for _, f := range []chsql.ROIFilter{{}, {Partner: true}, {Model: true}, {Partner: true, Model: true}} {
+		args := []any{from, to}
+		if f.Partner {
+			args = append(args, partnerB)
 		}
+		attr := args
+		if f.Model {
+			attr = append(append([]any(nil), args...), "linear")
+		}
+		out[chsql.ROIRollup(f).Name] = attr
+		out[chsql.ROIRawAttribution(f).Name] = attr
+		out[chsql.ROIRawCost(f).Name] = args
+		out[chsql.ROIRawLeads(f).Name] = args
 	}
 	return out
 }

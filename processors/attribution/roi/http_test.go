@@ -17,14 +17,15 @@ import (
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/processors/attribution/roi"
 	"github.com/partners-engine/partners-engine/schemas"
+	"github.com/partners-engine/partners-engine/schemas/chsql"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func d(s string) decimal.Decimal { return decimal.RequireFromString(s) }
 
-// seed writes a small, hand-computed state straight into the raw tables
-// (the MVs fill the rollups): P1 has two attributions of one conversion (an
+// seed writes a small, hand-computed state straight into the raw tables and
+// rebuilds roi_daily from them (as migration 0204 does): P1 has two attributions of one conversion (an
 // old version and the current one, plus a duplicate), a cost of 40 twice
 // (duplicate) and two leads; P2 has one attribution.
 func seed(t *testing.T) func(tenant string) http.Handler {
@@ -76,6 +77,11 @@ func seed(t *testing.T) func(tenant string) http.Handler {
 	}
 	if err := b.Send(); err != nil {
 		t.Fatal(err)
+	}
+	for _, st := range []chsql.Statement{chsql.TruncateRollup, chsql.RebuildRollup} {
+		if err := conn.Exec(ctx, st.SQL); err != nil {
+			t.Fatal(err)
+		}
 	}
 	h := roi.Handler(roi.HandlerOptions{Conn: conn, DefaultWindow: 30, Log: slog.New(slog.DiscardHandler),
 		TenantName: func(id string) (*schemas.Tenant, bool) { return &schemas.Tenant{ID: id, Name: "name of " + id}, true }})

@@ -130,15 +130,16 @@ func Metrics(t Totals) Row {
 type Source = chsql.ROISource
 
 const (
-	// Rollups reads the materialized-view targets (the serving path).
+	// Rollups reads roi_daily (the serving path).
 	Rollups = chsql.ROIRollups
 	// Raw reads the raw tables, de-duplicated by id (checks, benchmarks).
 	Raw = chsql.ROIRaw
 )
 
 // Load returns the totals of q, one per partner and model, sorted. Every
-// partner with revenue, cost or leads in the window gets a row for every
-// selected model; a selected partner gets rows even without data.
+// partner with an attribution, a cost or a lead in the window gets a row for
+// every selected model; a selected partner gets rows even without data.
+// The rollups answer in one query (roi_daily), the raw tables in three.
 func Load(ctx context.Context, conn driver.Conn, q Query, src Source) ([]Totals, error) {
 	if err := q.Validate(); err != nil {
 		return nil, err
@@ -156,60 +157,35 @@ func Load(ctx context.Context, conn driver.Conn, q Query, src Source) ([]Totals,
 	if q.PartnerID != "" {
 		partners[q.PartnerID] = true
 	}
-	rows, err := conn.Query(ctx, chsql.ROIAttribution(src, f).SQL, args(q, true, from, to)...)
-	if err != nil {
-		return nil, fmt.Errorf("roi attribution: %w", err)
-	}
-	for rows.Next() {
-		t := &Totals{}
-		if err := rows.Scan(&t.PartnerID, &t.Model, &t.Revenue, &t.Conversions, &t.NewCustomers, &t.Customers); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("roi attribution: %w", err)
-		}
-		attr[key{t.PartnerID, t.Model}] = t
-		partners[t.PartnerID] = true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("roi attribution: %w", err)
-	}
 	costs := map[string]decimal.Decimal{}
-	rows, err = conn.Query(ctx, chsql.ROICost(src, f).SQL, args(q, false, from, to)...)
-	if err != nil {
-		return nil, fmt.Errorf("roi cost: %w", err)
-	}
-	for rows.Next() {
-		var p string
-		var c decimal.Decimal
-		if err := rows.Scan(&p, &c); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("roi cost: %w", err)
-		}
-		costs[p] = c
-		partners[p] = true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("roi cost: %w", err)
-	}
 	leads := map[string]uint64{}
-	rows, err = conn.Query(ctx, chsql.ROILeads(src, f).SQL, args(q, false, from, to)...)
-	if err != nil {
-		return nil, fmt.Errorf("roi leads: %w", err)
-	}
-	for rows.Next() {
-		var p string
-		var n uint64
-		if err := rows.Scan(&p, &n); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("roi leads: %w", err)
+	if src == Rollups {
+		rows, err := conn.Query(ctx, chsql.ROIRollup(f).SQL, args(q, true, from, to)...)
+		if err != nil {
+			return nil, fmt.Errorf("roi rollup: %w", err)
 		}
-		leads[p] = n
-		partners[p] = true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("roi leads: %w", err)
+		for rows.Next() {
+			t := &Totals{}
+			if err := rows.Scan(&t.PartnerID, &t.Model, &t.Revenue, &t.Conversions, &t.NewCustomers, &t.Customers, &t.Cost, &t.Leads); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("roi rollup: %w", err)
+			}
+			attr[key{t.PartnerID, t.Model}] = t
+			partners[t.PartnerID] = true
+			// Cost and leads are per partner, repeated under every model.
+			costs[t.PartnerID], leads[t.PartnerID] = t.Cost, t.Leads
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("roi rollup: %w", err)
+		}
+	} else {
+		if err := loadRaw(ctx, conn, q, f, from, to, func(t *Totals) {
+			attr[key{t.PartnerID, t.Model}] = t
+			partners[t.PartnerID] = true
+		}, costs, leads, partners); err != nil {
+			return nil, err
+		}
 	}
 	ms := models.All
 	if q.Model != "" {
@@ -233,6 +209,65 @@ func Load(ctx context.Context, conn driver.Conn, q Query, src Source) ([]Totals,
 		}
 	}
 	return out, nil
+}
+
+// loadRaw reads the three raw-table queries: attribution (per partner and
+// model), cost and leads (per partner).
+func loadRaw(ctx context.Context, conn driver.Conn, q Query, f chsql.ROIFilter, from, to string,
+	attr func(*Totals), costs map[string]decimal.Decimal, leads map[string]uint64, partners map[string]bool) error {
+	rows, err := conn.Query(ctx, chsql.ROIRawAttribution(f).SQL, args(q, true, from, to)...)
+	if err != nil {
+		return fmt.Errorf("roi attribution: %w", err)
+	}
+	for rows.Next() {
+		t := &Totals{}
+		if err := rows.Scan(&t.PartnerID, &t.Model, &t.Revenue, &t.Conversions, &t.NewCustomers, &t.Customers); err != nil {
+			rows.Close()
+			return fmt.Errorf("roi attribution: %w", err)
+		}
+		attr(t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("roi attribution: %w", err)
+	}
+	rows, err = conn.Query(ctx, chsql.ROIRawCost(f).SQL, args(q, false, from, to)...)
+	if err != nil {
+		return fmt.Errorf("roi cost: %w", err)
+	}
+	for rows.Next() {
+		var p string
+		var c decimal.Decimal
+		if err := rows.Scan(&p, &c); err != nil {
+			rows.Close()
+			return fmt.Errorf("roi cost: %w", err)
+		}
+		costs[p] = c
+		partners[p] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("roi cost: %w", err)
+	}
+	rows, err = conn.Query(ctx, chsql.ROIRawLeads(f).SQL, args(q, false, from, to)...)
+	if err != nil {
+		return fmt.Errorf("roi leads: %w", err)
+	}
+	for rows.Next() {
+		var p string
+		var n uint64
+		if err := rows.Scan(&p, &n); err != nil {
+			rows.Close()
+			return fmt.Errorf("roi leads: %w", err)
+		}
+		leads[p] = n
+		partners[p] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("roi leads: %w", err)
+	}
+	return nil
 }
 
 // args are the bound values of an ROI statement, in order: the window,

@@ -1,0 +1,42 @@
+package attribution
+
+// Fault seams for the tests of package attribution_test.
+
+// FailInsertsOf makes the processor's raw inserts fail with a permanent
+// error whenever a batch holds a touchpoint or conversion with one of ids:
+// records "ClickHouse cannot store".
+func FailInsertsOf(p *Processor, ids ...string) {
+	bad := map[string]bool{}
+	for _, id := range ids {
+		bad[id] = true
+	}
+	p.faults.insert = func(touches, convs []string) error {
+		for _, id := range append(touches, convs...) {
+			if bad[id] {
+				return &PermanentError{Err: errUnstorable(id)}
+			}
+		}
+		return nil
+	}
+}
+
+type errUnstorable string
+
+func (e errUnstorable) Error() string { return "test: ClickHouse cannot store record " + string(e) }
+
+// LoseRollupAcks makes the processor believe the next n rollup INSERTs
+// failed although they landed: what a connection lost while the server
+// commits looks like.
+func LoseRollupAcks(p *Processor, n int) {
+	p.faults.afterRollup = func() error {
+		if n == 0 {
+			return nil
+		}
+		n--
+		return errLostAck{}
+	}
+}
+
+type errLostAck struct{}
+
+func (errLostAck) Error() string { return "test: connection lost after the rollup insert was sent" }

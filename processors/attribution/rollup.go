@@ -1,0 +1,185 @@
+package attribution
+
+import (
+	"slices"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/partners-engine/partners-engine/processors/attribution/models"
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+// A batch's effect on roi_daily is a set of correction rows: for every key
+// the difference between what the rollup holds after the batch and before
+// it. Summed over all batches, the corrections of a key are exactly the
+// figures of the committed records (see schemas/clickhouse/README.md):
+//
+//   - money (prev_day 0): revenue, conversions and new-customer credit of
+//     the attribution rows of a (model, day, partner), and the number of
+//     such rows; cost and cost records of a (day, partner), under every model;
+//   - entries (prev_day = the previous day of the same user in the same set,
+//     0 for the first): customers per (model, partner) — the days of a
+//     credited non-refund conversion — and leads per partner — the days of a
+//     touch, under every model.
+
+// day is a UTC day as days since 1970-01-01, ClickHouse's Date.
+type day int32
+
+func dayOf(t time.Time) day {
+	s := t.Unix()
+	if s < 0 {
+		return 0
+	}
+	return day(s / 86400)
+}
+
+func (d day) time() time.Time { return time.Unix(int64(d)*86400, 0).UTC() }
+
+type rollKey struct {
+	model   string
+	day     day
+	partner string
+	prev    day
+}
+
+type rollVal struct {
+	revenue, conversions, newCustomers, cost decimal.Decimal
+	customers, leads, attributions, costs    int64
+}
+
+func (v *rollVal) zero() bool {
+	return v.revenue.IsZero() && v.conversions.IsZero() && v.newCustomers.IsZero() && v.cost.IsZero() &&
+		v.customers == 0 && v.leads == 0 && v.attributions == 0 && v.costs == 0
+}
+
+type rollup map[rollKey]*rollVal
+
+func (r rollup) at(k rollKey) *rollVal {
+	v := r[k]
+	if v == nil {
+		v = &rollVal{}
+		r[k] = v
+	}
+	return v
+}
+
+type modelPartner struct{ model, partner string }
+
+// addSplit adds the correction from a conversion's old attribution (nil:
+// unattributed) to its new one. Every (model, partner) of the old split is
+// in the new one: touches are only ever added, so a partner never leaves
+// the eligible set (attribute keeps it, at zero, if one did).
+func (r rollup) addSplit(old, cur *split) {
+	prev := map[modelPartner]attrRow{}
+	if old != nil {
+		for _, a := range old.rows {
+			prev[modelPartner{a.Model, a.PartnerID}] = a
+		}
+	}
+	for _, a := range cur.rows {
+		o, had := prev[modelPartner{a.Model, a.PartnerID}]
+		if had && o.Revenue.Equal(a.Revenue) && o.Credit.Equal(a.Credit) && o.NewCustomer.Equal(a.NewCustomer) {
+			continue
+		}
+		v := r.at(rollKey{model: a.Model, day: dayOf(a.At), partner: a.PartnerID})
+		v.revenue = v.revenue.Add(a.Revenue.Sub(o.Revenue))
+		v.conversions = v.conversions.Add(a.Credit.Sub(o.Credit))
+		v.newCustomers = v.newCustomers.Add(a.NewCustomer.Sub(o.NewCustomer))
+		if !had {
+			v.attributions++
+		}
+	}
+}
+
+// addCost counts a new cost record under every model.
+func (r rollup) addCost(c cost) {
+	d := dayOf(c.OccurredAt)
+	for _, m := range models.All {
+		v := r.at(rollKey{model: m, day: d, partner: c.PartnerID})
+		v.cost = v.cost.Add(c.AmountBase)
+		v.costs++
+	}
+}
+
+// addLeads adds the change of a user's lead entries (per partner, the days
+// of a touch) from old to cur.
+func (r rollup) addLeads(old, cur *history) {
+	before, after := touchDays(old), touchDays(cur)
+	for partner, days := range after {
+		diffEntries(before[partner], days, func(d, prev day, n int64) {
+			for _, m := range models.All {
+				r.at(rollKey{model: m, day: d, partner: partner, prev: prev}).leads += n
+			}
+		})
+	}
+}
+
+// addCustomers adds the change of a user's customer entries (per model and
+// partner, the days of a credited non-refund conversion) from old to cur.
+func (r rollup) addCustomers(old, cur *history) {
+	before, after := customerDays(old), customerDays(cur)
+	for mp := range before {
+		if _, ok := after[mp]; !ok {
+			after[mp] = nil
+		}
+	}
+	for mp, days := range after {
+		diffEntries(before[mp], days, func(d, prev day, n int64) {
+			r.at(rollKey{model: mp.model, day: d, partner: mp.partner, prev: prev}).customers += n
+		})
+	}
+}
+
+func touchDays(h *history) map[string][]day {
+	out := map[string][]day{}
+	for _, t := range h.touches {
+		out[t.PartnerID] = append(out[t.PartnerID], dayOf(t.At))
+	}
+	return out
+}
+
+func customerDays(h *history) map[modelPartner][]day {
+	out := map[modelPartner][]day{}
+	for _, s := range h.attrs {
+		for _, a := range s.rows {
+			if a.Kind != schemas.ConversionRefund && a.Credit.IsPositive() {
+				mp := modelPartner{a.Model, a.PartnerID}
+				out[mp] = append(out[mp], dayOf(a.At))
+			}
+		}
+	}
+	return out
+}
+
+// diffEntries calls add(day, previous day, ±1) for every entry of the
+// distinct days cur that old lacks (+1) and of old that cur lacks (−1). An
+// entry is a day with the previous distinct day of the same set (0 for the
+// first): the distinct members of a window [a, b] are the entries with
+// a ≤ day ≤ b and previous day < a.
+func diffEntries(old, cur []day, add func(d, prev day, n int64)) {
+	o, c := entries(old), entries(cur)
+	for e := range c {
+		if !o[e] {
+			add(e[0], e[1], 1)
+		}
+	}
+	for e := range o {
+		if !c[e] {
+			add(e[0], e[1], -1)
+		}
+	}
+}
+
+func entries(days []day) map[[2]day]bool {
+	ds := slices.Clone(days)
+	slices.Sort(ds)
+	ds = slices.Compact(ds)
+	out := make(map[[2]day]bool, len(ds))
+	var prev day
+	for _, d := range ds {
+		out[[2]day{d, prev}] = true
+		prev = d
+	}
+	return out
+}
