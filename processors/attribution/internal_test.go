@@ -1,0 +1,116 @@
+package attribution
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func TestChunkByEscaped(t *testing.T) {
+	ids := []string{"a", strings.Repeat("'", 10), "b\\c", "d"}
+	// 'a' = 3+2, 10 quotes = 22+2, 'b\\c' = 6+2, 'd' = 3+2
+	got := chunkByEscaped(ids, 30)
+	want := [][]string{{"a", strings.Repeat("'", 10)}, {"b\\c", "d"}}
+	if !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if got := chunkByEscaped([]string{strings.Repeat("x", 100)}, 10); len(got) != 1 || len(got[0]) != 1 {
+		t.Fatalf("an id longer than the budget gets its own chunk: %q", got)
+	}
+	if n := escapedLen("it's\x00"); n != len(`'it\'s\0'`) {
+		t.Fatalf("escapedLen = %d", n)
+	}
+}
+
+// TestEntriesCountWindows: the entries of a set of days count each member
+// of any window once (day in the window, previous day before it).
+func TestEntriesCountWindows(t *testing.T) {
+	users := [][]day{{3, 5, 5, 9}, {1}, {4, 6}, {10, 11, 12}}
+	for a := day(1); a <= 13; a++ { // day 0 is 1970-01-01, before any window
+		for b := a; b <= 13; b++ {
+			want := 0
+			for _, ds := range users {
+				if slices.ContainsFunc(ds, func(d day) bool { return d >= a && d <= b }) {
+					want++
+				}
+			}
+			got := 0
+			for _, ds := range users {
+				for e := range entries(ds) {
+					if e[0] >= a && e[0] <= b && e[1] < a {
+						got++
+					}
+				}
+			}
+			if got != want {
+				t.Fatalf("window [%d, %d]: %d from entries, want %d", a, b, got, want)
+			}
+		}
+	}
+	// A late day between two others moves one entry and adds one.
+	var changes []string
+	diffEntries([]day{3, 9}, []day{3, 5, 9}, func(d, prev day, n int64) {
+		changes = append(changes, strings.Join([]string{itoa(int(d)), itoa(int(prev)), itoa(int(n))}, "/"))
+	})
+	slices.Sort(changes)
+	if want := []string{"5/3/1", "9/3/-1", "9/5/1"}; !slices.Equal(changes, want) {
+		t.Fatalf("changes %v, want %v", changes, want)
+	}
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+func TestHalvesKeepOffsetOrder(t *testing.T) {
+	r := func(p int32, o int64) *kgo.Record { return &kgo.Record{Topic: "t", Partition: p, Offset: o} }
+	first, second := halves([]*kgo.Record{r(0, 1), r(0, 2), r(0, 3), r(1, 7)})
+	if len(first) != 3 || len(second) != 1 || second[0].Offset != 3 {
+		t.Fatalf("first %v second %v", first, second)
+	}
+	for _, f := range first {
+		for _, s := range second {
+			if f.Partition == s.Partition && f.Offset > s.Offset {
+				t.Fatal("a partition's second half starts before its first ends")
+			}
+		}
+	}
+	first, second = halves([]*kgo.Record{r(0, 1), r(1, 7)})
+	if len(first) != 1 || len(second) != 1 {
+		t.Fatalf("one record per partition: first %v second %v", first, second)
+	}
+}
+
+func TestCommittedAny(t *testing.T) {
+	l := &ledger{ends: map[string]int64{"tp/0": 10}}
+	for _, c := range []struct {
+		pos  []string
+		want bool
+	}{
+		{[]string{"/-1@-1"}, true},   // written before the ledger
+		{[]string{"tp/0@9"}, true},   // below the end
+		{[]string{"tp/0@10"}, false}, // a batch whose rollup insert never landed
+		{[]string{"tp/1@0"}, false},  // a partition with no end yet
+		{[]string{"tp/0@12", "tp/0@3"}, true},
+	} {
+		if got := l.committedAny(c.pos); got != c.want {
+			t.Errorf("committedAny(%v) = %v, want %v", c.pos, got, c.want)
+		}
+	}
+}
+
+func TestDeadLetterOfCapsThePayload(t *testing.T) {
+	big := &kgo.Record{Topic: "t", Partition: 2, Offset: 9, Value: []byte(`{"x":"` + strings.Repeat("y", 5000) + `"}`)}
+	d := deadLetterOf(big, strings.Repeat("r", 5000), 1024)
+	if !d.Truncated || len(d.Raw) != 1024 || d.PayloadBytes != len(big.Value) || len(d.Reason) != maxDeadReasonBytes || *d.SourceOffset != 9 {
+		t.Fatalf("%+v", d)
+	}
+	small := &kgo.Record{Value: []byte(`{"a":1}`)}
+	if d := deadLetterOf(small, "bad", 1024); d.Truncated || string(d.Payload) != `{"a":1}` || d.Raw != nil {
+		t.Fatalf("%+v", d)
+	}
+	if d := deadLetterOf(&kgo.Record{Value: []byte("not json")}, "bad", 1024); string(d.Raw) != "not json" || d.Payload != nil {
+		t.Fatalf("%+v", d)
+	}
+}
