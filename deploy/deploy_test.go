@@ -27,6 +27,7 @@ import (
 
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/testenv"
+	"github.com/partners-engine/partners-engine/schemas/chsql"
 	"github.com/partners-engine/partners-engine/schemas/chsql/chsqltest"
 )
 
@@ -1574,6 +1575,13 @@ func TestDashboardQueriesRunOnClickHouse(t *testing.T) {
 	ok := []any{"d-1/2", "d-1", "t-1", "e-1", "ev-1", "order.created", uint16(2), uint16(200), "delivered", 12.5, "", "trace-2", at}
 	insert("INSERT INTO webhook_deliveries (id, delivery_id, tenant_id, endpoint_id, event_id, event_type, attempt, status_code, outcome, latency_ms, error, trace_id, attempted_at)",
 		[]any{"d-1/1", "d-1", "t-1", "e-1", "ev-1", "order.created", uint16(1), uint16(503), "retry", 30.0, "503", "trace-1", at}, ok, ok)
+	// The attribution processor writes roi_daily itself; from rows written
+	// straight into the raw tables it is rebuilt as migration 0204 does.
+	for _, st := range []chsql.Statement{chsql.TruncateRollup, chsql.RebuildRollup} {
+		if err := conn.Exec(ctx, st.SQL); err != nil {
+			t.Fatalf("%s: %v", st.Name, err)
+		}
+	}
 
 	results := map[string][]map[string]any{}
 	n := 0

@@ -22,6 +22,7 @@ import (
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/processors/attribution"
 	"github.com/partners-engine/partners-engine/processors/attribution/roi"
+	"github.com/partners-engine/partners-engine/schemas/chsql"
 )
 
 // The attribution figures of `make bench` (BenchmarkFigures):
@@ -309,10 +310,11 @@ type tableRows struct {
 // readBack loads every row the processor wrote, in insertable form.
 func readBack(ctx context.Context, conn driver.Conn) ([]tableRows, error) {
 	specs := []struct{ name, cols string }{
-		{"touchpoints", "id, user_id, partner_id, source, utm_source, utm_medium, utm_campaign, referrer, region, trace_id, occurred_at, ingested_at"},
-		{"conversions", "id, user_id, kind, amount, currency, amount_base, new_customer, refund_of, occurred_at, ingested_at"},
-		{"costs", "id, partner_id, amount, currency, amount_base, category, occurred_at, ingested_at"},
+		{"touchpoints", "id, user_id, partner_id, source, utm_source, utm_medium, utm_campaign, referrer, region, trace_id, occurred_at, ingested_at, src_topic, src_partition, src_offset"},
+		{"conversions", "id, user_id, kind, amount, currency, amount_base, new_customer, refund_of, occurred_at, ingested_at, src_topic, src_partition, src_offset"},
+		{"costs", "id, partner_id, amount, currency, amount_base, category, occurred_at, ingested_at, src_topic, src_partition, src_offset"},
 		{"attributions", "id, conversion_id, user_id, partner_id, model, kind, version, credit, revenue, new_customer, converted_at, ingested_at"},
+		{"roi_daily", strings.Join(strings.Fields(strings.ReplaceAll(chsql.RollupColumns, ",", " ")), ", ")},
 	}
 	var out []tableRows
 	for _, s := range specs {
@@ -332,9 +334,13 @@ func readBack(ctx context.Context, conn driver.Conn) ([]tableRows, error) {
 					vals[i] = new(uint8)
 				case "UInt64":
 					vals[i] = new(uint64)
+				case "Int32":
+					vals[i] = new(int32)
+				case "Int64":
+					vals[i] = new(int64)
 				case "Decimal(18, 4)":
 					vals[i] = new(decimal.Decimal)
-				default: // DateTime('UTC')
+				default: // DateTime('UTC'), Date
 					vals[i] = new(time.Time)
 				}
 			}
@@ -349,6 +355,10 @@ func readBack(ctx context.Context, conn driver.Conn) ([]tableRows, error) {
 				case *uint8:
 					vals[i] = *x
 				case *uint64:
+					vals[i] = *x
+				case *int32:
+					vals[i] = *x
+				case *int64:
 					vals[i] = *x
 				case *decimal.Decimal:
 					vals[i] = *x
@@ -373,8 +383,8 @@ func readBack(ctx context.Context, conn driver.Conn) ([]tableRows, error) {
 // the conversions inserted twice, of 5 % re-attributed with a higher
 // version), n/10 costs
 // (10 % duplicated) and n touchpoints, with INSERT … SELECT FROM numbers()
-// so a million rows take seconds. The materialized views fill the rollups
-// as for real inserts. Zero asOf: now.
+// so a million rows take seconds, then rebuilds roi_daily from them as
+// migration 0204 does. Zero asOf: now.
 //
 // Every event time is computed from asOf, never from the server's now():
 // each INSERT evaluates now() again, seconds apart (more on a loaded
@@ -423,6 +433,13 @@ FROM numbers(__ROWS__) WHERE __FILTER__`
 	for _, q := range steps {
 		if err := conn.Exec(ctx, q); err != nil {
 			return fmt.Errorf("seed: %w", err)
+		}
+	}
+	// roi_daily from the raw rows: what migration 0204 does to an existing
+	// database (the processor writes it batch by batch).
+	for _, st := range []chsql.Statement{chsql.TruncateRollup, chsql.RebuildRollup} {
+		if err := conn.Exec(ctx, st.SQL); err != nil {
+			return fmt.Errorf("seed: %s: %w", st.Name, err)
 		}
 	}
 	return nil

@@ -25,7 +25,7 @@ import (
 
 // publishInChunks publishes d's records in n parts, waiting for each to be
 // committed, so faults meet many batches.
-func (e *env) publishInChunks(t *testing.T, d attribution.Dataset, n int) {
+func (e *env) publishInChunks(t *testing.T, d Dataset, n int) {
 	t.Helper()
 	recs, err := d.Records(e.names)
 	if err != nil {

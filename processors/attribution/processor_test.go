@@ -9,6 +9,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/partners-engine/partners-engine/processors/attribution"
 	"github.com/partners-engine/partners-engine/processors/attribution/roi"
 )
 
