@@ -102,15 +102,15 @@ func TestCommittedAny(t *testing.T) {
 
 func TestDeadLetterOfCapsThePayload(t *testing.T) {
 	big := &kgo.Record{Topic: "t", Partition: 2, Offset: 9, Value: []byte(`{"x":"` + strings.Repeat("y", 5000) + `"}`)}
-	d := deadLetterOf(big, strings.Repeat("r", 5000), 1024)
+	d := deadLetterOf(big, codeOversized, strings.Repeat("r", 5000), 1024)
 	if !d.Truncated || len(d.Raw) != 1024 || d.PayloadBytes != len(big.Value) || len(d.Reason) != maxDeadReasonBytes || *d.SourceOffset != 9 {
 		t.Fatalf("%+v", d)
 	}
 	small := &kgo.Record{Value: []byte(`{"a":1}`)}
-	if d := deadLetterOf(small, "bad", 1024); d.Truncated || string(d.Payload) != `{"a":1}` || d.Raw != nil {
+	if d := deadLetterOf(small, codeMalformed, "bad", 1024); d.Truncated || string(d.Payload) != `{"a":1}` || d.Raw != nil {
 		t.Fatalf("%+v", d)
 	}
-	if d := deadLetterOf(&kgo.Record{Value: []byte("not json")}, "bad", 1024); string(d.Raw) != "not json" || d.Payload != nil {
+	if d := deadLetterOf(&kgo.Record{Value: []byte("not json")}, codeMalformed, "bad", 1024); string(d.Raw) != "not json" || d.Payload != nil {
 		t.Fatalf("%+v", d)
 	}
 }

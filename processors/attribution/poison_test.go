@@ -63,11 +63,12 @@ func TestPoisonNeverStalls(t *testing.T) {
 		r         *kgo.Record
 		reason    string
 		truncated bool
+		code      string
 	}{
-		{big, "record too large: 819", true},
-		{quotes, "record too large: 143", true},
-		{long, "at /user_id: maxLength", false},
-		{unwritable, "cannot be written to ClickHouse", false},
+		{big, "record too large: 819", true, "oversized_record"},
+		{quotes, "record too large: 143", true, "oversized_record"},
+		{long, "at /user_id: maxLength", false, "malformed_record"},
+		{unwritable, "cannot be written to ClickHouse", false, "unwritable_record"},
 	} {
 		d, ok := byOffset[fmt.Sprintf("%s/%d", c.r.Topic, c.r.Offset)]
 		if !ok {
@@ -76,6 +77,8 @@ func TestPoisonNeverStalls(t *testing.T) {
 		}
 		sum := sha256.Sum256(c.r.Value)
 		switch {
+		case d.ReasonCode != c.code:
+			t.Errorf("dead letter of %s/%d: reason code %q, want %q", c.r.Topic, c.r.Offset, d.ReasonCode, c.code)
 		case !strings.Contains(d.Reason, c.reason):
 			t.Errorf("dead letter of %s/%d: reason %q, want %q", c.r.Topic, c.r.Offset, d.Reason, c.reason)
 		case d.Truncated != c.truncated || d.PayloadBytes != len(c.r.Value) || d.PayloadSHA256 != hex.EncodeToString(sum[:]):
