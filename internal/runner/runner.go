@@ -215,7 +215,11 @@ func (p *process) start(ctx context.Context) error {
 	mode := p.r.opt.Mode
 	if p.prom == nil {
 		p.prom = prometheus.NewRegistry()
-		p.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+			if err := p.prom.Register(c); err != nil {
+				return fmt.Errorf("process metrics: %w", err)
+			}
+		}
 	}
 	p.tracer = p.r.opt.TracerProvider
 	if p.tracer == nil {
