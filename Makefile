@@ -21,7 +21,7 @@ TEST_STACK_ENV := \
 	PARTNERS_TEST_CLICKHOUSE_CLUSTER=$${PARTNERS_TEST_CLICKHOUSE_CLUSTER-127.0.0.1:29001,127.0.0.1:29002,127.0.0.1:29003} \
 	PARTNERS_TEST_REDIS=$${PARTNERS_TEST_REDIS-127.0.0.1:16379}
 
-.PHONY: all build run test test-kfake unit bench lint fmt vet staticcheck clean stack stack-core stack-down tidy-check
+.PHONY: all build run test test-kfake unit bench lint fmt vet staticcheck clean stack stack-core stack-down tidy-check browser
 
 all: build
 
@@ -47,18 +47,22 @@ stack-core:
 stack-down:
 	bash deploy/local/down.sh
 
-## test: lint, then every test with -race against real Kafka and ClickHouse
-test: stack lint
+## browser: Debian's chromium for the web UI's browser suite (apt when missing)
+browser:
+	@bash deploy/local/chromium.sh install
+
+## test: lint, then every test with -race against real Kafka and ClickHouse (and the UI in Chromium)
+test: stack browser lint
 	@$(TEST_STACK_ENV) $(GO) test -count=1 -v -run TestServerVersions ./internal/testenv/ | grep 'server under test' || { echo "servers not reachable"; exit 1; }
 	@bash deploy/local/chdb.sh versions | sed 's/^/    SQL engine under test: chDB /'
-	@mkdir -p .local; set -o pipefail; export PARTNERS_TEST_CHDB=$$(bash deploy/local/chdb.sh pythons); $(TEST_STACK_ENV) \
+	@mkdir -p .local; set -o pipefail; export PARTNERS_TEST_CHDB=$$(bash deploy/local/chdb.sh pythons) PARTNERS_TEST_BROWSER=$$(bash deploy/local/chromium.sh path); $(TEST_STACK_ENV) \
 	$(GO) test -race -count=1 -v -timeout $(TEST_TIMEOUT) ./... 2>&1 | tee .local/test.log | grep -E --line-buffered "$(TEST_SHOW)" \
 	|| { echo "--- failures (full log: .local/test.log) ---"; grep -E -B30 -A5 -- '--- FAIL|^panic:|DATA RACE' .local/test.log | head -400; exit 1; }
 
 # What make test shows of the verbose log: package results and the figures
 # the tests measure (server versions, follow and revocation delays,
 # freshness, crash duplicates, isolation under a hanging partner, traces).
-TEST_SHOW := ^(ok|FAIL|panic:|--- FAIL)|server under test|SQL conformance|follower applied|revocation:|freshness produce|kill -9 |caught up|healthy partners|noise, alone|with a hang|trace [0-9a-f]{32}|tier limit|own limit|burst of|Redis down
+TEST_SHOW := ^(ok|FAIL|panic:|--- FAIL)|server under test|SQL conformance|follower applied|revocation:|freshness produce|kill -9 |caught up|healthy partners|noise, alone|with a hang|trace [0-9a-f]{32}|tier limit|own limit|burst of|Redis down|browser suite:
 
 ## test-kfake: the same suite on the embedded kfake broker (ClickHouse still real)
 test-kfake:

@@ -112,6 +112,8 @@ func (s *Server) Mount(rs []routes.Route, handlers map[string]http.HandlerFunc) 
 			s.HandleTenant(r.Pattern, false, h)
 		case routes.TenantOrAdmin:
 			s.HandleTenant(r.Pattern, true, h)
+		case routes.Session:
+			s.mux.Handle(r.Pattern, h) // the UI authenticates its own sessions
 		default:
 			return fmt.Errorf("adminapi: %s: unknown credential %d", r.Pattern, r.Auth)
 		}

@@ -32,6 +32,7 @@ type Config struct {
 	Admin      Admin      `yaml:"admin"`
 	XDS        XDS        `yaml:"xds"`
 	Edge       Edge       `yaml:"edge"`
+	UI         UI         `yaml:"ui"`
 
 	// sources maps key paths to the ${env:...} text their value came from.
 	sources map[string]string
@@ -336,6 +337,28 @@ type Admin struct {
 	URL   string `yaml:"url"` // where the CLI reaches the API
 }
 
+// UI configures the partner portal and operator console (package web),
+// served at /ui/ on listeners.admin by `partners dev` and `partners
+// control-plane`.
+type UI struct {
+	Enabled bool `yaml:"enabled"`
+	// SessionIdle ends a signed-in session after this long without a
+	// request; SessionMax ends it this long after sign-in, whatever happens.
+	SessionIdle time.Duration `yaml:"session_idle_timeout"`
+	SessionMax  time.Duration `yaml:"session_max_age"`
+	// PortalLinkTTL is how long a portal link an operator issues works (once).
+	PortalLinkTTL time.Duration `yaml:"portal_link_ttl"`
+	// SecureCookies marks the session cookie Secure on a plain-HTTP listener
+	// too: set it when a TLS-terminating proxy is in front (on TLS the cookie
+	// is always Secure).
+	SecureCookies bool `yaml:"secure_cookies"`
+	// WebhooksAPI is the admin API of the webhooks process (http://host:port):
+	// where `partners control-plane` lists and replays the DLQ for the UI.
+	// Empty: the control plane's UI has no DLQ pages. `partners dev` runs the
+	// processor itself and ignores it.
+	WebhooksAPI string `yaml:"webhooks_api"`
+}
+
 // XDS configures snapshot building.
 type XDS struct {
 	ExtAuthzTimeout  time.Duration    `yaml:"ext_authz_timeout_ms"`
@@ -517,6 +540,7 @@ func Default() Config {
 		},
 		Edge: Edge{UserHeader: "x-partner-user-id", UserQueryParam: "uid", TouchpointBuffer: 10_000, MaxAuthHeaderBytes: 4096,
 			JWTHeader: "x-partner-jwt", ReferralHeader: "referer"},
+		UI: UI{Enabled: true, SessionIdle: 30 * time.Minute, SessionMax: 8 * time.Hour, PortalLinkTTL: 15 * time.Minute},
 	}
 }
 

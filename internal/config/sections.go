@@ -323,6 +323,26 @@ func (a *Admin) Validate() error {
 }
 
 // Validate implements Validator.
+func (u *UI) Validate() error {
+	c := Check(u)
+	if u.SessionIdle < time.Minute || u.SessionIdle > 24*time.Hour {
+		c.Fail(&u.SessionIdle, "must be between 1m and 24h")
+	}
+	if u.SessionMax < u.SessionIdle || u.SessionMax > 7*24*time.Hour {
+		c.Fail(&u.SessionMax, "must be at least ui.session_idle_timeout and at most 168h")
+	}
+	if u.PortalLinkTTL < time.Minute || u.PortalLinkTTL > 7*24*time.Hour {
+		c.Fail(&u.PortalLinkTTL, "must be between 1m and 168h")
+	}
+	if u.WebhooksAPI != "" {
+		if p, err := url.Parse(u.WebhooksAPI); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || p.User != nil {
+			c.Fail(&u.WebhooksAPI, "must be an http(s) URL like http://webhooks:8080")
+		}
+	}
+	return c.Err()
+}
+
+// Validate implements Validator.
 func (x *XDS) Validate() error {
 	c := Check(x)
 	c.Positive(&x.ExtAuthzTimeout)

@@ -2,8 +2,8 @@
 // `go list -deps -json`:
 //
 //   - an area (control-plane/..., edge/..., processors/webhooks/...,
-//     processors/attribution/...) imports its own packages, schemas/... and
-//     internal/..., never another area;
+//     processors/attribution/..., web/...) imports its own packages,
+//     schemas/... and internal/..., never another area;
 //   - internal/... never imports an area; only internal/runner, the
 //     composition root, does, and only commands (cmd/..., bench) import it;
 //   - schemas/... imports nothing else of the module;
@@ -81,6 +81,8 @@ func layer(p string) string {
 		return "processors/webhooks"
 	case p == "processors/attribution" || strings.HasPrefix(p, "processors/attribution/"):
 		return "processors/attribution"
+	case p == "web" || strings.HasPrefix(p, "web/"):
+		return "web"
 	case p == "schemas" || strings.HasPrefix(p, "schemas/"):
 		return "schemas"
 	case p == "internal/runner":
@@ -94,7 +96,7 @@ func layer(p string) string {
 }
 
 func isArea(l string) bool {
-	return l == "control-plane" || l == "edge" || l == "processors/webhooks" || l == "processors/attribution"
+	return l == "control-plane" || l == "edge" || l == "processors/webhooks" || l == "processors/attribution" || l == "web"
 }
 
 // testSupport reports whether p exists for tests only.

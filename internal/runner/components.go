@@ -28,6 +28,9 @@ func (p *process) addControlPlane() error {
 	if err != nil {
 		return err
 	}
+	p.xdsMu.Lock()
+	p.xds = srv // the UI's health page shows its versions
+	p.xdsMu.Unlock()
 	if err := p.listen(ListenXDS, p.cfg.Listeners.XDS); err != nil {
 		return fmt.Errorf("control plane: %w", err)
 	}
@@ -75,6 +78,7 @@ func (p *process) addWebhooks() error {
 	if err != nil {
 		return err
 	}
+	p.webhooks = wp
 	api := &webhooks.API{P: wp}
 	p.handlers["listDLQ"] = api.List
 	p.handlers["replayDLQ"] = api.Replay

@@ -36,11 +36,13 @@ import (
 
 	"github.com/partners-engine/partners-engine/control-plane/adminapi"
 	"github.com/partners-engine/partners-engine/control-plane/registry"
+	"github.com/partners-engine/partners-engine/control-plane/xds"
 	"github.com/partners-engine/partners-engine/internal/chdb"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/runner/routes"
 	"github.com/partners-engine/partners-engine/internal/telemetry"
+	"github.com/partners-engine/partners-engine/processors/webhooks"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -170,6 +172,9 @@ type process struct {
 	writer   *registry.Writer
 	ch       driver.Conn
 	api      *adminapi.Server
+	webhooks *webhooks.Processor // dev and webhooks modes
+	xdsMu    sync.Mutex
+	xds      *xds.Server // dev and control-plane, once it runs
 	handlers map[string]http.HandlerFunc
 	comps    []component
 	banner   [][2]string                 // what, where
@@ -270,6 +275,11 @@ func (p *process) start(ctx context.Context) error {
 	}
 	if mode == Dev || mode == Attribution {
 		if err := p.addAttribution(); err != nil {
+			return err
+		}
+	}
+	if routes.Serves(mode, routes.UI) {
+		if err := p.addUI(); err != nil {
 			return err
 		}
 	}

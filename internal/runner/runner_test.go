@@ -106,9 +106,24 @@ func TestModesServeExactlyTheirRoutes(t *testing.T) {
 				code, body := request(t, base, rt.Pattern, "")
 				served := routes.Serves(mode, rt.Set)
 				switch {
+				case !served && rt.Set == routes.UI:
+					// Not under /api/: the plain 404 of a path nothing serves.
+					if code != http.StatusNotFound || strings.Contains(body, "Sign in") {
+						t.Errorf("%s must not serve the web UI (%s): got %d %.200s", mode, rt.Pattern, code, body)
+					}
 				case !served:
 					if code != http.StatusNotFound || !strings.Contains(body, "no such API route") {
 						t.Errorf("%s must not serve %s: got %d %s", mode, rt.Pattern, code, body)
+					}
+				case rt.Auth == routes.Session && strings.HasPrefix(rt.Pattern, "GET "):
+					// Without a session the UI sends the browser to its sign-in page.
+					if code != http.StatusOK || !strings.Contains(body, "Sign in") || !strings.Contains(body, `name="admin_token"`) {
+						t.Errorf("%s: %s without a session answered %d, want the sign-in page: %.300s", mode, rt.Pattern, code, body)
+					}
+				case rt.Auth == routes.Session:
+					// A form post without a session and its CSRF token is refused.
+					if code != http.StatusForbidden {
+						t.Errorf("%s: %s without a session answered %d, want 403 (%.300s)", mode, rt.Pattern, code, body)
 					}
 				case rt.Auth == routes.Public:
 					if code != http.StatusOK {

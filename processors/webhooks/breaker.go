@@ -274,3 +274,20 @@ func (gs *gates) len() int {
 	defer gs.mu.Unlock()
 	return len(gs.m)
 }
+
+// BreakerStates returns the breaker state (closed, open, half-open) of
+// every endpoint the processor tracks now (those with recent traffic), for
+// the operator console's health page. Untracked endpoints are closed.
+func (p *Processor) BreakerStates() map[string]string {
+	p.gates.mu.Lock()
+	gs := make(map[string]*gate, len(p.gates.m))
+	for id, g := range p.gates.m {
+		gs[id] = g
+	}
+	p.gates.mu.Unlock()
+	out := make(map[string]string, len(gs))
+	for id, g := range gs {
+		out[id] = g.stateAt().String()
+	}
+	return out
+}

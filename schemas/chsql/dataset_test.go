@@ -202,6 +202,11 @@ func (d dataset) sampleArgs() map[string][]any {
 		chsql.DemoDeliveryOutcomes.Name: {[]string{partnerA, partnerB}},
 		chsql.DemoFirstTrace.Name:       {partnerA, "delivered"},
 		chsql.DeliveriesByTrace.Name:    {"trace-" + delivery + "/2"},
+		// partner B's deliveries of the last two days that failed for good
+		chsql.UIDeliveries.Name: {partnerB, d.day0.AddDate(0, 0, -2).Format(time.DateTime), d.day0.AddDate(0, 0, 1).Format(time.DateTime),
+			"order.completed", "order.completed", "failed", "failed", 50},
+		chsql.UIDeliveryAttempts.Name: {partnerA, delivery},
+		chsql.UIDeliveryStatus.Name:   {"", "", clickhouse.GroupSet{Value: []any{delivery, "msg_dead", "msg_gone"}}},
 	}
 	for _, f := range []chsql.ROIFilter{{}, {Partner: true}, {Model: true}, {Partner: true, Model: true}} {
 		args := []any{from, to}

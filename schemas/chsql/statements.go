@@ -235,6 +235,58 @@ WHERE trace_id = ?
 ORDER BY attempted_at, attempt
 LIMIT 1 BY id`)
 
+// --- partner portal and operator console (web) -----------------------------
+
+// The portal's delivery pages read the delivery log (one row per attempt,
+// written at least once: rows are de-duplicated by id before anything is
+// counted). A delivery's status is the outcome of its latest attempt, by
+// time then attempt number (two attempts may share a second).
+var (
+	// UIDeliveries lists a tenant's deliveries with an attempt in
+	// [from, to), newest first; bound: tenant id, from, to ('YYYY-MM-DD
+	// hh:mm:ss' UTC), event type twice ("" for any), status twice ("" for
+	// any), limit.
+	UIDeliveries = register("ui.deliveries", `
+SELECT delivery_id, any(endpoint_id), any(event_id), any(event_type),
+    argMax(outcome, k) AS status, max(attempt), argMax(status_code, k),
+    min(attempted_at), max(attempted_at) AS last_at, count()
+FROM (
+  SELECT id, delivery_id, endpoint_id, event_id, event_type, outcome, attempt, status_code, attempted_at,
+      toUInt64(toUnixTimestamp(attempted_at)) * 100000 + attempt AS k
+  FROM webhook_deliveries
+  WHERE tenant_id = ? AND attempted_at >= toDateTime(?, 'UTC') AND attempted_at < toDateTime(?, 'UTC')
+    AND (? = '' OR event_type = ?)
+  LIMIT 1 BY id
+) AS attempts
+GROUP BY delivery_id
+HAVING ? = '' OR status = ?
+ORDER BY last_at DESC, delivery_id
+LIMIT ?`)
+	// UIDeliveryAttempts is every attempt of one delivery of one tenant,
+	// oldest first; bound: tenant id, delivery id.
+	UIDeliveryAttempts = register("ui.delivery_attempts", `
+SELECT attempt, attempted_at, outcome, status_code, latency_ms, error, trace_id, endpoint_id, event_id, event_type
+FROM webhook_deliveries
+WHERE tenant_id = ? AND delivery_id = ?
+ORDER BY attempted_at, attempt
+LIMIT 1 BY id`)
+	// UIDeliveryStatus is the latest outcome of each of a set of
+	// deliveries (the DLQ pages show what became of a dead letter); bound:
+	// tenant id twice ("" for every tenant), the delivery ids as a
+	// clickhouse.GroupSet.
+	UIDeliveryStatus = register("ui.delivery_status", `
+SELECT delivery_id, argMax(outcome, k), max(attempted_at)
+FROM (
+  SELECT id, delivery_id, outcome, attempted_at,
+      toUInt64(toUnixTimestamp(attempted_at)) * 100000 + attempt AS k
+  FROM webhook_deliveries
+  WHERE (? = '' OR tenant_id = ?) AND delivery_id IN ?
+  LIMIT 1 BY id
+) AS attempts
+GROUP BY delivery_id
+ORDER BY delivery_id`)
+)
+
 // --- demo scenario -----------------------------------------------------------
 
 var (

@@ -31,6 +31,7 @@ const (
 	DLQ         Set = "dlq"          // webhooks DLQ list, replay and recover: the webhooks processor's process
 	WebhookTest Set = "webhook-test" // a partner's test delivery: the webhooks processor's process
 	Analytics   Set = "analytics"    // partner ROI: the attribution processor's process
+	UI          Set = "ui"           // the partner portal and operator console (web/): the control plane
 )
 
 // Auth is the credential a route takes.
@@ -42,10 +43,11 @@ const (
 	Admin                     // the admin token (admin.token)
 	Tenant                    // a tenant API key
 	TenantOrAdmin             // a tenant API key (its own data) or the admin token (everyone's)
+	Session                   // the UI's own sign-in session (a cookie; the handler checks it and CSRF)
 )
 
 func (a Auth) String() string {
-	return [...]string{"none", "admin token", "tenant API key", "tenant API key or admin token"}[a]
+	return [...]string{"none", "admin token", "tenant API key", "tenant API key or admin token", "UI session"}[a]
 }
 
 // Route is one HTTP route.
@@ -78,15 +80,21 @@ var All = []Route{
 	{WebhookTest, "POST /api/v1/partners/webhooks/test", Tenant, "testWebhook"},
 
 	{Analytics, "GET /api/v1/analytics/roi", TenantOrAdmin, "getROI"},
+
+	// The web UI: HTML pages and forms under /ui/, outside the JSON API
+	// (no operationId in the spec); sign-in is the partner's API key, a
+	// portal link or the admin token, then a server-side session.
+	{UI, "GET /ui/", Session, "ui"},
+	{UI, "POST /ui/", Session, "ui"},
 }
 
 // ByMode is the route sets each mode serves. The DLQ and webhook-test
 // routes live with the webhooks processor (they read its DLQ and use its
 // delivery client), ROI with the attribution processor (its ClickHouse),
-// the tenant API with the control plane; dev serves them all.
+// the tenant API and the UI with the control plane; dev serves them all.
 var ByMode = map[Mode][]Set{
-	Dev:          {Ops, Tenants, DLQ, WebhookTest, Analytics},
-	ControlPlane: {Ops, Tenants},
+	Dev:          {Ops, Tenants, DLQ, WebhookTest, Analytics, UI},
+	ControlPlane: {Ops, Tenants, UI},
 	Edge:         {Ops},
 	Webhooks:     {Ops, DLQ, WebhookTest},
 	Attribution:  {Ops, Analytics},

@@ -42,8 +42,8 @@ func TestTableMatchesOpenAPI(t *testing.T) {
 			t.Errorf("%s is in the table twice", r.Pattern)
 		}
 		seen[r.Pattern] = true
-		if r.Pattern == "GET /metrics" {
-			continue // Prometheus exposition, outside the JSON API
+		if r.Pattern == "GET /metrics" || r.Set == UI {
+			continue // Prometheus exposition and the HTML UI, outside the JSON API
 		}
 		op, ok := inSpec[r.Pattern]
 		if !ok {
@@ -68,7 +68,7 @@ func TestEveryModeHasOps(t *testing.T) {
 			t.Errorf("%s does not serve the probes and metrics", m)
 		}
 	}
-	for _, s := range []Set{Tenants, DLQ, WebhookTest, Analytics} {
+	for _, s := range []Set{Tenants, DLQ, WebhookTest, Analytics, UI} {
 		n := 0
 		for _, m := range Modes {
 			if m != Dev && Serves(m, s) {
