@@ -68,6 +68,11 @@ func FuzzEventRecord(f *testing.F) {
 	}
 	p := fuzzProcessor(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, ok := fastEvent(b); ok {
+			if err := schemas.Validate(schemas.KindEvent, b); err != nil {
+				t.Fatalf("the fast path accepts an event the schema refuses (%v): %q", err, b)
+			}
+		}
 		jobs, out := p.fanOut(context.Background(), &kgo.Record{Topic: p.names.Topic(schemas.TopicEvents), Key: []byte("k"), Value: b})
 		checkOutputs(t, p, out)
 		for _, j := range jobs {

@@ -139,7 +139,7 @@ func randomHex(n int) string {
 
 // InFlightWindow is the most records one stage holds accepted but not yet
 // committed: what a kill -9 can make it deliver again, per stage.
-func InFlightWindow(w config.Webhooks) int { return max(4*w.Concurrency, 1024) }
+func InFlightWindow(w config.Webhooks) int { return max(8*w.Concurrency, 2048) }
 
 // Run runs every stage, the DLQ index, the command runner and the sweeper
 // of idle endpoint state until ctx ends. Shutdown stops intake, lets

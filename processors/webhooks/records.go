@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -145,7 +146,14 @@ func (p *Processor) outputs(j *job, o outcome, d decision, spanCtx trace.SpanCon
 		ctx = trace.ContextWithSpanContext(ctx, spanCtx)
 	}
 	var out []*kgo.Record
-	log := p.log.With("tenant_id", t.TenantID, "delivery_id", t.DeliveryID)
+	// Logged only at enabled levels: building attributes for every
+	// delivery costs what the delivery costs.
+	log := func(level slog.Level, msg string, args ...any) {
+		if p.log.Enabled(ctx, level) {
+			p.log.Log(ctx, level, msg, append([]any{"tenant_id", t.TenantID, "delivery_id", t.DeliveryID,
+				"trace_id", t.TraceID, "attempt", t.Attempts}, args...)...)
+		}
+	}
 	if o.kind == attempted {
 		a := o.att
 		t.Attempts++
@@ -164,7 +172,6 @@ func (p *Processor) outputs(j *job, o outcome, d decision, spanCtx trace.SpanCon
 		p.m.attempts.WithLabelValues(d.logResult, j.stage).Inc()
 		p.m.latency.WithLabelValues(d.logResult).Observe(a.Latency.Seconds())
 		out = append(out, p.attemptLog(ctx, t, a, d.logResult))
-		log = log.With("trace_id", t.TraceID, "attempt", t.Attempts)
 	}
 	now := time.Now().UTC()
 	switch d.action {
@@ -176,7 +183,7 @@ func (p *Processor) outputs(j *job, o outcome, d decision, spanCtx trace.SpanCon
 			}
 			out = append(out, p.resolved(ctx, t, status))
 		}
-		log.Debug("done", "status", o.att.StatusCode)
+		log(slog.LevelDebug, "done", "status", o.att.StatusCode)
 	case actRetry, actHold:
 		if d.action == actHold {
 			t.HeldBy = o.reason
@@ -189,13 +196,13 @@ func (p *Processor) outputs(j *job, o outcome, d decision, spanCtx trace.SpanCon
 			j.task = t
 			return out
 		}
-		log.Debug(d.action.String(), "level", d.level, "in", d.wait, "err", o.att.Err, "held_by", t.HeldBy)
+		log(slog.LevelDebug, d.action.String(), "level", d.level, "in", d.wait, "err", o.att.Err, "held_by", t.HeldBy)
 		r := p.taskRecord(ctx, t, d.level)
 		if size := recordSize(r); size > p.wh.MaxRecordBytes {
 			// Never produce what the broker refuses (the transaction would
 			// abort and the record come back forever): dead-letter it.
 			text := fmt.Sprintf("payload too large for a retry record: %d bytes > max_record_bytes %d", size, p.wh.MaxRecordBytes)
-			log.Warn("dead-lettering", "reason", ReasonPayloadTooLarge, "detail", text)
+			log(slog.LevelWarn, "dead-lettering", "reason", ReasonPayloadTooLarge, "detail", text)
 			out = append(out, p.deadLetter(ctx, t, ReasonPayloadTooLarge, text, false)...)
 			break
 		}
@@ -205,7 +212,7 @@ func (p *Processor) outputs(j *job, o outcome, d decision, spanCtx trace.SpanCon
 			t.LastError = o.detail
 		}
 
-		log.Info("dead-lettering", "reason", d.reason, "detail", d.text)
+		log(slog.LevelInfo, "dead-lettering", "reason", d.reason, "detail", d.text)
 		out = append(out, p.deadLetter(ctx, t, d.reason, d.text, d.reason == ReasonFilter || d.reason == ReasonRender)...)
 		if d.disable {
 			p.cmds.disable(t.TenantID, t.EndpointID, "410 Gone from the endpoint")

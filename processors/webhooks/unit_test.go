@@ -234,3 +234,30 @@ func TestFilters(t *testing.T) {
 		t.Log("non-bool filter accepted at compile time (dyn); evaluated as no match")
 	}
 }
+
+// TestFastEventAgreesWithSchema: the fan-out's one-pass event check accepts
+// every valid example of schemas/examples/event and none of the invalid
+// ones, and decodes them as json.Unmarshal does.
+func TestFastEventAgreesWithSchema(t *testing.T) {
+	for _, dir := range []string{"../../schemas/examples/event", "../../schemas/examples/event/invalid"} {
+		files, _ := filepath.Glob(dir + "/*.json")
+		if len(files) == 0 {
+			t.Fatalf("no examples in %s", dir)
+		}
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			ev, ok := fastEvent(b)
+			valid := schemas.Validate(schemas.KindEvent, b) == nil
+			if ok && !valid || !strings.Contains(dir, "invalid") && !ok {
+				t.Errorf("%s: fast path %v, schema valid %v", f, ok, valid)
+			}
+			if ok {
+				var want schemas.Event
+				_ = json.Unmarshal(b, &want)
+				if !reflect.DeepEqual(*ev, want) && !(ev.OccurredAt.Equal(want.OccurredAt) && ev.ID == want.ID && bytes.Equal(ev.Data, want.Data)) {
+					t.Errorf("%s: decoded %+v, want %+v", f, *ev, want)
+				}
+			}
+		}
+	}
+}
