@@ -3,9 +3,11 @@
 // construction with an idempotent producer, kslog logging and kotel tracing
 // on an injected provider, topic and group names), topic bootstrap with
 // kadm (Specs, EnsureTopics), the embedded kfake broker for `partners dev`,
-// the consumer loop that commits offsets only after the work is done
-// (consume.go), the consumer-lag monitor, and W3C trace context in record
-// headers.
+// the consumer loop that commits offsets only after the work is done, with
+// permanent failures dead-lettered and retryable ones retried without
+// holding a rebalance (consume.go), the transactional consume-produce stage
+// with pipelined, out-of-order work and exactly-once moves (stage.go), the
+// consumer-lag monitor, and W3C trace context in record headers.
 package kafka
 
 import (

@@ -40,6 +40,7 @@ func TestChangesApplyBeforeNextAttempt(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, "first attempts (429, Retry-After: 2)", func() bool {
 		return suspended.count() == 1 && disabled.count() == 1 && moved.count() == 1 && rotated.count() == 1
 	})
+	time.Sleep(500 * time.Millisecond) // the retries are scheduled, waiting for their time
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := writer.SetStatus(ctx, ts["suspended"].Tenant.ID, schemas.StatusSuspended); err != nil {
