@@ -30,6 +30,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -208,14 +209,18 @@ func (c Cluster) Opts() []kgo.Opt {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	tracer := kotel.NewTracer(kotel.TracerProvider(tp),
-		kotel.TracerPropagator(propagation.TraceContext{}), kotel.LinkSpans())
-	k := kotel.NewKotel(kotel.WithTracer(tracer))
+	var hooks []kgo.Hook
+	if _, off := tp.(noop.TracerProvider); !off {
+		// A no-op provider records nothing: skip kotel's per-record work.
+		tracer := kotel.NewTracer(kotel.TracerProvider(tp),
+			kotel.TracerPropagator(propagation.TraceContext{}), kotel.LinkSpans())
+		hooks = kotel.NewKotel(kotel.WithTracer(tracer)).Hooks()
+	}
 	return []kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.ClientID(c.Config.ClientID),
 		kgo.WithLogger(kslog.New(clientLogger(log))),
-		kgo.WithHooks(k.Hooks()...),
+		kgo.WithHooks(hooks...),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(5 * time.Millisecond),
 		kgo.RecordRetries(10),

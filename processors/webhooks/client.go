@@ -86,6 +86,11 @@ type Request struct {
 	Headers   map[string]string
 }
 
+var (
+	contentTypeJSON = []string{"application/json"}
+	userAgent       = []string{"partners-engine-webhooks/1"}
+)
+
 // send makes one signed attempt. ctx carries the attempt's span.
 func send(ctx context.Context, hc *http.Client, maxBody int64, r Request, now time.Time) Attempt {
 	a := Attempt{At: now}
@@ -107,14 +112,15 @@ func send(ctx context.Context, hc *http.Client, maxBody int64, r Request, now ti
 	for k, v := range r.Headers {
 		req.Header.Set(k, v)
 	}
+	// Canonical keys written directly: no canonicalization per delivery.
 	h := req.Header
-	h.Set("Content-Type", "application/json")
-	h.Set("User-Agent", "partners-engine-webhooks/1")
-	h.Set("webhook-id", r.ID)
-	h.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
-	h.Set("webhook-signature", sig)
-	h.Set("X-Partner-Event", r.EventType)
-	h.Set("X-Idempotency-Key", r.ID)
+	h["Content-Type"] = contentTypeJSON
+	h["User-Agent"] = userAgent
+	h["Webhook-Id"] = []string{r.ID}
+	h["Webhook-Timestamp"] = []string{strconv.FormatInt(now.Unix(), 10)}
+	h["Webhook-Signature"] = []string{sig}
+	h["X-Partner-Event"] = []string{r.EventType}
+	h["X-Idempotency-Key"] = h["Webhook-Id"]
 	traceContext.Inject(ctx, propagation.HeaderCarrier(h)) // traceparent of the attempt span
 	start := time.Now()
 	resp, err := hc.Do(req)
