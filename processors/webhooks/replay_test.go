@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/partners-engine/partners-engine/control-plane/registry"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -207,5 +208,46 @@ func TestReplayIdempotent(t *testing.T) {
 	rec = call(t, api.List, httptest.NewRequest("GET", "/api/v1/dlq?reason=nonsense", nil))
 	if rec.Code != http.StatusBadRequest {
 		t.Errorf("unknown reason code: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestReplayRendersWithCurrentSettings: deliveries dead-lettered because the
+// endpoint's filter did not compile are replayed through the endpoint's
+// current filter and mapping: a fixed filter that selects the event
+// delivers the body its current mapping renders; one that no longer selects
+// it drops the dead letter (state dropped), sending nothing.
+func TestReplayRendersWithCurrentSettings(t *testing.T) {
+	e := newEnv(t, false, nil)
+	rc := newReceiver(t, always(200))
+	c := e.tenant("t-rerender", rc)
+	ep := c.Tenant.Endpoints[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	update := func(filter string, m *schemas.FieldMapping) {
+		t.Helper()
+		if _, err := e.writer.Update(ctx, c.Tenant.ID, registry.Patch{Endpoints: []registry.EndpointPatch{{ID: ep.ID, URL: ep.URL, Filter: filter, Mapping: m}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update("event.data.total >", nil) // does not compile
+	p := e.start()
+	e.publish(e.event("evt_rr_big", "order.created", `{"total":50}`), e.event("evt_rr_small", "order.created", `{"total":5}`))
+	testenv.Eventually(t, 30*time.Second, "both dead-lettered as filter errors", func() bool {
+		es := e.listed(DLQFilter{Tenant: c.Tenant.ID, Reason: string(ReasonFilter)})
+		return len(es) == 2
+	})
+	update("double(event.data.total) > 10.0", &schemas.FieldMapping{Version: 1, Fields: map[string]string{"order_total": "data.total"}})
+	if res, err := p.Replay(ctx, ReplayRequest{Filter: DLQFilter{Tenant: c.Tenant.ID}}); err != nil || res.Replayed != 2 {
+		t.Fatalf("replay: %+v, %v", res, err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the selected event delivered, the other dropped", func() bool {
+		return rc.count() == 1 && len(e.listed(DLQFilter{Tenant: c.Tenant.ID, Status: statusDropped})) == 1 &&
+			len(e.listed(DLQFilter{Tenant: c.Tenant.ID, Status: statusDelivered})) == 1
+	})
+	if got := string(rc.requests()[0].body); got != `{"order_total":50}` {
+		t.Errorf("replayed body %s, want the current mapping's rendering", got)
+	}
+	if id := rc.requests()[0].id; id != WebhookID("evt_rr_big", ep.ID) {
+		t.Errorf("replayed webhook-id %s", id)
 	}
 }
