@@ -141,6 +141,15 @@ func (t *Ticket) Done(out ...*kgo.Record) {
 	t.s.finish(&completion{gen: t.gen, key: t.key, offset: t.off, recs: out})
 }
 
+// Add adds n parts to the record's work; call it before the Done of a part
+// that is still open (a part that spawns others), from the same goroutine,
+// so the record cannot finish in between.
+func (t *Ticket) Add(n int) {
+	if n > 0 {
+		t.s.finish(&completion{gen: t.gen, key: t.key, offset: t.off, grow: n})
+	}
+}
+
 // Drop abandons one part: the record stays unfinished and is polled again
 // by the next generation or process. Call it only once Context is done.
 func (t *Ticket) Drop() {
@@ -174,6 +183,7 @@ type completion struct {
 	offset  int64
 	recs    []*kgo.Record
 	dropped bool
+	grow    int // Add: more parts, not a completion
 }
 
 const pollWait = 100 * time.Millisecond
@@ -367,8 +377,15 @@ func (s *TxnStage) add(c *completion) {
 	if c.gen != s.gen.Load() {
 		return
 	}
-	s.parts.Add(-1)
 	t := s.trackers[c.key]
+	if c.grow > 0 {
+		s.parts.Add(int64(c.grow))
+		if t != nil {
+			t.pending[c.offset] += c.grow
+		}
+		return
+	}
+	s.parts.Add(-1)
 	if t == nil {
 		return
 	}

@@ -18,14 +18,7 @@ import (
 // and the span's context.
 func (p *Processor) attempt(ctx, parent context.Context, t Task, ep schemas.Endpoint) (Attempt, trace.SpanContext) {
 	n := t.Attempts + 1
-	host := ""
-	if u, err := url.Parse(ep.URL); err == nil {
-		host = u.Hostname()
-	}
-	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
-		attribute.String("tenant.id", t.TenantID), attribute.String("webhook.endpoint.id", ep.ID),
-		attribute.String("webhook.endpoint.host", host), attribute.Int("webhook.attempt", n),
-		attribute.String("webhook.id", t.DeliveryID), attribute.String("event.type", t.EventType))}
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
 	if prev := prevSpan(t); prev.IsValid() {
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: prev}))
 	}
@@ -34,6 +27,16 @@ func (p *Processor) attempt(ctx, parent context.Context, t Task, ep schemas.Endp
 	}
 	sctx, span := p.tracer.Start(parent, "webhook attempt", opts...)
 	defer span.End()
+	recording := span.IsRecording() // attributes cost allocations: only for spans that keep them
+	if recording {
+		host := ""
+		if u, err := url.Parse(ep.URL); err == nil {
+			host = u.Hostname()
+		}
+		span.SetAttributes(attribute.String("tenant.id", t.TenantID), attribute.String("webhook.endpoint.id", ep.ID),
+			attribute.String("webhook.endpoint.host", host), attribute.Int("webhook.attempt", n),
+			attribute.String("webhook.id", t.DeliveryID), attribute.String("event.type", t.EventType))
+	}
 	// The HTTP call runs under ctx's cancellation with the span's context.
 	sctx = trace.ContextWithSpan(ctx, trace.SpanFromContext(sctx))
 
@@ -43,7 +46,9 @@ func (p *Processor) attempt(ctx, parent context.Context, t Task, ep schemas.Endp
 	p.m.inflight.Inc()
 	a := send(sctx, p.hc, p.wh.MaxBodyBytes, req, now)
 	p.m.inflight.Dec()
-	span.SetAttributes(attribute.Int("http.response.status_code", a.StatusCode), attribute.String("webhook.reason", string(a.Reason)))
+	if recording {
+		span.SetAttributes(attribute.Int("http.response.status_code", a.StatusCode), attribute.String("webhook.reason", string(a.Reason)))
+	}
 	if a.Class != Delivered {
 		span.SetStatus(codes.Error, a.Err)
 	}

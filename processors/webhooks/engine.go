@@ -41,12 +41,19 @@ type stageHandler struct {
 func (h *stageHandler) Accept(r *kgo.Record, t *kafka.Ticket) kafka.Accepted {
 	p := h.p
 	if h.n == 0 {
-		jobs, out := p.fanOut(context.Background(), r)
-		for _, j := range jobs {
-			j.ticket, j.stage = t, h.label
-			p.schedule(j)
-		}
-		return kafka.Accepted{Parts: len(jobs), Out: out}
+		// The fan-out (decode, filters, rendering) runs off the stage's
+		// loop, which then keeps polling and committing: one part for it,
+		// which adds a part per delivery before it ends.
+		go func() {
+			jobs, out := p.fanOut(context.Background(), r)
+			t.Add(len(jobs))
+			for _, j := range jobs {
+				j.ticket, j.stage = t, h.label
+				p.schedule(j)
+			}
+			t.Done(out...)
+		}()
+		return kafka.Accepted{Parts: 1}
 	}
 	rctx := kafka.Extract(context.Background(), r)
 	task, err := decodeTask(r.Value)

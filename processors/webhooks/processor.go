@@ -137,6 +137,11 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// commitInterval is the shortest time between a stage's commits: each
+// holds the stage's loop for a round of broker calls, so fewer of them
+// leave more time for the work; moves and attempt logs wait at most this.
+const commitInterval = 100 * time.Millisecond
+
 // InFlightWindow is the most records one stage holds accepted but not yet
 // committed: what a kill -9 can make it deliver again, per stage.
 func InFlightWindow(w config.Webhooks) int { return max(8*w.Concurrency, 2048) }
@@ -168,6 +173,7 @@ func (p *Processor) stages() []*kafka.TxnStage {
 		return kafka.NewTxnStage(kafka.TxnStageOptions{
 			Name: "webhooks " + label, Client: base, Group: group, Topics: []string{topic},
 			TransactionalID: group + "-" + p.inst, MaxOutstanding: InFlightWindow(p.wh), MaxPause: maxPause,
+			CommitInterval: commitInterval,
 			DrainTimeout: drain, Log: p.log.With("stage", label, "topic", topic),
 		}, h)
 	}
