@@ -174,7 +174,7 @@ func (p *Processor) stages() []*kafka.TxnStage {
 			Name: "webhooks " + label, Client: base, Group: group, Topics: []string{topic},
 			TransactionalID: group + "-" + p.inst, MaxOutstanding: InFlightWindow(p.wh), MaxPause: maxPause,
 			CommitInterval: commitInterval,
-			DrainTimeout: drain, Log: p.log.With("stage", label, "topic", topic),
+			DrainTimeout:   drain, Log: p.log.With("stage", label, "topic", topic),
 		}, h)
 	}
 	out := []*kafka.TxnStage{mk("first", p.names.Topic(schemas.TopicEvents), "webhooks", 0, &stageHandler{p: p, label: "first"})}
