@@ -446,8 +446,9 @@ func (s *TxnStage) changed(wm map[partKey]int64) bool {
 // generation: the session rewinds to the committed offsets and everything
 // unfinished is polled again.
 func (s *TxnStage) commit(force bool) error {
-	// Commit early when half the window waits for it.
-	if !force && time.Since(s.lastCommit) < s.opt.CommitInterval && s.finished < s.opt.MaxOutstanding/2 {
+	// Commit early when an eighth of the window waits for it: what a crash
+	// repeats stays small, and the window refills while the rest is worked.
+	if !force && time.Since(s.lastCommit) < s.opt.CommitInterval && s.finished < max(s.opt.MaxOutstanding/8, 1) {
 		return nil
 	}
 	wm := s.watermarks()

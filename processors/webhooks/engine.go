@@ -21,6 +21,7 @@ type job struct {
 	parent context.Context // trace parent: the fan-out span or the retry record's context
 	ticket *kafka.Ticket
 	stage  string // metrics label: first, 1, 2, …, fifo
+	from   string // the record it comes from: topic/partition/offset (header moved-from)
 	// done receives the outcome's records instead of the ticket (FIFO
 	// heads retry in place); nil: ticket.Done.
 	done    func(j *job, o outcome, d decision, recs []*kgo.Record)
@@ -47,8 +48,9 @@ func (h *stageHandler) Accept(r *kgo.Record, t *kafka.Ticket) kafka.Accepted {
 		go func() {
 			jobs, out := p.fanOut(context.Background(), r)
 			t.Add(len(jobs))
+			from := position(r)
 			for _, j := range jobs {
-				j.ticket, j.stage = t, h.label
+				j.ticket, j.stage, j.from = t, h.label, from
 				p.schedule(j)
 			}
 			t.Done(out...)
@@ -67,10 +69,17 @@ func (h *stageHandler) Accept(r *kgo.Record, t *kafka.Ticket) kafka.Accepted {
 		// Due beyond this topic's horizon (a long hold, a Retry-After):
 		// move it, unchanged, to the level that fits what remains rather
 		// than hold it in memory.
-		return kafka.Accepted{Out: []*kgo.Record{p.taskRecord(rctx, task, p.policy.levelFor(wait))}, PauseUntil: pause}
+		moved := p.taskRecord(rctx, task, p.policy.levelFor(wait))
+		kafka.SetHeader(moved, "moved-from", position(r))
+		return kafka.Accepted{Out: []*kgo.Record{moved}, PauseUntil: pause}
 	}
-	p.schedule(&job{task: task, parent: rctx, ticket: t, stage: h.label})
+	p.schedule(&job{task: task, parent: rctx, ticket: t, stage: h.label, from: position(r)})
 	return kafka.Accepted{Parts: 1, PauseUntil: pause}
+}
+
+// position names a record: topic/partition/offset.
+func position(r *kgo.Record) string {
+	return r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
 }
 
 // malformedTask dead-letters a retry or FIFO record that is not a task,

@@ -140,11 +140,13 @@ func randomHex(n int) string {
 // commitInterval is the shortest time between a stage's commits: each
 // holds the stage's loop for a round of broker calls, so fewer of them
 // leave more time for the work; moves and attempt logs wait at most this.
-const commitInterval = 100 * time.Millisecond
+const commitInterval = 50 * time.Millisecond
 
 // InFlightWindow is the most records one stage holds accepted but not yet
-// committed: what a kill -9 can make it deliver again, per stage.
-func InFlightWindow(w config.Webhooks) int { return max(8*w.Concurrency, 2048) }
+// committed: a kill -9 can make a stage deliver again at most the
+// deliveries of that many records (one per record of a retry topic; one per
+// subscribed endpoint of an event).
+func InFlightWindow(w config.Webhooks) int { return max(4*w.Concurrency, 1024) }
 
 // Run runs every stage, the DLQ index, the command runner and the sweeper
 // of idle endpoint state until ctx ends. Shutdown stops intake, lets

@@ -206,6 +206,11 @@ func (p *Processor) outputs(j *job, o outcome, d decision, spanCtx trace.SpanCon
 			out = append(out, p.deadLetter(ctx, t, ReasonPayloadTooLarge, text, false)...)
 			break
 		}
+		if j.from != "" {
+			// Which record this move consumed: a move is exactly once when
+			// no two records share it.
+			kafka.SetHeader(r, "moved-from", j.from)
+		}
 		out = append(out, r)
 	case actDeadLetter:
 		if o.kind == rejected && t.LastError == "" {
