@@ -72,6 +72,7 @@ func (p *process) addUI() error {
 		return err
 	}
 	p.handlers["ui"] = ui.ServeHTTP
+	p.say("web UI (partner portal, console)", "http://"+p.r.Addr(ListenAdmin)+web.Prefix)
 	return nil
 }
 
