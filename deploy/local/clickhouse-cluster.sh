@@ -92,9 +92,15 @@ cmd_start() {
   local t0=$SECONDS n rc=0
   # everything starts in parallel; the apt installs (ClickHouse, ZooKeeper) take turns on a lock
   bash "$HERE/zookeeper.sh" start & local zk=$!
+  # A node that already holds Replicated tables (an earlier run) cannot load them without
+  # ZooKeeper and exits; such nodes start only once ZooKeeper answers. Fresh nodes start at once.
+  if compgen -G "$OWN_DIR/*/data/metadata/*/*.sql" >/dev/null; then
+    wait "$zk" || { log "ZooKeeper failed to start"; exit 1; }
+    zk=
+  fi
   local -a pids=()
   for n in "${NODES[@]}"; do node "$n" start & pids+=($!); done
-  wait "$zk" || { log "ZooKeeper failed to start"; rc=1; }
+  if [ -n "$zk" ]; then wait "$zk" || { log "ZooKeeper failed to start"; rc=1; }; fi
   for n in "${NODES[@]}"; do
     wait "${pids[$((n - 1))]}" || { log "node $n failed to start"; rc=1; }
   done
