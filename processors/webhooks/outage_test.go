@@ -15,14 +15,15 @@ import (
 )
 
 // scaled is the shipped retry, breaker and recovery configuration with every
-// time divided by f: the tests run hours of partner behaviour in seconds
-// through the configuration, not a fake clock.
+// time divided by f (and the recovery rate multiplied by it): the tests run
+// hours of partner behaviour in seconds through the configuration, not a
+// fake clock.
 func scaled(c *config.Config, f time.Duration) {
 	d := config.Default().Partner.Webhooks
 	c.Partner.Webhooks.Retry = config.Retry{MaxAttempts: d.Retry.MaxAttempts, BackoffBase: d.Retry.BackoffBase / f,
 		BackoffMultiplier: d.Retry.BackoffMultiplier, BackoffMax: d.Retry.BackoffMax / f, MaxAge: d.Retry.MaxAge / f}
 	c.Partner.Webhooks.Breaker = config.Breaker{ConsecutiveFailures: d.Breaker.ConsecutiveFailures, Open: d.Breaker.Open / f, MaxOpen: d.Breaker.MaxOpen / f}
-	c.Partner.Webhooks.Recovery = d.Recovery
+	c.Partner.Webhooks.Recovery = config.Recovery{RatePerSec: d.Recovery.RatePerSec * float64(f), Burst: d.Recovery.Burst}
 }
 
 // stopListening makes the receiver's port refuse connections (the partner
@@ -63,7 +64,7 @@ func TestFirstAttemptAlwaysFails(t *testing.T) {
 	rc.mu.Unlock()
 	e.tenant("t-first-fails", rc)
 	e.start()
-	const n = 200
+	const n = 100
 	var evs []schemas.Event
 	for _, id := range idsOf(n, "evt_ff_") {
 		evs = append(evs, e.event(id, "order.created", `{}`))
