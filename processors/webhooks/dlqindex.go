@@ -224,12 +224,17 @@ func (x *dlqIndex) Run(ctx context.Context) error {
 	expire := time.NewTicker(time.Minute)
 	defer expire.Stop()
 	for {
-		fs := cl.PollFetches(ctx)
+		// Bounded polls: an idle topic must not keep expiry from running.
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		fs := cl.PollFetches(pctx)
+		pcancel()
 		if ctx.Err() != nil || fs.IsClientClosed() {
 			return nil
 		}
 		fs.EachError(func(t string, p int32, err error) {
-			x.p.log.Warn("DLQ index fetch error", "partition", p, "err", err)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				x.p.log.Warn("DLQ index fetch error", "partition", p, "err", err)
+			}
 		})
 		x.mu.Lock()
 		fs.EachRecord(x.apply)

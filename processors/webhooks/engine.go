@@ -3,7 +3,6 @@ package webhooks
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"strconv"
 	"sync"
 	"time"
@@ -269,6 +268,3 @@ func (p *Processor) finish(j *job, o outcome, spanCtx trace.SpanContext) {
 	}
 	j.ticket.Done(recs...)
 }
-
-// errNoTenant is the test route's answer without a tenant.
-var errNoTenant = errors.New("a tenant API key is required")

@@ -14,6 +14,9 @@ import (
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
+// errNoTenant is the test route's answer without a tenant.
+var errNoTenant = errors.New("a tenant API key is required")
+
 // API serves the DLQ and webhook-test routes of the admin API.
 type API struct {
 	P *Processor

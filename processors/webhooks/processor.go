@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,6 +71,8 @@ type Processor struct {
 	index   *dlqIndex
 	cmds    *commands
 	m       metrics
+
+	replayMu sync.Mutex
 
 	// httpCtx runs the stages' HTTP attempts: it outlives the stages'
 	// intake so started attempts finish at shutdown.

@@ -59,6 +59,10 @@ const replayChunk = 500
 // concurrent replays fence each other instead of both sending, and the
 // selection is read after the index caught up with every committed replay.
 func (p *Processor) Replay(ctx context.Context, req ReplayRequest) (ReplayResult, error) {
+	// One at a time per process (across processes the transactional id
+	// fences): a second call waits rather than fencing the first.
+	p.replayMu.Lock()
+	defer p.replayMu.Unlock()
 	if err := p.index.waitReady(ctx); err != nil {
 		return ReplayResult{}, err
 	}
