@@ -2,8 +2,12 @@ package webhooks
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -172,3 +176,40 @@ func (m *mutableTenants) Get(id string) (*schemas.Tenant, bool) {
 	return nil, false
 }
 func (m *mutableTenants) List() []*schemas.Tenant { return m.list }
+
+// TestDLQIndexDepthGoesDown: the depth gauge counts dead letters waiting:
+// it goes down when one is replayed (a newer state for its key) and when
+// it passes the DLQ's retention.
+func TestDLQIndexDepthGoesDown(t *testing.T) {
+	cfg := config.Default()
+	cfg.Partner.Webhooks.DLQ.Retention = 24 * time.Hour
+	p, err := New(Options{Config: cfg.Partner.Webhooks, Tenants: &mutableTenants{}, Log: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := p.index
+	now := time.Now().UTC()
+	put := func(key, status string, deadAt time.Time, off int64) {
+		b, _ := json.Marshal(indexRecord{DeadLetter: schemas.DeadLetter{SchemaVersion: "1", DeliveryID: key, TenantID: "tn_a",
+			EndpointID: "ep_a", Reason: "x", Payload: json.RawMessage(`{}`)}, Key: key, Status: status, DeadAt: deadAt})
+		x.apply(&kgo.Record{Key: []byte(key), Value: b, Offset: off})
+	}
+	put("msg_1", statusDead, now, 0)
+	put("msg_2", statusDead, now.Add(-time.Hour), 1)
+	put("msg_old", statusDead, now.Add(-48*time.Hour), 2) // past retention: not counted
+	gauge := func() float64 { return testutil.ToFloat64(p.m.dlqDepth) }
+	if x.Depth() != 2 || gauge() != 2 {
+		t.Fatalf("depth %d (gauge %v), want 2", x.Depth(), gauge())
+	}
+	put("msg_1", statusReplayed, now, 3)
+	if x.Depth() != 1 || gauge() != 1 {
+		t.Fatalf("after a replay: depth %d (gauge %v), want 1", x.Depth(), gauge())
+	}
+	x.expire(now.Add(24*time.Hour - 30*time.Minute))
+	if x.Depth() != 0 || gauge() != 0 {
+		t.Fatalf("after msg_2 expired: depth %d (gauge %v), want 0", x.Depth(), gauge())
+	}
+	if es, _, _ := x.List(DLQFilter{Status: "all"}); len(es) != 1 || es[0].Key != "msg_1" {
+		t.Fatalf("left in the index: %+v", es)
+	}
+}
