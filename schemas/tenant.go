@@ -31,9 +31,9 @@ const (
 // the tenant. Version increases by one with every change; consumers ignore a
 // record whose version is not newer than the one they hold.
 //
-// No plaintext API key or webhook secret is ever in the key hashes; webhook
-// secrets must be stored (the processor signs with them), so the topic is
-// operator-only and secrets never reach logs or traces.
+// API keys are stored only as keyed hashes. Webhook secrets must be stored
+// (the processor signs with them): they are sealed with a key from the
+// configuration (WebhookSecret.Sealed), and never reach logs or traces.
 type Tenant struct {
 	SchemaVersion string          `json:"schema_version"`
 	ID            string          `json:"id"`
@@ -108,9 +108,18 @@ type FieldMapping struct {
 
 // WebhookSecret is a Standard Webhooks secret ("whsec_" + base64). During a
 // rotation the old secret stays until ExpiresAt and both sign.
+//
+// On the tenants topic the secret is sealed: Sealed holds it encrypted
+// (AES-256-GCM under a key from partner.keys.secret_keys, bound to its
+// tenant, endpoint and secret id; internal/seal) and Secret is empty. The
+// registry opens it on reading, so in memory Secret is the plaintext and
+// Sealed the value it came from. Records written before sealing carry
+// Secret in the clear; they stay readable and are sealed by the next write
+// (or `partners tenants reencrypt`).
 type WebhookSecret struct {
 	ID        string     `json:"id"`
-	Secret    string     `json:"secret"`
+	Secret    string     `json:"secret,omitempty"`
+	Sealed    string     `json:"sealed,omitempty"`
 	CreatedAt time.Time  `json:"created_at"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
@@ -122,11 +131,16 @@ type JWTConfig struct {
 	JWKS      string   `json:"jwks"` // inline JWKS JSON (RS256 keys)
 }
 
-// ActiveSecrets returns the secrets valid at t, newest first.
+// ActiveSecrets returns the secrets valid at t, newest first. A secret whose
+// plaintext is unknown (sealed with a key this process does not have) is
+// left out: nothing is ever signed with an empty key.
 func (e Endpoint) ActiveSecrets(t time.Time) []WebhookSecret {
 	out := make([]WebhookSecret, 0, len(e.Secrets))
 	for i := len(e.Secrets) - 1; i >= 0; i-- {
 		s := e.Secrets[i]
+		if s.Secret == "" {
+			continue
+		}
 		if s.ExpiresAt == nil || t.Before(*s.ExpiresAt) {
 			out = append(out, s)
 		}

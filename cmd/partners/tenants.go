@@ -171,25 +171,60 @@ webhook secret are printed once, by create, rotate-key and rotate-secret.`,
 	get := byID("get", "Show one tenant", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (*http.Response, error) {
 		return c.GetTenant(ctx, id)
 	})
+	// ifMatch is the --if-match flag of the commands that change a tenant:
+	// the change applies only to that version (else 409 with the current one).
+	var ifMatch int64
+	cond := func() *string {
+		if ifMatch <= 0 {
+			return nil
+		}
+		v := fmt.Sprintf("%q", fmt.Sprint(ifMatch))
+		return &v
+	}
 	suspend := byID("suspend", "Suspend a tenant (its keys stop working at the edge)", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (*http.Response, error) {
-		return c.SuspendTenant(ctx, id)
+		return c.SuspendTenant(ctx, id, &adminclient.SuspendTenantParams{IfMatch: cond()})
 	})
 	activate := byID("activate", "Activate a tenant", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (*http.Response, error) {
-		return c.ActivateTenant(ctx, id)
+		return c.ActivateTenant(ctx, id, &adminclient.ActivateTenantParams{IfMatch: cond()})
 	})
 	rotateKey := byID("rotate-key", "Issue a new API key (printed once); old keys stay valid for partner.keys.rotation_overlap_sec", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (*http.Response, error) {
-		return c.RotateKey(ctx, id)
+		return c.RotateKey(ctx, id, &adminclient.RotateKeyParams{IfMatch: cond()})
 	})
 	var endpointID string
 	rotateSecret := byID("rotate-secret", "Issue a new webhook secret (printed once); old secrets keep signing for the overlap", func(ctx context.Context, c *adminclient.ClientWithResponses, id string) (*http.Response, error) {
-		p := &adminclient.RotateSecretParams{}
+		p := &adminclient.RotateSecretParams{IfMatch: cond()}
 		if endpointID != "" {
 			p.EndpointId = &endpointID
 		}
 		return c.RotateSecret(ctx, id, p)
 	})
 	rotateSecret.Flags().StringVar(&endpointID, "endpoint-id", "", "rotate only this endpoint's secret")
-	cmd.AddCommand(create, list, get, suspend, activate, rotateKey, rotateSecret)
+	for _, c := range []*cobra.Command{suspend, activate, rotateKey, rotateSecret} {
+		c.Flags().Int64Var(&ifMatch, "if-match", 0, "change the tenant only if it is at this version (else 409 with the current version)")
+	}
+	reencrypt := &cobra.Command{
+		Use:   "reencrypt",
+		Short: "Re-encrypt every tenant's webhook secrets with the active key (partner.keys.active_secret_key)",
+		Long: `reencrypt rewrites every tenant whose webhook secrets are stored in the clear or
+sealed with another key. Run it after making a new key active in every
+process's configuration; when a second run reports nothing resealed and nothing
+unreadable, the old key can be removed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.ResealSecrets(cmd.Context())
+			if err != nil {
+				return a.apiResult(0, nil, err, http.StatusOK)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			return a.apiResult(resp.StatusCode, body, err, http.StatusOK)
+		},
+	}
+	cmd.AddCommand(create, list, get, suspend, activate, rotateKey, rotateSecret, reencrypt)
 	return cmd
 }
 

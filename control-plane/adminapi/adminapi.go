@@ -11,6 +11,7 @@ package adminapi
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -85,6 +86,7 @@ func (s *Server) Handlers() map[string]http.HandlerFunc {
 		"activateTenant": s.setStatus(schemas.StatusActive),
 		"rotateKey":      s.rotateKey,
 		"rotateSecret":   s.rotateSecret,
+		"resealSecrets":  s.resealSecrets,
 	}
 	g := s.opt.Gatherer
 	if g == nil {
@@ -244,6 +246,14 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, status, out)
 }
 
+// conflictProblem is a 409: the tenant's current version, when there is one,
+// is in current_version (and the ETag header), so a client can re-read and
+// retry.
+type conflictProblem struct {
+	problem.Details
+	CurrentVersion int64 `json:"current_version,omitempty"`
+}
+
 // writeError maps registry errors to problems: the one place statuses are chosen.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var fe *registry.FieldError
@@ -255,7 +265,19 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, registry.ErrNotFound):
 		problem.Error(w, r, http.StatusNotFound, err.Error())
 	case errors.Is(err, registry.ErrConflict):
-		problem.Error(w, r, http.StatusConflict, err.Error())
+		var ce *registry.ConflictError
+		d := conflictProblem{Details: problem.New(http.StatusConflict, err.Error())}
+		if errors.As(err, &ce) && ce.Current > 0 {
+			d.CurrentVersion = ce.Current
+			w.Header().Set("ETag", ETag(ce.Current))
+		}
+		d.Instance = r.URL.Path
+		w.Header().Set("Content-Type", problem.ContentType)
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusConflict)
+		_ = json.NewEncoder(w).Encode(d)
+	case errors.Is(err, registry.ErrTooLarge):
+		problem.Error(w, r, http.StatusRequestEntityTooLarge, err.Error())
 	case errors.Is(err, context.Canceled):
 		problem.Error(w, r, http.StatusServiceUnavailable, "request cancelled")
 	default:

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
 	"github.com/partners-engine/partners-engine/control-plane/adminapi"
@@ -23,6 +27,7 @@ import (
 	"github.com/partners-engine/partners-engine/internal/authctx"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/httpx"
+	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/runner/routes"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -78,6 +83,12 @@ func (e exchange) json(t *testing.T, v any) {
 // (when validRequest: negative tests send requests the spec forbids).
 func (c *contract) do(method, path, token string, body any, validRequest bool) exchange {
 	c.t.Helper()
+	return c.doH(method, path, token, body, validRequest, nil)
+}
+
+// doH is do with extra request headers.
+func (c *contract) doH(method, path, token string, body any, validRequest bool, hdr http.Header) exchange {
+	c.t.Helper()
 	var rd io.Reader
 	var raw []byte
 	if body != nil {
@@ -94,6 +105,9 @@ func (c *contract) do(method, path, token string, body any, validRequest bool) e
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
 	}
 	route, params, err := c.router.FindRoute(req)
 	if err != nil {
@@ -146,6 +160,12 @@ func setup(t *testing.T) *fixture {
 	logs := &testenv.LogBuffer{}
 	log := logs.Logger(t)
 	brokers, cl := testenv.Kafka(t, cfg)
+	return &fixture{cfg: cfg, c: serve(t, cfg, brokers, cl, log), logs: logs}
+}
+
+// serve starts an admin API server as one process runs it: its own
+// registry following cfg's tenants topic and its own writer on cl.
+func serve(t *testing.T, cfg *config.Config, brokers []string, cl *kgo.Client, log *slog.Logger) *contract {
 	reg := registrytest.Start(t, cfg, brokers, log)
 	w := registrytest.Writer(cfg, reg, cl, time.Hour)
 	srv := adminapi.New(adminapi.Options{Token: cfg.Admin.Token, Pepper: cfg.Partner.Keys.Pepper, Registry: reg, Writer: w,
@@ -163,7 +183,7 @@ func setup(t *testing.T) *fixture {
 	})
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
-	return &fixture{cfg: cfg, c: newContract(t, hs.URL, cfg.Admin.Token), logs: logs}
+	return newContract(t, hs.URL, cfg.Admin.Token)
 }
 
 func TestTenantLifecycleMatchesSpec(t *testing.T) {
@@ -317,5 +337,156 @@ func TestBadInputGetsProblems(t *testing.T) {
 				t.Fatal("401 without WWW-Authenticate")
 			}
 		})
+	}
+}
+
+type tenantBody struct {
+	ID        string `json:"id"`
+	Status    string `json:"status"`
+	Version   int64  `json:"version"`
+	RateLimit *struct {
+		RequestsPerMinute int `json:"requests_per_minute"`
+	} `json:"rate_limit"`
+}
+
+type conflictBody struct {
+	Status         int    `json:"status"`
+	Detail         string `json:"detail"`
+	CurrentVersion int64  `json:"current_version"`
+}
+
+// TestTwoAdminProcessesRace: two admin API servers, each with its own
+// registry, writer and Kafka clients as two processes have, race 100 rounds
+// of suspend/activate on one against PATCH on the other. Every 200 is
+// applied (read back from both), every loser is a 409 problem naming the
+// current version in current_version and the ETag, and every exchange
+// matches the spec.
+func TestTwoAdminProcessesRace(t *testing.T) {
+	t.Parallel()
+	cfg := testenv.Config(t)
+	log := slog.New(slog.DiscardHandler)
+	brokers, cl := testenv.Kafka(t, cfg)
+	clB, err := kafka.NewClient(cfg.Kafka, brokers, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(clB.Close)
+	a, b := serve(t, cfg, brokers, cl, log), serve(t, cfg, brokers, clB, log)
+	tok := cfg.Admin.Token
+	res := a.do("POST", "/api/v1/tenants", tok, map[string]any{"name": "Race", "tier": "standard", "webhook_url": "https://partner.example/hook"}, true)
+	if res.status != http.StatusCreated {
+		t.Fatalf("create: %d %s", res.status, res.body)
+	}
+	var tn tenantBody
+	res.json(t, &tn)
+	version := tn.Version
+	oks, conflicts := 0, 0
+	for i := 0; i < 100; i++ {
+		action, status := "suspend", "suspended"
+		if i%2 == 1 {
+			action, status = "activate", "active"
+		}
+		rpm := 100 + i
+		var ra, rb exchange
+		var wg sync.WaitGroup
+		wg.Add(2)
+		ca, cb := *a, *b
+		go func() { defer wg.Done(); ra = ca.do("POST", "/api/v1/tenants/"+tn.ID+"/"+action, tok, nil, true) }()
+		go func() {
+			defer wg.Done()
+			rb = cb.do("PATCH", "/api/v1/tenants/"+tn.ID, tok, map[string]any{"rate_limit": map[string]int{"requests_per_minute": rpm, "burst_size": 10}}, true)
+		}()
+		wg.Wait()
+		won := 0
+		for _, r := range []exchange{ra, rb} {
+			switch r.status {
+			case http.StatusOK:
+				won++
+				oks++
+			case http.StatusConflict:
+				conflicts++
+				var p conflictBody
+				r.json(t, &p)
+				if p.CurrentVersion <= version || r.headers.Get("ETag") != fmt.Sprintf(`"%d"`, p.CurrentVersion) {
+					t.Fatalf("round %d: 409 does not name the current version: %s (ETag %q)", i, r.body, r.headers.Get("ETag"))
+				}
+			default:
+				t.Fatalf("round %d: %d %s", i, r.status, r.body)
+			}
+		}
+		if won == 0 {
+			t.Fatalf("round %d: both lost", i)
+		}
+		version += int64(won)
+		for _, c := range []*contract{a, b} {
+			var got tenantBody
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				g := c.do("GET", "/api/v1/tenants/"+tn.ID, tok, nil, true)
+				g.json(t, &got)
+				if got.Version >= version || time.Now().After(deadline) {
+					if g.headers.Get("ETag") != fmt.Sprintf(`"%d"`, got.Version) {
+						t.Fatalf("GET ETag %q for version %d", g.headers.Get("ETag"), got.Version)
+					}
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if got.Version != version {
+				t.Fatalf("round %d: version %d, want %d (one per 200)", i, got.Version, version)
+			}
+			if ra.status == http.StatusOK && got.Status != status {
+				t.Fatalf("round %d: %s answered 200 but the tenant is %s", i, action, got.Status)
+			}
+			if rb.status == http.StatusOK && (got.RateLimit == nil || got.RateLimit.RequestsPerMinute != rpm) {
+				t.Fatalf("round %d: PATCH answered 200 but the rate limit is %+v", i, got.RateLimit)
+			}
+		}
+	}
+	t.Logf("100 rounds over two servers: %d × 200, %d × 409 (kafka real=%v)", oks, conflicts, testenv.RealKafka())
+}
+
+// TestIfMatch: a write with the current ETag applies, a stale one is a 409
+// naming the current version, a malformed one a 400 naming the header.
+func TestIfMatch(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	c, tok := f.c, f.cfg.Admin.Token
+	res := c.do("POST", "/api/v1/tenants", tok, map[string]any{"name": "Cond", "tier": "standard", "webhook_url": "https://partner.example/hook"}, true)
+	var tn tenantBody
+	res.json(t, &tn)
+	if res.headers.Get("ETag") != `"1"` {
+		t.Fatalf("create ETag %q", res.headers.Get("ETag"))
+	}
+	h := func(v string) http.Header { return http.Header{"If-Match": {v}} }
+	res = c.doH("POST", "/api/v1/tenants/"+tn.ID+"/suspend", tok, nil, true, h(`"1"`))
+	if res.status != 200 || res.headers.Get("ETag") != `"2"` {
+		t.Fatalf("If-Match current: %d %s", res.status, res.headers.Get("ETag"))
+	}
+	res = c.doH("PATCH", "/api/v1/tenants/"+tn.ID, tok, map[string]any{"features": map[string]bool{"reports": true}}, true, h(`"1"`))
+	var p conflictBody
+	res.json(t, &p)
+	if res.status != http.StatusConflict || p.CurrentVersion != 2 || !strings.Contains(p.Detail, "version 2") {
+		t.Fatalf("stale If-Match: %d %s", res.status, res.body)
+	}
+	res = c.doH("POST", "/api/v1/tenants/"+tn.ID+"/activate", tok, nil, true, h(`"7", "2"`))
+	if res.status != 200 {
+		t.Fatalf("If-Match list holding the current version: %d %s", res.status, res.body)
+	}
+	for _, bad := range []string{"3", `W/"3"x`, `"abc"`} {
+		res = c.doH("POST", "/api/v1/tenants/"+tn.ID+"/suspend", tok, nil, false, h(bad))
+		var pb struct{ Field string }
+		res.json(t, &pb)
+		if res.status != http.StatusBadRequest || pb.Field != "If-Match" {
+			t.Fatalf("If-Match %q: %d %s", bad, res.status, res.body)
+		}
+	}
+	res = c.doH("POST", "/api/v1/tenants/"+tn.ID+"/suspend", tok, nil, true, h(`W/"3"`))
+	if res.status != http.StatusConflict {
+		t.Fatalf("a weak ETag must not match: %d", res.status)
+	}
+	res = c.doH("POST", "/api/v1/tenants/"+tn.ID+"/suspend", tok, nil, true, h(`*`))
+	if res.status != 200 {
+		t.Fatalf("If-Match *: %d", res.status)
 	}
 }

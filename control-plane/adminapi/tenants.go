@@ -1,11 +1,16 @@
 package adminapi
 
 import (
+	"context"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/partners-engine/partners-engine/control-plane/registry"
 	"github.com/partners-engine/partners-engine/internal/httpx"
+	"github.com/partners-engine/partners-engine/internal/problem"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -122,6 +127,8 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.opt.Log.Info("tenant created", "tenant_id", c.Tenant.ID, "tier", c.Tenant.Tier)
+	setETag(w, c.Tenant)
+	w.Header().Set("Location", "/api/v1/tenants/"+c.Tenant.ID)
 	httpx.WriteJSON(w, http.StatusCreated, struct {
 		TenantView
 		APIKey        string `json:"api_key"`
@@ -135,7 +142,47 @@ func (s *Server) getTenant(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, registry.ErrNotFound)
 		return
 	}
+	setETag(w, t)
 	httpx.WriteJSON(w, http.StatusOK, s.View(t))
+}
+
+// ETag is a tenant's entity tag: its version, quoted (a strong validator:
+// every change makes a new version).
+func ETag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }
+
+func setETag(w http.ResponseWriter, t *schemas.Tenant) { w.Header().Set("ETag", ETag(t.Version)) }
+
+// conditional returns the request's context carrying the version If-Match
+// names, if it names one. "*" asks only that the tenant exists; a weak tag
+// never matches (RFC 9110 compares If-Match strongly), and a list matches
+// if the current version is in it.
+func (s *Server) conditional(w http.ResponseWriter, r *http.Request) (context.Context, bool) {
+	h := strings.TrimSpace(r.Header.Get("If-Match"))
+	if h == "" || h == "*" {
+		return r.Context(), true
+	}
+	var versions []int64
+	for _, tag := range strings.Split(h, ",") {
+		tag = strings.TrimSpace(tag)
+		weak := strings.HasPrefix(tag, "W/")
+		tag = strings.TrimPrefix(tag, "W/")
+		v, err := strconv.ParseInt(strings.Trim(tag, `"`), 10, 64)
+		if weak {
+			v = -1 // a weak tag matches nothing
+		}
+		if err != nil || len(tag) < 3 || tag[0] != '"' || tag[len(tag)-1] != '"' || (!weak && v < 1) {
+			d := problem.New(http.StatusBadRequest, `If-Match must be a tenant ETag like "3" (its version), a list of them, or *`)
+			d.Field = "If-Match"
+			problem.Write(w, r, d)
+			return nil, false
+		}
+		versions = append(versions, v)
+	}
+	want := versions[0]
+	if cur, ok := s.opt.Registry.Get(r.PathValue("id")); ok && slices.Contains(versions, cur.Version) {
+		want = cur.Version
+	}
+	return registry.WithExpectedVersion(r.Context(), want), true
 }
 
 func (s *Server) updateTenant(w http.ResponseWriter, r *http.Request) {
@@ -143,34 +190,49 @@ func (s *Server) updateTenant(w http.ResponseWriter, r *http.Request) {
 	if !httpx.DecodeJSON(w, r, &p) {
 		return
 	}
-	t, err := s.opt.Writer.Update(r.Context(), r.PathValue("id"), p)
+	ctx, ok := s.conditional(w, r)
+	if !ok {
+		return
+	}
+	t, err := s.opt.Writer.Update(ctx, r.PathValue("id"), p)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	s.opt.Log.Info("tenant updated", "tenant_id", t.ID, "version", t.Version)
+	setETag(w, t)
 	httpx.WriteJSON(w, http.StatusOK, s.View(t))
 }
 
 func (s *Server) setStatus(status string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		t, err := s.opt.Writer.SetStatus(r.Context(), r.PathValue("id"), status)
+		ctx, ok := s.conditional(w, r)
+		if !ok {
+			return
+		}
+		t, err := s.opt.Writer.SetStatus(ctx, r.PathValue("id"), status)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		s.opt.Log.Info("tenant status changed", "tenant_id", t.ID, "status", status)
+		s.opt.Log.Info("tenant status changed", "tenant_id", t.ID, "status", status, "version", t.Version)
+		setETag(w, t)
 		httpx.WriteJSON(w, http.StatusOK, s.View(t))
 	}
 }
 
 func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
-	t, key, err := s.opt.Writer.RotateKey(r.Context(), r.PathValue("id"))
+	ctx, ok := s.conditional(w, r)
+	if !ok {
+		return
+	}
+	t, key, err := s.opt.Writer.RotateKey(ctx, r.PathValue("id"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	s.opt.Log.Info("api key rotated", "tenant_id", t.ID)
+	s.opt.Log.Info("api key rotated", "tenant_id", t.ID, "version", t.Version)
+	setETag(w, t)
 	httpx.WriteJSON(w, http.StatusOK, struct {
 		Tenant TenantView `json:"tenant"`
 		APIKey string     `json:"api_key"`
@@ -178,14 +240,30 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) {
-	t, secret, err := s.opt.Writer.RotateSecret(r.Context(), r.PathValue("id"), r.URL.Query().Get("endpoint_id"))
+	ctx, ok := s.conditional(w, r)
+	if !ok {
+		return
+	}
+	t, secret, err := s.opt.Writer.RotateSecret(ctx, r.PathValue("id"), r.URL.Query().Get("endpoint_id"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	s.opt.Log.Info("webhook secret rotated", "tenant_id", t.ID)
+	s.opt.Log.Info("webhook secret rotated", "tenant_id", t.ID, "version", t.Version)
+	setETag(w, t)
 	httpx.WriteJSON(w, http.StatusOK, struct {
 		Tenant        TenantView `json:"tenant"`
 		WebhookSecret string     `json:"webhook_secret"`
 	}{s.View(t), secret})
+}
+
+func (s *Server) resealSecrets(w http.ResponseWriter, r *http.Request) {
+	res, err := s.opt.Writer.ResealSecrets(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.opt.Log.Info("webhook secrets re-encrypted", "active_key", res.ActiveKey, "resealed", res.Resealed,
+		"unreadable", len(res.Unreadable), "unavailable", len(res.Unavailable))
+	httpx.WriteJSON(w, http.StatusOK, res)
 }

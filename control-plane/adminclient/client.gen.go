@@ -231,7 +231,9 @@ type JWT struct {
 
 // Problem defines model for Problem.
 type Problem struct {
-	Detail *string `json:"detail,omitempty"`
+	// CurrentVersion 409: the tenant's version now
+	CurrentVersion *int64  `json:"current_version,omitempty"`
+	Detail         *string `json:"detail,omitempty"`
 
 	// Field the invalid request field, when there is one
 	Field    *string `json:"field,omitempty"`
@@ -379,8 +381,14 @@ type DLQTenant = string
 // DLQUntil defines model for DLQUntil.
 type DLQUntil = string
 
+// IfMatch defines model for IfMatch.
+type IfMatch = string
+
 // TenantID defines model for TenantID.
 type TenantID = string
+
+// Conflict defines model for Conflict.
+type Conflict = Problem
 
 // GetROIParams defines parameters for GetROI.
 type GetROIParams struct {
@@ -459,9 +467,46 @@ type ListTenantsParams struct {
 // ListTenantsParamsStatus defines parameters for ListTenants.
 type ListTenantsParamsStatus string
 
+// UpdateTenantParams defines parameters for UpdateTenant.
+type UpdateTenantParams struct {
+	// IfMatch Apply the change only if the tenant is at this version (its ETag, e.g. "3"; a list of them; or *).
+	// Otherwise the answer is 409 with the current version. Without If-Match a change is computed from
+	// the version the server holds and still fails with 409 rather than overwrite a concurrent change.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// ActivateTenantParams defines parameters for ActivateTenant.
+type ActivateTenantParams struct {
+	// IfMatch Apply the change only if the tenant is at this version (its ETag, e.g. "3"; a list of them; or *).
+	// Otherwise the answer is 409 with the current version. Without If-Match a change is computed from
+	// the version the server holds and still fails with 409 rather than overwrite a concurrent change.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// RotateKeyParams defines parameters for RotateKey.
+type RotateKeyParams struct {
+	// IfMatch Apply the change only if the tenant is at this version (its ETag, e.g. "3"; a list of them; or *).
+	// Otherwise the answer is 409 with the current version. Without If-Match a change is computed from
+	// the version the server holds and still fails with 409 rather than overwrite a concurrent change.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
 // RotateSecretParams defines parameters for RotateSecret.
 type RotateSecretParams struct {
 	EndpointId *string `form:"endpoint_id,omitempty" json:"endpoint_id,omitempty"`
+
+	// IfMatch Apply the change only if the tenant is at this version (its ETag, e.g. "3"; a list of them; or *).
+	// Otherwise the answer is 409 with the current version. Without If-Match a change is computed from
+	// the version the server holds and still fails with 409 rather than overwrite a concurrent change.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// SuspendTenantParams defines parameters for SuspendTenant.
+type SuspendTenantParams struct {
+	// IfMatch Apply the change only if the tenant is at this version (its ETag, e.g. "3"; a list of them; or *).
+	// Otherwise the answer is 409 with the current version. Without If-Match a change is computed from
+	// the version the server holds and still fails with 409 rather than overwrite a concurrent change.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
 // CreateTenantJSONRequestBody defines body for CreateTenant for application/json ContentType.
@@ -558,6 +603,9 @@ type ClientInterface interface {
 	// TestWebhook request
 	TestWebhook(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ResealSecrets request
+	ResealSecrets(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListTenants request
 	ListTenants(ctx context.Context, params *ListTenantsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
@@ -570,21 +618,21 @@ type ClientInterface interface {
 	GetTenant(ctx context.Context, id TenantID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// UpdateTenantWithBody request with any body
-	UpdateTenantWithBody(ctx context.Context, id TenantID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	UpdateTenantWithBody(ctx context.Context, id TenantID, params *UpdateTenantParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	UpdateTenant(ctx context.Context, id TenantID, body UpdateTenantJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	UpdateTenant(ctx context.Context, id TenantID, params *UpdateTenantParams, body UpdateTenantJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ActivateTenant request
-	ActivateTenant(ctx context.Context, id TenantID, reqEditors ...RequestEditorFn) (*http.Response, error)
+	ActivateTenant(ctx context.Context, id TenantID, params *ActivateTenantParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// RotateKey request
-	RotateKey(ctx context.Context, id TenantID, reqEditors ...RequestEditorFn) (*http.Response, error)
+	RotateKey(ctx context.Context, id TenantID, params *RotateKeyParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// RotateSecret request
 	RotateSecret(ctx context.Context, id TenantID, params *RotateSecretParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// SuspendTenant request
-	SuspendTenant(ctx context.Context, id TenantID, reqEditors ...RequestEditorFn) (*http.Response, error)
+	SuspendTenant(ctx context.Context, id TenantID, params *SuspendTenantParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetHealthz request
 	GetHealthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -653,6 +701,18 @@ func (c *Client) TestWebhook(ctx context.Context, reqEditors ...RequestEditorFn)
 	return c.Client.Do(req)
 }
 
+func (c *Client) ResealSecrets(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewResealSecretsRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 func (c *Client) ListTenants(ctx context.Context, params *ListTenantsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewListTenantsRequest(c.Server, params)
 	if err != nil {
@@ -701,8 +761,8 @@ func (c *Client) GetTenant(ctx context.Context, id TenantID, reqEditors ...Reque
 	return c.Client.Do(req)
 }
 
-func (c *Client) UpdateTenantWithBody(ctx context.Context, id TenantID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewUpdateTenantRequestWithBody(c.Server, id, contentType, body)
+func (c *Client) UpdateTenantWithBody(ctx context.Context, id TenantID, params *UpdateTenantParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateTenantRequestWithBody(c.Server, id, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -713,8 +773,8 @@ func (c *Client) UpdateTenantWithBody(ctx context.Context, id TenantID, contentT
 	return c.Client.Do(req)
 }
 
-func (c *Client) UpdateTenant(ctx context.Context, id TenantID, body UpdateTenantJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewUpdateTenantRequest(c.Server, id, body)
+func (c *Client) UpdateTenant(ctx context.Context, id TenantID, params *UpdateTenantParams, body UpdateTenantJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateTenantRequest(c.Server, id, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -725,8 +785,8 @@ func (c *Client) UpdateTenant(ctx context.Context, id TenantID, body UpdateTenan
 	return c.Client.Do(req)
 }
 
-func (c *Client) ActivateTenant(ctx context.Context, id TenantID, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewActivateTenantRequest(c.Server, id)
+func (c *Client) ActivateTenant(ctx context.Context, id TenantID, params *ActivateTenantParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewActivateTenantRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -737,8 +797,8 @@ func (c *Client) ActivateTenant(ctx context.Context, id TenantID, reqEditors ...
 	return c.Client.Do(req)
 }
 
-func (c *Client) RotateKey(ctx context.Context, id TenantID, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewRotateKeyRequest(c.Server, id)
+func (c *Client) RotateKey(ctx context.Context, id TenantID, params *RotateKeyParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRotateKeyRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -761,8 +821,8 @@ func (c *Client) RotateSecret(ctx context.Context, id TenantID, params *RotateSe
 	return c.Client.Do(req)
 }
 
-func (c *Client) SuspendTenant(ctx context.Context, id TenantID, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewSuspendTenantRequest(c.Server, id)
+func (c *Client) SuspendTenant(ctx context.Context, id TenantID, params *SuspendTenantParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSuspendTenantRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1316,6 +1376,33 @@ func NewTestWebhookRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewResealSecretsRequest generates requests for ResealSecrets
+func NewResealSecretsRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/tenant-secrets/reencrypt")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest("POST", queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListTenantsRequest generates requests for ListTenants
 func NewListTenantsRequest(server string, params *ListTenantsParams) (*http.Request, error) {
 	var err error
@@ -1440,18 +1527,18 @@ func NewGetTenantRequest(server string, id TenantID) (*http.Request, error) {
 }
 
 // NewUpdateTenantRequest calls the generic UpdateTenant builder with application/json body
-func NewUpdateTenantRequest(server string, id TenantID, body UpdateTenantJSONRequestBody) (*http.Request, error) {
+func NewUpdateTenantRequest(server string, id TenantID, params *UpdateTenantParams, body UpdateTenantJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewUpdateTenantRequestWithBody(server, id, "application/json", bodyReader)
+	return NewUpdateTenantRequestWithBody(server, id, params, "application/json", bodyReader)
 }
 
 // NewUpdateTenantRequestWithBody generates requests for UpdateTenant with any type of body
-func NewUpdateTenantRequestWithBody(server string, id TenantID, contentType string, body io.Reader) (*http.Request, error) {
+func NewUpdateTenantRequestWithBody(server string, id TenantID, params *UpdateTenantParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -1483,11 +1570,26 @@ func NewUpdateTenantRequestWithBody(server string, id TenantID, contentType stri
 
 	req.Header.Add("Content-Type", contentType)
 
+	if params != nil {
+
+		if params.IfMatch != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithLocation("simple", false, "If-Match", runtime.ParamLocationHeader, *params.IfMatch)
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("If-Match", headerParam0)
+		}
+
+	}
+
 	return req, nil
 }
 
 // NewActivateTenantRequest generates requests for ActivateTenant
-func NewActivateTenantRequest(server string, id TenantID) (*http.Request, error) {
+func NewActivateTenantRequest(server string, id TenantID, params *ActivateTenantParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -1517,11 +1619,26 @@ func NewActivateTenantRequest(server string, id TenantID) (*http.Request, error)
 		return nil, err
 	}
 
+	if params != nil {
+
+		if params.IfMatch != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithLocation("simple", false, "If-Match", runtime.ParamLocationHeader, *params.IfMatch)
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("If-Match", headerParam0)
+		}
+
+	}
+
 	return req, nil
 }
 
 // NewRotateKeyRequest generates requests for RotateKey
-func NewRotateKeyRequest(server string, id TenantID) (*http.Request, error) {
+func NewRotateKeyRequest(server string, id TenantID, params *RotateKeyParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -1549,6 +1666,21 @@ func NewRotateKeyRequest(server string, id TenantID) (*http.Request, error) {
 	req, err := http.NewRequest("POST", queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IfMatch != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithLocation("simple", false, "If-Match", runtime.ParamLocationHeader, *params.IfMatch)
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("If-Match", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -1607,11 +1739,26 @@ func NewRotateSecretRequest(server string, id TenantID, params *RotateSecretPara
 		return nil, err
 	}
 
+	if params != nil {
+
+		if params.IfMatch != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithLocation("simple", false, "If-Match", runtime.ParamLocationHeader, *params.IfMatch)
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("If-Match", headerParam0)
+		}
+
+	}
+
 	return req, nil
 }
 
 // NewSuspendTenantRequest generates requests for SuspendTenant
-func NewSuspendTenantRequest(server string, id TenantID) (*http.Request, error) {
+func NewSuspendTenantRequest(server string, id TenantID, params *SuspendTenantParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -1639,6 +1786,21 @@ func NewSuspendTenantRequest(server string, id TenantID) (*http.Request, error) 
 	req, err := http.NewRequest("POST", queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IfMatch != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithLocation("simple", false, "If-Match", runtime.ParamLocationHeader, *params.IfMatch)
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("If-Match", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -1756,6 +1918,9 @@ type ClientWithResponsesInterface interface {
 	// TestWebhookWithResponse request
 	TestWebhookWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*TestWebhookResponse, error)
 
+	// ResealSecretsWithResponse request
+	ResealSecretsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ResealSecretsResponse, error)
+
 	// ListTenantsWithResponse request
 	ListTenantsWithResponse(ctx context.Context, params *ListTenantsParams, reqEditors ...RequestEditorFn) (*ListTenantsResponse, error)
 
@@ -1768,21 +1933,21 @@ type ClientWithResponsesInterface interface {
 	GetTenantWithResponse(ctx context.Context, id TenantID, reqEditors ...RequestEditorFn) (*GetTenantResponse, error)
 
 	// UpdateTenantWithBodyWithResponse request with any body
-	UpdateTenantWithBodyWithResponse(ctx context.Context, id TenantID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateTenantResponse, error)
+	UpdateTenantWithBodyWithResponse(ctx context.Context, id TenantID, params *UpdateTenantParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateTenantResponse, error)
 
-	UpdateTenantWithResponse(ctx context.Context, id TenantID, body UpdateTenantJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateTenantResponse, error)
+	UpdateTenantWithResponse(ctx context.Context, id TenantID, params *UpdateTenantParams, body UpdateTenantJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateTenantResponse, error)
 
 	// ActivateTenantWithResponse request
-	ActivateTenantWithResponse(ctx context.Context, id TenantID, reqEditors ...RequestEditorFn) (*ActivateTenantResponse, error)
+	ActivateTenantWithResponse(ctx context.Context, id TenantID, params *ActivateTenantParams, reqEditors ...RequestEditorFn) (*ActivateTenantResponse, error)
 
 	// RotateKeyWithResponse request
-	RotateKeyWithResponse(ctx context.Context, id TenantID, reqEditors ...RequestEditorFn) (*RotateKeyResponse, error)
+	RotateKeyWithResponse(ctx context.Context, id TenantID, params *RotateKeyParams, reqEditors ...RequestEditorFn) (*RotateKeyResponse, error)
 
 	// RotateSecretWithResponse request
 	RotateSecretWithResponse(ctx context.Context, id TenantID, params *RotateSecretParams, reqEditors ...RequestEditorFn) (*RotateSecretResponse, error)
 
 	// SuspendTenantWithResponse request
-	SuspendTenantWithResponse(ctx context.Context, id TenantID, reqEditors ...RequestEditorFn) (*SuspendTenantResponse, error)
+	SuspendTenantWithResponse(ctx context.Context, id TenantID, params *SuspendTenantParams, reqEditors ...RequestEditorFn) (*SuspendTenantResponse, error)
 
 	// GetHealthzWithResponse request
 	GetHealthzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetHealthzResponse, error)
@@ -1935,6 +2100,40 @@ func (r TestWebhookResponse) StatusCode() int {
 	return 0
 }
 
+type ResealSecretsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	JSON200      *struct {
+		ActiveKey string `json:"active_key"`
+
+		// Resealed tenants rewritten
+		Resealed int `json:"resealed"`
+
+		// Unavailable tenants that could not be rewritten now; run again
+		Unavailable []string `json:"unavailable"`
+
+		// Unreadable tenants with a secret no configured key opens (left as they are)
+		Unreadable []string `json:"unreadable"`
+	}
+	ApplicationproblemJSON401 *Problem
+}
+
+// Status returns HTTPResponse.Status
+func (r ResealSecretsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ResealSecretsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
 type ListTenantsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2018,7 +2217,7 @@ type UpdateTenantResponse struct {
 	ApplicationproblemJSON400 *Problem
 	ApplicationproblemJSON401 *Problem
 	ApplicationproblemJSON404 *Problem
-	ApplicationproblemJSON409 *Problem
+	ApplicationproblemJSON409 *Conflict
 }
 
 // Status returns HTTPResponse.Status
@@ -2041,8 +2240,10 @@ type ActivateTenantResponse struct {
 	Body                      []byte
 	HTTPResponse              *http.Response
 	JSON200                   *Tenant
+	ApplicationproblemJSON400 *Problem
 	ApplicationproblemJSON401 *Problem
 	ApplicationproblemJSON404 *Problem
+	ApplicationproblemJSON409 *Conflict
 }
 
 // Status returns HTTPResponse.Status
@@ -2069,8 +2270,10 @@ type RotateKeyResponse struct {
 		ApiKey string `json:"api_key"`
 		Tenant Tenant `json:"tenant"`
 	}
+	ApplicationproblemJSON400 *Problem
 	ApplicationproblemJSON401 *Problem
 	ApplicationproblemJSON404 *Problem
+	ApplicationproblemJSON409 *Conflict
 }
 
 // Status returns HTTPResponse.Status
@@ -2101,6 +2304,7 @@ type RotateSecretResponse struct {
 	ApplicationproblemJSON400 *Problem
 	ApplicationproblemJSON401 *Problem
 	ApplicationproblemJSON404 *Problem
+	ApplicationproblemJSON409 *Conflict
 }
 
 // Status returns HTTPResponse.Status
@@ -2123,8 +2327,10 @@ type SuspendTenantResponse struct {
 	Body                      []byte
 	HTTPResponse              *http.Response
 	JSON200                   *Tenant
+	ApplicationproblemJSON400 *Problem
 	ApplicationproblemJSON401 *Problem
 	ApplicationproblemJSON404 *Problem
+	ApplicationproblemJSON409 *Conflict
 }
 
 // Status returns HTTPResponse.Status
@@ -2232,6 +2438,15 @@ func (c *ClientWithResponses) TestWebhookWithResponse(ctx context.Context, reqEd
 	return ParseTestWebhookResponse(rsp)
 }
 
+// ResealSecretsWithResponse request returning *ResealSecretsResponse
+func (c *ClientWithResponses) ResealSecretsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ResealSecretsResponse, error) {
+	rsp, err := c.ResealSecrets(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseResealSecretsResponse(rsp)
+}
+
 // ListTenantsWithResponse request returning *ListTenantsResponse
 func (c *ClientWithResponses) ListTenantsWithResponse(ctx context.Context, params *ListTenantsParams, reqEditors ...RequestEditorFn) (*ListTenantsResponse, error) {
 	rsp, err := c.ListTenants(ctx, params, reqEditors...)
@@ -2268,16 +2483,16 @@ func (c *ClientWithResponses) GetTenantWithResponse(ctx context.Context, id Tena
 }
 
 // UpdateTenantWithBodyWithResponse request with arbitrary body returning *UpdateTenantResponse
-func (c *ClientWithResponses) UpdateTenantWithBodyWithResponse(ctx context.Context, id TenantID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateTenantResponse, error) {
-	rsp, err := c.UpdateTenantWithBody(ctx, id, contentType, body, reqEditors...)
+func (c *ClientWithResponses) UpdateTenantWithBodyWithResponse(ctx context.Context, id TenantID, params *UpdateTenantParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateTenantResponse, error) {
+	rsp, err := c.UpdateTenantWithBody(ctx, id, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
 	return ParseUpdateTenantResponse(rsp)
 }
 
-func (c *ClientWithResponses) UpdateTenantWithResponse(ctx context.Context, id TenantID, body UpdateTenantJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateTenantResponse, error) {
-	rsp, err := c.UpdateTenant(ctx, id, body, reqEditors...)
+func (c *ClientWithResponses) UpdateTenantWithResponse(ctx context.Context, id TenantID, params *UpdateTenantParams, body UpdateTenantJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateTenantResponse, error) {
+	rsp, err := c.UpdateTenant(ctx, id, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2285,8 +2500,8 @@ func (c *ClientWithResponses) UpdateTenantWithResponse(ctx context.Context, id T
 }
 
 // ActivateTenantWithResponse request returning *ActivateTenantResponse
-func (c *ClientWithResponses) ActivateTenantWithResponse(ctx context.Context, id TenantID, reqEditors ...RequestEditorFn) (*ActivateTenantResponse, error) {
-	rsp, err := c.ActivateTenant(ctx, id, reqEditors...)
+func (c *ClientWithResponses) ActivateTenantWithResponse(ctx context.Context, id TenantID, params *ActivateTenantParams, reqEditors ...RequestEditorFn) (*ActivateTenantResponse, error) {
+	rsp, err := c.ActivateTenant(ctx, id, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2294,8 +2509,8 @@ func (c *ClientWithResponses) ActivateTenantWithResponse(ctx context.Context, id
 }
 
 // RotateKeyWithResponse request returning *RotateKeyResponse
-func (c *ClientWithResponses) RotateKeyWithResponse(ctx context.Context, id TenantID, reqEditors ...RequestEditorFn) (*RotateKeyResponse, error) {
-	rsp, err := c.RotateKey(ctx, id, reqEditors...)
+func (c *ClientWithResponses) RotateKeyWithResponse(ctx context.Context, id TenantID, params *RotateKeyParams, reqEditors ...RequestEditorFn) (*RotateKeyResponse, error) {
+	rsp, err := c.RotateKey(ctx, id, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2312,8 +2527,8 @@ func (c *ClientWithResponses) RotateSecretWithResponse(ctx context.Context, id T
 }
 
 // SuspendTenantWithResponse request returning *SuspendTenantResponse
-func (c *ClientWithResponses) SuspendTenantWithResponse(ctx context.Context, id TenantID, reqEditors ...RequestEditorFn) (*SuspendTenantResponse, error) {
-	rsp, err := c.SuspendTenant(ctx, id, reqEditors...)
+func (c *ClientWithResponses) SuspendTenantWithResponse(ctx context.Context, id TenantID, params *SuspendTenantParams, reqEditors ...RequestEditorFn) (*SuspendTenantResponse, error) {
+	rsp, err := c.SuspendTenant(ctx, id, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2604,6 +2819,50 @@ func ParseTestWebhookResponse(rsp *http.Response) (*TestWebhookResponse, error) 
 	return response, nil
 }
 
+// ParseResealSecretsResponse parses an HTTP response from a ResealSecretsWithResponse call
+func ParseResealSecretsResponse(rsp *http.Response) (*ResealSecretsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ResealSecretsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			ActiveKey string `json:"active_key"`
+
+			// Resealed tenants rewritten
+			Resealed int `json:"resealed"`
+
+			// Unavailable tenants that could not be rewritten now; run again
+			Unavailable []string `json:"unavailable"`
+
+			// Unreadable tenants with a secret no configured key opens (left as they are)
+			Unreadable []string `json:"unreadable"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseListTenantsResponse parses an HTTP response from a ListTenantsWithResponse call
 func ParseListTenantsResponse(rsp *http.Response) (*ListTenantsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -2783,7 +3042,7 @@ func ParseUpdateTenantResponse(rsp *http.Response) (*UpdateTenantResponse, error
 		response.ApplicationproblemJSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Problem
+		var dest Conflict
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -2815,6 +3074,13 @@ func ParseActivateTenantResponse(rsp *http.Response) (*ActivateTenantResponse, e
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2828,6 +3094,13 @@ func ParseActivateTenantResponse(rsp *http.Response) (*ActivateTenantResponse, e
 			return nil, err
 		}
 		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
 
 	}
 
@@ -2859,6 +3132,13 @@ func ParseRotateKeyResponse(rsp *http.Response) (*RotateKeyResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2872,6 +3152,13 @@ func ParseRotateKeyResponse(rsp *http.Response) (*RotateKeyResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
 
 	}
 
@@ -2925,6 +3212,13 @@ func ParseRotateSecretResponse(rsp *http.Response) (*RotateSecretResponse, error
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
 	}
 
 	return response, nil
@@ -2951,6 +3245,13 @@ func ParseSuspendTenantResponse(rsp *http.Response) (*SuspendTenantResponse, err
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2964,6 +3265,13 @@ func ParseSuspendTenantResponse(rsp *http.Response) (*SuspendTenantResponse, err
 			return nil, err
 		}
 		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
 
 	}
 

@@ -88,7 +88,7 @@ func measureRebuild(tb testing.TB, n int) (rate, baseline float64) {
 	rawTook := time.Since(start)
 	raw.Close()
 
-	rcl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	rcl, err := kgo.NewClient(append(registry.ConsumerOpts(), kgo.SeedBrokers(brokers...))...)
 	if err != nil {
 		tb.Fatal(err)
 	}

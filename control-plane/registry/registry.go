@@ -1,8 +1,51 @@
 // Package registry owns the tenants: the in-memory view of the compacted
 // partners.tenants.v1 topic (the source of truth) with a key-hash index, the
 // change notifications the control plane, edge and processors follow
-// (OnChange, with a cancel), and the Writer that the admin API uses to change
-// tenants. New builds; Run follows the topic until its context ends.
+// (OnChange, with a cancel), and the Writer, the one path by which tenants
+// change (the admin API of any process, and the webhooks processor disabling
+// an endpoint on a 410). New builds; Run follows the topic until its context
+// ends.
+//
+// # Serialised writes
+//
+// Every process reads the topic with read_committed isolation and may write
+// it, so the Writer cannot trust its own copy of a tenant to be the latest:
+// another process may have written a newer version a moment ago. Writes are
+// therefore compare-and-set on the tenant's version, made safe by Kafka
+// transactions with one transactional id per partition of the topic
+// (<topic>.writer.<partition>):
+//
+//  1. The Writer computes the new tenant from the version it holds (v), or
+//     from the version the caller named (If-Match), and opens a transaction
+//     on the tenant's partition. Its first produce there makes the broker
+//     fence every other producer of that transactional id: a transaction
+//     another process still has open is aborted, and that process can no
+//     longer commit anything on the partition.
+//  2. The record is produced at offset O inside the open transaction. No
+//     other writer can commit on the partition until this transaction ends,
+//     so everything that will ever precede O is already in the log. The
+//     Writer waits until its registry has read the partition up to O (the
+//     registry keeps commit and abort markers for exactly this), then
+//     checks that the tenant is still at version v.
+//  3. Still at v: commit, and wait until the registry applied v+1 (the
+//     caller reads its own write). Not at v: abort, and answer ErrConflict
+//     with the current version (HTTP 409). Fenced by another process
+//     between 1 and 3: the commit fails, nothing was written, and the
+//     Writer starts again from 1 with the same base version — if another
+//     writer changed the tenant meanwhile, that is a conflict too.
+//
+// So a committed record is always version+1 of the previous committed one,
+// every registry (read_committed) applies exactly the committed records in
+// partition order, and a caller that got success is never overwritten
+// silently. A writer that crashes after producing leaves an open
+// transaction: no reader sees it, the next writer of the partition aborts
+// it at once (fencing), and the transaction timeout aborts it otherwise. A
+// crash after the commit leaves a committed change the caller was not told
+// about; re-reading shows it. Producer retries cannot duplicate a record
+// (transactional producers are idempotent), and a duplicate version would
+// be ignored anyway. Tenant names are unique: a new tenant's record goes to
+// the partition of its lower-cased name, so two processes creating the
+// same name meet on one partition and one of them gets ErrConflict.
 package registry
 
 import (
@@ -36,27 +79,58 @@ type ChangeFunc = func(old, new *schemas.Tenant)
 // Registry is the in-memory tenant view. Tenants returned by its methods are
 // shared and must be treated as read-only.
 type Registry struct {
-	log   *slog.Logger
-	topic string
+	log    *slog.Logger
+	topic  string
+	secret Opener // opens sealed webhook secrets; nil: records carry them in the clear
 
-	mu        sync.RWMutex
-	tenants   map[string]*schemas.Tenant
-	byKeyHash map[string]string // key hash -> tenant id
-	byName    map[string]string // lower-case name -> tenant id
-	list      []*schemas.Tenant // sorted snapshot for List; nil after a change
-	watchers  []*watcher        // replaced, never modified in place: apply iterates a copy
-	applied   map[string]int64  // tenant id -> version, for read-your-writes
-	cond      *sync.Cond
-	ready     chan struct{}
+	mu         sync.RWMutex
+	tenants    map[string]*schemas.Tenant
+	byKeyHash  map[string]string   // key hash -> tenant id
+	byName     map[string]string   // lower-case name -> tenant id
+	list       []*schemas.Tenant   // sorted snapshot for List; nil after a change
+	watchers   []*watcher          // replaced, never modified in place: apply iterates a copy
+	applied    map[string]int64    // tenant id -> version, for read-your-writes
+	partOf     map[string]int32    // tenant id -> partition its records are on
+	at         map[string]int64    // tenant id -> offset of the record its current version came from
+	keyIDs     map[string][]string // tenant id -> key ids sealing its webhook secrets ("" for plaintext)
+	pos        map[int32]int64     // partition -> next offset to read (control records included)
+	nparts     int32               // partitions of the topic, once Run listed them
+	cond       *sync.Cond
+	ready      chan struct{}
+	listed     chan struct{} // closed once nparts is known
+	listedOnce sync.Once
 
-	skipped prometheus.Counter
-	applies prometheus.Counter
-	lastLag prometheus.Gauge
+	skipped  prometheus.Counter
+	applies  prometheus.Counter
+	lastLag  prometheus.Gauge
+	unsealed prometheus.Counter
+}
+
+// Opener opens the webhook secrets sealed in tenant records (internal/seal's
+// Keyring). aad binds a sealed value to its place in the record.
+type Opener interface {
+	Open(sealed string, aad []byte) (plain []byte, keyID string, err error)
+}
+
+// Option configures a Registry.
+type Option func(*Registry)
+
+// WithSecrets opens the sealed webhook secrets of the records with o. A
+// registry without it keeps a sealed secret unreadable (an empty Secret),
+// which the edge and control plane never need.
+func WithSecrets(o Opener) Option { return func(r *Registry) { r.secret = o } }
+
+// ConsumerOpts are the options the client given to Run must be built with:
+// read_committed isolation (a record of an aborted or still open write is
+// never applied) and control records kept (the Writer waits for the
+// registry to pass a position, commit and abort markers included).
+func ConsumerOpts() []kgo.Opt {
+	return []kgo.Opt{kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords()}
 }
 
 // New returns an empty registry reading topic, its metrics registered with
 // reg (nil: not registered). It starts nothing: Run reads the topic.
-func New(topic string, log *slog.Logger, reg prometheus.Registerer) (*Registry, error) {
+func New(topic string, log *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Registry, error) {
 	r := &Registry{
 		log:       log.With("component", "registry"),
 		topic:     topic,
@@ -64,7 +138,14 @@ func New(topic string, log *slog.Logger, reg prometheus.Registerer) (*Registry, 
 		byKeyHash: map[string]string{},
 		byName:    map[string]string{},
 		applied:   map[string]int64{},
+		partOf:    map[string]int32{},
+		at:        map[string]int64{},
+		keyIDs:    map[string][]string{},
+		pos:       map[int32]int64{},
 		ready:     make(chan struct{}),
+		listed:    make(chan struct{}),
+		unsealed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "partners_registry_secrets_unreadable_total", Help: "Sealed webhook secrets that no configured key opens (the endpoint cannot sign until re-encrypted)."}),
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "partners_registry_records_skipped_total", Help: "Tenant records that could not be decoded and were skipped."}),
 		applies: prometheus.NewCounter(prometheus.CounterOpts{
@@ -72,9 +153,12 @@ func New(topic string, log *slog.Logger, reg prometheus.Registerer) (*Registry, 
 		lastLag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "partners_registry_apply_delay_seconds", Help: "Delay between a tenant record's timestamp and its application, last record."}),
 	}
+	for _, o := range opts {
+		o(r)
+	}
 	r.cond = sync.NewCond(&r.mu)
 	if reg != nil {
-		for _, c := range []prometheus.Collector{r.skipped, r.applies, r.lastLag} {
+		for _, c := range []prometheus.Collector{r.skipped, r.applies, r.lastLag, r.unsealed} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("registry metrics: %w", err)
 			}
@@ -212,12 +296,97 @@ func (r *Registry) WaitVersion(ctx context.Context, id string, v int64) error {
 	return nil
 }
 
+// waitPosition blocks until the registry has read partition p up to offset
+// off (every record before off applied or skipped, markers included), or
+// ctx ends.
+func (r *Registry) waitPosition(ctx context.Context, p int32, off int64) error {
+	stop := context.AfterFunc(ctx, func() {
+		r.mu.Lock()
+		r.cond.Broadcast()
+		r.mu.Unlock()
+	})
+	defer stop()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.pos[p] < off {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("tenants partition %d not read up to offset %d (at %d): %w", p, off, r.pos[p], err)
+		}
+		r.cond.Wait()
+	}
+	return nil
+}
+
+// version returns the version of tenant id the registry holds (0: none)
+// and the partition its records are on.
+func (r *Registry) version(id string) (v int64, partition int32, ok bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	t, ok := r.tenants[id]
+	if !ok {
+		return 0, 0, false
+	}
+	return t.Version, r.partOf[id], true
+}
+
+// Partition returns the partition of the tenants topic tenant id's records
+// are on.
+func (r *Registry) Partition(id string) (int32, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	p, ok := r.partOf[id]
+	return p, ok
+}
+
+// appliedFrom reports whether tenant id's current version came from the
+// record at offset off of partition p.
+func (r *Registry) appliedFrom(id string, p int32, off int64) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	_, ok := r.tenants[id]
+	return ok && r.partOf[id] == p && r.at[id] == off
+}
+
+// partitions returns the partition count of the topic once Run listed it.
+func (r *Registry) partitions(ctx context.Context) (int32, error) {
+	select {
+	case <-r.listed:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("tenants topic not listed yet: %w", ctx.Err())
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.nparts, nil
+}
+
+// StaleSecrets returns the ids of the tenants whose webhook secrets are
+// stored in the clear or sealed with a key other than active: the ones a
+// re-encryption has to rewrite.
+func (r *Registry) StaleSecrets(active string) []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []string
+	for id, keys := range r.keyIDs {
+		if slices.ContainsFunc(keys, func(k string) bool { return k != active }) {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Apply applies one record of the tenants topic. A record that cannot be
 // decoded is logged (without its contents: it may hold secrets) and skipped.
+// A control record (a transaction's commit or abort marker) only moves the
+// registry's position.
 func (r *Registry) Apply(rec *kgo.Record) {
+	defer r.advance(rec.Partition, rec.Offset+1)
+	if rec.Attrs.IsControl() {
+		return
+	}
 	id := string(rec.Key)
 	if len(rec.Value) == 0 { // tombstone
-		r.apply(id, nil)
+		r.apply(id, rec.Partition, rec.Offset, nil, nil)
 		return
 	}
 	var t schemas.Tenant
@@ -229,10 +398,63 @@ func (r *Registry) Apply(rec *kgo.Record) {
 		r.log.Error("skipping undecodable tenant record", "partition", rec.Partition, "offset", rec.Offset, "reason", safeReason(err))
 		return
 	}
+	keyIDs := r.open(&t)
 	if !rec.Timestamp.IsZero() {
 		r.lastLag.Set(time.Since(rec.Timestamp).Seconds())
 	}
-	r.apply(id, &t)
+	r.apply(id, rec.Partition, rec.Offset, keyIDs, &t)
+}
+
+// open replaces the sealed webhook secrets of t by their plaintext and
+// returns the key ids that sealed them ("" for a secret in the clear). A
+// secret no key opens stays empty and is counted: the tenant itself must
+// not vanish from the edge because a webhook key is missing.
+func (r *Registry) open(t *schemas.Tenant) []string {
+	var keys []string
+	for i := range t.Endpoints {
+		e := &t.Endpoints[i]
+		for j := range e.Secrets {
+			s := &e.Secrets[j]
+			k := ""
+			if s.Sealed != "" {
+				plain, kid, err := r.openOne(s.Sealed, SecretAAD(t.ID, e.ID, s.ID))
+				k = kid
+				if err != nil {
+					r.unsealed.Inc()
+					r.log.Error("webhook secret cannot be opened", "tenant_id", t.ID, "endpoint_id", e.ID, "secret_id", s.ID, "reason", err.Error())
+				} else {
+					s.Secret = string(plain)
+				}
+			}
+			if !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
+}
+
+func (r *Registry) openOne(sealed string, aad []byte) ([]byte, string, error) {
+	if r.secret == nil {
+		return nil, "?", errors.New("no webhook secret keys configured")
+	}
+	return r.secret.Open(sealed, aad)
+}
+
+// SecretAAD is the additional data a webhook secret is sealed with: it
+// binds the ciphertext to its tenant, endpoint and secret id, so a sealed
+// value copied into another record does not open.
+func SecretAAD(tenantID, endpointID, secretID string) []byte {
+	return []byte("partners.tenants.v1/" + tenantID + "/" + endpointID + "/" + secretID)
+}
+
+func (r *Registry) advance(p int32, next int64) {
+	r.mu.Lock()
+	if next > r.pos[p] {
+		r.pos[p] = next
+		r.cond.Broadcast()
+	}
+	r.mu.Unlock()
 }
 
 // safeReason describes a decode error without quoting input bytes.
@@ -249,7 +471,7 @@ func safeReason(err error) string {
 	}
 }
 
-func (r *Registry) apply(id string, t *schemas.Tenant) {
+func (r *Registry) apply(id string, partition int32, offset int64, keyIDs []string, t *schemas.Tenant) {
 	r.mu.Lock()
 	old := r.tenants[id]
 	if t != nil && old != nil && t.Version <= old.Version {
@@ -264,6 +486,9 @@ func (r *Registry) apply(id string, t *schemas.Tenant) {
 	}
 	if t == nil {
 		delete(r.tenants, id)
+		delete(r.partOf, id)
+		delete(r.keyIDs, id)
+		delete(r.at, id)
 		r.applied[id] = 1 << 62
 	} else {
 		r.tenants[id] = t
@@ -272,6 +497,9 @@ func (r *Registry) apply(id string, t *schemas.Tenant) {
 		}
 		r.byName[strings.ToLower(t.Name)] = id
 		r.applied[id] = t.Version
+		r.partOf[id] = partition
+		r.at[id] = offset
+		r.keyIDs[id] = keyIDs
 	}
 	r.list = nil
 	watchers := r.watchers
@@ -285,15 +513,22 @@ func (r *Registry) apply(id string, t *schemas.Tenant) {
 	}
 }
 
-// Run reads the tenants topic from the start to its current end (then Ready
-// is closed) and follows it until ctx ends. cl must be a client without a
-// consumer group; Run assigns it every partition of the topic.
+// Run reads the tenants topic from the start to its last stable offset at
+// start (then Ready is closed) and follows it until ctx ends. cl must be a
+// client without a consumer group, built with ConsumerOpts; Run assigns it
+// every partition of the topic.
 func (r *Registry) Run(ctx context.Context, cl *kgo.Client) error {
+	if lvl, _ := cl.OptValue(kgo.FetchIsolationLevel).(int8); lvl != 1 {
+		return errors.New("registry: the client must read committed records (build it with registry.ConsumerOpts)")
+	}
+	if keep, _ := cl.OptValue(kgo.KeepControlRecords).(bool); !keep {
+		return errors.New("registry: the client must keep control records (build it with registry.ConsumerOpts)")
+	}
 	adm := kadm.NewClient(cl)
 	var ends kadm.ListedOffsets
 	for {
 		var err error
-		ends, err = adm.ListEndOffsets(ctx, r.topic)
+		ends, err = adm.ListCommittedOffsets(ctx, r.topic)
 		if err == nil {
 			err = ends.Error()
 		}
@@ -315,6 +550,10 @@ func (r *Registry) Run(ctx context.Context, cl *kgo.Client) error {
 			pending[o.Partition] = o.Offset
 		}
 	})
+	r.mu.Lock()
+	r.nparts = int32(len(assign[r.topic]))
+	r.mu.Unlock()
+	r.listedOnce.Do(func() { close(r.listed) })
 	cl.AddConsumePartitions(assign)
 	defer cl.RemoveConsumePartitions(map[string][]int32{r.topic: partitionsOf(assign[r.topic])})
 	start := time.Now()
@@ -339,7 +578,9 @@ func (r *Registry) Run(ctx context.Context, cl *kgo.Client) error {
 			r.log.Warn("tenants fetch error", "topic", topic, "partition", p, "err", err)
 		})
 		fetches.EachRecord(func(rec *kgo.Record) {
-			n++
+			if !rec.Attrs.IsControl() {
+				n++
+			}
 			r.Apply(rec)
 			if end, ok := pending[rec.Partition]; ok && rec.Offset+1 >= end {
 				delete(pending, rec.Partition)

@@ -2,13 +2,19 @@ package registry_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
@@ -16,7 +22,9 @@ import (
 	"github.com/partners-engine/partners-engine/control-plane/registry/registrytest"
 	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/internal/config"
+	"github.com/partners-engine/partners-engine/internal/jwks"
 	"github.com/partners-engine/partners-engine/internal/kafka"
+	"github.com/partners-engine/partners-engine/internal/seal"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/schemas"
 )
@@ -29,7 +37,7 @@ func startRegistry(t testing.TB, cfg *config.Config, brokers []string, log *slog
 	return registrytest.Start(t, cfg, brokers, log)
 }
 
-func newWriter(cfg *config.Config, reg *registry.Registry, prod registry.Producer) *registry.Writer {
+func newWriter(cfg *config.Config, reg *registry.Registry, prod *kgo.Client) *registry.Writer {
 	return registrytest.Writer(cfg, reg, prod, time.Hour)
 }
 
@@ -257,4 +265,500 @@ func TestOnChangeCancel(t *testing.T) {
 	if n := reg.Watchers(); n != 0 {
 		t.Fatalf("%d watchers left, want 0", n)
 	}
+}
+
+// TestConcurrentWritersNeverLoseAnUpdate races two writers, each with its own
+// registry and Kafka clients as two processes have, on one tenant: every
+// round one suspends or activates while the other patches the rate limit, and
+// a third disables an endpoint now and then (the webhooks processor on a
+// 410). Every change that returned success is in the state afterwards, the
+// loser of a round gets a ConflictError naming the current version, the
+// version grows by exactly one per success, and a registry rebuilt from the
+// topic agrees.
+func TestConcurrentWritersNeverLoseAnUpdate(t *testing.T) {
+	t.Parallel()
+	cfg := testenv.Config(t)
+	log := slog.New(slog.DiscardHandler)
+	brokers, cl := testenv.Kafka(t, cfg)
+	regA, regB := startRegistry(t, cfg, brokers, log), startRegistry(t, cfg, brokers, log)
+	clB, err := kafka.NewClient(cfg.Kafka, brokers, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clB.Close()
+	wA, wB := newWriter(cfg, regA, cl), newWriter(cfg, regB, clB)
+	ctx := context.Background()
+	c, err := wA.Create(ctx, registry.CreateRequest{Name: "Race", Tier: "standard", WebhookURL: "https://partner.example/hook"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := c.Tenant.ID
+	var epIDs []string
+	for i := 0; i < 3; i++ {
+		tn, err := wA.Update(ctx, id, registry.Patch{Endpoints: []registry.EndpointPatch{{URL: fmt.Sprintf("https://partner.example/h%d", i)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		epIDs = append(epIDs, tn.Endpoints[len(tn.Endpoints)-1].ID)
+	}
+	start, _ := regA.Get(id)
+	version := start.Version
+
+	rounds := 100
+	wins, conflicts := map[string]int{}, 0
+	for i := 0; i < rounds; i++ {
+		status := schemas.StatusSuspended
+		if i%2 == 1 {
+			status = schemas.StatusActive
+		}
+		rpm := 100 + i
+		disable := i%25 == 0 && i/25 < len(epIDs)
+		var errA, errB, errC error
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); _, errA = wA.SetStatus(ctx, id, status) }()
+		go func() {
+			defer wg.Done()
+			_, errB = wB.Update(ctx, id, registry.Patch{RateLimit: &schemas.RateLimit{RequestsPerMinute: rpm, BurstSize: 10}})
+		}()
+		if disable {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errC = wB.DisableEndpoint(ctx, id, epIDs[i/25], "410 Gone from the endpoint")
+			}()
+		}
+		wg.Wait()
+		ok := 0
+		for name, err := range map[string]error{"suspend/activate": errA, "patch": errB, "disable": errC} {
+			switch {
+			case err == nil:
+				ok++
+				if name != "disable" || disable {
+					wins[name]++
+				}
+			case errors.Is(err, registry.ErrConflict):
+				conflicts++
+				var ce *registry.ConflictError
+				if !errors.As(err, &ce) || ce.Current <= version {
+					t.Fatalf("round %d: %s conflict does not name the current version: %v", i, name, err)
+				}
+			default:
+				t.Fatalf("round %d: %s: %v", i, name, err)
+			}
+		}
+		if disable {
+			if errC != nil {
+				t.Fatalf("round %d: the endpoint disable must retry until it applies, got %v", i, errC)
+			}
+		} else {
+			ok-- // errC was never run
+		}
+		if ok == 0 {
+			t.Fatalf("round %d: every writer lost", i)
+		}
+		version += int64(ok)
+		for _, r := range []*registry.Registry{regA, regB} {
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			if err := r.WaitVersion(wctx, id, version); err != nil {
+				t.Fatalf("round %d: %v", i, err)
+			}
+			cancel()
+		}
+		got, _ := regA.Get(id)
+		other, _ := regB.Get(id)
+		if got.Version != version || other.Version != version {
+			t.Fatalf("round %d: versions %d / %d, want %d (one per success)", i, got.Version, other.Version, version)
+		}
+		if errA == nil && got.Status != status {
+			t.Fatalf("round %d: the %s answered success but the tenant is %s: a lost update", i, status, got.Status)
+		}
+		if errB == nil && (got.RateLimit == nil || got.RateLimit.RequestsPerMinute != rpm) {
+			t.Fatalf("round %d: the patch answered success but the rate limit is %v: a lost update", i, got.RateLimit)
+		}
+		if disable && !got.Endpoints[i/25+1].Disabled {
+			t.Fatalf("round %d: the endpoint disable answered success but the endpoint is enabled", i)
+		}
+	}
+	t.Logf("%d rounds: wins %v, %d conflicts (kafka real=%v)", rounds, wins, conflicts, testenv.RealKafka())
+
+	final, _ := regA.Get(id)
+	rebuilt := startRegistry(t, cfg, brokers, log)
+	got, ok := rebuilt.Get(id)
+	if !ok || got.Version != final.Version || got.Status != final.Status || *got.RateLimit != *final.RateLimit {
+		t.Fatalf("a rebuilt registry disagrees: %+v vs %+v", got, final)
+	}
+	for i, e := range got.Endpoints {
+		if e.Disabled != final.Endpoints[i].Disabled {
+			t.Fatalf("a rebuilt registry disagrees on endpoint %d", i)
+		}
+	}
+}
+
+// TestCrashedWriterIsFenced: a writer that produced a change and died before
+// committing it leaves an open transaction. No registry ever applies that
+// change, and the next write to the partition (from another process) aborts
+// it at once and applies.
+func TestCrashedWriterIsFenced(t *testing.T) {
+	t.Parallel()
+	cfg := testenv.Config(t)
+	log := slog.New(slog.DiscardHandler)
+	brokers, cl := testenv.Kafka(t, cfg)
+	reg := startRegistry(t, cfg, brokers, log)
+	w := newWriter(cfg, reg, cl)
+	ctx := context.Background()
+	c, err := w.Create(ctx, registry.CreateRequest{Name: "Crash", Tier: "standard", WebhookURL: "https://partner.example/hook"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := c.Tenant.ID
+	p, ok := reg.Partition(id)
+	if !ok {
+		t.Fatal("no partition for the tenant")
+	}
+	// The dead writer: its change (suspended, version 2) is produced in a
+	// transaction that never ends.
+	topic := registrytest.Topic(cfg)
+	zombie, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.TransactionalID(registry.TransactionalID(topic, p)),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.TransactionTimeout(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := zombie.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	dead := *c.Tenant
+	dead.Status, dead.Version, dead.Endpoints = schemas.StatusSuspended, 2, nil
+	val, _ := json.Marshal(dead)
+	if err := zombie.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: p, Key: []byte(id), Value: val}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	zombie.Close() // dies without ending its transaction
+
+	start := time.Now()
+	got, err := w.Update(ctx, id, registry.Patch{Features: map[string]bool{"reports": true}})
+	if err != nil {
+		t.Fatalf("write after a crashed writer: %v", err)
+	}
+	t.Logf("write after the crashed writer's open transaction took %v (its timeout is 1m)", time.Since(start).Round(time.Millisecond))
+	if got.Version != 2 || got.Status != schemas.StatusActive || !got.Features["reports"] {
+		t.Fatalf("after the crash: version %d status %s features %v", got.Version, got.Status, got.Features)
+	}
+	for _, r := range []*registry.Registry{reg, startRegistry(t, cfg, brokers, log)} {
+		tn, _ := r.Get(id)
+		if tn.Status != schemas.StatusActive || tn.Version != 2 || len(tn.Endpoints) != 1 {
+			t.Fatalf("the crashed writer's change was applied: status %s version %d", tn.Status, tn.Version)
+		}
+	}
+}
+
+// TestWriterCaps: names, counts, sizes and JWT configurations are checked
+// when written, each refusal naming its field; nothing is written.
+func TestWriterCaps(t *testing.T) {
+	t.Parallel()
+	cfg := testenv.Config(t)
+	brokers, cl := testenv.Kafka(t, cfg)
+	r := startRegistry(t, cfg, brokers, slog.New(slog.DiscardHandler))
+	w := newWriter(cfg, r, cl)
+	ctx := context.Background()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodJWKS := jwks.Document(&key.PublicKey, "k1")
+	ent, err := w.Create(ctx, registry.CreateRequest{Name: "Ent", Tier: "enterprise", WebhookURL: "https://a.example/h",
+		JWT: &schemas.JWTConfig{Issuer: "https://idp.example", JWKS: goodJWKS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	many := func(n int, f func(int) string) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = f(i)
+		}
+		return out
+	}
+	flags := func(n int) map[string]bool {
+		m := map[string]bool{}
+		for i := 0; i < n; i++ {
+			m[fmt.Sprintf("f%d", i)] = true
+		}
+		return m
+	}
+	base := func(name string) registry.CreateRequest {
+		return registry.CreateRequest{Name: name, Tier: "enterprise", WebhookURL: "https://a.example/h"}
+	}
+	with := func(name string, f func(*registry.CreateRequest)) registry.CreateRequest {
+		c := base(name)
+		f(&c)
+		return c
+	}
+	creates := []struct {
+		name  string
+		req   registry.CreateRequest
+		field string
+	}{
+		{"NUL in name", base("Acme\x00Corp"), "name"},
+		{"newline in name", base("Acme\nCorp"), "name"},
+		{"escape sequence in name", base("Acme\x1b[31m"), "name"},
+		{"bidi override in name", base("Acme\u202eproC"), "name"},
+		{"bidi isolate in name", base("Acme\u2066x"), "name"},
+		{"zero width joiner in name", base("Ac\u200dme"), "name"},
+		{"not UTF-8", base("Acme\xff"), "name"},
+		{"101 characters", base(strings.Repeat("é", 101)), "name"},
+		{"10,000 event types", with("E", func(c *registry.CreateRequest) {
+			c.Events = many(10_000, func(i int) string { return fmt.Sprintf("order.t%d", i) })
+		}), "events"},
+		{"long event type", with("E", func(c *registry.CreateRequest) { c.Events = []string{"order." + strings.Repeat("x", 200)} }), "events[0]"},
+		{"20,000 features", with("F", func(c *registry.CreateRequest) { c.Features = flags(20_000) }), "features"},
+		{"empty issuer", with("J", func(c *registry.CreateRequest) { c.JWT = &schemas.JWTConfig{Issuer: " ", JWKS: goodJWKS} }), "jwt.issuer"},
+		{"JWKS not JSON", with("J", func(c *registry.CreateRequest) {
+			c.JWT = &schemas.JWTConfig{Issuer: "https://idp.example", JWKS: "not json"}
+		}), "jwt.jwks"},
+		{"JWKS without RSA key", with("J", func(c *registry.CreateRequest) {
+			c.JWT = &schemas.JWTConfig{Issuer: "https://idp.example", JWKS: `{"keys":[]}`}
+		}), "jwt.jwks"},
+		{"empty audience", with("J", func(c *registry.CreateRequest) {
+			c.JWT = &schemas.JWTConfig{Issuer: "https://idp.example", Audiences: []string{""}, JWKS: goodJWKS}
+		}), "jwt.audiences[0]"},
+		{"duplicate region", with("R", func(c *registry.CreateRequest) { c.Regions = []string{"us-east", "us-east"} }), "regions[1]"},
+	}
+	for _, c := range creates {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := w.Create(ctx, c.req)
+			var fe *registry.FieldError
+			if !errors.As(err, &fe) || fe.Field != c.field {
+				t.Fatalf("want a field error on %q, got %v", c.field, err)
+			}
+			if strings.ContainsAny(fe.Error(), "\x00\x1b\u202e\u2066\n") {
+				t.Fatalf("the error repeats the unprintable input: %q", fe.Error())
+			}
+		})
+	}
+	// Printable names in any script are fine.
+	for _, name := range []string{"Müller & Söhne GmbH", "株式会社パートナー", "شركة الشريك", "O'Brien (EU)"} {
+		if _, err := w.Create(ctx, base(name)); err != nil {
+			t.Fatalf("%q: %v", name, err)
+		}
+	}
+
+	id := ent.Tenant.ID
+	before, _ := r.Get(id)
+	eps := make([]registry.EndpointPatch, 0, 21)
+	for i := 0; i < 21; i++ {
+		eps = append(eps, registry.EndpointPatch{URL: fmt.Sprintf("https://a.example/h%d", i)})
+	}
+	bigMapping := &schemas.FieldMapping{Version: 1, Fields: map[string]string{}}
+	for i := 0; i < 256; i++ {
+		bigMapping.Fields[fmt.Sprintf("out.%s%d", strings.Repeat("n", 200), i)] = "data." + strings.Repeat("p", 240)
+	}
+	patches := []struct {
+		name  string
+		p     registry.Patch
+		field string
+		want  error
+	}{
+		{"21 endpoints", registry.Patch{Endpoints: eps}, "endpoints", registry.ErrInvalid},
+		{"long filter", registry.Patch{Endpoints: []registry.EndpointPatch{{URL: "https://a.example/f", Filter: strings.Repeat("x", 5000)}}}, "endpoints[0].filter", registry.ErrInvalid},
+		{"unknown payload version", registry.Patch{Endpoints: []registry.EndpointPatch{{URL: "https://a.example/f", PayloadVersion: "9"}}}, "endpoints[0].payload_version", registry.ErrInvalid},
+		{"JWKS not JSON", registry.Patch{JWT: &schemas.JWTConfig{Issuer: "https://idp.example", JWKS: "{"}}, "jwt.jwks", registry.ErrInvalid},
+		{"record over the size limit", registry.Patch{Endpoints: []registry.EndpointPatch{
+			{URL: "https://a.example/m1", Mapping: bigMapping}, {URL: "https://a.example/m2", Mapping: bigMapping}, {URL: "https://a.example/m3", Mapping: bigMapping},
+		}}, "", registry.ErrTooLarge},
+	}
+	for _, c := range patches {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := w.Update(ctx, id, c.p)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("want %v, got %v", c.want, err)
+			}
+			var fe *registry.FieldError
+			if c.field != "" && (!errors.As(err, &fe) || fe.Field != c.field) {
+				t.Fatalf("want a field error on %q, got %v", c.field, err)
+			}
+		})
+	}
+	// 20 endpoints is the most: 19 more are fine, one after that is not.
+	if _, err := w.Update(ctx, id, registry.Patch{Endpoints: eps[:19]}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Update(ctx, id, registry.Patch{Endpoints: eps[19:20]}); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("a 21st endpoint: %v", err)
+	}
+	after, _ := r.Get(id)
+	if after.Version != before.Version+1 {
+		t.Fatalf("refused changes were written: version %d → %d", before.Version, after.Version)
+	}
+	// A patch that changes nothing writes nothing.
+	if got, err := w.Update(ctx, id, registry.Patch{}); err != nil || got.Version != after.Version {
+		t.Fatalf("empty patch: %v, version %d", err, got.Version)
+	}
+}
+
+// TestSecretsSealedAtRest: webhook secrets are never in the tenants topic in
+// the clear; a registry with the key opens them; after a key rotation old
+// records stay readable, ResealSecrets moves every tenant (a legacy
+// plaintext record too) to the new key, and then the old key can go. A
+// registry without the key still serves the tenant, without its secret.
+func TestSecretsSealedAtRest(t *testing.T) {
+	t.Parallel()
+	cfg := testenv.Config(t)
+	var logs testenv.LogBuffer
+	log := logs.Logger(t)
+	brokers, cl := testenv.Kafka(t, cfg)
+	topic := registrytest.Topic(cfg)
+	key := func() string {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
+		return base64.StdEncoding.EncodeToString(b)
+	}
+	oldKey, newKey := key(), key()
+	keyring := func(active string, keys ...config.SecretKey) *seal.Keyring {
+		k := cfg.Partner.Keys
+		k.SecretKeys, k.ActiveSecretKey = keys, active
+		kr, err := k.Keyring()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kr
+	}
+	start := func(kr *seal.Keyring) *registry.Registry {
+		rcl, err := kafka.NewClient(cfg.Kafka, brokers, log, registry.ConsumerOpts()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg, err := registry.New(topic, log, nil, registry.WithSecrets(kr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- reg.Run(ctx, rcl) }()
+		t.Cleanup(func() { cancel(); <-done; rcl.Close() })
+		<-reg.Ready()
+		return reg
+	}
+	writer := func(reg *registry.Registry, kr *seal.Keyring) *registry.Writer {
+		return registry.NewWriter(reg, cl, registry.WriterOptions{Topic: topic, Pepper: cfg.Partner.Keys.Pepper,
+			Regions: cfg.RegionNames(), SecretOverlap: time.Hour, Secrets: kr})
+	}
+
+	krOld := keyring("old", config.SecretKey{ID: "old", Key: oldKey})
+	regOld := start(krOld)
+	wOld := writer(regOld, krOld)
+	c, err := wOld.Create(context.Background(), registry.CreateRequest{Name: "Sealed", Tier: "standard", WebhookURL: "https://partner.example/hook"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := c.WebhookSecret
+	// A tenant written before sealing: its secret in the clear.
+	legacy := schemas.Tenant{SchemaVersion: "1", ID: "tn_00000000000000aa", Name: "Legacy", Tier: "standard", Status: "active",
+		Regions: []string{"us-east"}, Endpoints: []schemas.Endpoint{{ID: "ep_1", URL: "https://legacy.example/h",
+			Secrets: []schemas.WebhookSecret{{ID: "sec_1", Secret: "whsec_bGVnYWN5LXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm", CreatedAt: time.Now().UTC()}}}},
+		CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC(), Version: 1}
+	lv, _ := json.Marshal(legacy)
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: topic, Key: []byte(legacy.ID), Value: lv}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := regOld.WaitVersion(context.Background(), legacy.ID, 1); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := regOld.Get(c.Tenant.ID)
+	if got.Endpoints[0].Secrets[0].Secret != secret {
+		t.Fatal("the registry does not open the sealed secret")
+	}
+	check := func(id, wantKey string) {
+		t.Helper()
+		rec := readLatest(t, brokers, topic, id)
+		if strings.Contains(string(rec), "whsec_") || strings.Contains(string(rec), secret) {
+			t.Fatalf("the tenants topic holds a webhook secret in the clear: %s", rec)
+		}
+		if !strings.Contains(string(rec), `"sealed":"v1:`+wantKey+`:`) {
+			t.Fatalf("record not sealed with key %s: %s", wantKey, rec)
+		}
+	}
+	check(c.Tenant.ID, "old")
+
+	// Rotation: the new key is active, the old one still opens.
+	krBoth := keyring("new", config.SecretKey{ID: "new", Key: newKey}, config.SecretKey{ID: "old", Key: oldKey})
+	regBoth := start(krBoth)
+	if tn, _ := regBoth.Get(c.Tenant.ID); tn.Endpoints[0].Secrets[0].Secret != secret {
+		t.Fatal("an old record is unreadable after the rotation")
+	}
+	if stale := regBoth.StaleSecrets("new"); len(stale) != 2 {
+		t.Fatalf("stale tenants %v, want both", stale)
+	}
+	res, err := writer(regBoth, krBoth).ResealSecrets(context.Background())
+	if err != nil || res.Resealed != 2 || len(res.Unreadable) != 0 || res.ActiveKey != "new" {
+		t.Fatalf("reseal: %+v %v", res, err)
+	}
+	check(c.Tenant.ID, "new")
+	check(legacy.ID, "new")
+	if stale := regBoth.StaleSecrets("new"); len(stale) != 0 {
+		t.Fatalf("still stale after the reseal: %v", stale)
+	}
+
+	// The old key is gone: everything still opens with the new one.
+	regNew := start(keyring("new", config.SecretKey{ID: "new", Key: newKey}))
+	for id, want := range map[string]string{c.Tenant.ID: secret, legacy.ID: legacy.Endpoints[0].Secrets[0].Secret} {
+		tn, ok := regNew.Get(id)
+		if !ok || len(tn.Endpoints[0].ActiveSecrets(time.Now())) != 1 || tn.Endpoints[0].Secrets[0].Secret != want {
+			t.Fatalf("tenant %s unreadable with the new key only", id)
+		}
+	}
+	// Without the key the tenant stays (its API keys work), its secret does not sign.
+	regNone := start(keyring("other", config.SecretKey{ID: "other", Key: key()}))
+	tn, ok := regNone.Get(c.Tenant.ID)
+	if !ok || tn.Endpoints[0].Secrets[0].Secret != "" || len(tn.Endpoints[0].ActiveSecrets(time.Now())) != 0 {
+		t.Fatal("without the key: the tenant must stay, with no usable secret")
+	}
+	if _, ok := regNone.ByKeyHash(apikey.Hash(cfg.Partner.Keys.Pepper, c.APIKey), time.Now()); !ok {
+		t.Fatal("without the webhook key the tenant's API key stopped working")
+	}
+	for _, s := range []string{secret, oldKey, newKey, legacy.Endpoints[0].Secrets[0].Secret} {
+		if strings.Contains(logs.String(), s) {
+			t.Fatal("a secret or key appears in the logs")
+		}
+	}
+}
+
+// readLatest returns the latest committed value of key on topic.
+func readLatest(t *testing.T, brokers []string, topic, key string) []byte {
+	t.Helper()
+	rc, err := kgo.NewClient(append(registry.ConsumerOpts(), kgo.SeedBrokers(brokers...))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ends, err := kadm.NewClient(rc).ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assign := map[int32]kgo.Offset{}
+	pending := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		assign[o.Partition] = kgo.NewOffset().AtStart()
+		if o.Offset > 0 {
+			pending[o.Partition] = o.Offset
+		}
+	})
+	rc.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: assign})
+	var last []byte
+	for len(pending) > 0 {
+		f := rc.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("reading %s timed out", topic)
+		}
+		f.EachRecord(func(r *kgo.Record) {
+			if !r.Attrs.IsControl() && string(r.Key) == key {
+				last = r.Value
+			}
+			if end, ok := pending[r.Partition]; ok && r.Offset+1 >= end {
+				delete(pending, r.Partition)
+			}
+		})
+	}
+	return last
 }

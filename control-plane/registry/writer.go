@@ -8,11 +8,14 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/partners-engine/partners-engine/internal/apikey"
@@ -44,9 +47,11 @@ func invalid(field, value, reason string) error {
 	return &FieldError{Field: field, Value: value, Reason: reason}
 }
 
-// Producer is what the Writer needs of a Kafka client.
-type Producer interface {
-	ProduceSync(ctx context.Context, rs ...*kgo.Record) kgo.ProduceResults
+// Sealer seals webhook secrets for the tenants topic (internal/seal's
+// Keyring): Seal uses the active key, whose id Active names.
+type Sealer interface {
+	Seal(plain, aad []byte) (string, error)
+	Active() string
 }
 
 // WriterOptions configure a Writer.
@@ -56,27 +61,64 @@ type WriterOptions struct {
 	Regions       []string // configured regions; tenants may only name these
 	KeyOverlap    time.Duration
 	SecretOverlap time.Duration
-	Now           func() time.Time
+	// Secrets seals webhook secrets; required (a write without it fails).
+	Secrets Sealer
+	// TxnTimeout is the transaction timeout of the partition writers: how
+	// long a crashed writer's open transaction can hold readers of its
+	// partition back when nobody writes there after it (default 10s).
+	TxnTimeout time.Duration
+	// ApplyTimeout bounds the waits for the registry (default 10s).
+	ApplyTimeout time.Duration
+	Now          func() time.Time
+	Metrics      prometheus.Registerer // nil: not registered
 }
 
-// Writer changes tenants: it reads the current state from the Registry,
-// produces the new version to the tenants topic and waits until the registry
-// applied it (read-your-writes). One Writer per cluster is assumed; the
-// version check makes concurrent writers fail with ErrConflict rather than
-// overwrite each other.
+// Writer changes tenants: it computes the new version from the Registry's
+// copy, writes it to the tenants topic only if no other writer changed the
+// tenant meanwhile (compare-and-set on the version, see the package doc),
+// and returns once the registry applied it (read-your-writes). Any number
+// of Writers, in any processes, may write concurrently: each change either
+// applies or fails with a ConflictError.
 type Writer struct {
 	reg  *Registry
-	prod Producer
+	base *kgo.Client
 	opt  WriterOptions
-	mu   sync.Mutex
+
+	pmu   sync.Mutex
+	parts map[int32]*partWriter
+
+	fenced    prometheus.Counter
+	conflicts prometheus.Counter
 }
 
-// NewWriter returns a Writer.
-func NewWriter(reg *Registry, prod Producer, opt WriterOptions) *Writer {
+// NewWriter returns a Writer on reg. base is the client whose options the
+// per-partition transactional clients are built from (brokers, TLS, SASL,
+// logging, tracing); the Writer opens them on first use, and Close (or
+// closing base) closes them.
+func NewWriter(reg *Registry, base *kgo.Client, opt WriterOptions) *Writer {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	return &Writer{reg: reg, prod: prod, opt: opt}
+	if opt.TxnTimeout <= 0 {
+		opt.TxnTimeout = 10 * time.Second
+	}
+	if opt.ApplyTimeout <= 0 {
+		opt.ApplyTimeout = 10 * time.Second
+	}
+	w := &Writer{reg: reg, base: base, opt: opt, parts: map[int32]*partWriter{},
+		fenced: prometheus.NewCounter(prometheus.CounterOpts{Name: "partners_registry_writer_fenced_total",
+			Help: "Tenant writes retried because another process's writer took the partition."}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "partners_registry_writer_conflicts_total",
+			Help: "Tenant writes refused with a conflict (a concurrent change, a stale If-Match or a taken name)."}),
+	}
+	if opt.Metrics != nil {
+		for _, c := range []prometheus.Collector{w.fenced, w.conflicts} {
+			_ = opt.Metrics.Register(c) // a second Writer on one registry shares nothing: ignore duplicates
+		}
+	}
+	// The partition writers live as long as base: closing it closes them.
+	context.AfterFunc(base.Context(), w.Close)
+	return w
 }
 
 // CreateRequest is what an operator gives to onboard a partner.
@@ -106,10 +148,49 @@ var (
 	featureRe   = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
 )
 
+// Caps on what a tenant may hold: each is checked when written and named in
+// the error, so a tenant is refused at the API rather than by the broker, the
+// edge or the snapshot builder later.
+const (
+	MaxNameRunes        = 100
+	MaxEndpoints        = 20
+	MaxEventTypes       = 64 // per endpoint
+	MaxEventTypeLength  = 128
+	MaxFeatures         = 64
+	MaxFilterBytes      = 4096
+	MaxJWTIssuerBytes   = 512
+	MaxJWTAudiences     = 16
+	MaxJWTAudienceBytes = 256
+	MaxJWKSBytes        = 64 << 10
+)
+
+// validateName requires 1 to MaxNameRunes printable characters without
+// leading or trailing spaces: no control characters (NUL, newlines, escape
+// sequences), no format characters (bidi overrides and isolates, zero-width
+// joiners), no other spaces than ' ', valid UTF-8 — a name is shown in
+// consoles, logs and dashboards.
 func validateName(name string) error {
+	if !utf8.ValidString(name) {
+		return invalid("name", "(not UTF-8)", "must be valid UTF-8")
+	}
 	n := strings.TrimSpace(name)
-	if n == "" || utf8.RuneCountInString(n) > 100 || n != name {
-		return invalid("name", name, "must be 1 to 100 characters without leading or trailing spaces")
+	if n == "" || utf8.RuneCountInString(n) > MaxNameRunes || n != name {
+		return invalid("name", name, fmt.Sprintf("must be 1 to %d characters without leading or trailing spaces", MaxNameRunes))
+	}
+	if err := printable("name", name); err != nil {
+		return err
+	}
+	return nil
+}
+
+// printable refuses control and format characters (bidi overrides, zero
+// width joiners, soft hyphens) and non-printing spaces in v. The value is
+// shown quoted (Go escapes), so the error itself stays printable.
+func printable(field, v string) error {
+	for _, r := range v {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || (!unicode.IsPrint(r) && r != ' ') {
+			return invalid(field, strconv.QuoteToASCII(v), fmt.Sprintf("must be printable: %U is a control, format (e.g. bidi) or invisible character", r))
+		}
 	}
 	return nil
 }
@@ -150,15 +231,21 @@ func validateRateLimit(rl *schemas.RateLimit) error {
 }
 
 func validateEvents(field string, events []string) error {
+	if len(events) > MaxEventTypes {
+		return invalid(field, fmt.Sprint(len(events)), fmt.Sprintf("must list at most %d event types", MaxEventTypes))
+	}
 	for i, e := range events {
-		if !eventTypeRe.MatchString(e) {
-			return invalid(fmt.Sprintf("%s[%d]", field, i), e, "must be an event type like order.created, or *")
+		if len(e) > MaxEventTypeLength || !eventTypeRe.MatchString(e) {
+			return invalid(fmt.Sprintf("%s[%d]", field, i), e, fmt.Sprintf("must be an event type like order.created, or *, of at most %d characters", MaxEventTypeLength))
 		}
 	}
 	return nil
 }
 
 func validateFeatures(f map[string]bool) error {
+	if len(f) > MaxFeatures {
+		return invalid("features", fmt.Sprint(len(f)), fmt.Sprintf("must hold at most %d flags", MaxFeatures))
+	}
 	for k := range f {
 		if !featureRe.MatchString(k) {
 			return invalid("features."+k, k, "must be lower-case letters, digits and underscores")
@@ -191,14 +278,36 @@ func validateClientIdentities(tier string, ids []string) error {
 }
 
 // validateJWT checks an enterprise tenant's JWT configuration as the edge
-// will use it, so an unusable JWKS is refused when written, not at the
-// tenant's first call.
+// will use it, so an unusable one is refused when written: with an empty
+// issuer or a JWKS that is not JSON with an RS256 key, the edge could not
+// verify any token and the tenant would fail at its first call.
 func validateJWT(c *schemas.JWTConfig) error {
 	if c == nil {
 		return nil
 	}
-	if _, err := jwks.ParseConfig(c); err != nil {
-		return invalid("jwt", "set", err.Error())
+	if strings.TrimSpace(c.Issuer) == "" || len(c.Issuer) > MaxJWTIssuerBytes {
+		return invalid("jwt.issuer", c.Issuer, fmt.Sprintf("must be a non-empty issuer (the tokens' iss) of at most %d bytes", MaxJWTIssuerBytes))
+	}
+	if err := printable("jwt.issuer", c.Issuer); err != nil {
+		return err
+	}
+	if len(c.Audiences) > MaxJWTAudiences {
+		return invalid("jwt.audiences", fmt.Sprint(len(c.Audiences)), fmt.Sprintf("must list at most %d audiences", MaxJWTAudiences))
+	}
+	for i, a := range c.Audiences {
+		f := fmt.Sprintf("jwt.audiences[%d]", i)
+		if strings.TrimSpace(a) == "" || len(a) > MaxJWTAudienceBytes {
+			return invalid(f, a, fmt.Sprintf("must be a non-empty audience of at most %d bytes", MaxJWTAudienceBytes))
+		}
+		if err := printable(f, a); err != nil {
+			return err
+		}
+	}
+	if len(c.JWKS) > MaxJWKSBytes {
+		return invalid("jwt.jwks", fmt.Sprintf("%d bytes", len(c.JWKS)), fmt.Sprintf("must be at most %d bytes", MaxJWKSBytes))
+	}
+	if _, err := jwks.Parse([]byte(c.JWKS)); err != nil {
+		return invalid("jwt.jwks", "(not shown)", "must be a JWKS JSON document with at least one RS256 key: "+err.Error())
 	}
 	return nil
 }
@@ -208,8 +317,20 @@ func (w *Writer) validateRegions(regions []string) error {
 		if !slices.Contains(w.opt.Regions, r) {
 			return invalid(fmt.Sprintf("regions[%d]", i), r, "must be one of "+strings.Join(w.opt.Regions, ", "))
 		}
+		if slices.Contains(regions[:i], r) {
+			return invalid(fmt.Sprintf("regions[%d]", i), r, "is listed twice")
+		}
 	}
 	return nil
+}
+
+// validateTenant checks the caps of a tenant as it will be written, after a
+// patch applied: what a patch adds (endpoints, flags) is bounded here.
+func validateTenant(t *schemas.Tenant) error {
+	if len(t.Endpoints) > MaxEndpoints {
+		return invalid("endpoints", fmt.Sprint(len(t.Endpoints)), fmt.Sprintf("a tenant may have at most %d endpoints", MaxEndpoints))
+	}
+	return validateFeatures(t.Features)
 }
 
 // Create onboards a tenant and returns its credentials, shown once.
@@ -257,10 +378,19 @@ func (w *Writer) Create(ctx context.Context, req CreateRequest) (*Created, error
 	if err := w.waitReady(ctx); err != nil {
 		return nil, err
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if _, dup := w.reg.ByName(req.Name); dup {
-		return nil, fmt.Errorf("%w: a tenant named %q already exists", ErrConflict, req.Name)
+	taken := func() error {
+		if other, dup := w.reg.ByName(req.Name); dup {
+			w.conflicts.Inc()
+			return &ConflictError{ID: other.ID, Reason: fmt.Sprintf("a tenant named %q already exists", req.Name)}
+		}
+		return nil
+	}
+	if err := taken(); err != nil {
+		return nil, err
+	}
+	n, err := w.reg.partitions(ctx)
+	if err != nil {
+		return nil, err
 	}
 	now := w.opt.Now().UTC()
 	key := apikey.New(req.Tier)
@@ -285,7 +415,7 @@ func (w *Writer) Create(ctx context.Context, req CreateRequest) (*Created, error
 		UpdatedAt:        now,
 		Version:          1,
 	}
-	if err := w.put(ctx, t); err != nil {
+	if err := w.commit(ctx, namePartition(req.Name, n), t, 0, taken); err != nil {
 		return nil, err
 	}
 	return &Created{Tenant: t, APIKey: key, WebhookSecret: secret}, nil
@@ -317,6 +447,14 @@ type EndpointPatch struct {
 	Ordering       *string               `json:"ordering,omitempty"` // "fifo" or "" (nil: unchanged)
 }
 
+// empty reports whether the patch changes nothing: every field is
+// omitempty, so a patch that marshals to {} sets none (whatever fields are
+// added later).
+func (p Patch) empty() bool {
+	b, err := json.Marshal(p)
+	return err == nil && string(b) == "{}"
+}
+
 // Update applies a patch.
 func (w *Writer) Update(ctx context.Context, id string, p Patch) (*schemas.Tenant, error) {
 	if p.Name != nil {
@@ -341,6 +479,9 @@ func (w *Writer) Update(ctx context.Context, id string, p Patch) (*schemas.Tenan
 	if err := validateJWT(p.JWT); err != nil {
 		return nil, err
 	}
+	if len(p.Endpoints) > MaxEndpoints {
+		return nil, invalid("endpoints", fmt.Sprint(len(p.Endpoints)), fmt.Sprintf("a tenant may have at most %d endpoints", MaxEndpoints))
+	}
 	for i, e := range p.Endpoints {
 		if err := ValidateWebhookURL(fmt.Sprintf("endpoints[%d].url", i), e.URL); err != nil {
 			return nil, err
@@ -354,11 +495,32 @@ func (w *Writer) Update(ctx context.Context, id string, p Patch) (*schemas.Tenan
 		if e.Ordering != nil && *e.Ordering != "" && *e.Ordering != schemas.OrderingFIFO {
 			return nil, invalid(fmt.Sprintf("endpoints[%d].ordering", i), *e.Ordering, "must be fifo or empty")
 		}
+		if len(e.Filter) > MaxFilterBytes {
+			return nil, invalid(fmt.Sprintf("endpoints[%d].filter", i), fmt.Sprintf("%d bytes", len(e.Filter)), fmt.Sprintf("must be at most %d bytes", MaxFilterBytes))
+		}
+		if e.PayloadVersion != "" && e.PayloadVersion != schemas.SchemaVersion {
+			return nil, invalid(fmt.Sprintf("endpoints[%d].payload_version", i), e.PayloadVersion, "must be "+schemas.SchemaVersion)
+		}
+	}
+	if p.empty() {
+		// Nothing to change: no new version (If-Match still applies).
+		if err := w.waitReady(ctx); err != nil {
+			return nil, err
+		}
+		cur, ok := w.reg.Get(id)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		if want, ok := expectedVersion(ctx); ok && want != cur.Version {
+			return nil, &ConflictError{ID: id, Current: cur.Version,
+				Reason: fmt.Sprintf("tenant %s is at version %d, not %d (If-Match); re-read it and retry", id, cur.Version, want)}
+		}
+		return cur, nil
 	}
 	return w.modify(ctx, id, func(t *schemas.Tenant, now time.Time) error {
 		if p.Name != nil && *p.Name != t.Name {
 			if other, dup := w.reg.ByName(*p.Name); dup && other.ID != t.ID {
-				return fmt.Errorf("%w: a tenant named %q already exists", ErrConflict, *p.Name)
+				return &ConflictError{ID: other.ID, Reason: fmt.Sprintf("a tenant named %q already exists", *p.Name)}
 			}
 			t.Name = *p.Name
 		}
@@ -436,17 +598,27 @@ func (w *Writer) SetStatus(ctx context.Context, id, status string) (*schemas.Ten
 }
 
 // DisableEndpoint marks an endpoint disabled (a 410 Gone from the partner).
+// Disabling is idempotent, so a write that loses to a concurrent change is
+// recomputed on the newer version and tried again (unless ctx carries an
+// expected version): the disable is never lost and never undoes the other
+// change.
 func (w *Writer) DisableEndpoint(ctx context.Context, id, endpointID, reason string) (*schemas.Tenant, error) {
-	return w.modify(ctx, id, func(t *schemas.Tenant, _ time.Time) error {
-		for i := range t.Endpoints {
-			if t.Endpoints[i].ID == endpointID {
-				t.Endpoints[i].Disabled = true
-				t.Endpoints[i].DisabledReason = reason
-				return nil
+	_, conditional := expectedVersion(ctx)
+	for attempt := 1; ; attempt++ {
+		t, err := w.modify(ctx, id, func(t *schemas.Tenant, _ time.Time) error {
+			for i := range t.Endpoints {
+				if t.Endpoints[i].ID == endpointID {
+					t.Endpoints[i].Disabled = true
+					t.Endpoints[i].DisabledReason = reason
+					return nil
+				}
 			}
+			return invalid("endpoint_id", endpointID, "no such endpoint")
+		})
+		if conditional || attempt >= 20 || !errors.Is(err, ErrConflict) || ctx.Err() != nil {
+			return t, err
 		}
-		return invalid("endpoint_id", endpointID, "no such endpoint")
-	})
+	}
 }
 
 // RotateKey issues a new API key; the previous ones stay valid for the
@@ -511,17 +683,22 @@ func (w *Writer) RotateSecret(ctx context.Context, id, endpointID string) (*sche
 }
 
 // modify runs fn on a deep copy of the tenant and writes the result as the
-// next version.
+// next version, if the tenant is still at the version fn saw (and at the
+// version WithExpectedVersion named, if ctx carries one).
 func (w *Writer) modify(ctx context.Context, id string, fn func(t *schemas.Tenant, now time.Time) error) (*schemas.Tenant, error) {
 	if err := w.waitReady(ctx); err != nil {
 		return nil, err
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	cur, ok := w.reg.Get(id)
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
+	if want, ok := expectedVersion(ctx); ok && want != cur.Version {
+		w.conflicts.Inc()
+		return nil, &ConflictError{ID: id, Current: cur.Version,
+			Reason: fmt.Sprintf("tenant %s is at version %d, not %d (If-Match); re-read it and retry", id, cur.Version, want)}
+	}
+	_, p, _ := w.reg.version(id)
 	t, err := clone(cur)
 	if err != nil {
 		return nil, err
@@ -530,9 +707,15 @@ func (w *Writer) modify(ctx context.Context, id string, fn func(t *schemas.Tenan
 	if err := fn(t, now); err != nil {
 		return nil, err
 	}
+	if err := validateTenant(t); err != nil {
+		return nil, err
+	}
 	t.Version = cur.Version + 1
 	t.UpdatedAt = now
-	if err := w.put(ctx, t); err != nil {
+	if err := w.commit(ctx, p, t, cur.Version, nil); err != nil {
+		if errors.Is(err, ErrConflict) {
+			w.conflicts.Inc()
+		}
 		return nil, err
 	}
 	return t, nil
@@ -547,27 +730,75 @@ func clone(t *schemas.Tenant) (*schemas.Tenant, error) {
 	return &out, json.Unmarshal(b, &out)
 }
 
-func (w *Writer) put(ctx context.Context, t *schemas.Tenant) error {
-	b, err := json.Marshal(t)
-	if err != nil {
-		return err
-	}
-	rec := &kgo.Record{Topic: w.opt.Topic, Key: []byte(t.ID), Value: b}
-	if err := w.prod.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		return fmt.Errorf("write tenant %s: %w", t.ID, err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	return w.reg.WaitVersion(wctx, t.ID, t.Version)
-}
-
 // waitReady blocks until the registry has read the whole tenants topic:
 // before that, duplicate checks and read-modify-write would see a partial state.
 func (w *Writer) waitReady(ctx context.Context) error {
+	if w.opt.Secrets == nil {
+		return errors.New("tenants writer: no webhook secret key configured (partner.keys.secret_keys)")
+	}
 	select {
 	case <-w.reg.Ready():
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("tenant registry still loading: %w", ctx.Err())
 	}
+}
+
+// Resealed is what ResealSecrets did.
+type Resealed struct {
+	ActiveKey   string   `json:"active_key"`
+	Resealed    int      `json:"resealed"`    // tenants rewritten with their secrets sealed by the active key
+	Unreadable  []string `json:"unreadable"`  // tenants holding a secret no configured key opens (left as they are)
+	Unavailable []string `json:"unavailable"` // tenants that could not be rewritten now (retry)
+}
+
+// ResealSecrets rewrites, as a new version each, every tenant whose webhook
+// secrets are in the clear or sealed with a key other than the active one,
+// so the old key can be removed from the configuration afterwards. A
+// tenant changed concurrently is re-read and rewritten; its content is
+// never changed.
+func (w *Writer) ResealSecrets(ctx context.Context) (*Resealed, error) {
+	if err := w.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	active := w.opt.Secrets.Active()
+	out := &Resealed{ActiveKey: active, Unreadable: []string{}, Unavailable: []string{}}
+	for _, id := range w.reg.StaleSecrets(active) {
+		if unreadable(w.reg, id) {
+			out.Unreadable = append(out.Unreadable, id)
+			continue
+		}
+		var err error
+		for attempt := 0; attempt < 20; attempt++ {
+			if _, err = w.modify(ctx, id, func(*schemas.Tenant, time.Time) error { return nil }); !errors.Is(err, ErrConflict) {
+				break
+			}
+		}
+		switch {
+		case err == nil:
+			out.Resealed++
+		case errors.Is(err, ErrNotFound):
+		case ctx.Err() != nil:
+			return out, ctx.Err()
+		default:
+			out.Unavailable = append(out.Unavailable, id)
+		}
+	}
+	return out, nil
+}
+
+// unreadable reports whether a secret of tenant id could not be opened.
+func unreadable(reg *Registry, id string) bool {
+	t, ok := reg.Get(id)
+	if !ok {
+		return false
+	}
+	for _, e := range t.Endpoints {
+		for _, s := range e.Secrets {
+			if s.Secret == "" {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -272,11 +272,27 @@ type Enterprise struct {
 	AuditLogging   string `yaml:"audit_logging"` // enabled|disabled
 }
 
-// Keys configures API key hashing and rotation.
+// Keys configures API key hashing and rotation, and the keys that seal
+// webhook secrets in the tenants topic.
 type Keys struct {
 	Pepper string `yaml:"pepper" config:"secret"` // HMAC key for API key hashes; from env
 	// RotationOverlap is how long a rotated API key stays valid.
 	RotationOverlap time.Duration `yaml:"rotation_overlap_sec"`
+	// SecretKeys are the AES-256 keys that seal webhook secrets in the
+	// tenants topic (internal/seal). Every listed key opens; the active
+	// one seals. Without any, a key derived from the pepper seals (id
+	// "pepper"); that derived key always stays available for opening, so
+	// records sealed with it remain readable after explicit keys arrive.
+	SecretKeys []SecretKey `yaml:"secret_keys"`
+	// ActiveSecretKey is the id of the key new writes seal with; empty:
+	// the first of SecretKeys.
+	ActiveSecretKey string `yaml:"active_secret_key"`
+}
+
+// SecretKey is one webhook-secret sealing key.
+type SecretKey struct {
+	ID  string `yaml:"id"`
+	Key string `yaml:"key" config:"secret"` // base64 of 32 bytes (openssl rand -base64 32)
 }
 
 // Kafka configures brokers and topics.
@@ -296,6 +312,38 @@ type Kafka struct {
 	ClientID          string `yaml:"client_id"`
 	GroupPrefix       string `yaml:"group_prefix"`
 	TopicPrefix       string `yaml:"topic_prefix"` // prepended to every topic name (tests)
+	// TLS and SASL apply to every Kafka client of the process (producers,
+	// consumers, transactional stages, the admin client).
+	TLS  KafkaTLS  `yaml:"tls"`
+	SASL KafkaSASL `yaml:"sasl"`
+}
+
+// KafkaTLS configures TLS to the brokers (a SSL or SASL_SSL listener).
+type KafkaTLS struct {
+	Enabled bool `yaml:"enabled"`
+	// CAFile is a PEM bundle of the CAs that sign the brokers'
+	// certificates; empty: the system roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a client certificate and its key (PEM), for
+	// brokers that require mutual TLS; both or neither.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name checked in the brokers' certificates; empty:
+	// the host of each broker address.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify accepts any broker certificate; only `partners
+	// dev` runs with it.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// KafkaSASL configures SASL authentication to the brokers (a SASL_PLAINTEXT
+// or SASL_SSL listener).
+type KafkaSASL struct {
+	// Mechanism is "" (no SASL), SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN
+	// (PLAIN only over TLS: it sends the password).
+	Mechanism string `yaml:"mechanism"`
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password" config:"secret"`
 }
 
 // ClickHouse configures the warehouse connection.

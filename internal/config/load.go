@@ -79,6 +79,9 @@ func (c *Config) DevOnly() error {
 			msgs = append(msgs, fmt.Sprintf("%s: is a placeholder, not a value (%s) (got %q)", e.path, hint, shown))
 		}
 	}
+	if c.Kafka.TLS.InsecureSkipVerify {
+		msgs = append(msgs, "kafka.tls.insecure_skip_verify: accepts any broker certificate, which only `partners dev` allows (set kafka.tls.ca_file)")
+	}
 	if len(msgs) == 0 {
 		return nil
 	}

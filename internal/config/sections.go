@@ -1,8 +1,14 @@
 package config
 
 import (
+	"crypto/hkdf"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -10,6 +16,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/partners-engine/partners-engine/internal/seal"
 	"github.com/partners-engine/partners-engine/internal/ssrf"
 	"github.com/partners-engine/partners-engine/schemas"
 )
@@ -227,7 +234,64 @@ func (k *Keys) Validate() error {
 	c := Check(k)
 	c.NonNegative(&k.RotationOverlap)
 	c.Secret(&k.Pepper, 16, "PARTNERS_KEY_PEPPER")
+	seen := map[string]bool{}
+	for i := range k.SecretKeys {
+		sk := &k.SecretKeys[i]
+		if seen[sk.ID] || sk.ID == PepperKeyID {
+			c.Fail(&sk.ID, "is a duplicate (\"pepper\" is the derived key's id)")
+		}
+		seen[sk.ID] = true
+	}
+	if k.ActiveSecretKey != "" && !seen[k.ActiveSecretKey] {
+		c.Fail(&k.ActiveSecretKey, "must be the id of one of partner.keys.secret_keys")
+	}
 	return c.Err()
+}
+
+// Validate implements Validator.
+func (k *SecretKey) Validate() error {
+	c := Check(k)
+	if !seal.KeyIDRe.MatchString(k.ID) {
+		c.Fail(&k.ID, "must be 1 to 32 letters, digits, '.', '_' or '-'")
+	}
+	if k.Key == "" {
+		c.Fail(&k.Key, "is a required secret and is empty (set the variable of its placeholder)")
+	}
+	if k.Key != "" {
+		if _, err := seal.ParseKey(k.Key); err != nil {
+			c.Fail(&k.Key, err.Error())
+		}
+	}
+	return c.Err()
+}
+
+// PepperKeyID is the id of the sealing key derived from the pepper.
+const PepperKeyID = "pepper"
+
+// Keyring returns the keys that seal and open webhook secrets: the
+// configured ones and the one derived from the pepper, the active key
+// sealing.
+func (k Keys) Keyring() (*seal.Keyring, error) {
+	derived, err := hkdf.Key(sha256.New, []byte(k.Pepper), nil, "partners-engine webhook secrets v1", seal.KeySize)
+	if err != nil {
+		return nil, fmt.Errorf("partner.keys: derive the sealing key: %w", err)
+	}
+	keys := map[string][]byte{PepperKeyID: derived}
+	active := PepperKeyID
+	for i, sk := range k.SecretKeys {
+		raw, err := seal.ParseKey(sk.Key)
+		if err != nil {
+			return nil, fmt.Errorf("partner.keys.secret_keys[%d].key: %w", i, err)
+		}
+		keys[sk.ID] = raw
+		if i == 0 {
+			active = sk.ID
+		}
+	}
+	if k.ActiveSecretKey != "" {
+		active = k.ActiveSecretKey
+	}
+	return seal.New(active, keys)
 }
 
 // Validate implements Validator.
@@ -245,6 +309,69 @@ func (k *Kafka) Validate() error {
 	if len(k.Brokers) == 0 && k.EmbeddedPort < 0 {
 		c.Fail(&k.EmbeddedPort, "must be >= 0")
 	}
+	if k.SASL.Mechanism == SASLPlain && !k.TLS.Enabled {
+		c.Fail(&k.SASL.Mechanism, "sends the password in the clear: enable kafka.tls or use SCRAM-SHA-512")
+	}
+	return c.Err()
+}
+
+// The SASL mechanisms of kafka.sasl.mechanism.
+const (
+	SASLScramSHA512 = "SCRAM-SHA-512"
+	SASLScramSHA256 = "SCRAM-SHA-256"
+	SASLPlain       = "PLAIN"
+)
+
+// Validate implements Validator.
+func (t *KafkaTLS) Validate() error {
+	c := Check(t)
+	if !t.Enabled {
+		for _, f := range []*string{&t.CAFile, &t.CertFile, &t.KeyFile, &t.ServerName} {
+			if *f != "" {
+				c.Fail(f, "is set but kafka.tls.enabled is false")
+			}
+		}
+		return c.Err()
+	}
+	if t.CAFile != "" {
+		if b, err := os.ReadFile(t.CAFile); err != nil {
+			c.Fail(&t.CAFile, "cannot be read: "+pathError(err))
+		} else if !x509.NewCertPool().AppendCertsFromPEM(b) {
+			c.Fail(&t.CAFile, "holds no PEM certificate")
+		}
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		c.Fail(&t.CertFile, "and kafka.tls.key_file must be set together")
+	} else if t.CertFile != "" {
+		if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
+			c.Fail(&t.CertFile, "with kafka.tls.key_file is not a usable certificate and key: "+pathError(err))
+		}
+	}
+	return c.Err()
+}
+
+func pathError(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// Validate implements Validator.
+func (s *KafkaSASL) Validate() error {
+	c := Check(s)
+	if s.Mechanism == "" {
+		if s.Username != "" || s.Password != "" {
+			c.Fail(&s.Mechanism, "must be set when kafka.sasl.username or password is (SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN)")
+		}
+		return c.Err()
+	}
+	c.OneOf(&s.Mechanism, SASLScramSHA512, SASLScramSHA256, SASLPlain)
+	if s.Username == "" {
+		c.Fail(&s.Username, "must not be empty with kafka.sasl.mechanism set")
+	}
+	c.Secret(&s.Password, 1, "PARTNERS_KAFKA_SASL_PASSWORD")
 	return c.Err()
 }
 

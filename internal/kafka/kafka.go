@@ -12,9 +12,12 @@ package kafka
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -25,6 +28,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"github.com/twmb/franz-go/plugin/kotel"
 	"github.com/twmb/franz-go/plugin/kslog"
 	"go.opentelemetry.io/otel"
@@ -198,8 +203,8 @@ func (c Cluster) Group(component string) string {
 }
 
 // Opts returns the client options every component uses: brokers, client
-// id, slog logging, kotel tracing, and an idempotent producer that waits
-// for all in-sync replicas.
+// id, slog logging, kotel tracing, an idempotent producer that waits for
+// all in-sync replicas, and kafka.tls / kafka.sasl.
 func (c Cluster) Opts() []kgo.Opt {
 	tp := c.Tracer
 	if tp == nil {
@@ -216,7 +221,7 @@ func (c Cluster) Opts() []kgo.Opt {
 			kotel.TracerPropagator(propagation.TraceContext{}), kotel.LinkSpans())
 		hooks = kotel.NewKotel(kotel.WithTracer(tracer)).Hooks()
 	}
-	return []kgo.Opt{
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.ClientID(c.Config.ClientID),
 		kgo.WithLogger(kslog.New(clientLogger(log))),
@@ -228,12 +233,69 @@ func (c Cluster) Opts() []kgo.Opt {
 		kgo.ProduceRequestTimeout(10 * time.Second),
 		kgo.DefaultProduceTopic(""),
 	}
+	return append(opts, c.securityOpts()...)
+}
+
+// securityOpts are the TLS and SASL options of kafka.tls and kafka.sasl.
+// A TLS setup that cannot be loaded (a CA file gone since the config was
+// checked) makes every dial fail with its error; NewClient reports it at
+// once.
+func (c Cluster) securityOpts() []kgo.Opt {
+	var opts []kgo.Opt
+	if c.Config.TLS.Enabled {
+		tc, err := TLSConfig(c.Config.TLS)
+		if err != nil {
+			opts = append(opts, kgo.Dialer(func(context.Context, string, string) (net.Conn, error) { return nil, err }))
+		} else {
+			opts = append(opts, kgo.DialTLSConfig(tc))
+		}
+	}
+	switch s := c.Config.SASL; s.Mechanism {
+	case config.SASLScramSHA512:
+		opts = append(opts, kgo.SASL(scram.Auth{User: s.Username, Pass: s.Password}.AsSha512Mechanism()))
+	case config.SASLScramSHA256:
+		opts = append(opts, kgo.SASL(scram.Auth{User: s.Username, Pass: s.Password}.AsSha256Mechanism()))
+	case config.SASLPlain:
+		opts = append(opts, kgo.SASL(plain.Auth{User: s.Username, Pass: s.Password}.AsMechanism()))
+	}
+	return opts
+}
+
+// TLSConfig is the client TLS configuration of kafka.tls: the CA bundle (or
+// the system roots), an optional client certificate, TLS 1.2 at least.
+func TLSConfig(t config.KafkaTLS) (*tls.Config, error) {
+	// InsecureSkipVerify is refused outside `partners dev` (config.DevOnly).
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("kafka.tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("kafka.tls.ca_file %s: no PEM certificate", t.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("kafka.tls.cert_file/key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
 }
 
 // NewClient builds a client on the cluster with Opts plus extra options.
 func (c Cluster) NewClient(extra ...kgo.Opt) (*kgo.Client, error) {
 	if len(c.Brokers) == 0 {
 		return nil, errors.New("kafka: no brokers (start the embedded broker or set kafka.brokers)")
+	}
+	if c.Config.TLS.Enabled {
+		if _, err := TLSConfig(c.Config.TLS); err != nil {
+			return nil, err
+		}
 	}
 	cl, err := kgo.NewClient(append(c.Opts(), extra...)...)
 	if err != nil {

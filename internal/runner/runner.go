@@ -339,7 +339,11 @@ func (p *process) startKafka(ctx context.Context, dev bool) error {
 // writer (used by the tenant routes and the 410 endpoint disable).
 func (p *process) startRegistry() error {
 	topic := p.kafka().Topic(schemas.TopicTenants)
-	reg, err := registry.New(topic, p.log, p.prom)
+	keyring, err := p.cfg.Partner.Keys.Keyring()
+	if err != nil {
+		return err
+	}
+	reg, err := registry.New(topic, p.log, p.prom, registry.WithSecrets(keyring))
 	if err != nil {
 		return err
 	}
@@ -350,8 +354,11 @@ func (p *process) startRegistry() error {
 		Regions:       p.cfg.RegionNames(),
 		KeyOverlap:    p.cfg.Partner.Keys.RotationOverlap,
 		SecretOverlap: p.cfg.Partner.Webhooks.SecretOverlap,
+		Secrets:       keyring,
+		Metrics:       p.prom,
 	})
-	cl, err := p.kafka().NewClient()
+	p.onClose(func(context.Context) { p.writer.Close() })
+	cl, err := p.kafka().NewClient(registry.ConsumerOpts()...)
 	if err != nil {
 		return err
 	}

@@ -10,9 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/partners-engine/partners-engine/control-plane/registry"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/kafka"
+	"github.com/partners-engine/partners-engine/internal/seal"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -25,11 +28,11 @@ func Topic(cfg *config.Config) string {
 // read the topic to its end.
 func Start(t testing.TB, cfg *config.Config, brokers []string, log *slog.Logger) *registry.Registry {
 	t.Helper()
-	cl, err := kafka.NewClient(cfg.Kafka, brokers, log)
+	cl, err := kafka.NewClient(cfg.Kafka, brokers, log, registry.ConsumerOpts()...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := registry.New(Topic(cfg), log, nil)
+	reg, err := registry.New(Topic(cfg), log, nil, registry.WithSecrets(Keyring(cfg)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,11 +54,21 @@ func Start(t testing.TB, cfg *config.Config, brokers []string, log *slog.Logger)
 	return reg
 }
 
-// Writer returns a Writer on reg for cfg's tenants topic; previous keys and
-// secrets stay valid for keyOverlap and an hour.
-func Writer(cfg *config.Config, reg *registry.Registry, prod registry.Producer, keyOverlap time.Duration) *registry.Writer {
-	return registry.NewWriter(reg, prod, registry.WriterOptions{
+// Keyring is cfg's webhook-secret keyring (cfg is valid: it cannot fail).
+func Keyring(cfg *config.Config) *seal.Keyring {
+	k, err := cfg.Partner.Keys.Keyring()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+// Writer returns a Writer on reg for cfg's tenants topic, its transactional
+// clients built from base's options (and closed with base); previous keys
+// and secrets stay valid for keyOverlap and an hour.
+func Writer(cfg *config.Config, reg *registry.Registry, base *kgo.Client, keyOverlap time.Duration) *registry.Writer {
+	return registry.NewWriter(reg, base, registry.WriterOptions{
 		Topic: Topic(cfg), Pepper: cfg.Partner.Keys.Pepper, Regions: cfg.RegionNames(),
-		KeyOverlap: keyOverlap, SecretOverlap: time.Hour,
+		KeyOverlap: keyOverlap, SecretOverlap: time.Hour, Secrets: Keyring(cfg),
 	})
 }

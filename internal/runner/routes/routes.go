@@ -72,6 +72,7 @@ var All = []Route{
 	{Tenants, "POST /api/v1/tenants/{id}/activate", Admin, "activateTenant"},
 	{Tenants, "POST /api/v1/tenants/{id}/rotate-key", Admin, "rotateKey"},
 	{Tenants, "POST /api/v1/tenants/{id}/rotate-secret", Admin, "rotateSecret"},
+	{Tenants, "POST /api/v1/tenant-secrets/reencrypt", Admin, "resealSecrets"},
 
 	{DLQ, "GET /api/v1/dlq", Admin, "listDLQ"},
 	{DLQ, "POST /api/v1/dlq/replay", Admin, "replayDLQ"},
