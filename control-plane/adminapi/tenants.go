@@ -2,6 +2,7 @@ package adminapi
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -137,9 +138,9 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getTenant(w http.ResponseWriter, r *http.Request) {
-	t, ok := s.opt.Registry.Get(r.PathValue("id"))
+	t, ok := s.opt.Registry.GetSynced(r.Context(), r.PathValue("id"))
 	if !ok {
-		s.writeError(w, r, registry.ErrNotFound)
+		s.writeError(w, r, fmt.Errorf("%w: %s", registry.ErrNotFound, r.PathValue("id")))
 		return
 	}
 	setETag(w, t)

@@ -99,6 +99,7 @@ type Registry struct {
 	ready      chan struct{}
 	listed     chan struct{} // closed once nparts is known
 	listedOnce sync.Once
+	adm        *kadm.Client // Run's client, for Sync
 
 	skipped  prometheus.Counter
 	applies  prometheus.Counter
@@ -329,6 +330,47 @@ func (r *Registry) version(id string) (v int64, partition int32, ok bool) {
 	return t.Version, r.partOf[id], true
 }
 
+// Sync waits until the registry has read every partition of the topic up to
+// its last stable offset now: a change another process committed before
+// Sync was called is then visible here. The admin API syncs before it
+// answers that a tenant does not exist (one created a moment ago on another
+// process is found).
+func (r *Registry) Sync(ctx context.Context) error {
+	r.mu.RLock()
+	adm := r.adm
+	r.mu.RUnlock()
+	if adm == nil {
+		return errors.New("registry not running")
+	}
+	ends, err := adm.ListCommittedOffsets(ctx, r.topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("tenants topic offsets: %w", err)
+	}
+	var werr error
+	ends.Each(func(o kadm.ListedOffset) {
+		if werr == nil && o.Offset > 0 {
+			werr = r.waitPosition(ctx, o.Partition, o.Offset)
+		}
+	})
+	return werr
+}
+
+// GetSynced is Get, but a tenant not found is looked up again after Sync.
+func (r *Registry) GetSynced(ctx context.Context, id string) (*schemas.Tenant, bool) {
+	if t, ok := r.Get(id); ok {
+		return t, true
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := r.Sync(sctx); err != nil {
+		r.log.Warn("registry sync failed", "err", err)
+	}
+	return r.Get(id)
+}
+
 // Partition returns the partition of the tenants topic tenant id's records
 // are on.
 func (r *Registry) Partition(id string) (int32, bool) {
@@ -525,6 +567,9 @@ func (r *Registry) Run(ctx context.Context, cl *kgo.Client) error {
 		return errors.New("registry: the client must keep control records (build it with registry.ConsumerOpts)")
 	}
 	adm := kadm.NewClient(cl)
+	r.mu.Lock()
+	r.adm = adm
+	r.mu.Unlock()
 	var ends kadm.ListedOffsets
 	for {
 		var err error

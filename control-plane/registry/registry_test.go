@@ -209,7 +209,7 @@ func TestWriterValidation(t *testing.T) {
 		{"zero burst", registry.CreateRequest{Name: "E", Tier: "sandbox", WebhookURL: "https://a.example/h", RateLimit: &schemas.RateLimit{RequestsPerMinute: 10}}, registry.ErrInvalid, "rate_limit.burst_size"},
 		{"empty name", registry.CreateRequest{Name: "", Tier: "sandbox", WebhookURL: "https://a.example/h"}, registry.ErrInvalid, "name"},
 		{"jwt off enterprise", registry.CreateRequest{Name: "F", Tier: "standard", WebhookURL: "https://a.example/h", JWT: &schemas.JWTConfig{Issuer: "x"}}, registry.ErrInvalid, "jwt"},
-		{"unusable jwks", registry.CreateRequest{Name: "G", Tier: "enterprise", WebhookURL: "https://a.example/h", JWT: &schemas.JWTConfig{Issuer: "https://idp", JWKS: `{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`}}, registry.ErrInvalid, "jwt"},
+		{"unusable jwks", registry.CreateRequest{Name: "G", Tier: "enterprise", WebhookURL: "https://a.example/h", JWT: &schemas.JWTConfig{Issuer: "https://idp", JWKS: `{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`}}, registry.ErrInvalid, "jwt.jwks"},
 		{"identities off enterprise", registry.CreateRequest{Name: "H", Tier: "standard", WebhookURL: "https://a.example/h", ClientIdentities: []string{"spiffe://a.example/x"}}, registry.ErrInvalid, "client_identities"},
 		{"identity with a space", registry.CreateRequest{Name: "I", Tier: "enterprise", WebhookURL: "https://a.example/h", ClientIdentities: []string{"spiffe://a.example/x", "bad name"}}, registry.ErrInvalid, "client_identities[1]"},
 		{"identity twice", registry.CreateRequest{Name: "J", Tier: "enterprise", WebhookURL: "https://a.example/h", ClientIdentities: []string{"client.a.example", "client.a.example"}}, registry.ErrInvalid, "client_identities[1]"},
@@ -675,6 +675,9 @@ func TestSecretsSealedAtRest(t *testing.T) {
 		}
 		if !strings.Contains(string(rec), `"sealed":"v1:`+wantKey+`:`) {
 			t.Fatalf("record not sealed with key %s: %s", wantKey, rec)
+		}
+		if err := schemas.Validate(schemas.KindTenant, rec); err != nil {
+			t.Fatalf("the written record violates tenant.v1: %v", err)
 		}
 	}
 	check(c.Tenant.ID, "old")

@@ -507,7 +507,7 @@ func (w *Writer) Update(ctx context.Context, id string, p Patch) (*schemas.Tenan
 		if err := w.waitReady(ctx); err != nil {
 			return nil, err
 		}
-		cur, ok := w.reg.Get(id)
+		cur, ok := w.reg.GetSynced(ctx, id)
 		if !ok {
 			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
@@ -689,7 +689,7 @@ func (w *Writer) modify(ctx context.Context, id string, fn func(t *schemas.Tenan
 	if err := w.waitReady(ctx); err != nil {
 		return nil, err
 	}
-	cur, ok := w.reg.Get(id)
+	cur, ok := w.reg.GetSynced(ctx, id)
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
