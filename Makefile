@@ -55,14 +55,16 @@ browser:
 test: stack browser lint
 	@$(TEST_STACK_ENV) $(GO) test -count=1 -v -run TestServerVersions ./internal/testenv/ | grep 'server under test' || { echo "servers not reachable"; exit 1; }
 	@bash deploy/local/chdb.sh versions | sed 's/^/    SQL engine under test: chDB /'
-	@mkdir -p .local; set -o pipefail; export PARTNERS_TEST_CHDB=$$(bash deploy/local/chdb.sh pythons) PARTNERS_TEST_BROWSER=$$(bash deploy/local/chromium.sh path); $(TEST_STACK_ENV) \
+	@bash deploy/local/schemathesis.sh install && bash deploy/local/schemathesis.sh version | sed 's/^/    API contract test: /'
+	@mkdir -p .local; set -o pipefail; export PARTNERS_TEST_CHDB=$$(bash deploy/local/chdb.sh pythons) PARTNERS_TEST_BROWSER=$$(bash deploy/local/chromium.sh path); \
+	export PARTNERS_TEST_SCHEMATHESIS=$$(bash deploy/local/schemathesis.sh bin); $(TEST_STACK_ENV) \
 	$(GO) test -race -count=1 -v -timeout $(TEST_TIMEOUT) ./... 2>&1 | tee .local/test.log | grep -E --line-buffered "$(TEST_SHOW)" \
 	|| { echo "--- failures (full log: .local/test.log) ---"; grep -E -B30 -A5 -- '--- FAIL|^panic:|DATA RACE' .local/test.log | head -400; exit 1; }
 
 # What make test shows of the verbose log: package results and the figures
 # the tests measure (server versions, follow and revocation delays,
 # freshness, crash duplicates, isolation under a hanging partner, traces).
-TEST_SHOW := ^(ok|FAIL|panic:|--- FAIL)|server under test|SQL conformance|follower applied|revocation:|freshness produce|kill -9 |outage 10 s|concurrent test calls|backlog drained|caught up|healthy partners|noise, alone|with a hang|trace [0-9a-f]{32}|tier limit|own limit|burst of|Redis down|browser suite:
+TEST_SHOW := ^(ok|FAIL|panic:|--- FAIL)|server under test|SQL conformance|follower applied|revocation:|freshness produce|kill -9 |outage 10 s|concurrent test calls|backlog drained|caught up|healthy partners|noise, alone|with a hang|trace [0-9a-f]{32}|tier limit|own limit|burst of|Redis down|browser suite:|schemathesis: [0-9]+ test cases|rounds over two servers
 
 ## test-kfake: the same suite on the embedded kfake broker (ClickHouse still real)
 test-kfake:

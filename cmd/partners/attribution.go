@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -60,10 +61,11 @@ Money is in partner.attribution.base_currency.`,
 				return a.apiResult(res.StatusCode(), res.Body, nil, http.StatusOK)
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "PARTNER\tMODEL\tREVENUE\tCOST\tCONVERSIONS\tLEADS\tNEW CUST\tROI\tCPL\tCAC\tLTV\tLTV:CAC\t")
+			fmt.Fprintf(a.stdout, "window %d days, %s to %s (UTC)\n", res.JSON200.WindowDays, res.JSON200.From, res.JSON200.To)
+			fmt.Fprintln(tw, "PARTNER\tMODEL\tREVENUE\tCOST\tCONVERSIONS\tLEADS\tNEW CUST\tCUSTOMERS\tROI\tCPL\tCAC\tLTV\tLTV:CAC\t")
 			for _, r := range res.JSON200.Rows {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.4f\t%d\t%.4f\t%s\t%s\t%s\t%s\t%s\t\n", r.PartnerId, r.Model, r.Revenue, r.Cost,
-					r.Conversions, r.Leads, r.NewCustomers, optF(r.Roi), optS(r.Cpl), optS(r.Cac), optS(r.Ltv), optF(r.LtvCac))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", r.PartnerId, r.Model, r.Revenue, r.Cost,
+					num(r.Conversions), r.Leads, num(r.NewCustomers), r.Customers, optF(r.Roi), optS(r.Cpl), optS(r.Cac), optS(r.Ltv), optF(r.LtvCac))
 			}
 			return tw.Flush()
 		},
@@ -75,11 +77,15 @@ Money is in partner.attribution.base_currency.`,
 	return []*cobra.Command{cmd}
 }
 
-func optF(f *float32) string {
+// num prints a number exactly as the server sent it: the shortest decimal
+// that is the same float64 (the JSON number), never rounded to a width.
+func num(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+func optF(f *float64) string {
 	if f == nil {
 		return "-"
 	}
-	return fmt.Sprintf("%.4f", *f)
+	return num(*f)
 }
 
 func optS(s *string) string {

@@ -80,13 +80,16 @@ webhook secret are printed once, by create, rotate-key and rotate-secret.`,
 			if err != nil {
 				return err
 			}
-			body := adminclient.CreateTenant{Name: name, Tier: tier, WebhookUrl: url}
+			body := adminclient.CreateTenant{Name: name, Tier: adminclient.CreateTenantTier(tier), WebhookUrl: url}
 			if events != "" {
 				ev := splitList(events)
 				body.Events = &ev
 			}
 			if region != "" {
-				rs := splitList(region)
+				var rs []adminclient.Region
+				for _, r := range splitList(region) {
+					rs = append(rs, adminclient.Region(r))
+				}
 				body.Regions = &rs
 			}
 			if status != "" {
@@ -226,6 +229,16 @@ unreadable, the old key can be removed.`,
 	}
 	cmd.AddCommand(create, list, get, suspend, activate, rotateKey, rotateSecret, reencrypt)
 	return cmd
+}
+
+// optAs is a flag value as the generated client's type for it; nil when
+// the flag is empty.
+func optAs[T ~string](s string) *T {
+	if s == "" {
+		return nil
+	}
+	v := T(s)
+	return &v
 }
 
 func splitList(s string) []string {

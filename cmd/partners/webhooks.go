@@ -122,7 +122,7 @@ func (a *app) dlqCmd() *cobra.Command {
 				return err
 			}
 			params := &adminclient.ListDLQParams{Tenant: opt(tenant), Endpoint: opt(endpoint), EventType: opt(eventType),
-				Reason: opt(reason), Since: opt(since), Until: opt(until), DeliveryId: ids(), PageToken: opt(pageToken)}
+				Reason: optAs[adminclient.ListDLQParamsReason](reason), Since: opt(since), Until: opt(until), DeliveryId: ids(), PageToken: opt(pageToken)}
 			if status != "" {
 				st := adminclient.ListDLQParamsStatus(status)
 				params.Status = &st
@@ -174,7 +174,7 @@ func (a *app) dlqCmd() *cobra.Command {
 				return err
 			}
 			params := &adminclient.ReplayDLQParams{Tenant: opt(tenant), Endpoint: opt(endpoint), EventType: opt(eventType),
-				Reason: opt(reason), Since: opt(since), Until: opt(until), DeliveryId: ids()}
+				Reason: optAs[adminclient.ReplayDLQParamsReason](reason), Since: opt(since), Until: opt(until), DeliveryId: ids()}
 			if force {
 				params.Force = &force
 			}

@@ -47,6 +47,11 @@ type Options struct {
 	Limits   config.RateLimits
 	Gatherer prometheus.Gatherer // served by the metrics operation; nil: an empty one
 	Log      *slog.Logger
+	// Contract is the spec the server enforces on every request to a
+	// route of it; nil: the spec with Regions as its Region enum.
+	Contract *Contract
+	Regions  []string
+	Features []string // the configured feature flags (nil: the spec's own)
 }
 
 // Server is the HTTP API of one process: its routes are mounted from the
@@ -54,20 +59,39 @@ type Options struct {
 // credential the table names; every other /api/ path answers 404 with a
 // problem.
 type Server struct {
-	opt    Options
-	mux    *http.ServeMux
-	mu     sync.Mutex
-	checks map[string]Check
+	opt         Options
+	mux         *http.ServeMux
+	mu          sync.Mutex
+	checks      map[string]Check
+	contract    *Contract
+	contractErr error
 }
 
-// New returns a server with no routes mounted.
+// New returns a server with no routes mounted. A path it does not serve is
+// a 404 problem; a path it serves with another method a 405 problem with
+// Allow.
 func New(opt Options) *Server {
-	s := &Server{opt: opt, mux: http.NewServeMux(), checks: map[string]Check{}}
-	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		problem.Error(w, r, http.StatusNotFound, "no such API route: "+r.Method+" "+r.URL.Path)
+	s := &Server{opt: opt, mux: http.NewServeMux(), checks: map[string]Check{}, contract: opt.Contract}
+	if s.contract == nil {
+		s.contract, s.contractErr = LoadContract(opt.Regions, opt.Features)
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := methodsFor(s.mux, r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			problem.Error(w, r, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+			return
+		}
+		if strings.HasPrefix(r.URL.Path, "/api/") {
+			problem.Error(w, r, http.StatusNotFound, "no such API route: "+r.Method+" "+r.URL.Path)
+			return
+		}
+		problem.Error(w, r, http.StatusNotFound, "not found: "+r.URL.Path)
 	})
 	return s
 }
+
+// Contract is the spec the server enforces and serves.
+func (s *Server) Contract() *Contract { return s.contract }
 
 // Handlers are the server's own operations by operationId: probes,
 // metrics and the tenant admin API.
@@ -93,6 +117,10 @@ func (s *Server) Handlers() map[string]http.HandlerFunc {
 		g = prometheus.NewRegistry() // nothing registered: an empty exposition
 	}
 	h["metrics"] = promhttp.HandlerFor(g, promhttp.HandlerOpts{}).ServeHTTP
+	h["openapi"] = func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(s.contract.JSON())
+	}
 	return h
 }
 
@@ -100,11 +128,17 @@ func (s *Server) Handlers() map[string]http.HandlerFunc {
 // credential. A route without a handler is an error: a process never
 // advertises a route it cannot answer.
 func (s *Server) Mount(rs []routes.Route, handlers map[string]http.HandlerFunc) error {
+	if s.contractErr != nil {
+		return s.contractErr
+	}
 	for _, r := range rs {
 		h, ok := handlers[r.Operation]
 		if !ok {
 			return fmt.Errorf("adminapi: no handler for %s (%s)", r.Pattern, r.Operation)
 		}
+		// The credential first (an unauthenticated caller learns nothing
+		// about the API's shape), then the spec, then the handler.
+		h = s.contract.validate(r, h)
 		switch r.Auth {
 		case routes.Public:
 			s.mux.Handle(r.Pattern, h)

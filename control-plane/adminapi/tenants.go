@@ -171,7 +171,7 @@ func (s *Server) conditional(w http.ResponseWriter, r *http.Request) (context.Co
 		if weak {
 			v = -1 // a weak tag matches nothing
 		}
-		if err != nil || len(tag) < 3 || tag[0] != '"' || tag[len(tag)-1] != '"' || (!weak && v < 1) {
+		if err != nil || len(tag) < 3 || tag[0] != '"' || tag[len(tag)-1] != '"' || (!weak && v < 0) {
 			d := problem.New(http.StatusBadRequest, `If-Match must be a tenant ETag like "3" (its version), a list of them, or *`)
 			d.Field = "If-Match"
 			problem.Write(w, r, d)

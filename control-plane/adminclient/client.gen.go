@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/oapi-codegen/runtime"
+	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
 const (
@@ -26,6 +27,13 @@ const (
 const (
 	CreateTenantStatusActive  CreateTenantStatus = "active"
 	CreateTenantStatusPending CreateTenantStatus = "pending"
+)
+
+// Defines values for CreateTenantTier.
+const (
+	CreateTenantTierEnterprise CreateTenantTier = "enterprise"
+	CreateTenantTierSandbox    CreateTenantTier = "sandbox"
+	CreateTenantTierStandard   CreateTenantTier = "standard"
 )
 
 // Defines values for CreatedTenantStatus.
@@ -50,6 +58,26 @@ const (
 	DeadLetterStatusReplayed  DeadLetterStatus = "replayed"
 )
 
+// Defines values for MappingVersion.
+const (
+	MappingVersionN1 MappingVersion = 1
+)
+
+// Defines values for ROIRowModel.
+const (
+	ROIRowModelFirstTouch    ROIRowModel = "first_touch"
+	ROIRowModelLastTouch     ROIRowModel = "last_touch"
+	ROIRowModelLinear        ROIRowModel = "linear"
+	ROIRowModelPositionBased ROIRowModel = "position_based"
+	ROIRowModelTimeDecay     ROIRowModel = "time_decay"
+)
+
+// Defines values for Region.
+const (
+	EuWest Region = "eu-west"
+	UsEast Region = "us-east"
+)
+
 // Defines values for TenantStatus.
 const (
 	TenantStatusActive    TenantStatus = "active"
@@ -70,6 +98,47 @@ const (
 	Fifo  UpdateTenantEndpointsOrdering = "fifo"
 )
 
+// Defines values for UpdateTenantEndpointsPayloadVersion.
+const (
+	UpdateTenantEndpointsPayloadVersionN1 UpdateTenantEndpointsPayloadVersion = "1"
+)
+
+// Defines values for UpdateTenantTier.
+const (
+	UpdateTenantTierEnterprise UpdateTenantTier = "enterprise"
+	UpdateTenantTierSandbox    UpdateTenantTier = "sandbox"
+	UpdateTenantTierStandard   UpdateTenantTier = "standard"
+)
+
+// Defines values for DLQReason.
+const (
+	DLQReasonBlockedAddress    DLQReason = "blocked_address"
+	DLQReasonBreakerOpen       DLQReason = "breaker_open"
+	DLQReasonConnectionError   DLQReason = "connection_error"
+	DLQReasonConnectionRefused DLQReason = "connection_refused"
+	DLQReasonDnsFailure        DLQReason = "dns_failure"
+	DLQReasonEndpointDisabled  DLQReason = "endpoint_disabled"
+	DLQReasonEndpointGone      DLQReason = "endpoint_gone"
+	DLQReasonEndpointRemoved   DLQReason = "endpoint_removed"
+	DLQReasonEndpointSaturated DLQReason = "endpoint_saturated"
+	DLQReasonFilterError       DLQReason = "filter_error"
+	DLQReasonHttpStatus        DLQReason = "http_status"
+	DLQReasonInvalidUrl        DLQReason = "invalid_url"
+	DLQReasonMalformedEvent    DLQReason = "malformed_event"
+	DLQReasonMalformedRecord   DLQReason = "malformed_record"
+	DLQReasonNoActiveSecret    DLQReason = "no_active_secret"
+	DLQReasonOversizedEvent    DLQReason = "oversized_event"
+	DLQReasonPayloadTooLarge   DLQReason = "payload_too_large"
+	DLQReasonRecovering        DLQReason = "recovering"
+	DLQReasonRenderError       DLQReason = "render_error"
+	DLQReasonRetryAfter        DLQReason = "retry_after"
+	DLQReasonTenantRemoved     DLQReason = "tenant_removed"
+	DLQReasonTenantSuspended   DLQReason = "tenant_suspended"
+	DLQReasonTimeout           DLQReason = "timeout"
+	DLQReasonTlsError          DLQReason = "tls_error"
+	DLQReasonUnknownEventType  DLQReason = "unknown_event_type"
+)
+
 // Defines values for DLQStatus.
 const (
 	DLQStatusAll       DLQStatus = "all"
@@ -81,11 +150,40 @@ const (
 
 // Defines values for GetROIParamsModel.
 const (
-	FirstTouch    GetROIParamsModel = "first_touch"
-	LastTouch     GetROIParamsModel = "last_touch"
-	Linear        GetROIParamsModel = "linear"
-	PositionBased GetROIParamsModel = "position_based"
-	TimeDecay     GetROIParamsModel = "time_decay"
+	GetROIParamsModelFirstTouch    GetROIParamsModel = "first_touch"
+	GetROIParamsModelLastTouch     GetROIParamsModel = "last_touch"
+	GetROIParamsModelLinear        GetROIParamsModel = "linear"
+	GetROIParamsModelPositionBased GetROIParamsModel = "position_based"
+	GetROIParamsModelTimeDecay     GetROIParamsModel = "time_decay"
+)
+
+// Defines values for ListDLQParamsReason.
+const (
+	ListDLQParamsReasonBlockedAddress    ListDLQParamsReason = "blocked_address"
+	ListDLQParamsReasonBreakerOpen       ListDLQParamsReason = "breaker_open"
+	ListDLQParamsReasonConnectionError   ListDLQParamsReason = "connection_error"
+	ListDLQParamsReasonConnectionRefused ListDLQParamsReason = "connection_refused"
+	ListDLQParamsReasonDnsFailure        ListDLQParamsReason = "dns_failure"
+	ListDLQParamsReasonEndpointDisabled  ListDLQParamsReason = "endpoint_disabled"
+	ListDLQParamsReasonEndpointGone      ListDLQParamsReason = "endpoint_gone"
+	ListDLQParamsReasonEndpointRemoved   ListDLQParamsReason = "endpoint_removed"
+	ListDLQParamsReasonEndpointSaturated ListDLQParamsReason = "endpoint_saturated"
+	ListDLQParamsReasonFilterError       ListDLQParamsReason = "filter_error"
+	ListDLQParamsReasonHttpStatus        ListDLQParamsReason = "http_status"
+	ListDLQParamsReasonInvalidUrl        ListDLQParamsReason = "invalid_url"
+	ListDLQParamsReasonMalformedEvent    ListDLQParamsReason = "malformed_event"
+	ListDLQParamsReasonMalformedRecord   ListDLQParamsReason = "malformed_record"
+	ListDLQParamsReasonNoActiveSecret    ListDLQParamsReason = "no_active_secret"
+	ListDLQParamsReasonOversizedEvent    ListDLQParamsReason = "oversized_event"
+	ListDLQParamsReasonPayloadTooLarge   ListDLQParamsReason = "payload_too_large"
+	ListDLQParamsReasonRecovering        ListDLQParamsReason = "recovering"
+	ListDLQParamsReasonRenderError       ListDLQParamsReason = "render_error"
+	ListDLQParamsReasonRetryAfter        ListDLQParamsReason = "retry_after"
+	ListDLQParamsReasonTenantRemoved     ListDLQParamsReason = "tenant_removed"
+	ListDLQParamsReasonTenantSuspended   ListDLQParamsReason = "tenant_suspended"
+	ListDLQParamsReasonTimeout           ListDLQParamsReason = "timeout"
+	ListDLQParamsReasonTlsError          ListDLQParamsReason = "tls_error"
+	ListDLQParamsReasonUnknownEventType  ListDLQParamsReason = "unknown_event_type"
 )
 
 // Defines values for ListDLQParamsStatus.
@@ -97,6 +195,35 @@ const (
 	Replayed  ListDLQParamsStatus = "replayed"
 )
 
+// Defines values for ReplayDLQParamsReason.
+const (
+	BlockedAddress    ReplayDLQParamsReason = "blocked_address"
+	BreakerOpen       ReplayDLQParamsReason = "breaker_open"
+	ConnectionError   ReplayDLQParamsReason = "connection_error"
+	ConnectionRefused ReplayDLQParamsReason = "connection_refused"
+	DnsFailure        ReplayDLQParamsReason = "dns_failure"
+	EndpointDisabled  ReplayDLQParamsReason = "endpoint_disabled"
+	EndpointGone      ReplayDLQParamsReason = "endpoint_gone"
+	EndpointRemoved   ReplayDLQParamsReason = "endpoint_removed"
+	EndpointSaturated ReplayDLQParamsReason = "endpoint_saturated"
+	FilterError       ReplayDLQParamsReason = "filter_error"
+	HttpStatus        ReplayDLQParamsReason = "http_status"
+	InvalidUrl        ReplayDLQParamsReason = "invalid_url"
+	MalformedEvent    ReplayDLQParamsReason = "malformed_event"
+	MalformedRecord   ReplayDLQParamsReason = "malformed_record"
+	NoActiveSecret    ReplayDLQParamsReason = "no_active_secret"
+	OversizedEvent    ReplayDLQParamsReason = "oversized_event"
+	PayloadTooLarge   ReplayDLQParamsReason = "payload_too_large"
+	Recovering        ReplayDLQParamsReason = "recovering"
+	RenderError       ReplayDLQParamsReason = "render_error"
+	RetryAfter        ReplayDLQParamsReason = "retry_after"
+	TenantRemoved     ReplayDLQParamsReason = "tenant_removed"
+	TenantSuspended   ReplayDLQParamsReason = "tenant_suspended"
+	Timeout           ReplayDLQParamsReason = "timeout"
+	TlsError          ReplayDLQParamsReason = "tls_error"
+	UnknownEventType  ReplayDLQParamsReason = "unknown_event_type"
+)
+
 // Defines values for ListTenantsParamsStatus.
 const (
 	ListTenantsParamsStatusActive    ListTenantsParamsStatus = "active"
@@ -104,54 +231,69 @@ const (
 	ListTenantsParamsStatusSuspended ListTenantsParamsStatus = "suspended"
 )
 
+// ClientIdentities enterprise only (a create of another tier: 400; a patch of a tenant of another tier, or a tier change away from enterprise while set: 409): client-certificate identities (URI SANs such as spiffe://acme.example/partner, or DNS SANs) allowed on the mutual-TLS listener; a certificate of any other identity is refused
+type ClientIdentities = []string
+
 // CreateTenant defines model for CreateTenant.
 type CreateTenant struct {
-	// ClientIdentities enterprise only: client-certificate identities (URI SANs such as spiffe://acme.example/partner, or DNS SANs) allowed on the mutual-TLS listener; a certificate of any other identity is refused
-	ClientIdentities *[]string           `json:"client_identities,omitempty"`
-	Events           *[]string           `json:"events,omitempty"`
-	Features         *map[string]bool    `json:"features,omitempty"`
-	Jwt              *JWT                `json:"jwt,omitempty"`
-	Name             string              `json:"name"`
-	RateLimit        *RateLimit          `json:"rate_limit,omitempty"`
-	Regions          *[]string           `json:"regions,omitempty"`
-	Status           *CreateTenantStatus `json:"status,omitempty"`
+	// ClientIdentities enterprise only (a create of another tier: 400; a patch of a tenant of another tier, or a tier change away from enterprise while set: 409): client-certificate identities (URI SANs such as spiffe://acme.example/partner, or DNS SANs) allowed on the mutual-TLS listener; a certificate of any other identity is refused
+	ClientIdentities *ClientIdentities `json:"client_identities,omitempty"`
 
-	// Tier sandbox, standard or enterprise
-	Tier       string `json:"tier"`
-	WebhookUrl string `json:"webhook_url"`
+	// Events event types (order.created, order.*, or * for all); empty: all
+	Events *EventTypes `json:"events,omitempty"`
+
+	// Features feature flags; only the configured ones (partner.gateway.feature_routes), which the served document lists
+	Features *Features `json:"features,omitempty"`
+
+	// Jwt enterprise only: on a create of another tier 400; on a patch of a tenant of another tier (after the patch) 409
+	Jwt *JWT `json:"jwt,omitempty"`
+
+	// Name unique, case-insensitively; printable, at most 100 characters
+	Name      TenantName `json:"name"`
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+
+	// Regions empty: every configured region
+	Regions *[]Region           `json:"regions,omitempty"`
+	Status  *CreateTenantStatus `json:"status,omitempty"`
+	Tier    CreateTenantTier    `json:"tier"`
+
+	// WebhookUrl an absolute http(s) URL without credentials or fragment; whether its host may be reached is checked when delivering (private networks are refused)
+	WebhookUrl WebhookURL `json:"webhook_url"`
 }
 
 // CreateTenantStatus defines model for CreateTenant.Status.
 type CreateTenantStatus string
 
+// CreateTenantTier defines model for CreateTenant.Tier.
+type CreateTenantTier string
+
 // CreatedTenant defines model for CreatedTenant.
 type CreatedTenant struct {
 	// ApiKey shown once
-	ApiKey string `json:"api_key"`
-
-	// ClientIdentities enterprise only: client-certificate identities (URI SANs such as spiffe://acme.example/partner, or DNS SANs) allowed on the mutual-TLS listener; a certificate of any other identity is refused
+	ApiKey             string           `json:"api_key"`
 	ClientIdentities   *[]string        `json:"client_identities,omitempty"`
 	CreatedAt          time.Time        `json:"created_at"`
-	EffectiveRateLimit *RateLimit       `json:"effective_rate_limit,omitempty"`
+	EffectiveRateLimit RateLimit        `json:"effective_rate_limit"`
 	Endpoints          []Endpoint       `json:"endpoints"`
 	Features           *map[string]bool `json:"features,omitempty"`
 	Id                 string           `json:"id"`
-	Jwt                *JWT             `json:"jwt,omitempty"`
+	Jwt                *struct {
+		Audiences *[]string `json:"audiences,omitempty"`
+		Issuer    string    `json:"issuer"`
+		Jwks      string    `json:"jwks"`
+	} `json:"jwt,omitempty"`
 
 	// Keys key ids and prefixes only; hashes and keys are never returned
-	Keys []struct {
-		CreatedAt time.Time  `json:"created_at"`
-		ExpiresAt *time.Time `json:"expires_at,omitempty"`
-		Id        string     `json:"id"`
-		Prefix    string     `json:"prefix"`
-	} `json:"keys"`
+	Keys      []Key               `json:"keys"`
 	Name      string              `json:"name"`
 	RateLimit *RateLimit          `json:"rate_limit,omitempty"`
 	Regions   []string            `json:"regions"`
 	Status    CreatedTenantStatus `json:"status"`
 	Tier      CreatedTenantTier   `json:"tier"`
 	UpdatedAt time.Time           `json:"updated_at"`
-	Version   int                 `json:"version"`
+
+	// Version grows by one with every change; the ETag
+	Version int64 `json:"version"`
 
 	// WebhookSecret shown once
 	WebhookSecret string `json:"webhook_secret"`
@@ -178,8 +320,8 @@ type DeadLetter struct {
 	LastStatus     *int       `json:"last_status,omitempty"`
 
 	// Offset position of its record in partners.webhooks.dlq.index
-	Offset    *int `json:"offset,omitempty"`
-	Partition *int `json:"partition,omitempty"`
+	Offset    *int64 `json:"offset,omitempty"`
+	Partition *int32 `json:"partition,omitempty"`
 
 	// Reason what happened, in words
 	Reason string `json:"reason"`
@@ -205,7 +347,7 @@ type Endpoint struct {
 	Filter         *string   `json:"filter,omitempty"`
 	Id             string    `json:"id"`
 	Mapping        *struct {
-		Fields  *map[string]string `json:"fields,omitempty"`
+		Fields  *map[string]string `json:"fields"`
 		Version *int               `json:"version,omitempty"`
 	} `json:"mapping,omitempty"`
 	Ordering       *string `json:"ordering,omitempty"`
@@ -220,14 +362,42 @@ type Endpoint struct {
 	Url string `json:"url"`
 }
 
-// JWT defines model for JWT.
+// EventTypes event types (order.created, order.*, or * for all); empty: all
+type EventTypes = []string
+
+// Features feature flags; only the configured ones (partner.gateway.feature_routes), which the served document lists
+type Features struct {
+	BulkExport *bool `json:"bulk_export,omitempty"`
+	Reports    *bool `json:"reports,omitempty"`
+}
+
+// JWT enterprise only: on a create of another tier 400; on a patch of a tenant of another tier (after the patch) 409
 type JWT struct {
 	Audiences *[]string `json:"audiences,omitempty"`
-	Issuer    string    `json:"issuer"`
+
+	// Issuer the tokens' iss
+	Issuer string `json:"issuer"`
 
 	// Jwks inline JWKS JSON with RS256 keys
 	Jwks string `json:"jwks"`
 }
+
+// Key defines model for Key.
+type Key struct {
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	Id        string     `json:"id"`
+	Prefix    string     `json:"prefix"`
+}
+
+// Mapping version 1: each output field (dotted names nest) is copied from a dotted source path of the payload; 1 to 256 fields, names and paths of 1 to 256 characters and at most 16 levels without empty segments, and no name both a value and an object (a and a.b)
+type Mapping struct {
+	Fields  map[string]string `json:"fields"`
+	Version MappingVersion    `json:"version"`
+}
+
+// MappingVersion defines model for Mapping.Version.
+type MappingVersion int
 
 // Problem defines model for Problem.
 type Problem struct {
@@ -246,28 +416,42 @@ type Problem struct {
 // ROIRow defines model for ROIRow.
 type ROIRow struct {
 	// Cac cost / new customers
-	Cac         *string `json:"cac"`
-	Conversions float32 `json:"conversions"`
-	Cost        string  `json:"cost"`
+	Cac *string `json:"cac"`
+
+	// Conversions attributed conversions (fractional under linear, time_decay, position_based)
+	Conversions float64 `json:"conversions"`
+
+	// Cost decimal in the base currency
+	Cost string `json:"cost"`
 
 	// Cpl cost / leads
-	Cpl   *string `json:"cpl"`
-	Leads int     `json:"leads"`
+	Cpl *string `json:"cpl"`
+
+	// Customers distinct converting customers
+	Customers int64 `json:"customers"`
+
+	// Leads distinct users who touched the partner
+	Leads int64 `json:"leads"`
 
 	// Ltv revenue per customer over the window
-	Ltv          *string  `json:"ltv"`
-	LtvCac       *float32 `json:"ltv_cac"`
-	Model        string   `json:"model"`
-	NewCustomers float32  `json:"new_customers"`
-	PartnerId    string   `json:"partner_id"`
-	PartnerName  *string  `json:"partner_name,omitempty"`
+	Ltv    *string     `json:"ltv"`
+	LtvCac *float64    `json:"ltv_cac"`
+	Model  ROIRowModel `json:"model"`
 
-	// Revenue decimal in the base currency
+	// NewCustomers attributed first conversions
+	NewCustomers float64 `json:"new_customers"`
+	PartnerId    string  `json:"partner_id"`
+	PartnerName  *string `json:"partner_name,omitempty"`
+
+	// Revenue decimal in the base currency, exact (a string: never rounded through a float)
 	Revenue string `json:"revenue"`
 
 	// Roi (revenue - cost) / cost; null when cost is 0
-	Roi *float32 `json:"roi"`
+	Roi *float64 `json:"roi"`
 }
+
+// ROIRowModel defines model for ROIRow.Model.
+type ROIRowModel string
 
 // RateLimit defines model for RateLimit.
 type RateLimit struct {
@@ -281,6 +465,9 @@ type Readiness struct {
 	Ready  bool              `json:"ready"`
 }
 
+// Region a configured region (regions[].name); the served document lists this deployment's
+type Region string
+
 // ReplayResult defines model for ReplayResult.
 type ReplayResult struct {
 	ReplayId *string `json:"replay_id,omitempty"`
@@ -292,29 +479,29 @@ type ReplayResult struct {
 
 // Tenant defines model for Tenant.
 type Tenant struct {
-	// ClientIdentities enterprise only: client-certificate identities (URI SANs such as spiffe://acme.example/partner, or DNS SANs) allowed on the mutual-TLS listener; a certificate of any other identity is refused
 	ClientIdentities   *[]string        `json:"client_identities,omitempty"`
 	CreatedAt          time.Time        `json:"created_at"`
-	EffectiveRateLimit *RateLimit       `json:"effective_rate_limit,omitempty"`
+	EffectiveRateLimit RateLimit        `json:"effective_rate_limit"`
 	Endpoints          []Endpoint       `json:"endpoints"`
 	Features           *map[string]bool `json:"features,omitempty"`
 	Id                 string           `json:"id"`
-	Jwt                *JWT             `json:"jwt,omitempty"`
+	Jwt                *struct {
+		Audiences *[]string `json:"audiences,omitempty"`
+		Issuer    string    `json:"issuer"`
+		Jwks      string    `json:"jwks"`
+	} `json:"jwt,omitempty"`
 
 	// Keys key ids and prefixes only; hashes and keys are never returned
-	Keys []struct {
-		CreatedAt time.Time  `json:"created_at"`
-		ExpiresAt *time.Time `json:"expires_at,omitempty"`
-		Id        string     `json:"id"`
-		Prefix    string     `json:"prefix"`
-	} `json:"keys"`
+	Keys      []Key        `json:"keys"`
 	Name      string       `json:"name"`
 	RateLimit *RateLimit   `json:"rate_limit,omitempty"`
 	Regions   []string     `json:"regions"`
 	Status    TenantStatus `json:"status"`
 	Tier      TenantTier   `json:"tier"`
 	UpdatedAt time.Time    `json:"updated_at"`
-	Version   int          `json:"version"`
+
+	// Version grows by one with every change; the ETag
+	Version int64 `json:"version"`
 }
 
 // TenantStatus defines model for Tenant.Status.
@@ -323,39 +510,67 @@ type TenantStatus string
 // TenantTier defines model for Tenant.Tier.
 type TenantTier string
 
+// TenantName unique, case-insensitively; printable, at most 100 characters
+type TenantName = string
+
+// TimeOrAgo an RFC 3339 time, or a non-negative duration before now in Go syntax (time.ParseDuration: 24h, 1h30m, 90s)
+type TimeOrAgo = string
+
 // UpdateTenant defines model for UpdateTenant.
 type UpdateTenant struct {
-	// ClientIdentities enterprise only: client-certificate identities (URI SANs such as spiffe://acme.example/partner, or DNS SANs) allowed on the mutual-TLS listener; a certificate of any other identity is refused
-	ClientIdentities *[]string `json:"client_identities,omitempty"`
-	Endpoints        *[]struct {
-		Disabled   *bool     `json:"disabled,omitempty"`
-		EventTypes *[]string `json:"event_types,omitempty"`
+	// ClientIdentities enterprise only (a create of another tier: 400; a patch of a tenant of another tier, or a tier change away from enterprise while set: 409): client-certificate identities (URI SANs such as spiffe://acme.example/partner, or DNS SANs) allowed on the mutual-TLS listener; a certificate of any other identity is refused
+	ClientIdentities *ClientIdentities `json:"client_identities,omitempty"`
+
+	// Endpoints replaces (by id) or adds (no id) endpoints; a tenant has at most 20
+	Endpoints *[]struct {
+		Disabled *bool `json:"disabled,omitempty"`
+
+		// EventTypes event types (order.created, order.*, or * for all); empty: all
+		EventTypes *EventTypes `json:"event_types,omitempty"`
 
 		// Filter CEL expression over the event
 		Filter *string `json:"filter,omitempty"`
-		Id     *string `json:"id,omitempty"`
 
-		// Mapping checked when written: version 1, 1 to 256 fields, dotted names and paths up to 256 characters and 16 levels
-		Mapping *struct {
-			Fields  map[string]string `json:"fields"`
-			Version int               `json:"version"`
-		} `json:"mapping,omitempty"`
+		// Id an id of the tenant's endpoints (else 404); absent: a new endpoint
+		Id *string `json:"id,omitempty"`
+
+		// Mapping version 1: each output field (dotted names nest) is copied from a dotted source path of the payload; 1 to 256 fields, names and paths of 1 to 256 characters and at most 16 levels without empty segments, and no name both a value and an object (a and a.b)
+		Mapping *Mapping `json:"mapping,omitempty"`
 
 		// Ordering fifo: one message at a time, in order (see the webhooks README for its cost)
-		Ordering       *UpdateTenantEndpointsOrdering `json:"ordering,omitempty"`
-		PayloadVersion *string                        `json:"payload_version,omitempty"`
-		Url            string                         `json:"url"`
+		Ordering       *UpdateTenantEndpointsOrdering       `json:"ordering,omitempty"`
+		PayloadVersion *UpdateTenantEndpointsPayloadVersion `json:"payload_version,omitempty"`
+
+		// Url an absolute http(s) URL without credentials or fragment; whether its host may be reached is checked when delivering (private networks are refused)
+		Url WebhookURL `json:"url"`
 	} `json:"endpoints,omitempty"`
-	Features  *map[string]bool `json:"features,omitempty"`
-	Jwt       *JWT             `json:"jwt,omitempty"`
-	Name      *string          `json:"name,omitempty"`
-	RateLimit *RateLimit       `json:"rate_limit,omitempty"`
-	Regions   *[]string        `json:"regions,omitempty"`
-	Tier      *string          `json:"tier,omitempty"`
+
+	// Features feature flags; only the configured ones (partner.gateway.feature_routes), which the served document lists
+	Features *Features `json:"features,omitempty"`
+
+	// Jwt enterprise only: on a create of another tier 400; on a patch of a tenant of another tier (after the patch) 409
+	Jwt *JWT `json:"jwt,omitempty"`
+
+	// Name unique, case-insensitively; printable, at most 100 characters
+	Name      *TenantName `json:"name,omitempty"`
+	RateLimit *RateLimit  `json:"rate_limit,omitempty"`
+
+	// Regions empty: unchanged
+	Regions *[]Region         `json:"regions,omitempty"`
+	Tier    *UpdateTenantTier `json:"tier,omitempty"`
 }
 
 // UpdateTenantEndpointsOrdering fifo: one message at a time, in order (see the webhooks README for its cost)
 type UpdateTenantEndpointsOrdering string
+
+// UpdateTenantEndpointsPayloadVersion defines model for UpdateTenant.Endpoints.PayloadVersion.
+type UpdateTenantEndpointsPayloadVersion string
+
+// UpdateTenantTier defines model for UpdateTenant.Tier.
+type UpdateTenantTier string
+
+// WebhookURL an absolute http(s) URL without credentials or fragment; whether its host may be reached is checked when delivering (private networks are refused)
+type WebhookURL = string
 
 // DLQDeliveryID defines model for DLQDeliveryID.
 type DLQDeliveryID = []string
@@ -367,10 +582,10 @@ type DLQEndpoint = string
 type DLQEventType = string
 
 // DLQReason defines model for DLQReason.
-type DLQReason = string
+type DLQReason string
 
-// DLQSince defines model for DLQSince.
-type DLQSince = string
+// DLQSince an RFC 3339 time, or a non-negative duration before now in Go syntax (time.ParseDuration: 24h, 1h30m, 90s)
+type DLQSince = TimeOrAgo
 
 // DLQStatus defines model for DLQStatus.
 type DLQStatus string
@@ -378,8 +593,8 @@ type DLQStatus string
 // DLQTenant defines model for DLQTenant.
 type DLQTenant = string
 
-// DLQUntil defines model for DLQUntil.
-type DLQUntil = string
+// DLQUntil an RFC 3339 time, or a non-negative duration before now in Go syntax (time.ParseDuration: 24h, 1h30m, 90s)
+type DLQUntil = TimeOrAgo
 
 // IfMatch defines model for IfMatch.
 type IfMatch = string
@@ -392,9 +607,14 @@ type Conflict = Problem
 
 // GetROIParams defines parameters for GetROI.
 type GetROIParams struct {
-	PartnerId *string            `form:"partner_id,omitempty" json:"partner_id,omitempty"`
-	Window    *int               `form:"window,omitempty" json:"window,omitempty"`
-	Model     *GetROIParamsModel `form:"model,omitempty" json:"model,omitempty"`
+	// PartnerId a tenant id; absent with the admin token: every partner; with a tenant key only its own (another is 403)
+	PartnerId *string `form:"partner_id,omitempty" json:"partner_id,omitempty"`
+
+	// Window days, ending today (UTC)
+	Window *int `form:"window,omitempty" json:"window,omitempty"`
+
+	// Model absent: every model
+	Model *GetROIParamsModel `form:"model,omitempty" json:"model,omitempty"`
 }
 
 // GetROIParamsModel defines parameters for GetROI.
@@ -402,20 +622,23 @@ type GetROIParamsModel string
 
 // ListDLQParams defines parameters for ListDLQ.
 type ListDLQParams struct {
-	Tenant    *DLQTenant    `form:"tenant,omitempty" json:"tenant,omitempty"`
+	// Tenant a tenant id
+	Tenant *DLQTenant `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// Endpoint an endpoint id
 	Endpoint  *DLQEndpoint  `form:"endpoint,omitempty" json:"endpoint,omitempty"`
 	EventType *DLQEventType `form:"event_type,omitempty" json:"event_type,omitempty"`
 
-	// Reason reason code, e.g. http_status, timeout, connection_refused, breaker_open
-	Reason *DLQReason `form:"reason,omitempty" json:"reason,omitempty"`
+	// Reason reason code
+	Reason *ListDLQParamsReason `form:"reason,omitempty" json:"reason,omitempty"`
 
 	// Status dead (default), replayed, delivered, dropped or all
 	Status *ListDLQParamsStatus `form:"status,omitempty" json:"status,omitempty"`
 
-	// Since dead-lettered at or after: RFC 3339 time or a Go duration like 24h
+	// Since dead-lettered at or after: an RFC 3339 time, or a duration ago (Go syntax, e.g. 24h, 90m, 1h30m)
 	Since *DLQSince `form:"since,omitempty" json:"since,omitempty"`
 
-	// Until dead-lettered before: RFC 3339 time or a Go duration ago
+	// Until dead-lettered before: an RFC 3339 time, or a duration ago
 	Until *DLQUntil `form:"until,omitempty" json:"until,omitempty"`
 
 	// DeliveryId only these deliveries (repeatable)
@@ -426,6 +649,9 @@ type ListDLQParams struct {
 	PageToken *string `form:"page_token,omitempty" json:"page_token,omitempty"`
 }
 
+// ListDLQParamsReason defines parameters for ListDLQ.
+type ListDLQParamsReason string
+
 // ListDLQParamsStatus defines parameters for ListDLQ.
 type ListDLQParamsStatus string
 
@@ -433,23 +659,26 @@ type ListDLQParamsStatus string
 type RecoverEndpointParams struct {
 	Endpoint string `form:"endpoint" json:"endpoint"`
 
-	// Since RFC 3339 time or a Go duration like 24h
-	Since string `form:"since" json:"since"`
+	// Since an RFC 3339 time, or a duration ago (Go syntax, e.g. 24h)
+	Since TimeOrAgo `form:"since" json:"since"`
 }
 
 // ReplayDLQParams defines parameters for ReplayDLQ.
 type ReplayDLQParams struct {
-	Tenant    *DLQTenant    `form:"tenant,omitempty" json:"tenant,omitempty"`
+	// Tenant a tenant id
+	Tenant *DLQTenant `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// Endpoint an endpoint id
 	Endpoint  *DLQEndpoint  `form:"endpoint,omitempty" json:"endpoint,omitempty"`
 	EventType *DLQEventType `form:"event_type,omitempty" json:"event_type,omitempty"`
 
-	// Reason reason code, e.g. http_status, timeout, connection_refused, breaker_open
-	Reason *DLQReason `form:"reason,omitempty" json:"reason,omitempty"`
+	// Reason reason code
+	Reason *ReplayDLQParamsReason `form:"reason,omitempty" json:"reason,omitempty"`
 
-	// Since dead-lettered at or after: RFC 3339 time or a Go duration like 24h
+	// Since dead-lettered at or after: an RFC 3339 time, or a duration ago (Go syntax, e.g. 24h, 90m, 1h30m)
 	Since *DLQSince `form:"since,omitempty" json:"since,omitempty"`
 
-	// Until dead-lettered before: RFC 3339 time or a Go duration ago
+	// Until dead-lettered before: an RFC 3339 time, or a duration ago
 	Until *DLQUntil `form:"until,omitempty" json:"until,omitempty"`
 
 	// DeliveryId only these deliveries (repeatable)
@@ -458,6 +687,9 @@ type ReplayDLQParams struct {
 	// Force also replay what was replayed before
 	Force *bool `form:"force,omitempty" json:"force,omitempty"`
 }
+
+// ReplayDLQParamsReason defines parameters for ReplayDLQ.
+type ReplayDLQParamsReason string
 
 // ListTenantsParams defines parameters for ListTenants.
 type ListTenantsParams struct {
@@ -493,6 +725,7 @@ type RotateKeyParams struct {
 
 // RotateSecretParams defines parameters for RotateSecret.
 type RotateSecretParams struct {
+	// EndpointId only this endpoint (an id of the tenant's endpoints, else 404)
 	EndpointId *string `form:"endpoint_id,omitempty" json:"endpoint_id,omitempty"`
 
 	// IfMatch Apply the change only if the tenant is at this version (its ETag, e.g. "3"; a list of them; or *).
@@ -600,6 +833,9 @@ type ClientInterface interface {
 	// ReplayDLQ request
 	ReplayDLQ(ctx context.Context, params *ReplayDLQParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// Openapi request
+	Openapi(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// TestWebhook request
 	TestWebhook(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
@@ -634,11 +870,14 @@ type ClientInterface interface {
 	// SuspendTenant request
 	SuspendTenant(ctx context.Context, id TenantID, params *SuspendTenantParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetHealthz request
-	GetHealthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+	// Healthz request
+	Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetReadyz request
-	GetReadyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+	// Metrics request
+	Metrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// Readyz request
+	Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 func (c *Client) GetROI(ctx context.Context, params *GetROIParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -679,6 +918,18 @@ func (c *Client) RecoverEndpoint(ctx context.Context, params *RecoverEndpointPar
 
 func (c *Client) ReplayDLQ(ctx context.Context, params *ReplayDLQParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewReplayDLQRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+func (c *Client) Openapi(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenapiRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -833,8 +1084,8 @@ func (c *Client) SuspendTenant(ctx context.Context, id TenantID, params *Suspend
 	return c.Client.Do(req)
 }
 
-func (c *Client) GetHealthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewGetHealthzRequest(c.Server)
+func (c *Client) Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewHealthzRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -845,8 +1096,20 @@ func (c *Client) GetHealthz(ctx context.Context, reqEditors ...RequestEditorFn) 
 	return c.Client.Do(req)
 }
 
-func (c *Client) GetReadyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewGetReadyzRequest(c.Server)
+func (c *Client) Metrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewMetricsRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+func (c *Client) Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewReadyzRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -1349,6 +1612,33 @@ func NewReplayDLQRequest(server string, params *ReplayDLQParams) (*http.Request,
 	return req, nil
 }
 
+// NewOpenapiRequest generates requests for Openapi
+func NewOpenapiRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/openapi.json")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest("GET", queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewTestWebhookRequest generates requests for TestWebhook
 func NewTestWebhookRequest(server string) (*http.Request, error) {
 	var err error
@@ -1806,8 +2096,8 @@ func NewSuspendTenantRequest(server string, id TenantID, params *SuspendTenantPa
 	return req, nil
 }
 
-// NewGetHealthzRequest generates requests for GetHealthz
-func NewGetHealthzRequest(server string) (*http.Request, error) {
+// NewHealthzRequest generates requests for Healthz
+func NewHealthzRequest(server string) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -1833,8 +2123,35 @@ func NewGetHealthzRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
-// NewGetReadyzRequest generates requests for GetReadyz
-func NewGetReadyzRequest(server string) (*http.Request, error) {
+// NewMetricsRequest generates requests for Metrics
+func NewMetricsRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/metrics")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest("GET", queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewReadyzRequest generates requests for Readyz
+func NewReadyzRequest(server string) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -1915,6 +2232,9 @@ type ClientWithResponsesInterface interface {
 	// ReplayDLQWithResponse request
 	ReplayDLQWithResponse(ctx context.Context, params *ReplayDLQParams, reqEditors ...RequestEditorFn) (*ReplayDLQResponse, error)
 
+	// OpenapiWithResponse request
+	OpenapiWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*OpenapiResponse, error)
+
 	// TestWebhookWithResponse request
 	TestWebhookWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*TestWebhookResponse, error)
 
@@ -1949,23 +2269,32 @@ type ClientWithResponsesInterface interface {
 	// SuspendTenantWithResponse request
 	SuspendTenantWithResponse(ctx context.Context, id TenantID, params *SuspendTenantParams, reqEditors ...RequestEditorFn) (*SuspendTenantResponse, error)
 
-	// GetHealthzWithResponse request
-	GetHealthzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetHealthzResponse, error)
+	// HealthzWithResponse request
+	HealthzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*HealthzResponse, error)
 
-	// GetReadyzWithResponse request
-	GetReadyzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetReadyzResponse, error)
+	// MetricsWithResponse request
+	MetricsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*MetricsResponse, error)
+
+	// ReadyzWithResponse request
+	ReadyzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ReadyzResponse, error)
 }
 
 type GetROIResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	JSON200      *struct {
-		Rows       []ROIRow `json:"rows"`
-		WindowDays *int     `json:"window_days,omitempty"`
+		// From first day of the window (UTC)
+		From openapi_types.Date `json:"from"`
+		Rows []ROIRow           `json:"rows"`
+
+		// To last day of the window (UTC): today
+		To         openapi_types.Date `json:"to"`
+		WindowDays int                `json:"window_days"`
 	}
 	ApplicationproblemJSON400 *Problem
 	ApplicationproblemJSON401 *Problem
 	ApplicationproblemJSON403 *Problem
+	ApplicationproblemJSON503 *Problem
 }
 
 // Status returns HTTPResponse.Status
@@ -2066,17 +2395,39 @@ func (r ReplayDLQResponse) StatusCode() int {
 	return 0
 }
 
+type OpenapiResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	JSON200      *map[string]interface{}
+}
+
+// Status returns HTTPResponse.Status
+func (r OpenapiResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OpenapiResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
 type TestWebhookResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	JSON200      *struct {
 		Results []struct {
-			EndpointId string   `json:"endpoint_id"`
-			Error      *string  `json:"error,omitempty"`
-			LatencyMs  *float32 `json:"latency_ms,omitempty"`
-			Outcome    string   `json:"outcome"`
-			StatusCode *int     `json:"status_code,omitempty"`
-			WebhookId  string   `json:"webhook_id"`
+			EndpointId string  `json:"endpoint_id"`
+			Error      *string `json:"error,omitempty"`
+			LatencyMs  float64 `json:"latency_ms"`
+			Outcome    string  `json:"outcome"`
+			StatusCode *int    `json:"status_code,omitempty"`
+			WebhookId  string  `json:"webhook_id"`
 		} `json:"results"`
 	}
 	ApplicationproblemJSON401 *Problem
@@ -2116,6 +2467,7 @@ type ResealSecretsResponse struct {
 		Unreadable []string `json:"unreadable"`
 	}
 	ApplicationproblemJSON401 *Problem
+	ApplicationproblemJSON503 *Problem
 }
 
 // Status returns HTTPResponse.Status
@@ -2167,7 +2519,9 @@ type CreateTenantResponse struct {
 	ApplicationproblemJSON400 *Problem
 	ApplicationproblemJSON401 *Problem
 	ApplicationproblemJSON409 *Problem
+	ApplicationproblemJSON413 *Problem
 	ApplicationproblemJSON415 *Problem
+	ApplicationproblemJSON503 *Problem
 }
 
 // Status returns HTTPResponse.Status
@@ -2190,6 +2544,7 @@ type GetTenantResponse struct {
 	Body                      []byte
 	HTTPResponse              *http.Response
 	JSON200                   *Tenant
+	ApplicationproblemJSON400 *Problem
 	ApplicationproblemJSON401 *Problem
 	ApplicationproblemJSON404 *Problem
 }
@@ -2218,6 +2573,9 @@ type UpdateTenantResponse struct {
 	ApplicationproblemJSON401 *Problem
 	ApplicationproblemJSON404 *Problem
 	ApplicationproblemJSON409 *Conflict
+	ApplicationproblemJSON413 *Problem
+	ApplicationproblemJSON415 *Problem
+	ApplicationproblemJSON503 *Problem
 }
 
 // Status returns HTTPResponse.Status
@@ -2244,6 +2602,7 @@ type ActivateTenantResponse struct {
 	ApplicationproblemJSON401 *Problem
 	ApplicationproblemJSON404 *Problem
 	ApplicationproblemJSON409 *Conflict
+	ApplicationproblemJSON503 *Problem
 }
 
 // Status returns HTTPResponse.Status
@@ -2274,6 +2633,7 @@ type RotateKeyResponse struct {
 	ApplicationproblemJSON401 *Problem
 	ApplicationproblemJSON404 *Problem
 	ApplicationproblemJSON409 *Conflict
+	ApplicationproblemJSON503 *Problem
 }
 
 // Status returns HTTPResponse.Status
@@ -2305,6 +2665,7 @@ type RotateSecretResponse struct {
 	ApplicationproblemJSON401 *Problem
 	ApplicationproblemJSON404 *Problem
 	ApplicationproblemJSON409 *Conflict
+	ApplicationproblemJSON503 *Problem
 }
 
 // Status returns HTTPResponse.Status
@@ -2331,6 +2692,7 @@ type SuspendTenantResponse struct {
 	ApplicationproblemJSON401 *Problem
 	ApplicationproblemJSON404 *Problem
 	ApplicationproblemJSON409 *Conflict
+	ApplicationproblemJSON503 *Problem
 }
 
 // Status returns HTTPResponse.Status
@@ -2349,13 +2711,13 @@ func (r SuspendTenantResponse) StatusCode() int {
 	return 0
 }
 
-type GetHealthzResponse struct {
+type HealthzResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 }
 
 // Status returns HTTPResponse.Status
-func (r GetHealthzResponse) Status() string {
+func (r HealthzResponse) Status() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Status
 	}
@@ -2363,14 +2725,35 @@ func (r GetHealthzResponse) Status() string {
 }
 
 // StatusCode returns HTTPResponse.StatusCode
-func (r GetHealthzResponse) StatusCode() int {
+func (r HealthzResponse) StatusCode() int {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.StatusCode
 	}
 	return 0
 }
 
-type GetReadyzResponse struct {
+type MetricsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+}
+
+// Status returns HTTPResponse.Status
+func (r MetricsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r MetricsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+type ReadyzResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	JSON200      *Readiness
@@ -2378,7 +2761,7 @@ type GetReadyzResponse struct {
 }
 
 // Status returns HTTPResponse.Status
-func (r GetReadyzResponse) Status() string {
+func (r ReadyzResponse) Status() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Status
 	}
@@ -2386,7 +2769,7 @@ func (r GetReadyzResponse) Status() string {
 }
 
 // StatusCode returns HTTPResponse.StatusCode
-func (r GetReadyzResponse) StatusCode() int {
+func (r ReadyzResponse) StatusCode() int {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.StatusCode
 	}
@@ -2427,6 +2810,15 @@ func (c *ClientWithResponses) ReplayDLQWithResponse(ctx context.Context, params 
 		return nil, err
 	}
 	return ParseReplayDLQResponse(rsp)
+}
+
+// OpenapiWithResponse request returning *OpenapiResponse
+func (c *ClientWithResponses) OpenapiWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*OpenapiResponse, error) {
+	rsp, err := c.Openapi(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenapiResponse(rsp)
 }
 
 // TestWebhookWithResponse request returning *TestWebhookResponse
@@ -2535,22 +2927,31 @@ func (c *ClientWithResponses) SuspendTenantWithResponse(ctx context.Context, id 
 	return ParseSuspendTenantResponse(rsp)
 }
 
-// GetHealthzWithResponse request returning *GetHealthzResponse
-func (c *ClientWithResponses) GetHealthzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetHealthzResponse, error) {
-	rsp, err := c.GetHealthz(ctx, reqEditors...)
+// HealthzWithResponse request returning *HealthzResponse
+func (c *ClientWithResponses) HealthzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*HealthzResponse, error) {
+	rsp, err := c.Healthz(ctx, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
-	return ParseGetHealthzResponse(rsp)
+	return ParseHealthzResponse(rsp)
 }
 
-// GetReadyzWithResponse request returning *GetReadyzResponse
-func (c *ClientWithResponses) GetReadyzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetReadyzResponse, error) {
-	rsp, err := c.GetReadyz(ctx, reqEditors...)
+// MetricsWithResponse request returning *MetricsResponse
+func (c *ClientWithResponses) MetricsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*MetricsResponse, error) {
+	rsp, err := c.Metrics(ctx, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
-	return ParseGetReadyzResponse(rsp)
+	return ParseMetricsResponse(rsp)
+}
+
+// ReadyzWithResponse request returning *ReadyzResponse
+func (c *ClientWithResponses) ReadyzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ReadyzResponse, error) {
+	rsp, err := c.Readyz(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseReadyzResponse(rsp)
 }
 
 // ParseGetROIResponse parses an HTTP response from a GetROIWithResponse call
@@ -2569,8 +2970,13 @@ func ParseGetROIResponse(rsp *http.Response) (*GetROIResponse, error) {
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest struct {
-			Rows       []ROIRow `json:"rows"`
-			WindowDays *int     `json:"window_days,omitempty"`
+			// From first day of the window (UTC)
+			From openapi_types.Date `json:"from"`
+			Rows []ROIRow           `json:"rows"`
+
+			// To last day of the window (UTC): today
+			To         openapi_types.Date `json:"to"`
+			WindowDays int                `json:"window_days"`
 		}
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
@@ -2597,6 +3003,13 @@ func ParseGetROIResponse(rsp *http.Response) (*GetROIResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -2763,6 +3176,32 @@ func ParseReplayDLQResponse(rsp *http.Response) (*ReplayDLQResponse, error) {
 	return response, nil
 }
 
+// ParseOpenapiResponse parses an HTTP response from a OpenapiWithResponse call
+func ParseOpenapiResponse(rsp *http.Response) (*OpenapiResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OpenapiResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest map[string]interface{}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseTestWebhookResponse parses an HTTP response from a TestWebhookWithResponse call
 func ParseTestWebhookResponse(rsp *http.Response) (*TestWebhookResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -2780,12 +3219,12 @@ func ParseTestWebhookResponse(rsp *http.Response) (*TestWebhookResponse, error) 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest struct {
 			Results []struct {
-				EndpointId string   `json:"endpoint_id"`
-				Error      *string  `json:"error,omitempty"`
-				LatencyMs  *float32 `json:"latency_ms,omitempty"`
-				Outcome    string   `json:"outcome"`
-				StatusCode *int     `json:"status_code,omitempty"`
-				WebhookId  string   `json:"webhook_id"`
+				EndpointId string  `json:"endpoint_id"`
+				Error      *string `json:"error,omitempty"`
+				LatencyMs  float64 `json:"latency_ms"`
+				Outcome    string  `json:"outcome"`
+				StatusCode *int    `json:"status_code,omitempty"`
+				WebhookId  string  `json:"webhook_id"`
 			} `json:"results"`
 		}
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2857,6 +3296,13 @@ func ParseResealSecretsResponse(rsp *http.Response) (*ResealSecretsResponse, err
 			return nil, err
 		}
 		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -2947,12 +3393,26 @@ func ParseCreateTenantResponse(rsp *http.Response) (*CreateTenantResponse, error
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -2979,6 +3439,13 @@ func ParseGetTenantResponse(rsp *http.Response) (*GetTenantResponse, error) {
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Problem
@@ -3048,6 +3515,27 @@ func ParseUpdateTenantResponse(rsp *http.Response) (*UpdateTenantResponse, error
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
 	}
 
 	return response, nil
@@ -3101,6 +3589,13 @@ func ParseActivateTenantResponse(rsp *http.Response) (*ActivateTenantResponse, e
 			return nil, err
 		}
 		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -3159,6 +3654,13 @@ func ParseRotateKeyResponse(rsp *http.Response) (*RotateKeyResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -3219,6 +3721,13 @@ func ParseRotateSecretResponse(rsp *http.Response) (*RotateSecretResponse, error
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
 	}
 
 	return response, nil
@@ -3273,20 +3782,27 @@ func ParseSuspendTenantResponse(rsp *http.Response) (*SuspendTenantResponse, err
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
 	}
 
 	return response, nil
 }
 
-// ParseGetHealthzResponse parses an HTTP response from a GetHealthzWithResponse call
-func ParseGetHealthzResponse(rsp *http.Response) (*GetHealthzResponse, error) {
+// ParseHealthzResponse parses an HTTP response from a HealthzWithResponse call
+func ParseHealthzResponse(rsp *http.Response) (*HealthzResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
 	defer func() { _ = rsp.Body.Close() }()
 	if err != nil {
 		return nil, err
 	}
 
-	response := &GetHealthzResponse{
+	response := &HealthzResponse{
 		Body:         bodyBytes,
 		HTTPResponse: rsp,
 	}
@@ -3294,15 +3810,31 @@ func ParseGetHealthzResponse(rsp *http.Response) (*GetHealthzResponse, error) {
 	return response, nil
 }
 
-// ParseGetReadyzResponse parses an HTTP response from a GetReadyzWithResponse call
-func ParseGetReadyzResponse(rsp *http.Response) (*GetReadyzResponse, error) {
+// ParseMetricsResponse parses an HTTP response from a MetricsWithResponse call
+func ParseMetricsResponse(rsp *http.Response) (*MetricsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
 	defer func() { _ = rsp.Body.Close() }()
 	if err != nil {
 		return nil, err
 	}
 
-	response := &GetReadyzResponse{
+	response := &MetricsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	return response, nil
+}
+
+// ParseReadyzResponse parses an HTTP response from a ReadyzWithResponse call
+func ParseReadyzResponse(rsp *http.Response) (*ReadyzResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ReadyzResponse{
 		Body:         bodyBytes,
 		HTTPResponse: rsp,
 	}

@@ -59,6 +59,7 @@ type WriterOptions struct {
 	Topic         string
 	Pepper        string
 	Regions       []string // configured regions; tenants may only name these
+	Features      []string // configured feature flags; nil: any well-formed name
 	KeyOverlap    time.Duration
 	SecretOverlap time.Duration
 	// Secrets seals webhook secrets; required (a write without it fails).
@@ -183,6 +184,18 @@ func validateName(name string) error {
 	return nil
 }
 
+// CheckName reports why name cannot be a tenant name (nil: it can).
+func CheckName(name string) error { return validateName(name) }
+
+// CheckPrintable reports why v is not printable, non-blank text without
+// leading or trailing space (the JWT issuer and audiences).
+func CheckPrintable(v string) error {
+	if !utf8.ValidString(v) || strings.TrimSpace(v) == "" {
+		return invalid("value", v, "must be non-blank UTF-8 text")
+	}
+	return printable("value", v)
+}
+
 // printable refuses control and format characters (bidi overrides, zero
 // width joiners, soft hyphens) and non-printing spaces in v. The value is
 // shown quoted (Go escapes), so the error itself stays printable.
@@ -242,13 +255,21 @@ func validateEvents(field string, events []string) error {
 	return nil
 }
 
-func validateFeatures(f map[string]bool) error {
+func (w *Writer) validateFeatures(f map[string]bool) error {
 	if len(f) > MaxFeatures {
 		return invalid("features", fmt.Sprint(len(f)), fmt.Sprintf("must hold at most %d flags", MaxFeatures))
 	}
+	keys := make([]string, 0, len(f))
 	for k := range f {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
 		if !featureRe.MatchString(k) {
-			return invalid("features."+k, k, "must be lower-case letters, digits and underscores")
+			return invalid("features."+k, strconv.QuoteToASCII(k), "must be lower-case letters, digits and underscores")
+		}
+		if w.opt.Features != nil && !slices.Contains(w.opt.Features, k) {
+			return invalid("features."+k, k, "must be a configured feature ("+strings.Join(w.opt.Features, ", ")+")")
 		}
 	}
 	return nil
@@ -330,7 +351,7 @@ func validateTenant(t *schemas.Tenant) error {
 	if len(t.Endpoints) > MaxEndpoints {
 		return invalid("endpoints", fmt.Sprint(len(t.Endpoints)), fmt.Sprintf("a tenant may have at most %d endpoints", MaxEndpoints))
 	}
-	return validateFeatures(t.Features)
+	return nil
 }
 
 // Create onboards a tenant and returns its credentials, shown once.
@@ -356,7 +377,7 @@ func (w *Writer) Create(ctx context.Context, req CreateRequest) (*Created, error
 	if err := validateRateLimit(req.RateLimit); err != nil {
 		return nil, err
 	}
-	if err := validateFeatures(req.Features); err != nil {
+	if err := w.validateFeatures(req.Features); err != nil {
 		return nil, err
 	}
 	switch req.Status {
@@ -473,7 +494,7 @@ func (w *Writer) Update(ctx context.Context, id string, p Patch) (*schemas.Tenan
 	if err := validateRateLimit(p.RateLimit); err != nil {
 		return nil, err
 	}
-	if err := validateFeatures(p.Features); err != nil {
+	if err := w.validateFeatures(p.Features); err != nil {
 		return nil, err
 	}
 	if err := validateJWT(p.JWT); err != nil {
@@ -527,20 +548,26 @@ func (w *Writer) Update(ctx context.Context, id string, p Patch) (*schemas.Tenan
 		if p.Tier != nil {
 			t.Tier = *p.Tier
 		}
+		// What only an enterprise tenant may hold, against the tier it has
+		// after this patch: a request that is well formed but conflicts
+		// with the tenant's state is a conflict (409), not a bad request.
 		if p.JWT != nil {
 			if t.Tier != schemas.TierEnterprise {
-				return invalid("jwt", "set", "is only available to enterprise tenants")
+				return &ConflictError{ID: t.ID, Current: t.Version, Reason: "jwt is only available to enterprise tenants: tenant " + t.ID + " is " + t.Tier}
 			}
 			t.JWT = p.JWT
 		}
 		if p.ClientIdentities != nil {
+			if len(*p.ClientIdentities) > 0 && t.Tier != schemas.TierEnterprise {
+				return &ConflictError{ID: t.ID, Current: t.Version, Reason: "client_identities are only available to enterprise tenants: tenant " + t.ID + " is " + t.Tier}
+			}
 			if err := validateClientIdentities(t.Tier, *p.ClientIdentities); err != nil {
 				return err
 			}
 			t.ClientIdentities = *p.ClientIdentities
 		}
-		if t.Tier != schemas.TierEnterprise && len(t.ClientIdentities) > 0 {
-			return invalid("tier", t.Tier, "a tenant with client_identities must stay enterprise (remove them first)")
+		if t.Tier != schemas.TierEnterprise && (len(t.ClientIdentities) > 0 || t.JWT != nil) {
+			return &ConflictError{ID: t.ID, Current: t.Version, Reason: "a tenant with client_identities or jwt must stay enterprise (remove them first)"}
 		}
 		if len(p.Regions) > 0 {
 			t.Regions = p.Regions
@@ -554,7 +581,7 @@ func (w *Writer) Update(ctx context.Context, id string, p Patch) (*schemas.Tenan
 		for _, ep := range p.Endpoints {
 			idx := slices.IndexFunc(t.Endpoints, func(e schemas.Endpoint) bool { return e.ID == ep.ID })
 			if ep.ID != "" && idx < 0 {
-				return invalid("endpoints.id", ep.ID, "no such endpoint")
+				return fmt.Errorf("%w: tenant %s has no endpoint %s", ErrNotFound, t.ID, ep.ID)
 			}
 			var e schemas.Endpoint
 			if idx >= 0 {
@@ -675,7 +702,7 @@ func (w *Writer) RotateSecret(ctx context.Context, id, endpointID string) (*sche
 			e.Secrets = append(kept, schemas.WebhookSecret{ID: NewID("sec_"), Secret: secret, CreatedAt: now})
 		}
 		if !found {
-			return invalid("endpoint_id", endpointID, "no such endpoint")
+			return fmt.Errorf("%w: tenant %s has no endpoint %s", ErrNotFound, t.ID, endpointID)
 		}
 		return nil
 	})

@@ -13,6 +13,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"time"
 )
@@ -69,6 +70,19 @@ type Gateway struct {
 type FeatureRoute struct {
 	Prefix  string `yaml:"prefix"`
 	Feature string `yaml:"feature"`
+}
+
+// FeatureNames returns the feature flags of the feature routes, sorted and
+// without duplicates: the flags a tenant may set.
+func (g Gateway) FeatureNames() []string {
+	out := []string{}
+	for _, fr := range g.FeatureRoutes {
+		if !slices.Contains(out, fr.Feature) {
+			out = append(out, fr.Feature)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // FeatureFor returns the feature flag that gates path, if any. The longest

@@ -249,7 +249,7 @@ func (p *process) start(ctx context.Context) error {
 	p.api = adminapi.New(adminapi.Options{
 		Token: p.cfg.Admin.Token, Pepper: p.cfg.Partner.Keys.Pepper,
 		Registry: p.reg, Writer: p.writer, Limits: p.cfg.Partner.RateLimit,
-		Gatherer: p.prom, Log: p.log,
+		Gatherer: p.prom, Log: p.log, Regions: p.cfg.RegionNames(), Features: p.cfg.Partner.Gateway.FeatureNames(),
 	})
 	for op, h := range p.api.Handlers() {
 		p.handlers[op] = h
@@ -352,6 +352,7 @@ func (p *process) startRegistry() error {
 		Topic:         topic,
 		Pepper:        p.cfg.Partner.Keys.Pepper,
 		Regions:       p.cfg.RegionNames(),
+		Features:      p.cfg.Partner.Gateway.FeatureNames(),
 		KeyOverlap:    p.cfg.Partner.Keys.RotationOverlap,
 		SecretOverlap: p.cfg.Partner.Webhooks.SecretOverlap,
 		Secrets:       keyring,

@@ -22,7 +22,7 @@ func TestChangesApplyBeforeNextAttempt(t *testing.T) {
 	e := newEnv(t, false, nil)
 	// Secrets rotate with no overlap: the old one is revoked at once.
 	writer := registry.NewWriter(e.reg, e.cl, registry.WriterOptions{Topic: registrytest.Topic(e.cfg),
-		Pepper: e.cfg.Partner.Keys.Pepper, Regions: e.cfg.RegionNames(), KeyOverlap: time.Hour, SecretOverlap: 0})
+		Pepper: e.cfg.Partner.Keys.Pepper, Regions: e.cfg.RegionNames(), KeyOverlap: time.Hour, SecretOverlap: 0, Secrets: registrytest.Keyring(e.cfg)})
 	limited := func(n int) (int, map[string]string, bool) {
 		if n == 1 {
 			return 429, map[string]string{"Retry-After": "2"}, false

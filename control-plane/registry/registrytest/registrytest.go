@@ -68,7 +68,7 @@ func Keyring(cfg *config.Config) *seal.Keyring {
 // and secrets stay valid for keyOverlap and an hour.
 func Writer(cfg *config.Config, reg *registry.Registry, base *kgo.Client, keyOverlap time.Duration) *registry.Writer {
 	return registry.NewWriter(reg, base, registry.WriterOptions{
-		Topic: Topic(cfg), Pepper: cfg.Partner.Keys.Pepper, Regions: cfg.RegionNames(),
+		Topic: Topic(cfg), Pepper: cfg.Partner.Keys.Pepper, Regions: cfg.RegionNames(), Features: cfg.Partner.Gateway.FeatureNames(),
 		KeyOverlap: keyOverlap, SecretOverlap: time.Hour, Secrets: Keyring(cfg),
 	})
 }

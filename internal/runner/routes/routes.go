@@ -63,6 +63,7 @@ var All = []Route{
 	{Ops, "GET /healthz", Public, "healthz"},
 	{Ops, "GET /readyz", Public, "readyz"},
 	{Ops, "GET /metrics", Public, "metrics"},
+	{Ops, "GET /api/v1/openapi.json", Public, "openapi"},
 
 	{Tenants, "GET /api/v1/tenants", Admin, "listTenants"},
 	{Tenants, "POST /api/v1/tenants", Admin, "createTenant"},

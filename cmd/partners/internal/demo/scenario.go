@@ -230,7 +230,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		receivers = append(receivers, rcv)
 		name := fmt.Sprintf("Demo %s %s", strings.ToUpper(spec.tier[:1])+spec.tier[1:], suffix)
 		events := []string{"order.created"}
-		req := adminclient.CreateTenant{Name: name, Tier: spec.tier, WebhookUrl: rcv.url + "/hook", Events: &events}
+		req := adminclient.CreateTenant{Name: name, Tier: adminclient.CreateTenantTier(spec.tier), WebhookUrl: rcv.url + "/hook", Events: &events}
 		if spec.tier == "enterprise" { // the identity of its client certificate on the mTLS listener
 			ids := []string{enterpriseIdentity(suffix)}
 			req.ClientIdentities = &ids
@@ -449,8 +449,8 @@ func (r *Result) collect(ctx context.Context, o Options, api *adminclient.Client
 				return fmt.Errorf("roi: %d %s", resp.StatusCode(), resp.Body)
 			}
 			for _, row := range resp.JSON200.Rows {
-				roi = append(roi, ROIRow{Partner: t.Name, Model: row.Model, Revenue: row.Revenue, Cost: row.Cost,
-					Conversions: float64(row.Conversions), Leads: row.Leads, NewCustomers: float64(row.NewCustomers),
+				roi = append(roi, ROIRow{Partner: t.Name, Model: string(row.Model), Revenue: row.Revenue, Cost: row.Cost,
+					Conversions: row.Conversions, Leads: int(row.Leads), NewCustomers: row.NewCustomers,
 					ROI: toF(row.Roi), LTVCAC: toF(row.LtvCac), CPL: row.Cpl, CAC: row.Cac, LTV: row.Ltv})
 			}
 		}
