@@ -566,8 +566,8 @@ func (w *Writer) Update(ctx context.Context, id string, p Patch) (*schemas.Tenan
 			}
 			t.ClientIdentities = *p.ClientIdentities
 		}
-		if t.Tier != schemas.TierEnterprise && (len(t.ClientIdentities) > 0 || t.JWT != nil) {
-			return &ConflictError{ID: t.ID, Current: t.Version, Reason: "a tenant with client_identities or jwt must stay enterprise (remove them first)"}
+		if t.Tier != schemas.TierEnterprise && len(t.ClientIdentities) > 0 {
+			return &ConflictError{ID: t.ID, Current: t.Version, Reason: "a tenant with client_identities must stay enterprise (remove them first)"}
 		}
 		if len(p.Regions) > 0 {
 			t.Regions = p.Regions
