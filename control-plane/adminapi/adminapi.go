@@ -4,8 +4,15 @@
 // handlers under /api/v1/tenants, health, readiness and Prometheus metrics.
 // Which routes a process serves comes from internal/runner/routes; the
 // handlers of other areas (DLQ, ROI, webhook test) are mounted beside these
-// by internal/runner. Errors are RFC 9457 problem details; the contract is
-// schemas/openapi/openapi.yaml and tests check every exchange against it.
+// by internal/runner. Errors are RFC 9457 problem details. The contract is
+// schemas/openapi/openapi.yaml, and the server enforces it (contract.go):
+// every request to a route of the spec is validated against its operation
+// before the handler runs, whoever wrote the handler, a method a path does
+// not declare is a 405 with Allow, and GET /api/v1/openapi.json serves the
+// document as enforced. Tests check every exchange against it (kin-openapi)
+// and make test runs Schemathesis against a dev process. Tenant writes are
+// compare-and-set (control-plane/registry): 409 with current_version and
+// the ETag when they lose; If-Match makes them conditional.
 package adminapi
 
 import (

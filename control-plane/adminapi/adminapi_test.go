@@ -491,3 +491,127 @@ func TestIfMatch(t *testing.T) {
 		t.Fatalf("If-Match *: %d", res.status)
 	}
 }
+
+// TestServerEnforcesTheSpec: what the spec forbids is refused before any
+// handler runs (the DLQ and ROI handlers here are stubs that would answer
+// 200), what it allows reaches the handler, undeclared methods get 405 with
+// Allow, another body type 415, an oversized body 413 — each a problem.
+func TestServerEnforcesTheSpec(t *testing.T) {
+	t.Parallel()
+	cfg := testenv.Config(t)
+	log := slog.New(slog.DiscardHandler)
+	brokers, cl := testenv.Kafka(t, cfg)
+	reg := registrytest.Start(t, cfg, brokers, log)
+	srv := adminapi.New(adminapi.Options{Token: cfg.Admin.Token, Pepper: cfg.Partner.Keys.Pepper, Registry: reg,
+		Writer: registrytest.Writer(cfg, reg, cl, time.Hour), Limits: cfg.Partner.RateLimit, Log: log,
+		Regions: cfg.RegionNames(), Features: cfg.Partner.Gateway.FeatureNames()})
+	handlers := srv.Handlers()
+	reached := map[string]int{}
+	var mu sync.Mutex
+	stub := func(op string, body any) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			reached[op]++
+			mu.Unlock()
+			httpx.WriteJSON(w, http.StatusOK, body)
+		}
+	}
+	handlers["listDLQ"] = stub("listDLQ", map[string]any{"dead_letters": []any{}})
+	handlers["replayDLQ"] = stub("replayDLQ", map[string]any{"replayed": 0, "skipped": 0})
+	handlers["recoverEndpoint"] = stub("recoverEndpoint", map[string]any{"replayed": 0, "skipped": 0})
+	handlers["testWebhook"] = stub("testWebhook", map[string]any{"results": []any{}})
+	handlers["getROI"] = stub("getROI", map[string]any{"window_days": 30, "from": "2026-01-01", "to": "2026-01-30", "rows": []any{}})
+	if err := srv.Mount(routes.Of(routes.Ops, routes.Tenants, routes.DLQ, routes.Analytics), handlers); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	c := newContract(t, hs.URL, cfg.Admin.Token)
+	tok := cfg.Admin.Token
+	res := c.do("POST", "/api/v1/tenants", tok, map[string]any{"name": "Spec", "tier": "standard", "webhook_url": "https://a.example/h"}, true)
+	var tn tenantBody
+	res.json(t, &tn)
+
+	for _, tc := range []struct {
+		name, method, path string
+		body               any
+		status             int
+		field              string
+	}{
+		{"empty tier", "POST", "/api/v1/tenants", map[string]any{"name": "X", "tier": "", "webhook_url": "https://a.example/h"}, 400, "tier"},
+		{"null PATCH body", "PATCH", "/api/v1/tenants/" + tn.ID, "null", 400, ""},
+		{"array PATCH body", "PATCH", "/api/v1/tenants/" + tn.ID, "[]", 400, ""},
+		{"unconfigured region", "POST", "/api/v1/tenants", map[string]any{"name": "X", "tier": "standard", "webhook_url": "https://a.example/h", "regions": []string{"mars"}}, 400, "regions[0]"},
+		{"unconfigured feature", "PATCH", "/api/v1/tenants/" + tn.ID, map[string]any{"features": map[string]bool{"beta": true}}, 400, "features"},
+		{"control character in name", "POST", "/api/v1/tenants", map[string]any{"name": "A\u202eB", "tier": "standard", "webhook_url": "https://a.example/h"}, 400, "name"},
+		{"empty status filter", "GET", "/api/v1/tenants?status=", nil, 400, "status"},
+		{"empty model", "GET", "/api/v1/analytics/roi?model=", nil, 400, "model"},
+		{"empty limit", "GET", "/api/v1/dlq?limit=", nil, 400, "limit"},
+		{"limit over the maximum", "GET", "/api/v1/dlq?limit=10001", nil, 400, "limit"},
+		{"since not a time", "GET", "/api/v1/dlq?since=yesterday", nil, 400, "since"},
+		{"negative since", "GET", "/api/v1/dlq?since=-5h", nil, 400, "since"},
+		{"unknown reason", "POST", "/api/v1/dlq/replay?reason=bad_luck", nil, 400, "reason"},
+		{"window zero", "GET", "/api/v1/analytics/roi?window=0", nil, 400, "window"},
+		{"bad tenant id", "GET", "/api/v1/tenants/abc", nil, 400, "id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sub := *c
+			sub.t = t
+			r := sub.do(tc.method, tc.path, tok, tc.body, false)
+			var p struct{ Field string }
+			r.json(t, &p)
+			if r.status != tc.status || p.Field != tc.field {
+				t.Fatalf("want %d naming %q, got %d %s", tc.status, tc.field, r.status, r.body)
+			}
+		})
+	}
+	if len(reached) != 0 {
+		t.Fatalf("refused requests reached handlers: %v", reached)
+	}
+	// What the spec allows reaches the handlers.
+	for _, path := range []string{"/api/v1/dlq?since=24h&until=2026-01-02T03:04:05Z&limit=5&status=all", "/api/v1/analytics/roi?window=7&model=linear"} {
+		if r := c.do("GET", path, tok, nil, true); r.status != 200 {
+			t.Fatalf("%s: %d %s", path, r.status, r.body)
+		}
+	}
+	if reached["listDLQ"] != 1 || reached["getROI"] != 1 {
+		t.Fatalf("allowed requests did not reach their handlers: %v", reached)
+	}
+
+	send := func(method, path, ctype, body string) *http.Response {
+		req, _ := http.NewRequest(method, hs.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for _, m := range []struct{ method, path, allow string }{
+		{"DELETE", "/api/v1/tenants/" + tn.ID, "GET, HEAD, PATCH"},
+		{"PUT", "/api/v1/tenants", "GET, HEAD, POST"},
+		{"POST", "/healthz", "GET, HEAD"},
+		{"GET", "/api/v1/dlq/replay", "POST"},
+	} {
+		resp := send(m.method, m.path, "", "")
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != m.allow || resp.Header.Get("Content-Type") != "application/problem+json" {
+			t.Fatalf("%s %s: %d Allow %q %s", m.method, m.path, resp.StatusCode, resp.Header.Get("Allow"), resp.Header.Get("Content-Type"))
+		}
+	}
+	if resp := send("POST", "/api/v1/tenants", "text/plain", `{"name":"X"}`); resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Fatalf("text/plain body: %d", resp.StatusCode)
+	}
+	big := `{"name":"` + strings.Repeat("x", 2<<20) + `"}`
+	if resp := send("POST", "/api/v1/tenants", "application/json", big); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("2 MiB body: %d", resp.StatusCode)
+	}
+	// The served document is the enforced one: this deployment's regions.
+	res = c.do("GET", "/api/v1/openapi.json", "", nil, true)
+	if res.status != 200 || !strings.Contains(string(res.body), `"enum":["us-east","eu-west"]`) {
+		t.Fatalf("openapi.json: %d", res.status)
+	}
+}
