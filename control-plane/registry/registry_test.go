@@ -278,8 +278,34 @@ func TestOnChangeCancel(t *testing.T) {
 func TestConcurrentWritersNeverLoseAnUpdate(t *testing.T) {
 	t.Parallel()
 	cfg := testenv.Config(t)
-	log := slog.New(slog.DiscardHandler)
 	brokers, cl := testenv.Kafka(t, cfg)
+	raceWriters(t, cfg, brokers, cl, 100)
+}
+
+// TestConcurrentWritersOnCluster is the race on the three-broker cluster
+// (replication 3, min ISR 2): the transaction coordinator and the tenants
+// partitions' leaders are spread over brokers.
+func TestConcurrentWritersOnCluster(t *testing.T) {
+	t.Parallel()
+	kc := testenv.KafkaCluster(t)
+	cfg := testenv.Config(t)
+	cfg.Kafka.Brokers = kc.Brokers
+	cfg.Kafka.Replication, cfg.Kafka.MinInsyncReplicas = 3, 2
+	cl, err := kafka.NewClient(cfg.Kafka, kc.Brokers, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := kafka.EnsureTopics(ctx, cl, cfg.Kafka, cfg.Partner.Webhooks); err != nil {
+		t.Fatal(err)
+	}
+	raceWriters(t, cfg, kc.Brokers, cl, 20)
+}
+
+func raceWriters(t *testing.T, cfg *config.Config, brokers []string, cl *kgo.Client, rounds int) {
+	log := slog.New(slog.DiscardHandler)
 	regA, regB := startRegistry(t, cfg, brokers, log), startRegistry(t, cfg, brokers, log)
 	clB, err := kafka.NewClient(cfg.Kafka, brokers, log)
 	if err != nil {
@@ -304,7 +330,6 @@ func TestConcurrentWritersNeverLoseAnUpdate(t *testing.T) {
 	start, _ := regA.Get(id)
 	version := start.Version
 
-	rounds := 100
 	wins, conflicts := map[string]int{}, 0
 	for i := 0; i < rounds; i++ {
 		status := schemas.StatusSuspended
@@ -380,7 +405,7 @@ func TestConcurrentWritersNeverLoseAnUpdate(t *testing.T) {
 			t.Fatalf("round %d: the endpoint disable answered success but the endpoint is enabled", i)
 		}
 	}
-	t.Logf("%d rounds: wins %v, %d conflicts (kafka real=%v)", rounds, wins, conflicts, testenv.RealKafka())
+	t.Logf("%d rounds of concurrent writers on %v: wins %v, %d conflicts, every success applied", rounds, brokers, wins, conflicts)
 
 	final, _ := regA.Get(id)
 	rebuilt := startRegistry(t, cfg, brokers, log)
