@@ -61,6 +61,7 @@ func measureRebuild(tb testing.TB, n int) (rate, baseline float64) {
 		tb.Fatal(err)
 	}
 	defer func() { _, _ = adm.DeleteTopics(context.Background(), topic) }()
+	waitTopic(tb, adm, topic)
 	now := time.Now().UTC()
 	recs := make([]*kgo.Record, 0, n)
 	for i := 0; i < n; i++ {
@@ -180,6 +181,7 @@ func measureFollow(tb testing.TB, n int) (follow, plain time.Duration) {
 		tb.Fatal(err)
 	}
 	defer func() { _, _ = adm.DeleteTopics(context.Background(), topic) }()
+	waitTopic(tb, adm, topic)
 	cons, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		tb.Fatal(err)
@@ -210,6 +212,34 @@ func measureFollow(tb testing.TB, n int) (follow, plain time.Duration) {
 		}
 	}
 	return median(delays), median(base)
+}
+
+// waitTopic returns once every partition of a topic just created has a
+// leader: on a loaded broker a produce right after CreateTopic can otherwise
+// exhaust the client's unknown-topic retries.
+func waitTopic(tb testing.TB, adm *kadm.Client, topic string) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		md, err := adm.ListTopics(ctx, topic)
+		cancel()
+		if err == nil {
+			if d, ok := md[topic]; ok && d.Err == nil && len(d.Partitions) > 0 {
+				ready := true
+				for _, p := range d.Partitions {
+					ready = ready && p.Err == nil && p.Leader >= 0
+				}
+				if ready {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("topic %s has no leader after 30s: %v", topic, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -329,6 +329,16 @@ func raceWriters(t *testing.T, cfg *config.Config, brokers []string, cl *kgo.Cli
 	}
 	start, _ := regA.Get(id)
 	version := start.Version
+	// Both processes start the rounds from this version, so a loser's
+	// conflict must name a newer one (a registry still behind the setup
+	// writes would lose naming this one).
+	for _, r := range []*registry.Registry{regA, regB} {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := r.WaitVersion(wctx, id, version); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
 
 	wins, conflicts := map[string]int{}, 0
 	for i := 0; i < rounds; i++ {
