@@ -30,16 +30,16 @@ Money is in partner.attribution.base_currency.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if format != "table" && format != "json" {
-				return &exitError{code: 2, err: fmt.Errorf("--format: want table or json, got %q", format)}
+				return &exitError{code: exitUsage, err: fmt.Errorf("--format: want table or json, got %q", format)}
 			}
 			if window < roi.MinWindow || window > roi.MaxWindow {
-				return &exitError{code: 2, err: fmt.Errorf("--window: must be between %d and %d days, got %d", roi.MinWindow, roi.MaxWindow, window)}
+				return &exitError{code: exitUsage, err: fmt.Errorf("--window: must be between %d and %d days, got %d", roi.MinWindow, roi.MaxWindow, window)}
 			}
 			if model == "all" {
 				model = ""
 			}
 			if model != "" && !models.Valid(model) {
-				return &exitError{code: 2, err: fmt.Errorf("--model: want one of %s, got %q", strings.Join(models.All, ", "), model)}
+				return &exitError{code: exitUsage, err: fmt.Errorf("--model: want one of %s, or all, got %q", strings.Join(models.All, ", "), model)}
 			}
 			_, c, err := a.client()
 			if err != nil {

@@ -27,12 +27,12 @@ secrets, listeners and routes, ACKs them and prints them as YAML with each
 type's version. Nothing is built locally, so the output is what Envoy gets.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.load()
+			cfg, err := a.loadClient()
 			if err != nil {
 				return err
 			}
 			if !slices.Contains(cfg.RegionNames(), region) {
-				return &exitError{code: 2, err: fmt.Errorf("unknown region %q (configured: %s)", region, strings.Join(cfg.RegionNames(), ", "))}
+				return &exitError{code: exitUsage, err: fmt.Errorf("unknown region %q (configured: %s)", region, strings.Join(cfg.RegionNames(), ", "))}
 			}
 			if server == "" {
 				server = cfg.Listeners.XDS

@@ -16,12 +16,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
+	shipped "github.com/partners-engine/partners-engine/config"
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/telemetry"
 )
@@ -32,7 +34,31 @@ type app struct {
 	logLevel   string
 	stdout     io.Writer
 	stderr     io.Writer
+	// configSet: --config was given; running: a command's RunE started
+	// (an error before it is a usage error: flags, arguments, commands).
+	configSet bool
+	running   bool
+	// foundIn is the checkout whose config/ findConfig found by searching
+	// (a parent directory, beside the binary); "" otherwise.
+	foundIn string
 }
+
+// Exit codes (documented in `partners --help`).
+const (
+	exitFailure = 1 // the operation failed: unreachable, 5xx, timeout, interrupted
+	exitUsage   = 2 // bad command line, config or input (also when the API answers 400, 413, 415, 422)
+	exitRefused = 3 // the API refused: 401, 403 (token), 404 (no such thing), 409, 412 (conflict)
+)
+
+const exitCodesHelp = `Exit codes:
+  0  success
+  1  the operation failed: the API or broker is unreachable, a 5xx answer, a
+     timeout, an interrupt
+  2  usage: an unknown command or flag, a bad flag value or argument, an
+     invalid configuration or input (--data, --type), or an API answer of
+     400, 413, 415 or 422 (the server refused the input)
+  3  refused: an API answer of 401 or 403 (the admin token), 404 (no such
+     tenant or endpoint), 409 or 412 (a concurrent change: read and retry)`
 
 // exitError carries an exit code for main.
 type exitError struct {
@@ -46,16 +72,44 @@ func (e *exitError) Unwrap() error { return e.err }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	a := &app{stdout: os.Stdout, stderr: os.Stderr}
+	go func() { // a second Ctrl-C ends the process at once
+		<-ctx.Done()
+		stop()
+	}()
 	root := a.rootCmd()
 	err := root.ExecuteContext(ctx)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "partners:", err)
-		var ee *exitError
-		if errors.As(err, &ee) {
-			os.Exit(ee.code)
+		os.Exit(a.exitCode(err))
+	}
+}
+
+// exitCode is the code main exits with for err: an exitError's, a usage
+// error's (anything cobra refused before a command ran), else failure.
+func (a *app) exitCode(err error) int {
+	var ee *exitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.code
+	case !a.running:
+		return exitUsage
+	default:
+		return exitFailure
+	}
+}
+
+// markRunning wraps every command's RunE so that exitCode can tell usage
+// errors (flags, arguments, unknown commands: before RunE) from failures.
+func (a *app) markRunning(c *cobra.Command) {
+	if run := c.RunE; run != nil {
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			a.running = true
+			return run(cmd, args)
 		}
-		os.Exit(1)
+	}
+	for _, sub := range c.Commands() {
+		a.markRunning(sub)
 	}
 }
 
@@ -68,11 +122,26 @@ edge plugin for regional Envoy edges, Kafka-fed webhook fan-out with retries,
 DLQ and replay, and attribution into ClickHouse with partner ROI.
 
 Start everything locally with 'partners dev' (make run), then try:
-  partners tenants create --name Acme --tier sandbox --webhook-url http://127.0.0.1:9999/hook`,
+  partners tenants create --name Acme --tier sandbox --webhook-url http://127.0.0.1:9999/hook
+
+Configuration: --config FILE, else $PARTNERS_CONFIG, else config/partners-engine.yaml
+in this directory or the nearest parent that has one, else next to the binary
+(../config/). Without a file the client commands (tenants, dlq, roi, events,
+demo, xds) use the configuration built into the binary, which reads the admin
+API from PARTNERS_ADMIN_URL and PARTNERS_ADMIN_TOKEN; the processes refuse to
+start without one.
+
+` + exitCodesHelp,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+			a.configSet = cmd.Flags().Changed("config")
+		},
 	}
-	root.PersistentFlags().StringVar(&a.configPath, "config", config.DefaultPath, "configuration file (YAML, ${env:NAME:-default} placeholders)")
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &exitError{code: exitUsage, err: fmt.Errorf("%w (see `%s --help`)", err, cmd.CommandPath())}
+	})
+	root.PersistentFlags().StringVar(&a.configPath, "config", config.DefaultPath, "configuration file (YAML, ${env:NAME:-default} placeholders); see Configuration above")
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "", "override telemetry.log_level (debug|info|warn|error)")
 	root.AddCommand(
 		a.devCmd(),
@@ -82,19 +151,84 @@ Start everything locally with 'partners dev' (make run), then try:
 	)
 	root.AddCommand(a.componentCmds()...)
 	root.AddCommand(a.toolCmds()...)
+	a.markRunning(root)
 	return root
 }
 
-// load reads and validates the configuration.
+// findConfig is the configuration file a command reads: --config, else
+// $PARTNERS_CONFIG, else config/partners-engine.yaml in the working
+// directory or its nearest parent holding one, else beside the binary
+// (bin/partners → ../config). "" when there is none.
+func (a *app) findConfig() string {
+	if a.configSet {
+		return a.configPath
+	}
+	if p := os.Getenv("PARTNERS_CONFIG"); p != "" {
+		return p
+	}
+	var dirs []string
+	if wd, err := os.Getwd(); err == nil {
+		for d := wd; ; d = filepath.Dir(d) {
+			dirs = append(dirs, d)
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	if exe, err := os.Executable(); err == nil {
+		dirs = append(dirs, filepath.Dir(filepath.Dir(exe)))
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, config.DefaultPath)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			if wd, _ := os.Getwd(); d == wd {
+				return config.DefaultPath
+			}
+			a.foundIn = d
+			return p
+		}
+	}
+	return ""
+}
+
+// load reads and validates the configuration of a process (dev, the
+// components, migrate, config check): a file is required.
 func (a *app) load() (*config.Config, error) {
-	cfg, err := config.Load(a.configPath)
+	path := a.findConfig()
+	if path == "" {
+		return nil, &exitError{code: exitUsage, err: fmt.Errorf("no configuration: %s is neither here nor in a parent directory nor beside the binary; pass --config FILE or set PARTNERS_CONFIG", config.DefaultPath)}
+	}
+	a.configPath = path
+	cfg, err := config.Load(path)
+	return a.finish(cfg, err)
+}
+
+// loadClient is load for the client commands (tenants, dlq, roi, events,
+// demo, xds): without a file they use the configuration built into the
+// binary (admin API from PARTNERS_ADMIN_URL / PARTNERS_ADMIN_TOKEN).
+func (a *app) loadClient() (*config.Config, error) {
+	path := a.findConfig()
+	if path != "" {
+		a.configPath = path
+		cfg, err := config.Load(path)
+		return a.finish(cfg, err)
+	}
+	a.configPath = "(built-in configuration)"
+	cfg, err := config.Parse(shipped.Shipped, os.LookupEnv)
 	if err != nil {
-		return nil, &exitError{code: 2, err: err}
+		err = fmt.Errorf("built-in configuration: %w", err)
+	}
+	return a.finish(cfg, err)
+}
+
+func (a *app) finish(cfg *config.Config, err error) (*config.Config, error) {
+	if err != nil {
+		return nil, &exitError{code: exitUsage, err: err}
 	}
 	if a.logLevel != "" {
 		cfg.Telemetry.LogLevel = a.logLevel
 		if err := cfg.Validate(); err != nil {
-			return nil, &exitError{code: 2, err: err}
+			return nil, &exitError{code: exitUsage, err: err}
 		}
 	}
 	return cfg, nil
@@ -119,7 +253,7 @@ func (a *app) loadComponent(name string) (*config.Config, error) {
 		return nil, err
 	}
 	if err := cfg.DevOnly(); err != nil {
-		return nil, &exitError{code: 2, err: fmt.Errorf("partners %s refuses values only `partners dev` accepts: %w", name, err)}
+		return nil, &exitError{code: exitUsage, err: fmt.Errorf("partners %s refuses values only `partners dev` accepts: %w", name, err)}
 	}
 	return cfg, nil
 }
@@ -143,7 +277,7 @@ component name) it exits 2 unless that process would run it.`,
 			case "", "dev", "production":
 			default:
 				if !slices.Contains(components, mode) {
-					return &exitError{code: 2, err: fmt.Errorf("--for: want dev, production or one of %s, got %q", strings.Join(components, ", "), mode)}
+					return &exitError{code: exitUsage, err: fmt.Errorf("--for: want dev, production or one of %s, got %q", strings.Join(components, ", "), mode)}
 				}
 			}
 			cfg, err := a.load()
@@ -178,7 +312,7 @@ component name) it exits 2 unless that process would run it.`,
 				fmt.Fprintln(a.stdout, "(`partners config check --for production` exits 2 on this)")
 				return nil
 			}
-			return &exitError{code: 2, err: fmt.Errorf("%s: not valid for %s (only `partners dev` accepts these):\n  %s", a.configPath, mode, strings.Join(problems, "\n  "))}
+			return &exitError{code: exitUsage, err: fmt.Errorf("%s: not valid for %s (only `partners dev` accepts these):\n  %s", a.configPath, mode, strings.Join(problems, "\n  "))}
 		},
 	}
 	check.Flags().StringVar(&mode, "for", "", "the process to check for: dev, production, or a component name")

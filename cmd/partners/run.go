@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -78,6 +79,13 @@ func (a *app) runMode(ctx context.Context, mode runner.Mode) error {
 	var err error
 	if mode == runner.Dev {
 		cfg, err = a.load()
+		if err == nil && a.foundIn != "" {
+			// dev's relative paths (kafka.data_dir, deploy/local) are the checkout's
+			if err := os.Chdir(a.foundIn); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stderr, "partners dev: using the checkout %s (%s)\n", a.foundIn, config.DefaultPath)
+		}
 	} else {
 		cfg, err = a.loadComponent(string(mode))
 	}
@@ -98,9 +106,18 @@ func (a *app) runMode(ctx context.Context, mode runner.Mode) error {
 	}
 	r, err := runner.New(opt)
 	if err != nil {
-		return &exitError{code: 2, err: err}
+		return &exitError{code: exitUsage, err: err}
 	}
-	return r.Run(ctx)
+	err = r.Run(ctx)
+	if mode == runner.Dev && ctx.Err() != nil {
+		// Ctrl-C: say what stopped and what did not.
+		fmt.Fprintln(a.stdout, "\npartners dev stopped (tenants and events are kept in kafka.data_dir).")
+		fmt.Fprintln(a.stdout, "ClickHouse, Redis and the rate-limit service keep running for the next start; `make stack-down` stops them.")
+		if err == nil || errors.Is(err, context.Canceled) {
+			return nil
+		}
+	}
+	return err
 }
 
 // startLocalClickHouse is dev's clickhouse.auto_start: the local stack script.

@@ -30,7 +30,7 @@ func (a *app) api(cfg *config.Config) (*adminclient.ClientWithResponses, error) 
 
 // client loads the configuration and returns it with the admin API client.
 func (a *app) client() (*config.Config, *adminclient.ClientWithResponses, error) {
-	cfg, err := a.load()
+	cfg, err := a.loadClient()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -42,16 +42,17 @@ func (a *app) client() (*config.Config, *adminclient.ClientWithResponses, error)
 // an error naming the status and detail.
 func (a *app) apiResult(status int, body []byte, err error, want int) error {
 	if err != nil {
-		return fmt.Errorf("admin API unreachable (is `make run` / `partners dev` up?): %w", err)
+		return &exitError{code: exitFailure, err: fmt.Errorf("admin API unreachable (is `make run` / `partners dev` up?): %w", err)}
 	}
 	if status != want {
+		code := statusExit(status)
 		var p struct {
 			Title, Detail, Field string
 		}
 		if json.Unmarshal(body, &p) == nil && p.Title != "" {
-			return &exitError{code: 1, err: fmt.Errorf("%d %s: %s", status, p.Title, p.Detail)}
+			return &exitError{code: code, err: fmt.Errorf("%d %s: %s", status, p.Title, p.Detail)}
 		}
-		return &exitError{code: 1, err: fmt.Errorf("unexpected status %d: %s", status, bytes.TrimSpace(body))}
+		return &exitError{code: code, err: fmt.Errorf("unexpected status %d: %s", status, bytes.TrimSpace(body))}
 	}
 	var out bytes.Buffer
 	if json.Indent(&out, body, "", "  ") != nil {
@@ -59,6 +60,19 @@ func (a *app) apiResult(status int, body []byte, err error, want int) error {
 	}
 	fmt.Fprintln(a.stdout, strings.TrimSpace(out.String()))
 	return nil
+}
+
+// statusExit is the exit code of an API answer that is not the expected one
+// (the convention in `partners --help`).
+func statusExit(status int) int {
+	switch status {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity:
+		return exitUsage
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusConflict, http.StatusPreconditionFailed, http.StatusPreconditionRequired:
+		return exitRefused
+	default:
+		return exitFailure
+	}
 }
 
 func (a *app) tenantsCmd() *cobra.Command {
@@ -136,7 +150,7 @@ webhook secret are printed once, by create, rotate-key and rotate-secret.`,
 				return a.apiResult(res.StatusCode(), res.Body, nil, http.StatusOK)
 			}
 			if format != "table" {
-				return fmt.Errorf("--format: want table or json, got %q", format)
+				return &exitError{code: exitUsage, err: fmt.Errorf("--format: want table or json, got %q", format)}
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tTIER\tSTATUS\tREGIONS\tENDPOINTS\tVERSION")

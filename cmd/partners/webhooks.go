@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -34,21 +38,28 @@ none are configured, to the embedded broker of a running 'partners dev'
 the same id again is the same event (same webhook-ids).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.load()
+			cfg, err := a.loadClient()
 			if err != nil {
 				return err
 			}
 			if id == "" {
 				id = "evt_" + strings.ReplaceAll(time.Now().UTC().Format("20060102T150405.000000000"), ".", "")
 			}
+			if !slices.Contains(cfg.Partner.Webhooks.EventTypes, typ) {
+				return &exitError{code: exitUsage, err: fmt.Errorf("--type: %q is not in partner.webhooks.event_types of %s (%s); the processor would dead-letter it — add it there first",
+					typ, a.configPath, strings.Join(cfg.Partner.Webhooks.EventTypes, ", "))}
+			}
+			if err := jsonObject(data); err != nil {
+				return &exitError{code: exitUsage, err: fmt.Errorf("--data: %w", err)}
+			}
 			ev := schemas.Event{SchemaVersion: schemas.SchemaVersion, ID: id, Type: typ, Source: source,
 				OccurredAt: time.Now().UTC(), TenantID: tenantID, Data: json.RawMessage(data)}
 			b, err := json.Marshal(ev)
 			if err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("--data must be a JSON object: %w", err)}
+				return &exitError{code: exitUsage, err: fmt.Errorf("--data: %w", err)}
 			}
 			if err := schemas.Validate(schemas.KindEvent, b); err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("invalid event: %w", err)}
+				return &exitError{code: exitUsage, err: fmt.Errorf("invalid event: %w", err)}
 			}
 			brokers := cfg.Kafka.Brokers
 			if len(brokers) == 0 {
@@ -79,6 +90,38 @@ the same id again is the same event (same webhook-ids).`,
 	_ = publish.MarkFlagRequired("type")
 	cmd.AddCommand(publish)
 	return cmd
+}
+
+// jsonObject checks that s is one JSON object, with a message a user can act
+// on (where the JSON breaks, or what it is instead).
+func jsonObject(s string) error {
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return fmt.Errorf("not valid JSON at byte %d: %s (got %s)", se.Offset, se.Error(), quoteShort(s))
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("not valid JSON: it ends early (got %s)", quoteShort(s))
+		}
+		return fmt.Errorf("not valid JSON: %s (got %s)", err.Error(), quoteShort(s))
+	}
+	if dec.More() {
+		return fmt.Errorf("not one JSON object: more follows the first value (got %s)", quoteShort(s))
+	}
+	if _, ok := v.(map[string]any); !ok {
+		return fmt.Errorf("must be a JSON object like '{\"order_id\":\"o1\"}', got %s", quoteShort(s))
+	}
+	return nil
+}
+
+func quoteShort(s string) string {
+	if len(s) > 60 {
+		s = s[:57] + "..."
+	}
+	return strconv.Quote(s)
 }
 
 func (a *app) dlqCmd() *cobra.Command {
@@ -138,7 +181,7 @@ func (a *app) dlqCmd() *cobra.Command {
 				return a.apiResult(res.StatusCode(), res.Body, nil, http.StatusOK)
 			}
 			if format != "table" {
-				return fmt.Errorf("--format: want table or json, got %q", format)
+				return &exitError{code: exitUsage, err: fmt.Errorf("--format: want table or json, got %q", format)}
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "DELIVERY ID\tTENANT\tENDPOINT\tEVENT TYPE\tSTATUS\tATTEMPTS\tLAST STATUS\tDEAD AT\tREASON CODE\tREASON")

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -211,6 +212,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano()%1_000_000)
 
+	// 0. The tenants of earlier runs: their receivers ended with those runs.
+	if n, err := suspendEarlierRuns(ctx, api); err != nil {
+		return nil, err
+	} else if n > 0 {
+		o.progress("suspended %d tenants of earlier demo runs (their receivers ended with those runs)", n)
+	}
+
 	// 1. Tenants with their receivers.
 	var receivers []*receiver
 	defer func() {
@@ -309,10 +317,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	names := kafka.Names{Prefix: o.Config.Kafka.TopicPrefix}
 	var recs []*kgo.Record
 	now := time.Now().UTC().Truncate(time.Second)
-	for i := 0; i < o.Events; i++ {
-		ev := schemas.Event{SchemaVersion: "1", ID: fmt.Sprintf("evt_demo_%s_%04d", suffix, i), Type: "order.created", Source: "demo",
-			OccurredAt: now, Data: json.RawMessage(fmt.Sprintf(`{"order_id":"ord_%s_%d","amount":"%d.00","currency":"USD"}`, suffix, i, 10+i))}
-		recs = append(recs, record(ctx, names.Topic(schemas.TopicEvents), ev.ID, ev))
+	// Every event names its tenant (tenant_id), so only this run's partners
+	// receive them: not the tenants of earlier runs, nor your own.
+	for ti, t := range res.Tenants {
+		for i := 0; i < o.Events; i++ {
+			ev := schemas.Event{SchemaVersion: "1", ID: fmt.Sprintf("evt_demo_%s_%d_%04d", suffix, ti, i), Type: "order.created", Source: "demo",
+				OccurredAt: now, TenantID: t.ID,
+				Data: json.RawMessage(fmt.Sprintf(`{"order_id":"ord_%s_%d","amount":"%d.00","currency":"USD"}`, suffix, i, 10+i))}
+			recs = append(recs, record(ctx, names.Topic(schemas.TopicEvents), ev.ID, ev))
+		}
 	}
 	for u := 0; u < o.Users; u++ {
 		if u%3 == 2 {
@@ -340,7 +353,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
 	res.Events = o.Events
-	o.progress("published %d product events, %d conversions (+1 refund), 9 cost records", o.Events, res.Conversions)
+	o.progress("published %d product events to each partner (tenant_id set: no other tenant receives them), %d conversions (+1 refund), 9 cost records",
+		o.Events, res.Conversions)
 
 	// 4. Wait for deliveries, the DLQ and ROI.
 	settleBy := time.Now().Add(o.Settle)
@@ -371,6 +385,37 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// demoName is the name pattern of the tenants Run creates.
+var demoName = regexp.MustCompile(`^Demo (Sandbox|Standard|Enterprise) [0-9]+$`)
+
+// suspendEarlierRuns suspends the active tenants earlier runs created: their
+// receivers are gone, so anything delivered to them would dead-letter.
+func suspendEarlierRuns(ctx context.Context, api *adminclient.ClientWithResponses) (int, error) {
+	active := adminclient.ListTenantsParamsStatus(schemas.StatusActive)
+	resp, err := api.ListTenantsWithResponse(ctx, &adminclient.ListTenantsParams{Status: &active})
+	if err != nil {
+		return 0, fmt.Errorf("list tenants: %w", err)
+	}
+	if resp.JSON200 == nil {
+		return 0, fmt.Errorf("list tenants: %d %s", resp.StatusCode(), resp.Body)
+	}
+	n := 0
+	for _, t := range resp.JSON200.Tenants {
+		if !demoName.MatchString(t.Name) {
+			continue
+		}
+		s, err := api.SuspendTenantWithResponse(ctx, t.Id)
+		if err != nil {
+			return n, fmt.Errorf("suspend %s: %w", t.Id, err)
+		}
+		if s.StatusCode() != http.StatusOK {
+			return n, fmt.Errorf("suspend %s: %d %s", t.Id, s.StatusCode(), s.Body)
+		}
+		n++
+	}
+	return n, nil
 }
 
 func (r *Result) roiReady() bool {
@@ -553,7 +598,7 @@ func codeName(code int) string {
 
 // Print writes the summary.
 func (r *Result) Print(w io.Writer) {
-	fmt.Fprintf(w, "\nScenario finished in %s: %d product events to 3 partners.\n\n", r.Elapsed.Round(time.Second), r.Events)
+	fmt.Fprintf(w, "\nScenario finished in %s: %d product events to each of 3 partners.\n\n", r.Elapsed.Round(time.Second), r.Events)
 	fmt.Fprintln(w, "Edge (ext_authz) decisions:")
 	keys := make([]string, 0, len(r.Checks))
 	for k := range r.Checks {
@@ -565,13 +610,19 @@ func (r *Result) Print(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nDeliveries by outcome (distinct webhook ids, from the ClickHouse delivery log):")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  PARTNER\tRECEIVER\tDELIVERED\tRETRY\tSKIPPED\tFAILED\tDLQ\tVERIFIED REQUESTS")
+	fmt.Fprintln(tw, "  PARTNER\tRECEIVER\tDELIVERED\tRETRIED\tFAILED\tDLQ\tREQUESTS")
 	for _, t := range r.Tenants {
 		d := r.Deliveries[t.Name]
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", t.Name, t.Receiver, d[schemas.OutcomeDelivered], d[schemas.OutcomeRetry],
-			d[schemas.OutcomeSkipped], d[schemas.OutcomeFailed], r.DLQ[t.Name], r.Received[t.Name])
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%d\t%d\t%d\n", t.Name, t.Receiver, d[schemas.OutcomeDelivered], d[schemas.OutcomeRetry],
+			d[schemas.OutcomeFailed], r.DLQ[t.Name], r.Received[t.Name])
 	}
 	_ = tw.Flush()
+	fmt.Fprintf(w, `  DELIVERED, RETRIED, FAILED: webhooks with a delivered attempt, a failed attempt that was retried,
+    and a permanent failure (the rejecting receiver answers 422: dead-lettered at once, no retry).
+  DLQ: dead letters, from `+"`partners dlq list`"+`. REQUESTS: HTTP requests the receiver got, each
+    signature-checked with the Standard Webhooks scheme; a retried webhook is requested again
+    (flaky: %d webhooks, %d of them twice).
+`, r.Events, (r.Events+1)/2)
 	if len(r.DLQSample) > 0 {
 		fmt.Fprintln(w, "\nDead-letter queue (first entries; `partners dlq list`, `partners dlq replay --tenant ID`):")
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -599,6 +650,11 @@ func (r *Result) Print(w io.Writer) {
 	if r.TraceID != "" {
 		fmt.Fprintf(w, "\nTrace of one delivery: trace_id %s (webhook-id %s)\n", r.TraceID, r.DeliveryID)
 		fmt.Fprintf(w, "  find it in your tracing backend, or in ClickHouse, with trace_id for ?:\n    %s\n", strings.Join(strings.Fields(chsql.DeliveriesByTrace.SQL), " "))
+	}
+	if len(r.Tenants) > 0 {
+		fmt.Fprintf(w, "\nThe three partners stay active to explore (`partners tenants get %s`, `partners dlq list --tenant %s`,\n"+
+			"`partners roi`, the portal at /ui/ with a partner's key); their receivers ended with the demo, and the\n"+
+			"next `partners demo` suspends them.\n", r.Tenants[0].ID, r.Tenants[len(r.Tenants)-1].ID)
 	}
 }
 
