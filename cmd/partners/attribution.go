@@ -26,7 +26,10 @@ func (a *app) attributionToolCmds() []*cobra.Command {
 		Long: `roi reads GET /api/v1/analytics/roi through the admin API (admin.url with
 admin.token), so the CLI sees exactly what partners and dashboards see and
 needs no ClickHouse credentials. --model "" (or all) lists every model.
-Money is in partner.attribution.base_currency.`,
+Money is in partner.attribution.base_currency, to the cent as the server
+computes it. The table names partners by name and prints every number as the
+server sent it (conversions, new customers, ROI and LTV:CAC exactly, never
+padded or rounded to a width); --format json prints the answer unchanged.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if format != "table" && format != "json" {
@@ -60,11 +63,15 @@ Money is in partner.attribution.base_currency.`,
 			if res.StatusCode() != http.StatusOK || format == "json" || res.JSON200 == nil {
 				return a.apiResult(res.StatusCode(), res.Body, nil, http.StatusOK)
 			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(a.stdout, "window %d days, %s to %s (UTC)\n", res.JSON200.WindowDays, res.JSON200.From, res.JSON200.To)
-			fmt.Fprintln(tw, "PARTNER\tMODEL\tREVENUE\tCOST\tCONVERSIONS\tLEADS\tNEW CUST\tCUSTOMERS\tROI\tCPL\tCAC\tLTV\tLTV:CAC\t")
+			fmt.Fprintln(tw, "PARTNER\tMODEL\tREVENUE\tCOST\tCONVERSIONS\tLEADS\tNEW CUST\tCUSTOMERS\tROI\tCPL\tCAC\tLTV\tLTV:CAC")
 			for _, r := range res.JSON200.Rows {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", r.PartnerId, r.Model, r.Revenue, r.Cost,
+				name := r.PartnerId
+				if r.PartnerName != nil && *r.PartnerName != "" {
+					name = *r.PartnerName
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", name, r.Model, r.Revenue, r.Cost,
 					num(r.Conversions), r.Leads, num(r.NewCustomers), r.Customers, optF(r.Roi), optS(r.Cpl), optS(r.Cac), optS(r.Ltv), optF(r.LtvCac))
 			}
 			return tw.Flush()

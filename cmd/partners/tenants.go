@@ -133,6 +133,9 @@ webhook secret are printed once, by create, rotate-key and rotate-secret.`,
 		Short: "List tenants",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "table" && format != "json" {
+				return &exitError{code: exitUsage, err: fmt.Errorf("--format: want table or json, got %q", format)}
+			}
 			_, c, err := a.client()
 			if err != nil {
 				return err
@@ -148,9 +151,6 @@ webhook secret are printed once, by create, rotate-key and rotate-secret.`,
 					return a.apiResult(0, nil, err, http.StatusOK)
 				}
 				return a.apiResult(res.StatusCode(), res.Body, nil, http.StatusOK)
-			}
-			if format != "table" {
-				return &exitError{code: exitUsage, err: fmt.Errorf("--format: want table or json, got %q", format)}
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tTIER\tSTATUS\tREGIONS\tENDPOINTS\tVERSION")

@@ -160,6 +160,9 @@ func (a *app) dlqCmd() *cobra.Command {
 		Short: "List dead letters from the DLQ index, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "table" && format != "json" {
+				return &exitError{code: exitUsage, err: fmt.Errorf("--format: want table or json, got %q", format)}
+			}
 			_, c, err := a.client()
 			if err != nil {
 				return err
@@ -179,9 +182,6 @@ func (a *app) dlqCmd() *cobra.Command {
 			}
 			if res.StatusCode() != http.StatusOK || format == "json" {
 				return a.apiResult(res.StatusCode(), res.Body, nil, http.StatusOK)
-			}
-			if format != "table" {
-				return &exitError{code: exitUsage, err: fmt.Errorf("--format: want table or json, got %q", format)}
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "DELIVERY ID\tTENANT\tENDPOINT\tEVENT TYPE\tSTATUS\tATTEMPTS\tLAST STATUS\tDEAD AT\tREASON CODE\tREASON")

@@ -297,12 +297,13 @@ SELECT tenant_id, outcome, uniqExact(delivery_id)
 FROM webhook_deliveries
 WHERE has(?, tenant_id)
 GROUP BY tenant_id, outcome`)
-	// DemoFirstTrace is the first delivered attempt of a tenant with a trace.
+	// DemoFirstTrace is a tenant's delivered attempt with a trace, a retried
+	// one (the highest attempt number) first: its trace shows the retry.
 	DemoFirstTrace = register("demo.first_trace", `
 SELECT trace_id, delivery_id
 FROM webhook_deliveries
 WHERE tenant_id = ? AND outcome = ? AND trace_id != ''
-ORDER BY attempted_at, id
+ORDER BY attempt DESC, attempted_at, id
 LIMIT 1`)
 )
 

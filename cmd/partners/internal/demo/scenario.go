@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -406,7 +407,7 @@ func suspendEarlierRuns(ctx context.Context, api *adminclient.ClientWithResponse
 		if !demoName.MatchString(t.Name) {
 			continue
 		}
-		s, err := api.SuspendTenantWithResponse(ctx, t.Id)
+		s, err := api.SuspendTenantWithResponse(ctx, t.Id, nil)
 		if err != nil {
 			return n, fmt.Errorf("suspend %s: %w", t.Id, err)
 		}
@@ -643,12 +644,12 @@ func (r *Result) Print(w io.Writer) {
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  PARTNER\tMODEL\tREVENUE\tCOST\tCONVERSIONS\tLEADS\tROI\tCPL\tCAC\tLTV")
 	for _, row := range r.ROI {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%.2f\t%d\t%s\t%s\t%s\t%s\n", row.Partner, row.Model, row.Revenue, row.Cost,
-			row.Conversions, row.Leads, fptr(row.ROI), sptr(row.CPL), sptr(row.CAC), sptr(row.LTV))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", row.Partner, row.Model, row.Revenue, row.Cost,
+			strconv.FormatFloat(row.Conversions, 'f', -1, 64), row.Leads, fptr(row.ROI), sptr(row.CPL), sptr(row.CAC), sptr(row.LTV))
 	}
 	_ = tw.Flush()
 	if r.TraceID != "" {
-		fmt.Fprintf(w, "\nTrace of one delivery: trace_id %s (webhook-id %s)\n", r.TraceID, r.DeliveryID)
+		fmt.Fprintf(w, "\nTrace of one delivery (a retried one): trace_id %s (webhook-id %s)\n", r.TraceID, r.DeliveryID)
 		fmt.Fprintf(w, "  find it in your tracing backend, or in ClickHouse, with trace_id for ?:\n    %s\n", strings.Join(strings.Fields(chsql.DeliveriesByTrace.SQL), " "))
 	}
 	if len(r.Tenants) > 0 {
@@ -662,7 +663,7 @@ func fptr(p *float64) string {
 	if p == nil {
 		return "—"
 	}
-	return fmt.Sprintf("%.2f", *p)
+	return strconv.FormatFloat(*p, 'f', -1, 64) // as the API sent it, as `partners roi` prints it
 }
 
 func sptr(p *string) string {
