@@ -128,6 +128,9 @@ type overlap struct {
 func (s *Server) addEndpoint(w http.ResponseWriter, r *http.Request, x *session) {
 	t, _ := s.tenantOf(x)
 	types, err := s.formEventTypes(r)
+	if err == nil {
+		err = checkFilter(strings.TrimSpace(r.PostFormValue("filter")))
+	}
 	if err != nil {
 		s.fail(w, r, x, "Adding the endpoint", err)
 		return
@@ -179,6 +182,9 @@ func (s *Server) saveEndpoint(w http.ResponseWriter, r *http.Request, x *session
 		return
 	}
 	types, err := s.formEventTypes(r)
+	if err == nil {
+		err = checkFilter(strings.TrimSpace(r.PostFormValue("filter")))
+	}
 	if err != nil {
 		s.fail(w, r, x, "Saving the endpoint", err)
 		return

@@ -26,6 +26,7 @@ type page struct {
 	Flash    string
 	FlashErr bool
 	Nav      string // the current section, for aria-current
+	Page     string // the template's name without .html (body data-page, for tests and styles)
 	Data     any
 }
 
@@ -123,7 +124,7 @@ func (s *Server) renderStatus(w http.ResponseWriter, r *http.Request, x *session
 		http.Error(w, "no such page", http.StatusInternalServerError)
 		return
 	}
-	p := page{Data: data, Title: titleOf(data), Nav: navOf(r.URL.Path)}
+	p := page{Data: data, Title: titleOf(data), Nav: navOf(r.URL.Path), Page: strings.TrimSuffix(name, ".html")}
 	if x != nil {
 		p.CSRF = x.csrf
 		if x.kind != kindAnon {

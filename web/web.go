@@ -341,46 +341,59 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // handler is a page handler with its session (nil: none).
 type handler func(w http.ResponseWriter, r *http.Request, x *session)
 
+// route is one pattern of the UI's mux and its handler.
+type route struct {
+	pattern string
+	h       http.HandlerFunc
+}
+
+// routeTable is every route of the UI (the isolation test walks the
+// partner-scoped ones, so a new portal route cannot go untested).
+func (s *Server) routeTable() []route {
+	return []route{
+		{"GET /ui/{$}", s.home},
+		{"GET /ui/login", s.loginPage},
+		{"POST /ui/login/partner", s.post(kindAnon, s.loginPartner)},
+		{"POST /ui/login/operator", s.post(kindAnon, s.loginOperator)},
+		{"GET /ui/link/{token}", s.linkPage},
+		{"POST /ui/link/{token}", s.post(kindAnon, s.redeemLink)},
+		{"POST /ui/logout", s.post("", s.logout)},
+
+		{"GET /ui/portal/{$}", s.get(kindPartner, s.portalHome)},
+		{"GET /ui/portal/endpoints", s.get(kindPartner, s.endpoints)},
+		{"POST /ui/portal/endpoints", s.post(kindPartner, s.addEndpoint)},
+		{"GET /ui/portal/endpoints/{id}", s.get(kindPartner, s.endpoint)},
+		{"POST /ui/portal/endpoints/{id}", s.post(kindPartner, s.saveEndpoint)},
+		{"POST /ui/portal/endpoints/{id}/enable", s.post(kindPartner, s.setEndpointEnabled(true))},
+		{"POST /ui/portal/endpoints/{id}/disable", s.post(kindPartner, s.setEndpointEnabled(false))},
+		{"POST /ui/portal/endpoints/{id}/rotate-secret", s.post(kindPartner, s.rotateEndpointSecret)},
+		{"POST /ui/portal/test", s.post(kindPartner, s.sendTest)},
+		{"GET /ui/portal/deliveries", s.get(kindPartner, s.deliveries)},
+		{"GET /ui/portal/deliveries/{id}", s.get(kindPartner, s.delivery)},
+		{"GET /ui/portal/dlq", s.get(kindPartner, s.portalDLQ)},
+		{"POST /ui/portal/dlq/replay", s.post(kindPartner, s.portalReplay)},
+		{"POST /ui/portal/dlq/recover", s.post(kindPartner, s.portalRecover)},
+		{"GET /ui/portal/roi", s.get(kindPartner, s.roiPage)},
+
+		{"GET /ui/console/{$}", s.get(kindOperator, s.tenants)},
+		{"POST /ui/console/tenants", s.post(kindOperator, s.onboard)},
+		{"GET /ui/console/tenants/{id}", s.get(kindOperator, s.tenant)},
+		{"POST /ui/console/tenants/{id}/{action}", s.post(kindOperator, s.tenantAction)},
+		{"GET /ui/console/dlq", s.get(kindOperator, s.consoleDLQ)},
+		{"POST /ui/console/dlq/replay", s.post(kindOperator, s.consoleReplay)},
+		{"GET /ui/console/health", s.get(kindOperator, s.health)},
+
+		// Anything else: a form post is checked like every form first (so a
+		// forged one is refused the same way wherever it points), then 404.
+		{"POST /ui/", s.post("", s.notFound)},
+		{"/ui/", func(w http.ResponseWriter, r *http.Request) { s.notFound(w, r, s.sess.get(r)) }},
+	}
+}
+
 func (s *Server) routes() {
-	m := s.mux
-	m.HandleFunc("GET /ui/{$}", s.home)
-	m.HandleFunc("GET /ui/login", s.loginPage)
-	m.HandleFunc("POST /ui/login/partner", s.post(kindAnon, s.loginPartner))
-	m.HandleFunc("POST /ui/login/operator", s.post(kindAnon, s.loginOperator))
-	m.HandleFunc("GET /ui/link/{token}", s.linkPage)
-	m.HandleFunc("POST /ui/link/{token}", s.post(kindAnon, s.redeemLink))
-	m.HandleFunc("POST /ui/logout", s.post("", s.logout))
-
-	m.HandleFunc("GET /ui/portal/{$}", s.get(kindPartner, s.portalHome))
-	m.HandleFunc("GET /ui/portal/endpoints", s.get(kindPartner, s.endpoints))
-	m.HandleFunc("POST /ui/portal/endpoints", s.post(kindPartner, s.addEndpoint))
-	m.HandleFunc("GET /ui/portal/endpoints/{id}", s.get(kindPartner, s.endpoint))
-	m.HandleFunc("POST /ui/portal/endpoints/{id}", s.post(kindPartner, s.saveEndpoint))
-	m.HandleFunc("POST /ui/portal/endpoints/{id}/enable", s.post(kindPartner, s.setEndpointEnabled(true)))
-	m.HandleFunc("POST /ui/portal/endpoints/{id}/disable", s.post(kindPartner, s.setEndpointEnabled(false)))
-	m.HandleFunc("POST /ui/portal/endpoints/{id}/rotate-secret", s.post(kindPartner, s.rotateEndpointSecret))
-	m.HandleFunc("POST /ui/portal/test", s.post(kindPartner, s.sendTest))
-	m.HandleFunc("GET /ui/portal/deliveries", s.get(kindPartner, s.deliveries))
-	m.HandleFunc("GET /ui/portal/deliveries/{id}", s.get(kindPartner, s.delivery))
-	m.HandleFunc("GET /ui/portal/dlq", s.get(kindPartner, s.portalDLQ))
-	m.HandleFunc("POST /ui/portal/dlq/replay", s.post(kindPartner, s.portalReplay))
-	m.HandleFunc("POST /ui/portal/dlq/recover", s.post(kindPartner, s.portalRecover))
-	m.HandleFunc("GET /ui/portal/roi", s.get(kindPartner, s.roiPage))
-
-	m.HandleFunc("GET /ui/console/{$}", s.get(kindOperator, s.tenants))
-	m.HandleFunc("POST /ui/console/tenants", s.post(kindOperator, s.onboard))
-	m.HandleFunc("GET /ui/console/tenants/{id}", s.get(kindOperator, s.tenant))
-	m.HandleFunc("POST /ui/console/tenants/{id}/{action}", s.post(kindOperator, s.tenantAction))
-	m.HandleFunc("GET /ui/console/dlq", s.get(kindOperator, s.consoleDLQ))
-	m.HandleFunc("POST /ui/console/dlq/replay", s.post(kindOperator, s.consoleReplay))
-	m.HandleFunc("GET /ui/console/health", s.get(kindOperator, s.health))
-
-	// Anything else: a form post is checked like every form first (so a
-	// forged one is refused the same way wherever it points), then 404.
-	m.HandleFunc("POST /ui/", s.post("", s.notFound))
-	m.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
-		s.notFound(w, r, s.sess.get(r))
-	})
+	for _, rt := range s.routeTable() {
+		s.mux.HandleFunc(rt.pattern, rt.h)
+	}
 }
 
 // current returns the session of r if it is live and of kind. A partner

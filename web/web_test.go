@@ -81,7 +81,7 @@ func (a *fakeAdmin) Create(_ context.Context, o Onboard) (*Credentials, error) {
 }
 
 func (a *fakeAdmin) SaveEndpoint(_ context.Context, id string, e EndpointChange) (*schemas.Tenant, error) {
-	a.calls = append(a.calls, "save "+id+" "+e.ID)
+	a.calls = append(a.calls, "save "+id+" "+e.ID+" "+e.Filter)
 	t, _ := a.tenants.Get(id)
 	return t, nil
 }
@@ -109,8 +109,9 @@ func (a *fakeAdmin) RotateSecret(_ context.Context, id, ep string) (*schemas.Ten
 }
 
 type fakeDLQ struct {
-	items   []DeadLetter
-	replays []DLQQuery
+	items    []DeadLetter
+	replays  []DLQQuery
+	recovers []string
 }
 
 func (f *fakeDLQ) List(_ context.Context, q DLQQuery) ([]DeadLetter, string, error) {
@@ -128,8 +129,25 @@ func (f *fakeDLQ) Replay(_ context.Context, q DLQQuery) (int, error) {
 	return 1, nil
 }
 
-func (f *fakeDLQ) Recover(context.Context, string, string, time.Time) (int, error) {
-	return 0, ErrUnavailable
+func (f *fakeDLQ) Recover(_ context.Context, tenantID, endpointID string, _ time.Time) (int, error) {
+	f.recovers = append(f.recovers, tenantID+" "+endpointID)
+	return 0, nil
+}
+
+// fakeTester and fakeROI record whose data they were asked for.
+type fakeTester struct{ tenants []string }
+
+func (f *fakeTester) Test(_ context.Context, t *schemas.Tenant) ([]TestResult, error) {
+	f.tenants = append(f.tenants, t.ID)
+	return []TestResult{{EndpointID: t.Endpoints[0].ID, Outcome: "delivered", StatusCode: 204}}, nil
+}
+
+type fakeROI struct{ partners []string }
+
+func (f *fakeROI) Report(_ context.Context, partnerID string, days int) (*ROIReport, error) {
+	f.partners = append(f.partners, partnerID)
+	to := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	return &ROIReport{From: to.AddDate(0, 0, 1-days), To: to}, nil
 }
 
 // clock is a settable time.
@@ -151,6 +169,8 @@ type fixture struct {
 	tenants *fakeTenants
 	admin   *fakeAdmin
 	dlq     *fakeDLQ
+	tester  *fakeTester
+	roi     *fakeROI
 	clock   *clock
 	keyA    string
 	keyB    string
@@ -167,7 +187,8 @@ func newFixture(t *testing.T) *fixture {
 	}
 	f.admin = &fakeAdmin{tenants: f.tenants}
 	f.dlq = &fakeDLQ{items: []DeadLetter{{DeliveryID: "msg_alpha1", TenantID: "tn_aaaaaaaaaaaaaaaa", EndpointID: "ep_alpha", EventType: "order.created", Reason: "attempts exhausted", Replayable: true}}}
-	ui, err := New(Options{AdminToken: testToken, Pepper: testPepper, Tenants: f.tenants, Admin: f.admin, DLQ: f.dlq,
+	f.tester, f.roi = &fakeTester{}, &fakeROI{}
+	ui, err := New(Options{AdminToken: testToken, Pepper: testPepper, Tenants: f.tenants, Admin: f.admin, DLQ: f.dlq, Tester: f.tester, ROI: f.roi,
 		EventTypes: []string{"order.created"}, SessionIdle: 10 * time.Minute, SessionMax: time.Hour, LinkTTL: 5 * time.Minute, Now: f.clock.now})
 	if err != nil {
 		t.Fatal(err)
@@ -526,5 +547,139 @@ func TestSessionTableBounded(t *testing.T) {
 	}
 	if n := s.len(); n > maxSessions {
 		t.Fatalf("%d sessions kept, bound %d", n, maxSessions)
+	}
+}
+
+// TestEveryPortalRouteIsolated walks every partner-scoped route of the
+// mux (a new one without a case here fails the test) as partner B, with
+// partner A's ids wherever the URL or the form can name one: B gets "not
+// found" for A's objects, never A's data, and every backend call is for B.
+func TestEveryPortalRouteIsolated(t *testing.T) {
+	f := newFixture(t)
+	b := f.browser(t)
+	b.signInPartner(f.keyB)
+	tok := b.csrf("/ui/portal/endpoints")
+	const tenantA, tenantB = "tn_aaaaaaaaaaaaaaaa", "tn_bbbbbbbbbbbbbbbb"
+	type tc struct {
+		path     string
+		form     url.Values // nil: GET
+		notFound bool
+	}
+	a := func(kv ...string) url.Values {
+		v := url.Values{"tenant": {tenantA}, "tenant_id": {tenantA}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			v.Add(kv[i], kv[i+1])
+		}
+		return v
+	}
+	cases := map[string][]tc{
+		"GET /ui/portal/{$}":                           {{path: "/ui/portal/?tenant=" + tenantA}},
+		"GET /ui/portal/endpoints":                     {{path: "/ui/portal/endpoints?tenant=" + tenantA}},
+		"POST /ui/portal/endpoints":                    {{path: "/ui/portal/endpoints", form: a("id", "ep_alpha", "url", "https://b.example/new")}},
+		"GET /ui/portal/endpoints/{id}":                {{path: "/ui/portal/endpoints/ep_alpha", notFound: true}},
+		"POST /ui/portal/endpoints/{id}":               {{path: "/ui/portal/endpoints/ep_alpha", form: a("url", "https://evil.example"), notFound: true}},
+		"POST /ui/portal/endpoints/{id}/enable":        {{path: "/ui/portal/endpoints/ep_alpha/enable", form: a(), notFound: true}},
+		"POST /ui/portal/endpoints/{id}/disable":       {{path: "/ui/portal/endpoints/ep_alpha/disable", form: a(), notFound: true}},
+		"POST /ui/portal/endpoints/{id}/rotate-secret": {{path: "/ui/portal/endpoints/ep_alpha/rotate-secret", form: a(), notFound: true}},
+		"POST /ui/portal/test":                         {{path: "/ui/portal/test", form: a()}},
+		"GET /ui/portal/deliveries":                    {{path: "/ui/portal/deliveries?tenant=" + tenantA + "&event_type=order.created"}},
+		// (no ClickHouse here: 503 at worst; the browser suite reads A's
+		// real delivery as B and gets 404)
+		"GET /ui/portal/deliveries/{id}": {{path: "/ui/portal/deliveries/msg_alpha1", notFound: true}},
+		"GET /ui/portal/dlq":             {{path: "/ui/portal/dlq?tenant=" + tenantA}, {path: "/ui/portal/dlq?endpoint=ep_alpha", notFound: true}},
+		"POST /ui/portal/dlq/replay": {
+			{path: "/ui/portal/dlq/replay", form: a("delivery_id", "msg_alpha1")},
+			{path: "/ui/portal/dlq/replay", form: a("endpoint", "ep_alpha"), notFound: true},
+		},
+		"POST /ui/portal/dlq/recover": {{path: "/ui/portal/dlq/recover", form: a("endpoint", "ep_alpha", "since", "2025-01-01T00:00"), notFound: true}},
+		"GET /ui/portal/roi":          {{path: "/ui/portal/roi?tenant=" + tenantA + "&partner=" + tenantA}},
+	}
+	seen := 0
+	for _, rt := range f.ui.routeTable() {
+		if !strings.Contains(rt.pattern, "/ui/portal") {
+			continue
+		}
+		seen++
+		cs, ok := cases[rt.pattern]
+		if !ok {
+			t.Errorf("route %q is partner-scoped but has no isolation case here", rt.pattern)
+			continue
+		}
+		for _, c := range cs {
+			var code int
+			var body string
+			if c.form == nil {
+				if !strings.HasPrefix(rt.pattern, "GET ") {
+					t.Fatalf("%s: a GET case for a %s route", c.path, rt.pattern)
+				}
+				code, body, _ = b.get(c.path)
+			} else {
+				c.form.Set("csrf", tok)
+				code, body = b.post(c.path, c.form, "")
+			}
+			if c.notFound && code != http.StatusNotFound && !(code == http.StatusServiceUnavailable && strings.Contains(c.path, "/deliveries/")) {
+				t.Errorf("%s %s as B: %d, want 404", rt.pattern, c.path, code)
+			}
+			if code == http.StatusForbidden || code/100 == 5 && code != http.StatusServiceUnavailable {
+				t.Errorf("%s %s as B: %d", rt.pattern, c.path, code)
+			}
+			for _, leak := range []string{"Alpha", "alpha.example", "ep_alpha", "msg_alpha1", "whsec_AlphaSECRET"} {
+				if strings.Contains(body, leak) {
+					t.Errorf("%s %s as B shows %q", rt.pattern, c.path, leak)
+				}
+			}
+		}
+	}
+	if seen != len(cases) {
+		t.Errorf("%d partner-scoped routes, %d cases: a case names a route that no longer exists", seen, len(cases))
+	}
+	for _, c := range f.admin.calls {
+		if strings.Contains(c, tenantA) || strings.Contains(c, "ep_alpha") {
+			t.Errorf("B's requests changed A: %s", c)
+		}
+	}
+	if len(f.admin.calls) == 0 {
+		t.Error("the add-endpoint case never reached the writer (the test would not see a leak)")
+	}
+	for _, q := range f.dlq.replays {
+		if q.TenantID != tenantB {
+			t.Errorf("a replay from B's portal ran for %q: %+v", q.TenantID, q)
+		}
+	}
+	if len(f.dlq.replays) == 0 || len(f.tester.tenants) == 0 || len(f.roi.partners) == 0 {
+		t.Errorf("cases never reached the backends: replays %d, tests %d, roi %d", len(f.dlq.replays), len(f.tester.tenants), len(f.roi.partners))
+	}
+	for _, got := range append(append([]string{}, f.tester.tenants...), f.roi.partners...) {
+		if got != tenantB {
+			t.Errorf("B's portal asked a backend for %s", got)
+		}
+	}
+	if len(f.dlq.recovers) != 0 {
+		t.Errorf("B recovered: %v", f.dlq.recovers)
+	}
+}
+
+func TestEndpointFilterChecked(t *testing.T) {
+	f := newFixture(t)
+	b := f.browser(t)
+	b.signInPartner(f.keyA)
+	tok := b.csrf("/ui/portal/endpoints")
+	for _, bad := range []string{"data.amount >", "event.data.amount + 1", "amount > 100.0"} {
+		for _, p := range []string{"/ui/portal/endpoints", "/ui/portal/endpoints/ep_alpha"} {
+			code, body := b.post(p, url.Values{"csrf": {tok}, "url": {"https://a.example/h"}, "filter": {bad}}, "")
+			if code != http.StatusBadRequest || !strings.Contains(body, "filter") {
+				t.Errorf("POST %s filter %q: %d, want 400 naming the filter", p, bad, code)
+			}
+		}
+	}
+	if len(f.admin.calls) != 0 {
+		t.Fatalf("a bad filter was saved: %v", f.admin.calls)
+	}
+	good := `event.data.amount > 100.0 && event.type == "order.created"`
+	if code, _ := b.post("/ui/portal/endpoints/ep_alpha", url.Values{"csrf": {tok}, "url": {"https://a.example/h"}, "filter": {good}}, ""); code != http.StatusOK {
+		t.Fatalf("a good filter: %d", code)
+	}
+	if len(f.admin.calls) != 1 || !strings.HasSuffix(f.admin.calls[0], good) {
+		t.Fatalf("calls %v", f.admin.calls)
 	}
 }
