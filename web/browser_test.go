@@ -31,10 +31,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/runner"
 	"github.com/partners-engine/partners-engine/internal/testenv"
 	"github.com/partners-engine/partners-engine/schemas"
+	"github.com/partners-engine/partners-engine/web"
 )
 
 // The browser suite drives the UI of a real `partners dev` (in-process, on
@@ -126,11 +128,81 @@ func newUser(t *testing.T, root context.Context, name, base string) *user {
 		}
 	})
 	// The first Run creates the tab, which lives as long as the context of
-	// that Run: ctx itself, not a derived one with a timeout.
-	if err := chromedp.Run(ctx); err != nil {
+	// that Run: ctx itself, not a derived one with a timeout. Every
+	// document of the tab records the Content-Security-Policy violations it
+	// causes (the pages must cause none).
+	if err := chromedp.Run(ctx, chromedp.ActionFunc(func(ctx context.Context) error {
+		_, err := page.AddScriptToEvaluateOnNewDocument(cspRecorder).Do(ctx)
+		return err
+	})); err != nil {
 		t.Fatalf("%s: open a tab: %v", name, err)
 	}
 	return &user{t: t, name: name, ctx: ctx, base: base}
+}
+
+const cspRecorder = `window.__csp = [];
+document.addEventListener('securitypolicyviolation', e => window.__csp.push(e.violatedDirective + ' ' + (e.blockedURI || 'inline')));`
+
+// cspViolations returns what the current document's CSP blocked.
+func (u *user) cspViolations() []string {
+	u.t.Helper()
+	var v []string
+	u.do("read CSP violations", chromedp.Evaluate(`window.__csp || []`, &v))
+	return v
+}
+
+// noOverflow fails when the page scrolls sideways (phone width).
+func (u *user) noOverflow(what string) {
+	u.t.Helper()
+	var scrollW, clientW int
+	u.do("measure the page width", chromedp.Evaluate(`document.documentElement.scrollWidth`, &scrollW),
+		chromedp.Evaluate(`document.documentElement.clientWidth`, &clientW))
+	if scrollW > clientW+1 {
+		// Name the elements that stick out (outside any sideways-scrolling box).
+		var culprits []string
+		u.do("find what sticks out", chromedp.Evaluate(`(() => {
+		  const w = document.documentElement.clientWidth, out = [];
+		  for (const e of document.querySelectorAll('body *')) {
+		    const pos = getComputedStyle(e).position;
+		    if (e.closest('.scroll') && !e.matches('.scroll') && pos !== 'absolute' && pos !== 'fixed') continue;
+		    const r = e.getBoundingClientRect();
+		    if (r.right > w + 1 && out.length < 6) out.push(e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + '.' + e.className + ' right=' + Math.round(r.right));
+		  }
+		  return out;
+		})()`, &culprits))
+		u.t.Errorf("%s: %s scrolls sideways at %d px: content %d px wide: %v", u.name, what, clientW, scrollW, culprits)
+	}
+}
+
+// focusJS describes the focused element and whether its focus ring shows.
+const focusJS = `(() => {
+  const e = document.activeElement;
+  if (!e || e === document.body) return {ring: false, what: 'nothing'};
+  const cs = getComputedStyle(e);
+  const ring = e.matches(':focus-visible') && cs.outlineStyle !== 'none' && parseFloat(cs.outlineWidth) >= 2;
+  return {ring: ring, what: e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + ' ' + (e.getAttribute('href') || e.getAttribute('name') || e.textContent.trim().slice(0, 40))};
+})()`
+
+// tabTo presses Tab until sel has the focus (at most 60 times), checking at
+// every stop that the focused element shows a visible focus ring.
+func (u *user) tabTo(sel string) {
+	u.t.Helper()
+	for range 60 {
+		var f struct {
+			Ring bool   `json:"ring"`
+			What string `json:"what"`
+		}
+		var at bool
+		u.do("Tab toward "+sel, chromedp.KeyEvent(kb.Tab), chromedp.Evaluate(focusJS, &f),
+			chromedp.Evaluate(fmt.Sprintf(`document.activeElement.matches(%q)`, sel), &at))
+		if !f.Ring {
+			u.t.Errorf("%s: keyboard focus on %s shows no focus ring", u.name, f.What)
+		}
+		if at {
+			return
+		}
+	}
+	u.t.Fatalf("%s: 60 Tabs never reached %s", u.name, sel)
 }
 
 func (u *user) do(what string, actions ...chromedp.Action) {
@@ -203,24 +275,41 @@ func (u *user) click(sel string) {
 	u.navigating("click "+sel, chromedp.WaitVisible(sel, chromedp.ByQuery), chromedp.Click(sel, chromedp.ByQuery))
 }
 
-var shots = map[string]bool{}
+// shots are the screenshots written, and shotPages the page templates
+// they show (every template must be among them).
+var (
+	shots     []string
+	shotPages = map[string]bool{}
+)
 
-// shot writes a full-page PNG of what the user sees to .local/ui-screenshots.
+func shotDir(t *testing.T) string {
+	return filepath.Join(testenv.RepoRoot(t), ".local", "ui-screenshots")
+}
+
+// shot writes a full-page PNG of what the user sees to
+// .local/ui-screenshots/NN-name.png, after checking the page broke no CSP
+// rule.
 func (u *user) shot(name string) {
 	u.t.Helper()
+	if v := u.cspViolations(); len(v) > 0 {
+		u.t.Errorf("%s: page %s violates the Content-Security-Policy: %v", u.name, name, v)
+	}
 	var buf []byte
-	u.do("screenshot "+name, chromedp.FullScreenshot(&buf, 100))
-	dir := filepath.Join(testenv.RepoRoot(u.t), ".local", "ui-screenshots")
+	var pg string
+	u.do("screenshot "+name, chromedp.Evaluate(`document.body.dataset.page || ''`, &pg), chromedp.FullScreenshot(&buf, 100))
+	dir := shotDir(u.t)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		u.t.Fatal(err)
 	}
 	if !bytes.HasPrefix(buf, []byte("\x89PNG")) {
 		u.t.Fatalf("screenshot %s is not a PNG", name)
 	}
-	if err := os.WriteFile(filepath.Join(dir, name+".png"), buf, 0o644); err != nil {
+	file := fmt.Sprintf("%02d-%s.png", len(shots)+1, name)
+	if err := os.WriteFile(filepath.Join(dir, file), buf, 0o644); err != nil {
 		u.t.Fatal(err)
 	}
-	shots[name] = true
+	shots = append(shots, file)
+	shotPages[pg] = true
 }
 
 // eventually reloads path until the page's text contains want.
@@ -378,16 +467,32 @@ func (s *system) event(t *testing.T, tenantID, id, typ string) {
 
 var traceIDRe = regexp.MustCompile(`\b[0-9a-f]{32}\b`)
 
+// formTime is the value format of a datetime-local input (UTC here).
+const formTime = "2006-01-02T15:04"
+
 // TestBrowser: an operator onboards a partner and issues a portal link
-// that works once; the partner sees its deliveries and a dead letter,
-// replays it and sees it delivered, and sees its ROI chart; a second
-// partner cannot see any of it, even by editing URLs; a phone-width
-// screen and a keyboard are enough.
+// that works once; the partner sees its deliveries (filtered by status,
+// event type and time) and their attempts, a dead letter, replays it and
+// sees it delivered, recovers an endpoint since a time, manages its
+// endpoints and sees its ROI chart; a second partner cannot see or change
+// any of it, even by editing URLs; a forged cross-origin form is refused;
+// the operator searches, rotates, suspends and activates; a phone-width
+// screen and a keyboard are enough; sessions expire.
 func TestBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser suite: not in -short")
 	}
 	root := browser(t)
+	if old, _ := filepath.Glob(filepath.Join(shotDir(t), "*.png")); len(old) > 0 {
+		for _, f := range old {
+			_ = os.Remove(f)
+		}
+	}
+	t.Run("sessions expire", func(t *testing.T) { testSessionExpiry(t, root) })
+	if t.Failed() {
+		return
+	}
+	testStart := time.Now().UTC()
 	sys := startDev(t)
 	cfg := sys.cfg.Config
 	recv := newReceiver(t)
@@ -398,7 +503,7 @@ func TestBrowser(t *testing.T) {
 	if !strings.HasSuffix(op.location(), "/ui/login") {
 		t.Fatalf("signed out, /ui/ went to %s", op.location())
 	}
-	op.shot("01-sign-in")
+	op.shot("sign-in")
 	op.navigating("type a wrong token", chromedp.SendKeys("#admin_token", "not-the-token", chromedp.ByQuery), chromedp.Submit("#admin_token", chromedp.ByQuery))
 	if got := op.text("#login-error"); !strings.Contains(got, "not valid") {
 		t.Fatalf("wrong admin token: %q", got)
@@ -409,14 +514,14 @@ func TestBrowser(t *testing.T) {
 		chromedp.SendKeys("#name", "Acme Portal", chromedp.ByQuery),
 		chromedp.SetValue("#tier", "standard", chromedp.ByQuery),
 		chromedp.SendKeys("#webhook_url", recv.srv.URL+"/hooks/acme", chromedp.ByQuery))
-	op.shot("02-console-tenants")
+	op.shot("console-tenants")
 	op.click("#onboard")
 	keyA := op.text("#secret-value")
 	secretA := op.text("#webhook-secret")
 	if !strings.HasPrefix(keyA, "pk_std_") || !strings.HasPrefix(secretA, "whsec_") {
 		t.Fatalf("onboarding showed key %q and secret %q", keyA, secretA)
 	}
-	op.shot("03-console-onboarded")
+	op.shot("console-onboarded")
 	var tenants struct {
 		Tenants []struct {
 			ID        string `json:"id"`
@@ -440,18 +545,18 @@ func TestBrowser(t *testing.T) {
 	if b := op.body(); strings.Contains(b, keyA) || strings.Contains(b, secretA) {
 		t.Fatal("the tenant page shows the API key or webhook secret after onboarding")
 	}
-	op.shot("04-console-tenant")
+	op.shot("console-tenant")
 	op.click("#portal-link")
 	link := op.text("#secret-value")
 	if !strings.Contains(link, "/ui/link/") {
 		t.Fatalf("portal link %q", link)
 	}
-	op.shot("05-console-portal-link")
+	op.shot("console-portal-link")
 
 	// --- the link works once ----------------------------------------------------
 	viaLink := newUser(t, root, "partner A (portal link)", sys.base)
 	viaLink.do("open the link", chromedp.Navigate(link))
-	viaLink.shot("06-portal-link")
+	viaLink.shot("portal-link")
 	viaLink.click("#continue")
 	if h := viaLink.text("h1"); h != "Acme Portal" {
 		t.Fatalf("after the portal link: h1 %q at %s", h, viaLink.location())
@@ -460,6 +565,10 @@ func TestBrowser(t *testing.T) {
 	again.do("open the used link", chromedp.Navigate(link))
 	if got := again.text("#link-error"); !strings.Contains(got, "already used or has expired") {
 		t.Fatalf("a used portal link: %q", got)
+	}
+	again.open("/ui/login") // a page with this session's CSRF token, for a hand-made POST
+	if st := again.post(strings.TrimPrefix(link, sys.base), nil); st != http.StatusGone {
+		t.Errorf("redeeming a used portal link: %d, want 410", st)
 	}
 	again.open("/ui/portal/")
 	if !strings.HasSuffix(again.location(), "/ui/login") {
@@ -486,6 +595,21 @@ func TestBrowser(t *testing.T) {
 	if c := a.html(); strings.Contains(c, keyA) {
 		t.Fatal("a portal page contains the API key")
 	}
+	// The CSP holds in the browser: an inline script and an inline style
+	// put into the page do not run.
+	var blocked struct {
+		Inline bool `json:"inline"`
+		Styled bool `json:"styled"`
+	}
+	a.do("inject an inline script and style", chromedp.Evaluate(`(() => {
+	  const s = document.createElement('script'); s.textContent = 'window.__inline = true'; document.head.appendChild(s);
+	  const d = document.createElement('div'); d.setAttribute('style', 'width: 4321px'); document.body.appendChild(d);
+	  const styled = d.getBoundingClientRect().width === 4321; d.remove();
+	  return {inline: window.__inline === true, styled: styled};
+	})()`, &blocked))
+	if blocked.Inline || blocked.Styled {
+		t.Errorf("the Content-Security-Policy let an inline script (%v) or style (%v) through", blocked.Inline, blocked.Styled)
+	}
 	sys.event(t, tenantA, "evt-ui-ok-1", "order.created")
 	testenv.Eventually(t, 30*time.Second, "the first webhook", func() bool { return recv.got.Load() >= 1 })
 	a.eventually("/ui/portal/deliveries?status=delivered", "order.created", 60*time.Second)
@@ -493,12 +617,12 @@ func TestBrowser(t *testing.T) {
 	sys.event(t, tenantA, "evt-ui-fail-1", "order.completed")
 	sys.event(t, createdB.ID, "evt-ui-bravo-1", "order.created")
 	a.eventually("/ui/portal/dlq", "evt-ui-fail-1", 60*time.Second)
-	a.shot("07-portal-dlq")
+	a.shot("portal-dlq")
 	body := a.eventually("/ui/portal/deliveries", "failed", 60*time.Second)
 	if !strings.Contains(body, "delivered") || !strings.Contains(body, "order.completed") || strings.Contains(body, "evt-ui-bravo-1") {
 		t.Fatalf("deliveries page:\n%s", body)
 	}
-	a.shot("08-portal-deliveries")
+	a.shot("portal-deliveries")
 	a.navigating("filter to failed order.completed", chromedp.SetValue("#status", "failed", chromedp.ByQuery),
 		chromedp.SetValue("#event_type", "order.completed", chromedp.ByQuery), chromedp.Submit("#status", chromedp.ByQuery),
 		chromedp.WaitVisible("#deliveries", chromedp.ByQuery))
@@ -508,31 +632,81 @@ func TestBrowser(t *testing.T) {
 	}
 	var failedID string
 	a.do("read the failed delivery's id", chromedp.Text("#deliveries tbody tr td code", &failedID, chromedp.ByQuery))
-	a.click("#deliveries tbody tr td a")
+	// The time filter: nothing from the future, nothing before the test,
+	// both deliveries since the test began.
+	a.open("/ui/portal/deliveries")
+	a.navigating("filter from an hour ahead", chromedp.SetValue("#since", time.Now().UTC().Add(time.Hour).Format(formTime), chromedp.ByQuery),
+		chromedp.Submit("#since", chromedp.ByQuery))
+	if b := a.body(); !strings.Contains(b, "No deliveries match") || strings.Contains(b, failedID) {
+		t.Errorf("deliveries from an hour ahead:\n%s", b)
+	}
+	a.open("/ui/portal/deliveries?until=" + testStart.Add(-time.Minute).Format(formTime))
+	if b := a.body(); !strings.Contains(b, "No deliveries match") {
+		t.Errorf("deliveries until before the test began:\n%s", b)
+	}
+	a.open("/ui/portal/deliveries?since=" + testStart.Add(-time.Minute).Format(formTime))
+	if rows := a.text("#deliveries tbody"); !strings.Contains(rows, failedID) || !strings.Contains(rows, "delivered") {
+		t.Errorf("deliveries since the test began:\n%s", rows)
+	}
+	a.open("/ui/portal/deliveries/" + failedID)
 	att := a.text("#attempts tbody")
 	var n int
 	a.do("count the attempts", chromedp.Evaluate(`document.querySelectorAll('#attempts tbody tr').length`, &n))
 	if n != cfg.Partner.Webhooks.Retry.MaxAttempts || strings.Count(att, "Service Unavailable") != n {
 		t.Fatalf("attempts of %s: %d rows, want %d, each a 503:\n%s", failedID, n, cfg.Partner.Webhooks.Retry.MaxAttempts, att)
 	}
-	if !strings.Contains(att, "HTTP status") || !traceIDRe.MatchString(att) || !strings.Contains(att, " ms") {
-		t.Fatalf("attempts lack error class, trace id or latency:\n%s", att)
+	if !strings.Contains(att, "HTTP status") || !traceIDRe.MatchString(att) || !strings.Contains(att, " ms") || !strings.Contains(att, " UTC") {
+		t.Fatalf("attempts lack time, error class, trace id or latency:\n%s", att)
 	}
-	a.shot("09-portal-delivery-attempts")
+	a.shot("portal-delivery-attempts")
+
+	// --- partner B cannot replay A's dead letter by naming it -------------------
+	bForm := newUser(t, root, "partner B (forms)", sys.base)
+	bForm.open("/ui/login")
+	bForm.do("sign in with B's key", chromedp.SendKeys("#api_key", createdB.APIKey, chromedp.ByQuery), chromedp.Submit("#api_key", chromedp.ByQuery),
+		chromedp.WaitVisible("nav[aria-label=Portal]", chromedp.ByQuery))
+	bForm.open("/ui/portal/dlq")
+	bForm.post("/ui/portal/dlq/replay", map[string]string{"delivery_id": failedID, "tenant": tenantA})
+	if st := bForm.post("/ui/portal/dlq/replay", map[string]string{"endpoint": endpointA}); st != http.StatusNotFound {
+		t.Errorf("partner B replaying A's endpoint: %d, want 404", st)
+	}
 
 	// --- replay: the dead letter is delivered -----------------------------------
 	recv.failing.Store(false)
 	before := recv.got.Load()
 	a.open("/ui/portal/dlq")
 	a.click("#replay-all")
+	// Exactly one: B's replay above touched nothing of A's.
 	if f := a.text(".flash"); !strings.Contains(f, "Replayed 1 dead letter") {
 		t.Fatalf("replay: %q", f)
 	}
 	testenv.Eventually(t, 30*time.Second, "the replayed webhook", func() bool { return recv.got.Load() > before })
 	a.eventually("/ui/portal/deliveries/"+failedID, "delivered", 60*time.Second)
-	a.shot("10-portal-delivery-replayed")
+	a.shot("portal-delivery-replayed")
 	a.eventually("/ui/portal/dlq?status=delivered", failedID, 30*time.Second)
-	a.shot("11-portal-dlq-after-replay")
+	a.shot("portal-dlq-after-replay")
+
+	// --- recover since: the endpoint's failures since a time are delivered ------
+	recoverFrom := time.Now().UTC().Add(-time.Minute)
+	recv.failing.Store(true)
+	sys.event(t, tenantA, "evt-ui-fail-2", "order.completed")
+	a.eventually("/ui/portal/dlq", "evt-ui-fail-2", 60*time.Second)
+	recv.failing.Store(false)
+	before = recv.got.Load()
+	a.do("fill the recovery form", chromedp.SetValue("#rec-endpoint", endpointA, chromedp.ByQuery),
+		chromedp.SetValue("#rec-since", recoverFrom.Format(formTime), chromedp.ByQuery))
+	a.click("form[action='/ui/portal/dlq/recover'] button")
+	if f := a.text(".flash"); !strings.Contains(f, "Recovering "+endpointA) || !strings.Contains(f, ": 1 failed deliveries") {
+		t.Fatalf("recover: %q", f)
+	}
+	testenv.Eventually(t, 30*time.Second, "the recovered webhook", func() bool { return recv.got.Load() > before })
+	a.eventually("/ui/portal/dlq?status=delivered", "evt-ui-fail-2", 60*time.Second)
+	a.shot("portal-dlq-recovered")
+	a.open("/ui/portal/")
+	if b := a.body(); !strings.Contains(b, "order.completed") {
+		t.Errorf("the overview lacks the recent deliveries:\n%s", b)
+	}
+	a.shot("portal-overview")
 
 	// --- ROI ----------------------------------------------------------------
 	now := time.Now().UTC()
@@ -557,77 +731,193 @@ func TestBrowser(t *testing.T) {
 	if lines == 0 {
 		t.Fatal("the ROI chart has no line")
 	}
-	a.shot("12-portal-roi")
+	a.shot("portal-roi")
+
+	// --- endpoints: test event, rotation with overlap, add, edit, disable -------
 	a.open("/ui/portal/endpoints")
 	a.click("#send-test")
 	if r := a.text(".results"); !strings.Contains(r, "delivered") {
 		t.Fatalf("test event: %s", r)
 	}
-	a.shot("13-portal-endpoints")
+	a.shot("portal-endpoints")
 	a.open("/ui/portal/endpoints/" + endpointA)
 	a.click("form[action$='/rotate-secret'] button")
 	newSecret := a.text("#secret-value")
 	if !strings.HasPrefix(newSecret, "whsec_") || newSecret == secretA || !strings.Contains(a.body(), "Valid until") {
 		t.Fatalf("rotation: %q", a.body())
 	}
-	a.shot("14-portal-secret-rotated")
+	a.shot("portal-secret-rotated")
 	a.open("/ui/portal/endpoints/" + endpointA)
 	if b := a.html(); strings.Contains(b, newSecret) || strings.Contains(b, secretA) {
 		t.Fatal("the endpoint page shows a secret value after its rotation")
 	}
-	a.shot("15-portal-endpoint")
+	if rows := a.text("#secrets tbody"); strings.Count(rows, "sec_") != 2 || !strings.Contains(rows, "UTC") {
+		t.Errorf("the endpoint page does not show the old secret's overlap:\n%s", rows)
+	}
+	a.shot("portal-endpoint")
+	// Add: a filter that does not compile is refused, then a good one.
+	a.open("/ui/portal/endpoints")
+	a.do("fill the new endpoint", chromedp.SendKeys("#url", recv.srv.URL+"/hooks/acme2", chromedp.ByQuery),
+		chromedp.Click(`input[name=event_types][value="order.created"]`, chromedp.ByQuery),
+		chromedp.SendKeys("#filter", "data.amount >", chromedp.ByQuery))
+	a.click("form[action='/ui/portal/endpoints'] button[type=submit]")
+	if b := a.body(); !strings.Contains(b, "does not compile") {
+		t.Fatalf("a filter that does not compile:\n%s", b)
+	}
+	a.open("/ui/portal/endpoints")
+	a.do("fill the new endpoint", chromedp.SendKeys("#url", recv.srv.URL+"/hooks/acme2", chromedp.ByQuery),
+		chromedp.Click(`input[name=event_types][value="order.created"]`, chromedp.ByQuery),
+		chromedp.SendKeys("#filter", "event.data.amount > 100.0", chromedp.ByQuery))
+	a.click("form[action='/ui/portal/endpoints'] button[type=submit]")
+	if h, v := a.text("h1"), a.text("#secret-value"); h != "Endpoint added" || !strings.HasPrefix(v, "whsec_") {
+		t.Fatalf("adding an endpoint: %q %q", h, v)
+	}
+	a.click("a[href^='/ui/portal/endpoints/ep_']")
+	endpointA2 := strings.TrimPrefix(a.location(), sys.base+"/ui/portal/endpoints/")
+	type endpointJSON struct {
+		ID         string   `json:"id"`
+		URL        string   `json:"url"`
+		EventTypes []string `json:"event_types"`
+		Filter     string   `json:"filter"`
+		Disabled   bool     `json:"disabled"`
+	}
+	endpointOfA := func(id string) endpointJSON {
+		var tj struct {
+			Endpoints []endpointJSON `json:"endpoints"`
+		}
+		adminAPI(t, sys.base, cfg.Admin.Token, "GET", "/api/v1/tenants/"+tenantA, nil, &tj)
+		for _, e := range tj.Endpoints {
+			if e.ID == id {
+				return e
+			}
+		}
+		t.Fatalf("tenant A has no endpoint %s: %+v", id, tj.Endpoints)
+		return endpointJSON{}
+	}
+	if e := endpointOfA(endpointA2); e.URL != recv.srv.URL+"/hooks/acme2" || strings.Join(e.EventTypes, ",") != "order.created" ||
+		e.Filter != "event.data.amount > 100.0" || e.Disabled {
+		t.Fatalf("the added endpoint: %+v", e)
+	}
+	// Edit URL, event types and filter.
+	a.do("edit the endpoint", chromedp.Clear("#url", chromedp.ByQuery), chromedp.SendKeys("#url", recv.srv.URL+"/hooks/acme2b", chromedp.ByQuery),
+		chromedp.Click(`input[name=event_types][value="order.created"]`, chromedp.ByQuery),
+		chromedp.Click(`input[name=event_types][value="order.completed"]`, chromedp.ByQuery),
+		chromedp.Clear("#filter", chromedp.ByQuery), chromedp.SendKeys("#filter", "event.data.amount > 50.0", chromedp.ByQuery))
+	a.click("form[action='/ui/portal/endpoints/" + endpointA2 + "'] button[type=submit]")
+	if f := a.text(".flash"); !strings.Contains(f, "Endpoint saved") {
+		t.Fatalf("save: %q", f)
+	}
+	if e := endpointOfA(endpointA2); e.URL != recv.srv.URL+"/hooks/acme2b" || strings.Join(e.EventTypes, ",") != "order.completed" ||
+		e.Filter != "event.data.amount > 50.0" {
+		t.Fatalf("the edited endpoint: %+v", e)
+	}
+	a.click("form[action$='/disable'] button")
+	if f := a.text(".flash"); !strings.Contains(f, "disabled") || !endpointOfA(endpointA2).Disabled {
+		t.Fatalf("disable: %q %+v", f, endpointOfA(endpointA2))
+	}
+	a.shot("portal-endpoint-disabled")
+	a.click("form[action$='/enable'] button")
+	if f := a.text(".flash"); !strings.Contains(f, "enabled") || endpointOfA(endpointA2).Disabled {
+		t.Fatalf("enable: %q %+v", f, endpointOfA(endpointA2))
+	}
+
+	// --- a forged form on another origin is refused -----------------------------
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, `<!doctype html><title>prize</title><form method="post" action="%s/ui/portal/endpoints/%s/disable">`+
+			`<input type="hidden" name="csrf" value="guessed"><button id="go">Claim your prize</button></form>`, sys.base, endpointA)
+	}))
+	t.Cleanup(evil.Close)
+	a.do("visit another site", chromedp.Navigate(evil.URL))
+	a.click("#go")
+	if h := a.text("h1"); h != "Request refused" {
+		t.Errorf("a forged cross-origin form: h1 %q at %s", h, a.location())
+	}
+	if endpointOfA(endpointA).Disabled {
+		t.Fatal("a forged cross-origin form disabled A's endpoint")
+	}
+	a.shot("forged-form-refused")
 
 	// --- partner B sees none of A's data, by keyboard, at phone width ---------
 	b := newUser(t, root, "partner B", sys.base)
 	b.do("phone width", emulation.SetDeviceMetricsOverride(390, 844, 2, true))
 	b.open("/ui/login")
-	// Keyboard only: Tab to the skip link, then to the key field, type, Enter.
-	b.do("sign in by keyboard", chromedp.KeyEvent(kb.Tab), chromedp.KeyEvent(kb.Tab), chromedp.KeyEvent(kb.Tab),
-		chromedp.KeyEvent(createdB.APIKey), chromedp.KeyEvent(kb.Enter), chromedp.WaitVisible("nav[aria-label=Portal]", chromedp.ByQuery))
+	b.noOverflow("the sign-in page")
+	// Keyboard only: Tab to the key field (every stop shows its focus ring), type, Enter.
+	b.tabTo("#api_key")
+	b.navigating("sign in by keyboard", chromedp.KeyEvent(createdB.APIKey), chromedp.KeyEvent(kb.Enter))
 	if h := b.text("h1"); h != "Bravo Portal" {
 		t.Fatalf("keyboard sign-in of B: h1 %q", h)
 	}
-	var scrollW, clientW int
-	b.do("measure the page width", chromedp.Evaluate(`document.documentElement.scrollWidth`, &scrollW),
-		chromedp.Evaluate(`document.documentElement.clientWidth`, &clientW))
-	if scrollW > clientW+1 {
-		t.Errorf("at phone width the page scrolls sideways: %d > %d", scrollW, clientW)
+	b.noOverflow("the overview")
+	// Add an endpoint by keyboard: nav link, URL, an event type, a filter, Enter.
+	b.tabTo(`nav a[href="/ui/portal/endpoints"]`)
+	b.navigating("open Endpoints by keyboard", chromedp.KeyEvent(kb.Enter))
+	b.noOverflow("the endpoints page")
+	b.tabTo("#url")
+	b.do("type the URL", chromedp.KeyEvent(recvB.srv.URL+"/hooks/bravo2"))
+	b.tabTo(`input[name=event_types][value="order.created"]`)
+	b.do("tick order.created", chromedp.KeyEvent(" "))
+	b.tabTo("#filter")
+	b.navigating("type the filter and submit by keyboard", chromedp.KeyEvent(`event.type == "order.created"`), chromedp.KeyEvent(kb.Enter))
+	if h, v := b.text("h1"), b.text("#secret-value"); h != "Endpoint added" || !strings.HasPrefix(v, "whsec_") {
+		t.Fatalf("B adding an endpoint by keyboard: %q %q", h, v)
 	}
+	b.noOverflow("the new secret")
+	b.shot("phone-portal-endpoint-added")
+	b.tabTo(`main a[href^="/ui/portal/endpoints/ep_"]`)
+	b.navigating("open the new endpoint by keyboard", chromedp.KeyEvent(kb.Enter))
+	var filter string
+	var ticked bool
+	b.do("read the form", chromedp.Value("#filter", &filter, chromedp.ByQuery),
+		chromedp.Evaluate(`document.querySelector('input[name=event_types][value="order.created"]').checked`, &ticked))
+	if filter != `event.type == "order.created"` || !ticked {
+		t.Errorf("B's keyboard endpoint: filter %q, order.created ticked %v", filter, ticked)
+	}
+	b.noOverflow("an endpoint")
+	b.tabTo(`nav a[href="/ui/portal/deliveries"]`)
+	b.navigating("open Deliveries by keyboard", chromedp.KeyEvent(kb.Enter))
 	b.eventually("/ui/portal/deliveries", "evt-ui-bravo-1", 60*time.Second)
-	b.shot("16-phone-portal-deliveries")
-	for _, p := range []string{"/ui/portal/deliveries", "/ui/portal/dlq", "/ui/portal/", "/ui/portal/endpoints", "/ui/portal/roi",
-		"/ui/portal/deliveries?tenant=" + tenantA, "/ui/portal/dlq?tenant=" + tenantA} {
+	b.noOverflow("the deliveries page")
+	b.shot("phone-portal-deliveries")
+	for _, p := range []string{"/ui/portal/", "/ui/portal/dlq", "/ui/portal/roi"} {
 		b.open(p)
-		if h := b.html(); strings.Contains(h, tenantA) || strings.Contains(h, endpointA) || strings.Contains(h, "evt-ui-fail-1") || strings.Contains(h, failedID) {
+		b.noOverflow(p)
+	}
+	b.shot("phone-portal-roi")
+	for _, p := range []string{"/ui/portal/deliveries", "/ui/portal/dlq", "/ui/portal/dlq?status=all", "/ui/portal/", "/ui/portal/endpoints", "/ui/portal/roi",
+		"/ui/portal/deliveries?tenant=" + tenantA, "/ui/portal/dlq?tenant=" + tenantA, "/ui/portal/roi?partner=" + tenantA} {
+		b.open(p)
+		if h := b.html(); strings.Contains(h, tenantA) || strings.Contains(h, endpointA) || strings.Contains(h, endpointA2) ||
+			strings.Contains(h, "evt-ui-fail-1") || strings.Contains(h, failedID) || strings.Contains(h, "Acme") {
 			t.Errorf("partner B sees partner A's data at %s", p)
 		}
 	}
-	for _, p := range []string{"/ui/portal/deliveries/" + failedID, "/ui/portal/endpoints/" + endpointA, "/ui/portal/dlq?endpoint=" + endpointA} {
+	for _, p := range []string{"/ui/portal/deliveries/" + failedID, "/ui/portal/endpoints/" + endpointA, "/ui/portal/endpoints/" + endpointA2,
+		"/ui/portal/dlq?endpoint=" + endpointA} {
 		b.open(p)
 		if h := b.text("h1"); h != "Not found" {
 			t.Errorf("partner B at %s: h1 %q, want Not found", p, h)
 		}
 	}
-	b.shot("17-phone-not-found")
+	b.noOverflow("the not-found page")
+	b.shot("phone-not-found")
 	b.open("/ui/portal/endpoints")
-	if st := b.post("/ui/portal/endpoints/"+endpointA+"/disable", nil); st != http.StatusNotFound {
-		t.Errorf("partner B disabling A's endpoint: %d, want 404", st)
+	for _, f := range []struct {
+		path string
+		form map[string]string
+	}{
+		{"/ui/portal/endpoints/" + endpointA + "/disable", nil},
+		{"/ui/portal/endpoints/" + endpointA2 + "/enable", nil},
+		{"/ui/portal/endpoints/" + endpointA + "/rotate-secret", nil},
+		{"/ui/portal/endpoints/" + endpointA, map[string]string{"url": recvB.srv.URL + "/stolen"}},
+		{"/ui/portal/dlq/recover", map[string]string{"endpoint": endpointA, "since": "2020-01-01T00:00"}},
+	} {
+		if st := b.post(f.path, f.form); st != http.StatusNotFound {
+			t.Errorf("partner B posting to %s: %d, want 404", f.path, st)
+		}
 	}
-	if st := b.post("/ui/portal/endpoints/"+endpointA+"/rotate-secret", nil); st != http.StatusNotFound {
-		t.Errorf("partner B rotating A's secret: %d, want 404", st)
-	}
-	if st := b.post("/ui/portal/dlq/recover", map[string]string{"endpoint": endpointA, "since": "2020-01-01T00:00"}); st != http.StatusNotFound {
-		t.Errorf("partner B recovering A's endpoint: %d, want 404", st)
-	}
-	var tA struct {
-		Endpoints []struct {
-			ID       string `json:"id"`
-			Disabled bool   `json:"disabled"`
-		} `json:"endpoints"`
-	}
-	adminAPI(t, sys.base, cfg.Admin.Token, "GET", "/api/v1/tenants/"+tenantA, nil, &tA)
-	if len(tA.Endpoints) != 1 || tA.Endpoints[0].Disabled {
-		t.Errorf("A's endpoint after B's attempts: %+v", tA.Endpoints)
+	if e := endpointOfA(endpointA); e.Disabled || e.URL != recv.srv.URL+"/hooks/acme" {
+		t.Errorf("A's endpoint after B's attempts: %+v", e)
 	}
 	// A form without the CSRF token is refused, whoever's cookie it carries.
 	var st int
@@ -637,56 +927,220 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("a form without its CSRF token: %d, want 403", st)
 	}
 
-	// --- the operator's DLQ and health pages, then a suspension ----------------
-	op.open("/ui/console/dlq?status=all")
-	if bd := op.body(); !strings.Contains(bd, tenantA) {
-		t.Errorf("the console DLQ lacks A's dead letter:\n%s", bd)
+	// --- the operator: search, DLQ, health, rotations, suspend, activate -------
+	op.open("/ui/console/")
+	op.navigating("search acme", chromedp.SendKeys("#q", "acme", chromedp.ByQuery), chromedp.Submit("#q", chromedp.ByQuery))
+	if rows := op.text("#tenants tbody"); !strings.Contains(rows, "Acme Portal") || strings.Contains(rows, "Bravo Portal") {
+		t.Errorf("search acme:\n%s", rows)
 	}
-	op.shot("18-console-dlq")
-	op.open("/ui/console/health")
+	op.open("/ui/console/?q=" + createdB.ID)
+	if rows := op.text("#tenants tbody"); !strings.Contains(rows, "Bravo Portal") || strings.Contains(rows, "Acme Portal") {
+		t.Errorf("search by B's id:\n%s", rows)
+	}
+	op.open("/ui/console/?q=acme&status=suspended")
+	if bd := op.body(); !strings.Contains(bd, "No tenant matches") {
+		t.Errorf("search acme among suspended tenants:\n%s", bd)
+	}
+	op.open("/ui/console/dlq?status=all")
+	if bd := op.body(); !strings.Contains(bd, tenantA) || !strings.Contains(bd, "evt-ui-fail-2") {
+		t.Errorf("the console DLQ lacks A's dead letters:\n%s", bd)
+	}
+	op.shot("console-dlq")
+	op.open("/ui/console/dlq?status=all&tenant=" + createdB.ID)
+	if bd := op.body(); strings.Contains(bd, "evt-ui-fail") {
+		t.Errorf("the console DLQ filtered to B shows A's dead letters:\n%s", bd)
+	}
+	// Consumer lag is measured every 15 s: wait for the first figure.
+	op.eventually("/ui/console/health", "Lag (records)", 45*time.Second)
+	if l := op.text("#lag"); !strings.Contains(l, schemas.TopicEvents) {
+		t.Errorf("health lacks the events topic's consumer lag: %s", l)
+	}
 	hb := op.text("#checks")
 	for _, want := range []string{"kafka", "clickhouse", "tenant registry"} {
 		if !strings.Contains(hb, want) {
 			t.Errorf("health lacks %s: %s", want, hb)
 		}
 	}
-	if x := op.text("#xds"); !strings.Contains(x, "us-east") {
+	if strings.Contains(hb, "down") {
+		t.Errorf("health shows a dependency down: %s", hb)
+	}
+	if x := op.text("#xds"); !strings.Contains(x, "us-east") || strings.Contains(x, "none yet") {
 		t.Errorf("health lacks the xDS versions: %s", x)
 	}
-	if br := op.text("#breakers"); !strings.Contains(br, endpointA) {
+	if br := op.text("#breakers"); !strings.Contains(br, endpointA) || !strings.Contains(br, "closed") {
 		t.Errorf("health lacks A's breaker: %s", br)
 	}
-	op.shot("19-console-health")
+	op.shot("console-health")
+	// Rotate A's API key: the new one is shown once, the old one's overlap too.
+	op.open("/ui/console/tenants/" + tenantA)
+	op.click("form[action$='/rotate-key'] button")
+	keyA2 := op.text("#secret-value")
+	if !strings.HasPrefix(keyA2, "pk_std_") || keyA2 == keyA {
+		t.Fatalf("key rotation showed %q", keyA2)
+	}
+	if ov := op.text("#overlap"); !strings.Contains(ov, apikey.DisplayPrefix(keyA)) || !strings.Contains(ov, "UTC") {
+		t.Errorf("key rotation lacks the old key's overlap:\n%s", ov)
+	}
+	op.shot("console-key-rotated")
+	op.open("/ui/console/tenants/" + tenantA)
+	if bd := op.html(); strings.Contains(bd, keyA2) {
+		t.Error("the tenant page shows the rotated key")
+	}
+	a.open("/ui/portal/")
+	if h := a.text("h1"); h != "Acme Portal" {
+		t.Errorf("during the overlap the old key's session ended: %q at %s", h, a.location())
+	}
+	a2 := newUser(t, root, "partner A (new key)", sys.base)
+	a2.open("/ui/login")
+	a2.do("sign in with the new key", chromedp.SendKeys("#api_key", keyA2, chromedp.ByQuery), chromedp.Submit("#api_key", chromedp.ByQuery),
+		chromedp.WaitVisible("nav[aria-label=Portal]", chromedp.ByQuery))
+	// Rotate A's webhook secrets from the console.
+	op.click("form[action$='/rotate-secret'] button")
+	if v := op.text("#secret-value"); !strings.HasPrefix(v, "whsec_") || v == newSecret {
+		t.Errorf("console secret rotation showed %q", v)
+	}
+	if ov := op.text("#overlap"); !strings.Contains(ov, endpointA) {
+		t.Errorf("console secret rotation lacks the overlap of %s:\n%s", endpointA, ov)
+	}
 	op.open("/ui/console/tenants/" + tenantA)
 	op.click("form[action$='/suspend'] button")
-	a.open("/ui/portal/deliveries")
-	if !strings.HasSuffix(a.location(), "/ui/login") {
-		t.Errorf("a suspended partner's session still opens the portal: %s", a.location())
+	for _, u := range []*user{a, a2, viaLink} {
+		u.open("/ui/portal/deliveries")
+		if !strings.HasSuffix(u.location(), "/ui/login") {
+			t.Errorf("%s: a suspended partner's session still opens the portal: %s", u.name, u.location())
+		}
 	}
-	viaLink.open("/ui/portal/")
-	if !strings.HasSuffix(viaLink.location(), "/ui/login") {
-		t.Errorf("a suspended partner's portal-link session still opens the portal: %s", viaLink.location())
+	op.shot("console-tenant-suspended")
+	op.click("form[action$='/activate'] button")
+	if f := op.text(".flash"); !strings.Contains(f, "active") {
+		t.Errorf("activate: %q", f)
 	}
+	a2.open("/ui/login")
+	a2.do("sign in after activation", chromedp.SendKeys("#api_key", keyA2, chromedp.ByQuery), chromedp.Submit("#api_key", chromedp.ByQuery),
+		chromedp.WaitVisible("nav[aria-label=Portal]", chromedp.ByQuery))
+	// The console at phone width.
+	op.do("phone width", emulation.SetDeviceMetricsOverride(390, 844, 2, true))
+	for _, p := range []string{"/ui/console/", "/ui/console/tenants/" + tenantA, "/ui/console/dlq?status=all", "/ui/console/health"} {
+		op.open(p)
+		op.noOverflow(p)
+	}
+	op.shot("phone-console-health")
 
 	// Cookies: HttpOnly, SameSite=Strict, no credential in them; no
 	// credential in the logs.
 	var cookies []*network.Cookie
-	a.do("read cookies", chromedp.ActionFunc(func(ctx context.Context) error {
+	a2.do("read cookies", chromedp.ActionFunc(func(ctx context.Context) error {
 		var err error
 		cookies, err = storage.GetCookies().Do(ctx)
 		return err
 	}))
 	for _, c := range cookies {
-		if c.Name == "partners_ui" && (!c.HTTPOnly || c.SameSite != network.CookieSameSiteStrict || strings.Contains(c.Value, keyA)) {
+		if c.Name == "partners_ui" && (!c.HTTPOnly || c.SameSite != network.CookieSameSiteStrict || strings.Contains(c.Value, keyA2)) {
 			t.Errorf("session cookie %+v", c)
 		}
 	}
 	logs := sys.logs.String()
-	for name, s := range map[string]string{"admin token": cfg.Admin.Token, "API key": keyA, "B's API key": createdB.APIKey,
+	for name, s := range map[string]string{"admin token": cfg.Admin.Token, "API key": keyA, "rotated API key": keyA2, "B's API key": createdB.APIKey,
 		"webhook secret": secretA, "rotated secret": newSecret, "portal link": link[strings.LastIndex(link, "/")+1:]} {
 		if strings.Contains(logs, s) {
 			t.Errorf("the %s reached the logs", name)
 		}
 	}
-	t.Logf("browser suite: %d pages photographed in .local/ui-screenshots", len(shots))
+	if !strings.Contains(logs, "form refused") {
+		t.Error("the forged form's refusal is not logged")
+	}
+
+	// Every page template was photographed.
+	ents, err := os.ReadDir(filepath.Join(testenv.RepoRoot(t), "web", "templates"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		name := strings.TrimSuffix(e.Name(), ".html")
+		if name != "layout" && name != "partials" && !shotPages[name] {
+			t.Errorf("no screenshot shows the %s page", name)
+		}
+	}
+	t.Logf("browser suite: %d screenshots of %d pages in .local/ui-screenshots", len(shots), len(shotPages))
+}
+
+// testSessionExpiry signs a partner in to a UI configured with a short
+// idle timeout: a page inside it works, the next after it is the sign-in
+// page; the cookie lives no longer than the configured maximum age.
+func testSessionExpiry(t *testing.T, root context.Context) {
+	const pepper = "pepper-of-the-session-expiry-test"
+	key := apikey.New("standard")
+	ten := &schemas.Tenant{ID: "tn_sessionexpiry01", Name: "Expiry Partner", Tier: "standard", Status: schemas.StatusActive,
+		Keys: []schemas.APIKey{{ID: "key_1", Hash: apikey.Hash(pepper, key), Prefix: apikey.DisplayPrefix(key)}}}
+	const idle, maxAge = 2 * time.Second, time.Hour
+	ui, err := web.New(web.Options{AdminToken: "admin-token-of-the-session-test", Pepper: pepper, Tenants: oneTenant{ten}, Admin: noAdmin{},
+		EventTypes: []string{"order.created"}, SessionIdle: idle, SessionMax: maxAge})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(ui)
+	t.Cleanup(srv.Close)
+	u := newUser(t, root, "partner (short sessions)", srv.URL)
+	signIn := func() {
+		u.open("/ui/login")
+		u.do("sign in", chromedp.SendKeys("#api_key", key, chromedp.ByQuery), chromedp.Submit("#api_key", chromedp.ByQuery),
+			chromedp.WaitVisible("nav[aria-label=Portal]", chromedp.ByQuery))
+	}
+	signIn()
+	signedIn := time.Now()
+	var cookies []*network.Cookie
+	u.do("read cookies", chromedp.ActionFunc(func(ctx context.Context) error {
+		var err error
+		cookies, err = storage.GetCookies().Do(ctx)
+		return err
+	}))
+	for _, c := range cookies {
+		if c.Name != "partners_ui" {
+			continue
+		}
+		left := time.Until(time.Unix(int64(c.Expires), 0))
+		if c.Session || left > maxAge+time.Minute || left < maxAge-time.Minute {
+			t.Errorf("the session cookie lives %v (session cookie %v), want the configured maximum age %v", left, c.Session, maxAge)
+		}
+	}
+	u.open("/ui/portal/endpoints")
+	if time.Since(signedIn) < idle {
+		if !strings.HasSuffix(u.location(), "/ui/portal/endpoints") {
+			t.Fatalf("inside the idle timeout the session ended: %s", u.location())
+		}
+	}
+	time.Sleep(idle + 500*time.Millisecond)
+	u.open("/ui/portal/endpoints")
+	if !strings.HasSuffix(u.location(), "/ui/login") {
+		t.Fatalf("after %v idle (timeout %v) the portal still opens: %s", idle+500*time.Millisecond, idle, u.location())
+	}
+	// Signing in again works: the expiry ended that session, not the partner.
+	signIn()
+}
+
+// oneTenant and noAdmin are the backends of the session-expiry UI.
+type oneTenant struct{ t *schemas.Tenant }
+
+func (o oneTenant) Get(id string) (*schemas.Tenant, bool) { return o.t, id == o.t.ID }
+func (o oneTenant) List() []*schemas.Tenant               { return []*schemas.Tenant{o.t} }
+func (o oneTenant) ByKeyHash(h string, _ time.Time) (*schemas.Tenant, bool) {
+	return o.t, apikey.Equal(o.t.Keys[0].Hash, h)
+}
+
+type noAdmin struct{}
+
+func (noAdmin) Create(context.Context, web.Onboard) (*web.Credentials, error) {
+	return nil, web.ErrUnavailable
+}
+func (noAdmin) SaveEndpoint(context.Context, string, web.EndpointChange) (*schemas.Tenant, error) {
+	return nil, web.ErrUnavailable
+}
+func (noAdmin) SetStatus(context.Context, string, string) (*schemas.Tenant, error) {
+	return nil, web.ErrUnavailable
+}
+func (noAdmin) RotateKey(context.Context, string) (*schemas.Tenant, string, error) {
+	return nil, "", web.ErrUnavailable
+}
+func (noAdmin) RotateSecret(context.Context, string, string) (*schemas.Tenant, string, error) {
+	return nil, "", web.ErrUnavailable
 }
