@@ -859,8 +859,9 @@ func TestBrowser(t *testing.T) {
 	b.do("tick order.created", chromedp.KeyEvent(" "))
 	b.tabTo("#filter")
 	b.navigating("type the filter and submit by keyboard", chromedp.KeyEvent(`event.type == "order.created"`), chromedp.KeyEvent(kb.Enter))
-	if h, v := b.text("h1"), b.text("#secret-value"); h != "Endpoint added" || !strings.HasPrefix(v, "whsec_") {
-		t.Fatalf("B adding an endpoint by keyboard: %q %q", h, v)
+	secretB2 := b.text("#secret-value")
+	if h := b.text("h1"); h != "Endpoint added" || !strings.HasPrefix(secretB2, "whsec_") {
+		t.Fatalf("B adding an endpoint by keyboard: %q %q", h, secretB2)
 	}
 	b.noOverflow("the new secret")
 	b.shot("phone-portal-endpoint-added")
@@ -872,6 +873,9 @@ func TestBrowser(t *testing.T) {
 		chromedp.Evaluate(`document.querySelector('input[name=event_types][value="order.created"]').checked`, &ticked))
 	if filter != `event.type == "order.created"` || !ticked {
 		t.Errorf("B's keyboard endpoint: filter %q, order.created ticked %v", filter, ticked)
+	}
+	if strings.Contains(b.html(), secretB2) {
+		t.Error("the endpoint page shows the secret it was created with")
 	}
 	b.noOverflow("an endpoint")
 	b.tabTo(`nav a[href="/ui/portal/deliveries"]`)
@@ -996,13 +1000,17 @@ func TestBrowser(t *testing.T) {
 		chromedp.WaitVisible("nav[aria-label=Portal]", chromedp.ByQuery))
 	// Rotate A's webhook secrets from the console.
 	op.click("form[action$='/rotate-secret'] button")
-	if v := op.text("#secret-value"); !strings.HasPrefix(v, "whsec_") || v == newSecret {
-		t.Errorf("console secret rotation showed %q", v)
+	secretA3 := op.text("#secret-value")
+	if !strings.HasPrefix(secretA3, "whsec_") || secretA3 == newSecret {
+		t.Errorf("console secret rotation showed %q", secretA3)
 	}
 	if ov := op.text("#overlap"); !strings.Contains(ov, endpointA) {
 		t.Errorf("console secret rotation lacks the overlap of %s:\n%s", endpointA, ov)
 	}
 	op.open("/ui/console/tenants/" + tenantA)
+	if strings.Contains(op.html(), secretA3) {
+		t.Error("the tenant page shows the rotated webhook secret")
+	}
 	op.click("form[action$='/suspend'] button")
 	for _, u := range []*user{a, a2, viaLink} {
 		u.open("/ui/portal/deliveries")
@@ -1041,7 +1049,7 @@ func TestBrowser(t *testing.T) {
 	}
 	logs := sys.logs.String()
 	for name, s := range map[string]string{"admin token": cfg.Admin.Token, "API key": keyA, "rotated API key": keyA2, "B's API key": createdB.APIKey,
-		"webhook secret": secretA, "rotated secret": newSecret, "portal link": link[strings.LastIndex(link, "/")+1:]} {
+		"webhook secret": secretA, "rotated secret": newSecret, "console-rotated secret": secretA3, "B's second secret": secretB2, "portal link": link[strings.LastIndex(link, "/")+1:]} {
 		if strings.Contains(logs, s) {
 			t.Errorf("the %s reached the logs", name)
 		}
