@@ -64,7 +64,7 @@ test: stack browser lint
 # What make test shows of the verbose log: package results and the figures
 # the tests measure (server versions, follow and revocation delays,
 # freshness, crash duplicates, isolation under a hanging partner, traces).
-TEST_SHOW := ^(ok|FAIL|panic:|--- FAIL)|server under test|SQL conformance|follower applied|revocation:|freshness produce|kill -9 |outage 10 s|concurrent test calls|backlog drained|caught up|healthy partners|noise, alone|with a hang|trace [0-9a-f]{32}|tier limit|own limit|burst of|Redis down|browser suite:|schemathesis: [0-9]+ test cases|rounds over two servers|rounds of concurrent writers
+TEST_SHOW := ^(ok|FAIL|panic:|--- FAIL)|server under test|SQL conformance|follower applied|revocation:|freshness produce|kill -9 |outage 10 s|concurrent test calls|backlog drained|caught up|healthy partners|noise, alone|with a hang|trace [0-9a-f]{32}|tier limit|own limit|burst of|Redis down|browser suite:|schemathesis: [0-9]+ test cases|rounds over two (servers|control-plane processes)|rounds of concurrent writers
 
 ## test-kfake: the same suite on the embedded kfake broker (ClickHouse still real)
 test-kfake:
