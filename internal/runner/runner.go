@@ -562,10 +562,10 @@ func (p *process) announce() {
 	}
 }
 
-// serveHTTP serves h on lis until ctx ends, then stops taking requests and
-// lets those in flight finish (bounded).
-func serveHTTP(ctx context.Context, lis net.Listener, h http.Handler, log *slog.Logger) error {
-	srv := &http.Server{
+// newHTTPServer is the admin listener's server: a client that sends its
+// headers or body slowly, or holds an idle connection, is cut off.
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
@@ -573,6 +573,12 @@ func serveHTTP(ctx context.Context, lis net.Listener, h http.Handler, log *slog.
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+}
+
+// serveHTTP serves h on lis until ctx ends, then stops taking requests and
+// lets those in flight finish (bounded).
+func serveHTTP(ctx context.Context, lis net.Listener, h http.Handler, log *slog.Logger) error {
+	srv := newHTTPServer(h, log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	select {
