@@ -245,7 +245,7 @@ type CreateTenant struct {
 	// Features feature flags; only the configured ones (partner.gateway.feature_routes), which the served document lists
 	Features *Features `json:"features,omitempty"`
 
-	// Jwt enterprise only: on a create of another tier 400; on a patch of a tenant of another tier (after the patch) 409
+	// Jwt enterprise only: on a create of another tier 400; on a patch of a tenant of another tier (after the patch) 409; kept but unused when a tenant leaves enterprise
 	Jwt *JWT `json:"jwt,omitempty"`
 
 	// Name unique, case-insensitively; printable, at most 100 characters
@@ -371,7 +371,7 @@ type Features struct {
 	Reports    *bool `json:"reports,omitempty"`
 }
 
-// JWT enterprise only: on a create of another tier 400; on a patch of a tenant of another tier (after the patch) 409
+// JWT enterprise only: on a create of another tier 400; on a patch of a tenant of another tier (after the patch) 409; kept but unused when a tenant leaves enterprise
 type JWT struct {
 	Audiences *[]string `json:"audiences,omitempty"`
 
@@ -548,7 +548,7 @@ type UpdateTenant struct {
 	// Features feature flags; only the configured ones (partner.gateway.feature_routes), which the served document lists
 	Features *Features `json:"features,omitempty"`
 
-	// Jwt enterprise only: on a create of another tier 400; on a patch of a tenant of another tier (after the patch) 409
+	// Jwt enterprise only: on a create of another tier 400; on a patch of a tenant of another tier (after the patch) 409; kept but unused when a tenant leaves enterprise
 	Jwt *JWT `json:"jwt,omitempty"`
 
 	// Name unique, case-insensitively; printable, at most 100 characters
