@@ -186,12 +186,9 @@ func (a *app) dlqCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "DELIVERY ID\tTENANT\tENDPOINT\tEVENT TYPE\tSTATUS\tATTEMPTS\tLAST STATUS\tDEAD AT\tREASON CODE\tREASON")
 			for _, d := range res.JSON200.DeadLetters {
-				st := ""
-				if d.LastStatus != nil {
-					st = fmt.Sprint(*d.LastStatus)
-				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", deref(d.DeliveryId), deref(d.TenantId), deref(d.EndpointId),
-					deref(d.EventType), d.Status, d.Attempts, st, d.DeadAt.Format(time.RFC3339), deref(d.ReasonCode), d.Reason)
+					deref(d.EventType), d.Status, d.Attempts, lastStatus(d.LastStatus), d.DeadAt.Format(time.RFC3339), deref(d.ReasonCode),
+					dlqReason(d.Reason, deref(d.LastError)))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -253,6 +250,27 @@ func (a *app) dlqCmd() *cobra.Command {
 	_ = recoverCmd.MarkFlagRequired("since")
 	cmd.AddCommand(list, replay, recoverCmd)
 	return cmd
+}
+
+// lastStatus is a dead letter's last HTTP status, or "—" when no attempt got
+// an HTTP answer (refused, timed out, held by the breaker, never attempted):
+// the reason code and text say what happened instead.
+func lastStatus(st *int) string {
+	if st == nil || *st == 0 {
+		return "—"
+	}
+	return fmt.Sprint(*st)
+}
+
+// dlqReason is a dead letter's reason text, followed by its last attempt's
+// error where the text does not already carry it (a delivery held until
+// its maximum age, or rejected after failed attempts, still shows what the
+// endpoint last did).
+func dlqReason(reason, lastError string) string {
+	if lastError == "" || strings.Contains(reason, lastError) {
+		return reason
+	}
+	return reason + " (last error: " + lastError + ")"
 }
 
 func deref(s *string) string {
