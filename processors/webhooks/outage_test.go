@@ -190,5 +190,20 @@ func TestPartnerDownPastMaxAge(t *testing.T) {
 	if codes[string(ReasonBreakerOpen)] == 0 {
 		t.Errorf("no dead letter held by the open breaker: %v", codes)
 	}
+	// The delivery log says the same of every attempt made: refused, by
+	// class and in words (holds make no attempt and log none).
+	logged := 0
+	for _, a := range e.attempts() {
+		if a.TenantID != c.Tenant.ID {
+			continue
+		}
+		logged++
+		if a.Reason != string(ReasonConnRefused) || a.Error != "connection refused" || a.StatusCode != 0 || a.Outcome == schemas.OutcomeDelivered {
+			t.Errorf("delivery log attempt: %+v, want reason connection_refused", a)
+		}
+	}
+	if logged == 0 {
+		t.Error("no attempt in the delivery log")
+	}
 	t.Logf("dead letters by reason code: %v", codes)
 }
