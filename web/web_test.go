@@ -683,3 +683,99 @@ func TestEndpointFilterChecked(t *testing.T) {
 		t.Fatalf("calls %v", f.admin.calls)
 	}
 }
+
+// TestEveryFormNeedsCSRF posts to every POST route of the mux, signed in
+// as whoever may use it, without the CSRF token, with a wrong one, and
+// with the right one from another origin: each is refused with 403 and
+// changes nothing. Every form in the templates carries the token.
+func TestEveryFormNeedsCSRF(t *testing.T) {
+	f := newFixture(t)
+	partner, operator, anon := f.browser(t), f.browser(t), f.browser(t)
+	partner.signInPartner(f.keyA)
+	operator.signInOperator()
+	good := map[*browser]string{partner: partner.csrf("/ui/portal/endpoints"), operator: operator.csrf("/ui/console/"), anon: anon.csrf("/ui/login")}
+	tok, _ := f.ui.links.issue("tn_aaaaaaaaaaaaaaaa")
+	paths := map[string]string{
+		"/ui/link/{token}":          "/ui/link/" + tok,
+		"/ui/portal/endpoints/{id}": "/ui/portal/endpoints/ep_alpha",
+		"/ui/console/tenants/{id}":  "/ui/console/tenants/tn_aaaaaaaaaaaaaaaa",
+	}
+	n := 0
+	for _, rt := range f.ui.routeTable() {
+		method, pattern, _ := strings.Cut(rt.pattern, " ")
+		if method != http.MethodPost {
+			continue
+		}
+		n++
+		path := pattern
+		for k, v := range paths {
+			path = strings.Replace(path, k, v, 1)
+		}
+		path = strings.NewReplacer("{action}", "suspend", "{$}", "").Replace(path)
+		who := anon
+		switch {
+		case strings.HasPrefix(pattern, "/ui/portal/"):
+			who = partner
+		case strings.HasPrefix(pattern, "/ui/console/"), pattern == "/ui/logout":
+			who = operator
+		}
+		form := url.Values{"url": {"https://x.example/h"}, "name": {"Forged"}, "tier": {"standard"}, "webhook_url": {"https://x.example/h"},
+			"endpoint": {"ep_alpha"}, "since": {"2025-01-01T00:00"}, "delivery_id": {"msg_alpha1"}, "api_key": {f.keyA}, "admin_token": {testToken}}
+		for name, c := range map[string]struct {
+			csrf, origin string
+		}{
+			"no token":            {"", ""},
+			"a wrong token":       {"x" + good[who][1:], ""},
+			"another session's":   {good[anon], ""},
+			"from another origin": {good[who], "http://evil.example"},
+		} {
+			if who == anon && name == "another session's" {
+				continue
+			}
+			v := url.Values{}
+			for k, vs := range form {
+				v[k] = vs
+			}
+			if c.csrf != "" {
+				v.Set("csrf", c.csrf)
+			}
+			if code, _ := who.post(path, v, c.origin); code != http.StatusForbidden {
+				t.Errorf("POST %s (%s) with %s: %d, want 403", path, rt.pattern, name, code)
+			}
+		}
+	}
+	if n < 15 {
+		t.Fatalf("only %d POST routes walked", n)
+	}
+	if len(f.admin.calls) != 0 || f.admin.n != 0 || len(f.dlq.replays) != 0 || len(f.dlq.recovers) != 0 || len(f.tester.tenants) != 0 {
+		t.Errorf("refused forms changed something: admin %v (created %d), replays %d, recovers %d, tests %d",
+			f.admin.calls, f.admin.n, len(f.dlq.replays), len(f.dlq.recovers), len(f.tester.tenants))
+	}
+	// Still signed in (a refused sign-out signs nobody out), and the link unused.
+	if _, body, _ := partner.get("/ui/portal/"); !strings.Contains(body, "Alpha") {
+		t.Error("a refused form ended the partner's session")
+	}
+	if !f.ui.links.valid(tok) {
+		t.Error("a refused form used the portal link")
+	}
+
+	// Every POST form of every template sends the CSRF token.
+	formRe := regexp.MustCompile(`(?s)<form[^>]*method="post"[^>]*>.*?</form>`)
+	ents, err := templateFS.ReadDir("templates")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forms := 0
+	for _, e := range ents {
+		b, _ := templateFS.ReadFile("templates/" + e.Name())
+		for _, m := range formRe.FindAllString(string(b), -1) {
+			forms++
+			if !strings.Contains(m, `name="csrf" value="{{`) {
+				t.Errorf("%s: a form without the CSRF token: %.120s", e.Name(), m)
+			}
+		}
+	}
+	if forms < 15 {
+		t.Errorf("only %d POST forms found in the templates", forms)
+	}
+}
