@@ -493,11 +493,20 @@ func TestBrowser(t *testing.T) {
 		return
 	}
 	testStart := time.Now().UTC()
+	// phase times each part of the suite (printed at the end: where its
+	// time goes; no assertion on them).
+	var phases []string
+	phaseName, phaseAt := "start dev", time.Now()
+	phase := func(name string) {
+		phases = append(phases, fmt.Sprintf("%s %.1fs", phaseName, time.Since(phaseAt).Seconds()))
+		phaseName, phaseAt = name, time.Now()
+	}
 	sys := startDev(t)
 	cfg := sys.cfg.Config
 	recv := newReceiver(t)
 
 	// --- the operator onboards partner A and issues a portal link ------------
+	phase("onboarding")
 	op := newUser(t, root, "operator", sys.base)
 	op.open("/ui/")
 	if !strings.HasSuffix(op.location(), "/ui/login") {
@@ -554,6 +563,7 @@ func TestBrowser(t *testing.T) {
 	op.shot("console-portal-link")
 
 	// --- the link works once ----------------------------------------------------
+	phase("portal link")
 	viaLink := newUser(t, root, "partner A (portal link)", sys.base)
 	viaLink.do("open the link", chromedp.Navigate(link))
 	viaLink.shot("portal-link")
@@ -588,6 +598,7 @@ func TestBrowser(t *testing.T) {
 	}
 
 	// --- deliveries: one delivered, one dead-lettered ---------------------------
+	phase("deliveries")
 	a := newUser(t, root, "partner A", sys.base)
 	a.open("/ui/login")
 	a.do("sign in with the API key", chromedp.SendKeys("#api_key", keyA, chromedp.ByQuery), chromedp.Submit("#api_key", chromedp.ByQuery),
@@ -614,9 +625,12 @@ func TestBrowser(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, "the first webhook", func() bool { return recv.got.Load() >= 1 })
 	a.eventually("/ui/portal/deliveries?status=delivered", "order.created", 60*time.Second)
 	recv.failing.Store(true)
+	// Two dead letters at once: one to replay, one to recover.
 	sys.event(t, tenantA, "evt-ui-fail-1", "order.completed")
+	sys.event(t, tenantA, "evt-ui-fail-2", "order.refunded")
 	sys.event(t, createdB.ID, "evt-ui-bravo-1", "order.created")
 	a.eventually("/ui/portal/dlq", "evt-ui-fail-1", 60*time.Second)
+	a.eventually("/ui/portal/dlq", "evt-ui-fail-2", 60*time.Second)
 	a.shot("portal-dlq")
 	body := a.eventually("/ui/portal/deliveries", "failed", 60*time.Second)
 	if !strings.Contains(body, "delivered") || !strings.Contains(body, "order.completed") || strings.Contains(body, "evt-ui-bravo-1") {
@@ -627,7 +641,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.SetValue("#event_type", "order.completed", chromedp.ByQuery), chromedp.Submit("#status", chromedp.ByQuery),
 		chromedp.WaitVisible("#deliveries", chromedp.ByQuery))
 	rows := a.text("#deliveries tbody")
-	if strings.Contains(rows, "delivered") || strings.Contains(rows, "order.created") || !strings.Contains(rows, "failed") {
+	if strings.Contains(rows, "delivered") || strings.Contains(rows, "order.created") || strings.Contains(rows, "order.refunded") || !strings.Contains(rows, "failed") {
 		t.Fatalf("status=failed shows:\n%s", rows)
 	}
 	var failedID string
@@ -661,6 +675,7 @@ func TestBrowser(t *testing.T) {
 	a.shot("portal-delivery-attempts")
 
 	// --- partner B cannot replay A's dead letter by naming it -------------------
+	phase("B replays")
 	bForm := newUser(t, root, "partner B (forms)", sys.base)
 	bForm.open("/ui/login")
 	bForm.do("sign in with B's key", chromedp.SendKeys("#api_key", createdB.APIKey, chromedp.ByQuery), chromedp.Submit("#api_key", chromedp.ByQuery),
@@ -672,11 +687,15 @@ func TestBrowser(t *testing.T) {
 	}
 
 	// --- replay: the dead letter is delivered -----------------------------------
+	phase("replay")
 	recv.failing.Store(false)
 	before := recv.got.Load()
-	a.open("/ui/portal/dlq")
+	a.open("/ui/portal/dlq?event_type=order.completed")
+	if b := a.body(); strings.Contains(b, "evt-ui-fail-2") {
+		t.Fatalf("the DLQ filtered to order.completed shows the order.refunded dead letter:\n%s", b)
+	}
 	a.click("#replay-all")
-	// Exactly one: B's replay above touched nothing of A's.
+	// Exactly one: the filter's, and B's replay above touched nothing of A's.
 	if f := a.text(".flash"); !strings.Contains(f, "Replayed 1 dead letter") {
 		t.Fatalf("replay: %q", f)
 	}
@@ -687,11 +706,12 @@ func TestBrowser(t *testing.T) {
 	a.shot("portal-dlq-after-replay")
 
 	// --- recover since: the endpoint's failures since a time are delivered ------
-	recoverFrom := time.Now().UTC().Add(-time.Minute)
-	recv.failing.Store(true)
-	sys.event(t, tenantA, "evt-ui-fail-2", "order.completed")
-	a.eventually("/ui/portal/dlq", "evt-ui-fail-2", 60*time.Second)
-	recv.failing.Store(false)
+	phase("recover")
+	a.open("/ui/portal/dlq")
+	if b := a.body(); !strings.Contains(b, "evt-ui-fail-2") || strings.Contains(b, "evt-ui-fail-1") {
+		t.Fatalf("after the filtered replay the waiting dead letters are not just the order.refunded one:\n%s", b)
+	}
+	recoverFrom := testStart.Add(-time.Minute)
 	before = recv.got.Load()
 	a.do("fill the recovery form", chromedp.SetValue("#rec-endpoint", endpointA, chromedp.ByQuery),
 		chromedp.SetValue("#rec-since", recoverFrom.Format(formTime), chromedp.ByQuery))
@@ -709,6 +729,7 @@ func TestBrowser(t *testing.T) {
 	a.shot("portal-overview")
 
 	// --- ROI ----------------------------------------------------------------
+	phase("ROI")
 	now := time.Now().UTC()
 	for i, day := range []int{-3, -1} {
 		at := now.AddDate(0, 0, day)
@@ -734,6 +755,7 @@ func TestBrowser(t *testing.T) {
 	a.shot("portal-roi")
 
 	// --- endpoints: test event, rotation with overlap, add, edit, disable -------
+	phase("endpoints")
 	a.open("/ui/portal/endpoints")
 	a.click("#send-test")
 	if r := a.text(".results"); !strings.Contains(r, "delivered") {
@@ -822,6 +844,7 @@ func TestBrowser(t *testing.T) {
 	}
 
 	// --- a forged form on another origin is refused -----------------------------
+	phase("forged form")
 	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintf(w, `<!doctype html><title>prize</title><form method="post" action="%s/ui/portal/endpoints/%s/disable">`+
 			`<input type="hidden" name="csrf" value="guessed"><button id="go">Claim your prize</button></form>`, sys.base, endpointA)
@@ -838,6 +861,7 @@ func TestBrowser(t *testing.T) {
 	a.shot("forged-form-refused")
 
 	// --- partner B sees none of A's data, by keyboard, at phone width ---------
+	phase("partner B")
 	b := newUser(t, root, "partner B", sys.base)
 	b.do("phone width", emulation.SetDeviceMetricsOverride(390, 844, 2, true))
 	b.open("/ui/login")
@@ -932,6 +956,7 @@ func TestBrowser(t *testing.T) {
 	}
 
 	// --- the operator: search, DLQ, health, rotations, suspend, activate -------
+	phase("console")
 	op.open("/ui/console/")
 	op.navigating("search acme", chromedp.SendKeys("#q", "acme", chromedp.ByQuery), chromedp.Submit("#q", chromedp.ByQuery))
 	if rows := op.text("#tenants tbody"); !strings.Contains(rows, "Acme Portal") || strings.Contains(rows, "Bravo Portal") {
@@ -1026,6 +1051,28 @@ func TestBrowser(t *testing.T) {
 	a2.open("/ui/login")
 	a2.do("sign in after activation", chromedp.SendKeys("#api_key", keyA2, chromedp.ByQuery), chromedp.Submit("#api_key", chromedp.ByQuery),
 		chromedp.WaitVisible("nav[aria-label=Portal]", chromedp.ByQuery))
+	// Signing out ends the session on the server: the old cookie opens nothing.
+	var oldCookie string
+	a2.do("read the session cookie", chromedp.ActionFunc(func(ctx context.Context) error {
+		cs, err := storage.GetCookies().Do(ctx)
+		for _, c := range cs {
+			if c.Name == "partners_ui" {
+				oldCookie = c.Value
+			}
+		}
+		return err
+	}))
+	a2.click("form.logout button")
+	if !strings.HasSuffix(a2.location(), "/ui/login") {
+		t.Errorf("after signing out: %s", a2.location())
+	}
+	req, _ := http.NewRequest(http.MethodGet, sys.base+"/ui/portal/", nil)
+	req.AddCookie(&http.Cookie{Name: "partners_ui", Value: oldCookie})
+	if resp, err := http.DefaultTransport.RoundTrip(req); err != nil || resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/login" {
+		t.Errorf("the signed-out session's cookie: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	// The console at phone width.
 	op.do("phone width", emulation.SetDeviceMetricsOverride(390, 844, 2, true))
 	for _, p := range []string{"/ui/console/", "/ui/console/tenants/" + tenantA, "/ui/console/dlq?status=all", "/ui/console/health"} {
@@ -1034,6 +1081,7 @@ func TestBrowser(t *testing.T) {
 	}
 	op.shot("phone-console-health")
 
+	phase("end")
 	// Cookies: HttpOnly, SameSite=Strict, no credential in them; no
 	// credential in the logs.
 	var cookies []*network.Cookie
@@ -1069,7 +1117,7 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("no screenshot shows the %s page", name)
 		}
 	}
-	t.Logf("browser suite: %d screenshots of %d pages in .local/ui-screenshots", len(shots), len(shotPages))
+	t.Logf("browser suite: %d screenshots of %d pages in .local/ui-screenshots; %s", len(shots), len(shotPages), strings.Join(phases, ", "))
 }
 
 // testSessionExpiry signs a partner in to a UI configured with a short
