@@ -615,3 +615,39 @@ func TestServerEnforcesTheSpec(t *testing.T) {
 		t.Fatalf("openapi.json: %d", res.status)
 	}
 }
+
+// TestOversizedRecordIs413: a request the spec accepts (a body under the
+// 1 MiB limit, each mapping within its caps) whose tenant record would
+// exceed registry.MaxRecordBytes is a 413 problem saying how large, and the
+// tenant is unchanged.
+func TestOversizedRecordIs413(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	c, tok := f.c, f.cfg.Admin.Token
+	res := c.do("POST", "/api/v1/tenants", tok, map[string]any{"name": "Big", "tier": "standard", "webhook_url": "https://a.example/h"}, true)
+	var tn tenantBody
+	res.json(t, &tn)
+	fields := map[string]string{}
+	for i := 0; i < 256; i++ {
+		fields[fmt.Sprintf("out.%s%d", strings.Repeat("n", 200), i)] = "data." + strings.Repeat("p", 240)
+	}
+	var eps []map[string]any
+	for i := 0; i < 3; i++ {
+		eps = append(eps, map[string]any{"url": fmt.Sprintf("https://a.example/m%d", i), "mapping": map[string]any{"version": 1, "fields": fields}})
+	}
+	r := c.do("PATCH", "/api/v1/tenants/"+tn.ID, tok, map[string]any{"endpoints": eps}, true)
+	var p struct {
+		Status int
+		Detail string
+	}
+	r.json(t, &p)
+	if r.status != http.StatusRequestEntityTooLarge || p.Status != 413 || !strings.Contains(p.Detail, "over the limit of 262144") {
+		t.Fatalf("want a 413 problem naming the limit, got %d %s", r.status, r.body)
+	}
+	g := c.do("GET", "/api/v1/tenants/"+tn.ID, tok, nil, true)
+	var after tenantBody
+	g.json(t, &after)
+	if after.Version != tn.Version {
+		t.Fatalf("the refused change was written: version %d -> %d", tn.Version, after.Version)
+	}
+}
