@@ -24,6 +24,11 @@ import (
 // regions and feature flags). Every operation is tested, the DLQ's replay
 // and recover included; the run is bounded (examples per operation, a
 // deadline) and must end with zero failures and zero errors.
+// PARTNERS_SCHEMATHESIS_PHASES overrides the phases for a manual run; the
+// coverage phase is not in the default: schemathesis 4.32.5 errors inside
+// hypothesis on two operations there, and it ignores the hooks that keep
+// positive bodies within what OpenAPI 3.0 cannot express (mapping field
+// names, enterprise-only fields), so it reports those as rejected.
 func TestSchemathesis(t *testing.T) {
 	bin := os.Getenv("PARTNERS_TEST_SCHEMATHESIS")
 	if bin == "" {
@@ -66,7 +71,7 @@ headers = { Authorization = "Bearer %s" }
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--config-file", filepath.Join(dir, "schemathesis.toml"), "run", base+"/api/v1/openapi.json",
 		"--url", base, "-H", "Authorization: Bearer "+tok, "--checks", "all", "--max-examples", strconv.Itoa(examples),
-		"--workers", "2", "--seed", "20261201", "--no-color", "--suppress-health-check", "all", "--phases", "examples,fuzzing,stateful")
+		"--workers", "2", "--seed", "20261201", "--no-color", "--suppress-health-check", "all", "--phases", envString("PARTNERS_SCHEMATHESIS_PHASES", "examples,fuzzing,stateful"))
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "SCHEMATHESIS_HOOKS=hooks", "PYTHONPATH="+hooks, "PYTHONDONTWRITEBYTECODE=1")
 	out, err := cmd.CombinedOutput()
@@ -88,6 +93,13 @@ headers = { Authorization = "Bearer %s" }
 		t.Fatalf("schemathesis ran no cases:\n%s", text)
 	}
 	t.Logf("schemathesis: %s test cases, every check, zero failures\n%s", cases[1], summary)
+}
+
+func envString(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }
 
 func envInt(name string, def int) int {
