@@ -779,3 +779,43 @@ func TestEveryFormNeedsCSRF(t *testing.T) {
 		t.Errorf("only %d POST forms found in the templates", forms)
 	}
 }
+
+// TestConsoleDLQ: the operator sees every tenant's dead letters, narrows
+// them to one tenant, and replays one by its row or a tenant's by filter.
+func TestConsoleDLQ(t *testing.T) {
+	f := newFixture(t)
+	f.dlq.items = append(f.dlq.items, DeadLetter{DeliveryID: "msg_beta1", TenantID: "tn_bbbbbbbbbbbbbbbb", EndpointID: "ep_beta",
+		EventType: "order.created", Reason: "attempts exhausted", Replayable: true})
+	op := f.browser(t)
+	op.signInOperator()
+	_, body, _ := op.get("/ui/console/dlq")
+	if !strings.Contains(body, "msg_alpha1") || !strings.Contains(body, "msg_beta1") {
+		t.Fatalf("the console DLQ lacks a tenant's dead letter:\n%s", body)
+	}
+	_, body, _ = op.get("/ui/console/dlq?tenant=tn_bbbbbbbbbbbbbbbb")
+	if strings.Contains(body, "msg_alpha1") || !strings.Contains(body, "msg_beta1") {
+		t.Fatalf("the console DLQ filtered to B:\n%s", body)
+	}
+	tok := op.csrf("/ui/console/dlq")
+	if code, body := op.post("/ui/console/dlq/replay", url.Values{"csrf": {tok}, "delivery_id": {"msg_beta1"}, "tenant": {"tn_bbbbbbbbbbbbbbbb"}}, ""); code != http.StatusOK ||
+		!strings.Contains(body, "Replayed 1 dead letter") {
+		t.Fatalf("replay one: %d", code)
+	}
+	if code, _ := op.post("/ui/console/dlq/replay", url.Values{"csrf": {tok}, "tenant": {"tn_aaaaaaaaaaaaaaaa"}, "event_type": {"order.created"}}, ""); code != http.StatusOK {
+		t.Fatalf("replay a tenant's: %d", code)
+	}
+	if len(f.dlq.replays) != 2 || f.dlq.replays[0].TenantID != "tn_bbbbbbbbbbbbbbbb" || strings.Join(f.dlq.replays[0].DeliveryIDs, ",") != "msg_beta1" ||
+		f.dlq.replays[1].TenantID != "tn_aaaaaaaaaaaaaaaa" || f.dlq.replays[1].EventType != "order.created" || len(f.dlq.replays[1].DeliveryIDs) != 0 {
+		t.Fatalf("replays %+v", f.dlq.replays)
+	}
+	// A partner cannot use the console's replay.
+	p := f.browser(t)
+	p.signInPartner(f.keyB)
+	ptok := p.csrf("/ui/portal/dlq")
+	if code, _ := p.post("/ui/console/dlq/replay", url.Values{"csrf": {ptok}, "tenant": {"tn_aaaaaaaaaaaaaaaa"}}, ""); code != http.StatusForbidden {
+		t.Errorf("a partner posting to the console's replay: %d, want 403", code)
+	}
+	if len(f.dlq.replays) != 2 {
+		t.Errorf("a partner's console replay ran: %+v", f.dlq.replays[2:])
+	}
+}
