@@ -212,6 +212,9 @@ func (p *Processor) Run(ctx context.Context) error {
 		return err
 	}
 	defer cl.Close()
+	if err := p.checkLedgerAgainstLog(ctx, cl); err != nil {
+		return err
+	}
 	rctx, stopReconcile := context.WithCancel(ctx)
 	reconciled := make(chan struct{})
 	go func() {

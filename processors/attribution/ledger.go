@@ -190,6 +190,24 @@ func (l *ledger) end(topic string, partition int32) int64 {
 	return l.ends[srcKey(topic, partition)]
 }
 
+// partitionEnds are the committed end offsets of topic's partitions that
+// the ledger holds.
+func (l *ledger) partitionEnds(topic string) map[int32]int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[int32]int64{}
+	for src, end := range l.ends {
+		t, part, ok := strings.Cut(src, "/")
+		if !ok || t != topic {
+			continue
+		}
+		if n, err := strconv.ParseInt(part, 10, 32); err == nil {
+			out[int32(n)] = end
+		}
+	}
+	return out
+}
+
 // needsParams reports whether this processor's parameters are not recorded
 // yet (the next rollup insert records them).
 func (l *ledger) needsParams() bool {
