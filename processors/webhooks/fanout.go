@@ -224,14 +224,37 @@ type eventEnvelope struct {
 }
 
 var (
-	eventTypeRe  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]*$`)
 	rfc3339Re    = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$`)
 	errNotString = errors.New("not a string")
 )
 
+// validEventType is the event schema's type pattern,
+// ^[A-Za-z0-9][A-Za-z0-9_.:-]*$, without a regexp on the hot path.
+func validEventType(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case i > 0 && (c == '_' || c == '.' || c == ':' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 func rawString(r json.RawMessage) (string, error) {
 	if len(r) == 0 || r[0] != '"' {
 		return "", errNotString
+	}
+	// A decoded JSON string without escapes is its bytes (the decoder
+	// refused control characters); invalid UTF-8 and escapes take the
+	// decoder, which replaces and unescapes.
+	if len(r) >= 2 && r[len(r)-1] == '"' && bytes.IndexByte(r, '\\') < 0 && utf8.Valid(r) {
+		return string(r[1 : len(r)-1]), nil
 	}
 	var s string
 	err := json.Unmarshal(r, &s)
@@ -263,7 +286,7 @@ func fastEvent(v []byte) (*schemas.Event, bool) {
 	if ev.ID, err = rawString(e.ID); err != nil || ev.ID == "" || utf8.RuneCountInString(ev.ID) > 256 {
 		return nil, false
 	}
-	if ev.Type, err = rawString(e.Type); err != nil || utf8.RuneCountInString(ev.Type) > 128 || !eventTypeRe.MatchString(ev.Type) {
+	if ev.Type, err = rawString(e.Type); err != nil || utf8.RuneCountInString(ev.Type) > 128 || !validEventType(ev.Type) {
 		return nil, false
 	}
 	if e.Source != nil {
