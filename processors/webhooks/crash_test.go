@@ -270,7 +270,16 @@ func TestKill9MidStream(t *testing.T) {
 		}
 		return out
 	}
-	cli("events", "publish", "--type", "spaceship.launched", "--data", `{"x":1}`, "--id", "evt_cli_unknown")
+	// `partners events publish` refuses a type the processor would
+	// dead-letter (exit 2); one published anyway by another producer is
+	// dead-lettered and listed by `partners dlq list`, table and JSON.
+	refuse := exec.Command(bin, "--config", filepath.Join(root, "config/partners-engine.yaml"),
+		"events", "publish", "--type", "spaceship.launched", "--data", `{"x":1}`, "--id", "evt_cli_refused")
+	refuse.Dir, refuse.Env = root, cliEnv()
+	if out, err := refuse.CombinedOutput(); err == nil || !strings.Contains(string(out), "event_types") {
+		t.Errorf("partners events publish of an unknown type: %v\n%s", err, out)
+	}
+	e.publish(e.event("evt_cli_unknown", "spaceship.launched", `{"x":1}`))
 	var listed struct {
 		DeadLetters []schemas.DeadLetter `json:"dead_letters"`
 	}
@@ -280,6 +289,10 @@ func TestKill9MidStream(t *testing.T) {
 	})
 	if dl := listed.DeadLetters[0]; dl.EventID != "evt_cli_unknown" || !strings.HasPrefix(dl.Reason, "unknown event type") {
 		t.Errorf("partners dlq list: %+v", dl)
+	}
+	if out := string(cli("dlq", "list", "--since", "1h")); !strings.Contains(out, "REASON CODE") || !strings.Contains(out, "unknown_event_type") ||
+		!strings.Contains(out, "unknown event type: spaceship.launched") {
+		t.Errorf("partners dlq list (table):\n%s", out)
 	}
 	if out := cli("dlq", "replay", "--tenant", tenant0); !strings.Contains(string(out), `"replayed": 0`) {
 		t.Errorf("partners dlq replay: %s", out)
