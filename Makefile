@@ -21,7 +21,7 @@ TEST_STACK_ENV := \
 	PARTNERS_TEST_CLICKHOUSE_CLUSTER=$${PARTNERS_TEST_CLICKHOUSE_CLUSTER-127.0.0.1:29001,127.0.0.1:29002,127.0.0.1:29003} \
 	PARTNERS_TEST_REDIS=$${PARTNERS_TEST_REDIS-127.0.0.1:16379}
 
-.PHONY: all build run test test-kfake unit bench lint fmt vet staticcheck clean stack stack-core stack-down tidy-check browser
+.PHONY: all build run test test-kfake chaos unit bench lint fmt vet staticcheck clean stack stack-core stack-down tidy-check browser
 
 all: build
 
@@ -65,6 +65,8 @@ test: stack browser lint
 # the tests measure (server versions, follow and revocation delays,
 # freshness, crash duplicates, isolation under a hanging partner, traces).
 TEST_SHOW := ^(ok|FAIL|panic:|--- FAIL)|server under test|SQL conformance|follower applied|revocation:|freshness produce|kill -9 |outage 10 s|concurrent test calls|backlog drained|caught up|healthy partners|noise, alone|with a hang|trace [0-9a-f]{32}|tier limit|own limit|burst of|Redis down|browser suite:|schemathesis: [0-9]+ test cases|rounds over two (servers|control-plane processes)|rounds of concurrent writers
+# the fault suite's report table (chaos/)
+TEST_SHOW := $(TEST_SHOW)|chaos \|
 
 ## test-kfake: the same suite on the embedded kfake broker (ClickHouse still real)
 test-kfake:
@@ -72,6 +74,14 @@ test-kfake:
 	bash deploy/local/sql-engines.sh start
 	bash deploy/local/ratelimit.sh start
 	PARTNERS_TEST_REDIS=127.0.0.1:16379 PARTNERS_TEST_KAFKA= PARTNERS_TEST_CHDB=$$(bash deploy/local/chdb.sh pythons) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+## chaos: the fault suite's long profile (chaos/profiles/long.yaml: several rounds per scenario) on
+## the local stack; prints the report table, writes .local/chaos/report-long-*.json. make test runs
+## the bounded profile (chaos/profiles/bounded.yaml) with everything else.
+chaos: stack build
+	@mkdir -p .local; set -o pipefail; $(TEST_STACK_ENV) PARTNERS_CHAOS_PROFILE=long \
+	$(GO) test -count=1 -v -run TestFaults -timeout 120m ./chaos/ 2>&1 | tee .local/chaos.log | grep -E --line-buffered "$(TEST_SHOW)" \
+	|| { echo "--- failures (full log: .local/chaos.log) ---"; grep -E -B5 -A20 -- '--- FAIL|^panic:' .local/chaos.log | head -200; exit 1; }
 
 ## unit: fast tests only (no servers needed; integration tests skip or use kfake)
 unit:

@@ -1,0 +1,156 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// proc is one process of the `partners` binary (a component subcommand),
+// started, SIGKILLed and restarted by the suite. Its JSON logs go to
+// <dir>/<role>-<slot>.log (appended across incarnations).
+type proc struct {
+	role  string // control-plane | edge | webhooks | attribution
+	slot  int    // instance number within the role
+	bin   string
+	cfg   string
+	env   []string
+	admin string // listeners.admin host:port (ops routes, and the role's API)
+	grpc  string // listeners.ext_authz (edge) or listeners.xds (control-plane)
+	log   string
+
+	mu          sync.Mutex
+	cmd         *exec.Cmd
+	done        chan struct{}
+	incarnation int
+}
+
+func (p *proc) String() string { return fmt.Sprintf("%s#%d", p.role, p.slot) }
+
+// Start starts a new incarnation (the process must not be running).
+func (p *proc) Start(t *testing.T) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		select {
+		case <-p.done:
+		default:
+			t.Fatalf("%s: started while running", p)
+		}
+	}
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.incarnation++
+	fmt.Fprintf(f, "{\"chaos\":\"start\",\"incarnation\":%d,\"time\":%q}\n", p.incarnation, time.Now().UTC().Format(time.RFC3339Nano))
+	cmd := exec.Command(p.bin, "--config", p.cfg, p.role)
+	cmd.Env = p.env
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		t.Fatalf("start %s: %v", p, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		f.Close()
+		close(done)
+	}()
+	p.cmd, p.done = cmd, done
+}
+
+// Running reports whether the current incarnation is alive.
+func (p *proc) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Kill sends SIGKILL (no shutdown, no flush, no commit) and waits for the
+// process to be gone.
+func (p *proc) Kill(t *testing.T) { p.signal(t, syscall.SIGKILL, 0) }
+
+// Stop sends SIGTERM (the graceful shutdown) and waits, SIGKILL after 60 s.
+func (p *proc) Stop(t *testing.T) { p.signal(t, syscall.SIGTERM, 60*time.Second) }
+
+func (p *proc) signal(t *testing.T, sig syscall.Signal, grace time.Duration) {
+	t.Helper()
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(sig)
+	if grace > 0 {
+		select {
+		case <-done:
+			return
+		case <-time.After(grace):
+			t.Logf("%s did not stop within %v of SIGTERM; SIGKILL", p, grace)
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+		}
+	}
+	<-done
+}
+
+// WaitReady polls /readyz until it answers 200; it fails the test if the
+// process exits first or timeout passes.
+func (p *proc) WaitReady(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	hc := &http.Client{Timeout: 2 * time.Second}
+	defer hc.CloseIdleConnections()
+	for {
+		if !p.Running() {
+			t.Fatalf("%s exited during start-up; log %s:\n%s", p, p.log, tailFile(p.log, 3000))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.admin+"/readyz", nil)
+		resp, err := hc.Do(req)
+		cancel()
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready after %v (last: %v); log %s:\n%s", p, timeout, err, p.log, tailFile(p.log, 3000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(filepath.Clean(path))
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
