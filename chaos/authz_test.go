@@ -6,7 +6,10 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/partners-engine/partners-engine/schemas"
 )
 
 // checkInput is one partner request as Envoy presents it to ext_authz.
@@ -18,6 +21,14 @@ type checkInput struct {
 // route's context extensions) and returns the status Envoy would answer
 // with: 0 when allowed.
 func check(ctx context.Context, c authv3.AuthorizationClient, in checkInput) (int, error) {
+	code, _, _, err := checkFull(ctx, c, in)
+	return code, err
+}
+
+// checkFull is check that also returns, for an allowed call, the request's
+// headers as the next filters see them (the plugin's set, its removals)
+// and the stream's dynamic metadata (the plugin's answer, by namespace).
+func checkFull(ctx context.Context, c authv3.AuthorizationClient, in checkInput) (int, map[string]string, map[string]*structpb.Struct, error) {
 	host := "edge." + in.Region + ".partners.example"
 	headers := map[string]string{
 		":authority": host, ":method": "GET", ":path": in.Path, ":scheme": "https",
@@ -44,15 +55,25 @@ func check(ctx context.Context, c authv3.AuthorizationClient, in checkInput) (in
 	}}
 	resp, err := c.Check(ctx, req)
 	if err != nil {
-		return 0, err
+		return 0, nil, nil, err
 	}
 	if resp.GetStatus().GetCode() == 0 {
-		return 0, nil
+		for _, h := range resp.GetOkResponse().GetHeaders() {
+			headers[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+		}
+		for _, k := range resp.GetOkResponse().GetHeadersToRemove() {
+			delete(headers, k)
+		}
+		md := map[string]*structpb.Struct{}
+		if resp.GetDynamicMetadata() != nil {
+			md[schemas.MetadataNamespace] = resp.GetDynamicMetadata()
+		}
+		return 0, headers, md, nil
 	}
 	if d := resp.GetDeniedResponse(); d != nil && d.GetStatus() != nil {
-		return int(d.GetStatus().GetCode()), nil
+		return int(d.GetStatus().GetCode()), nil, nil, nil
 	}
-	return 403, nil
+	return 403, nil, nil, nil
 }
 
 func sockAddr(ip string, port uint32) *corev3.Address {

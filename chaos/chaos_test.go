@@ -69,7 +69,7 @@ func TestFaults(t *testing.T) {
 	}
 	st.dir = filepath.Join(root, ".local", "chaos", "run-"+rp.Started.Format("20060102T150405Z"))
 	partnersBinary(t)
-	st.single = startSingleKafka(t)
+	st.single = startSingleKafka(t, filepath.Join(st.dir, "kafka-single"))
 
 	var mu sync.Mutex
 	add := func(r *result) {
@@ -90,9 +90,15 @@ func TestFaults(t *testing.T) {
 							continue
 						}
 						t.Run(sc.name, func(t *testing.T) {
-							r := runScenario(t, prof, st, sc, round)
-							add(r)
-							if len(r.Failures) == 0 && r.Dir != "" {
+							r := &result{Scenario: sc.name, Round: round, RecoverSeconds: -1}
+							defer func() {
+								if t.Failed() && len(r.Failures) == 0 {
+									r.Failures = []string{"the scenario stopped: see the test log (processes' logs in " + r.Dir + ")"}
+								}
+								add(r)
+							}()
+							runScenario(t, prof, st, sc, round, r)
+							if len(r.Failures) == 0 && r.Pending == "" && r.Dir != "" {
 								// the processes' logs are kept for failed scenarios only
 								t.Cleanup(func() { _ = os.RemoveAll(r.Dir) })
 								r.Dir = ""

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -64,18 +63,22 @@ type deployment struct {
 
 	tenants []*tenant // one per receiver: the partners of the load
 	churn   []*tenant // tenants the registry churn changes
+	rl      *rateLimit
 }
 
 type tenant struct {
-	ID, Name, Key, Secret string
-	rcv                   *receiver
+	ID, Name, Key, Secret, Tier string
+	rcv                         *receiver
 }
 
 type deployOptions struct {
 	kafka  kafkaTarget
 	chAddr string
 	twins  bool // two instances of control-plane, webhooks and attribution
-	dir    string
+	// rateLimit: the region's global rate-limit service (own Redis) and
+	// the Envoy calls to it for every partner call
+	rateLimit bool
+	dir       string
 }
 
 // deploy starts a scenario's system and registers its teardown.
@@ -191,6 +194,9 @@ func deploy(t *testing.T, prof *Profile, o deployOptions) *deployment {
 	}
 
 	d.createTenants(t)
+	if o.rateLimit {
+		d.rl = d.startRateLimit(t)
+	}
 	d.waitGroupsStable(t, n)
 	return d
 }
@@ -433,7 +439,7 @@ func (d *deployment) createTenants(t *testing.T) {
 		}
 		c := create(fmt.Sprintf("Chaos %s %s", mode, suffix), tier, rcv.URL(), []string{"order.created"})
 		rcv.addSecret(c.WebhookSecret)
-		d.tenants = append(d.tenants, &tenant{ID: c.ID, Name: c.Name, Key: c.APIKey, Secret: c.WebhookSecret, rcv: rcv})
+		d.tenants = append(d.tenants, &tenant{ID: c.ID, Name: c.Name, Key: c.APIKey, Secret: c.WebhookSecret, Tier: tier, rcv: rcv})
 	}
 	for i := 0; i < 3; i++ {
 		// Subscribed to an event type the load never publishes: the
@@ -455,5 +461,3 @@ func (d *deployment) createTenants(t *testing.T) {
 		}
 	}
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }

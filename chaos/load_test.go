@@ -61,6 +61,21 @@ type churnOp struct {
 	kind    string // rate | suspend | activate
 	rpm     int
 	outcome string // ok | rejected | refused | unknown
+	at      time.Time
+	took    time.Duration
+	detail  string // the error, for an outcome other than ok
+}
+
+func (op churnOp) String() string {
+	s := fmt.Sprintf("%s %s", op.at.UTC().Format("15:04:05.000"), op.kind)
+	if op.kind == "rate" {
+		s += fmt.Sprintf(" %d", op.rpm)
+	}
+	s += fmt.Sprintf(" → %s in %v", op.outcome, op.took.Round(time.Millisecond))
+	if op.detail != "" {
+		s += " (" + clip(op.detail, 160) + ")"
+	}
+	return s
 }
 
 func newLoad(d *deployment, prof *Profile, tag string) *load {
@@ -148,9 +163,12 @@ func (l *load) user(ctx context.Context, i int) {
 		tn := l.d.tenants[(i+k)%len(l.d.tenants)]
 		q := url.Values{"utm_source": {"partner"}, "utm_medium": {"api"}, "utm_campaign": {l.tag}}
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		code, err := check(cctx, l.d.authz, checkInput{Key: tn.Key, Path: "/api/v1/partners/orders?" + q.Encode(), UserID: uid,
+		code, headers, md, err := checkFull(cctx, l.d.authz, checkInput{Key: tn.Key, Path: "/api/v1/partners/orders?" + q.Encode(), UserID: uid,
 			Region: region, RequestID: fmt.Sprintf("%s-%d", uid, k)})
 		cancel()
+		if err == nil && code == 0 && l.d.rl != nil {
+			l.d.rl.call(ctx, tn.Tier, "/api/v1/partners/orders", headers, md)
+		}
 		l.mu.Lock()
 		switch {
 		case err != nil:
@@ -216,7 +234,7 @@ func (l *load) cost(ctx context.Context, i int) {
 // or an activation of a churn tenant, through the admin API.
 func (l *load) change(ctx context.Context, i int) {
 	tn := l.d.churn[i%len(l.d.churn)]
-	op := churnOp{tenant: tn.ID, kind: []string{"rate", "suspend", "activate"}[(i/len(l.d.churn))%3], rpm: 100 + i}
+	op := churnOp{tenant: tn.ID, kind: []string{"rate", "suspend", "activate"}[(i/len(l.d.churn))%3], rpm: 100 + i, at: time.Now()}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var code int
@@ -226,6 +244,10 @@ func (l *load) change(ctx context.Context, i int) {
 		code, err = l.d.api(cctx, http.MethodPatch, "/api/v1/tenants/"+tn.ID, map[string]any{"rate_limit": map[string]int{"requests_per_minute": op.rpm, "burst_size": 5}}, nil)
 	default:
 		code, err = l.d.api(cctx, http.MethodPost, "/api/v1/tenants/"+tn.ID+"/"+op.kind, nil, nil)
+	}
+	op.took = time.Since(op.at)
+	if err != nil {
+		op.detail = err.Error()
 	}
 	switch {
 	case err == nil:
@@ -275,17 +297,4 @@ func (l *load) lastSeqBefore(t time.Time) int {
 		}
 	}
 	return last
-}
-
-// eventsBetween counts events published in [from, to].
-func (l *load) eventsBetween(from, to time.Time) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, e := range l.events {
-		if !e.at.Before(from) && !e.at.After(to) {
-			n++
-		}
-	}
-	return n
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -30,6 +31,8 @@ type proc struct {
 	cmd         *exec.Cmd
 	done        chan struct{}
 	incarnation int
+	stopping    bool     // the suite killed or stopped it: not an exit of its own
+	exits       []string // exits of its own (the last line it wrote), restarted as a supervisor would
 }
 
 func (p *proc) String() string { return fmt.Sprintf("%s#%d", p.role, p.slot) }
@@ -37,18 +40,24 @@ func (p *proc) String() string { return fmt.Sprintf("%s#%d", p.role, p.slot) }
 // Start starts a new incarnation (the process must not be running).
 func (p *proc) Start(t *testing.T) {
 	t.Helper()
+	if err := p.start(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (p *proc) start(t *testing.T) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd != nil {
 		select {
 		case <-p.done:
 		default:
-			t.Fatalf("%s: started while running", p)
+			return fmt.Errorf("%s: started while running", p)
 		}
 	}
 	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	p.incarnation++
 	fmt.Fprintf(f, "{\"chaos\":\"start\",\"incarnation\":%d,\"time\":%q}\n", p.incarnation, time.Now().UTC().Format(time.RFC3339Nano))
@@ -57,15 +66,48 @@ func (p *proc) Start(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		f.Close()
-		t.Fatalf("start %s: %v", p, err)
+		return fmt.Errorf("start %s: %v", p, err)
 	}
 	done := make(chan struct{})
 	go func() {
-		_ = cmd.Wait()
+		err := cmd.Wait()
 		f.Close()
+		p.mu.Lock()
+		own := !p.stopping
+		if own {
+			p.exits = append(p.exits, fmt.Sprintf("%v: %s", err, lastLine(p.log)))
+		}
+		p.mu.Unlock()
 		close(done)
+		if own {
+			// A process that exits by itself is restarted, as the
+			// deployment's supervisor (Kubernetes, systemd) does; the
+			// report counts it.
+			time.Sleep(time.Second)
+			p.mu.Lock()
+			again := !p.stopping
+			p.mu.Unlock()
+			if again {
+				if err := p.start(t); err != nil {
+					t.Errorf("supervisor: %v", err)
+				}
+			}
+		}
 	}()
-	p.cmd, p.done = cmd, done
+	p.cmd, p.done, p.stopping = cmd, done, false
+	return nil
+}
+
+// ownExits returns the exits the process made by itself.
+func (p *proc) ownExits() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.exits...)
+}
+
+func lastLine(path string) string {
+	lines := strings.Split(strings.TrimSpace(tailFile(path, 2000)), "\n")
+	return clip(lines[len(lines)-1], 300)
 }
 
 // Running reports whether the current incarnation is alive.
@@ -87,6 +129,10 @@ func (p *proc) Running() bool {
 // process to be gone.
 func (p *proc) Kill(t *testing.T) { p.signal(t, syscall.SIGKILL, 0) }
 
+// Dump sends SIGQUIT: the Go runtime writes every goroutine's stack to
+// the log and exits (the diagnosis of a stalled process).
+func (p *proc) Dump(t *testing.T) { p.signal(t, syscall.SIGQUIT, 10*time.Second) }
+
 // Stop sends SIGTERM (the graceful shutdown) and waits, SIGKILL after 60 s.
 func (p *proc) Stop(t *testing.T) { p.signal(t, syscall.SIGTERM, 60*time.Second) }
 
@@ -94,6 +140,7 @@ func (p *proc) signal(t *testing.T, sig syscall.Signal, grace time.Duration) {
 	t.Helper()
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
+	p.stopping = true
 	p.mu.Unlock()
 	if cmd == nil {
 		return

@@ -28,9 +28,10 @@ type scenario struct {
 	// broker under it), so deliveries made just before it may be made again
 	// (at-least-once HTTP): bounded by the in-flight window. Every other
 	// scenario must repeat nothing.
-	repeats bool
-	pending string // not run: why
-	inject  func(t *testing.T, f *faultEnv) string
+	repeats   bool
+	pending   string // not run: why
+	rateLimit bool   // partner calls also go through the global rate limit
+	inject    func(t *testing.T, f *faultEnv) string
 }
 
 // faultEnv is what a fault acts on.
@@ -40,6 +41,8 @@ type faultEnv struct {
 	cluster *testenv.KafkaNodes
 	single  *singleKafka
 	ch      *ownClickHouse
+	// the Redis outage of the rate-limit scenario
+	rlDown, rlUp time.Time
 }
 
 // killAndRestart SIGKILLs the first process of role, leaves it down for the
@@ -82,9 +85,9 @@ var scenarios = []*scenario{
 		}},
 	{name: "kafka-single-restart", kafka: "single", repeats: true,
 		inject: func(t *testing.T, f *faultEnv) string {
-			f.single.Kill()
+			f.single.Kill(t)
 			time.Sleep(f.prof.Outage)
-			f.single.Start()
+			f.single.Start(t)
 			return fmt.Sprintf("SIGKILL the only broker, restarted after %v", f.prof.Outage)
 		}},
 	{name: "webhooks-kill", kafka: "cluster", repeats: true, inject: killAndRestart(roleWebhooks)},
@@ -100,8 +103,15 @@ var scenarios = []*scenario{
 	{name: "webhooks-twin", kafka: "single", twins: true, repeats: true, inject: killTwin(roleWebhooks)},
 	{name: "attribution-twin", kafka: "single", twins: true, inject: killTwin(roleAttribution)},
 	{name: "control-plane-twin", kafka: "single", twins: true, inject: killTwin(roleControlPlane)},
-	{name: "ratelimit-down", kafka: "single",
-		pending: "the global rate-limit service (envoyproxy/ratelimit + Redis, issue 11) is not on main yet"},
+	{name: "ratelimit-down", kafka: "single", rateLimit: true,
+		inject: func(t *testing.T, f *faultEnv) string {
+			f.rlDown = time.Now()
+			f.d.rl.redis.Kill()
+			time.Sleep(f.prof.Outage)
+			f.d.rl.redis.Start()
+			f.rlUp = time.Now()
+			return fmt.Sprintf("SIGKILL the rate-limit service's Redis, restarted after %v", f.prof.Outage)
+		}},
 }
 
 func findScenario(name string) *scenario {
@@ -131,17 +141,24 @@ type stack struct {
 }
 
 // runScenario deploys, loads, faults, settles and evaluates one scenario.
-func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int) *result {
-	res := &result{Scenario: sc.name, Round: round, Fault: sc.fault}
+// It fills res as it goes, so a scenario that stops (a t.Fatal in the
+// harness) still reports what it got.
+func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int, res *result) {
 	if sc.pending != "" {
 		res.Pending = sc.pending
-		return res
+		return
 	}
 	start := time.Now()
-	fe := &faultEnv{prof: prof, cluster: st.cluster, single: st.single}
-	o := deployOptions{twins: sc.twins, chAddr: st.sharedCH, dir: filepath.Join(st.dir, fmt.Sprintf("%s-%d", sc.name, round))}
+	fe := &faultEnv{prof: prof, single: st.single}
+	res.Dir = filepath.Join(st.dir, fmt.Sprintf("%s-%d", sc.name, round))
+	o := deployOptions{twins: sc.twins, rateLimit: sc.rateLimit, chAddr: st.sharedCH, dir: filepath.Join(st.dir, fmt.Sprintf("%s-%d", sc.name, round))}
 	if sc.kafka == "cluster" {
-		o.kafka = clusterKafka{st.cluster}
+		// A fresh handle waits for all three brokers (another package's
+		// fault test may have one down) and holds the cluster's fault lock
+		// for the scenario: no other test's broker fault mixes with ours.
+		fe.cluster = testenv.KafkaCluster(t)
+		fe.cluster.Exclusive()
+		o.kafka = clusterKafka{fe.cluster}
 	} else {
 		o.kafka = st.single
 	}
@@ -225,6 +242,16 @@ func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int
 		time.Sleep(time.Second)
 	}
 	res.SettleSeconds = time.Since(settleStart).Seconds()
+	if !ev.settled() {
+		// Not settled within the bound: keep each processor's goroutine
+		// stacks in its log for the diagnosis.
+		for _, role := range []string{roleWebhooks, roleAttribution} {
+			for _, p := range d.running(role) {
+				p.Dump(t)
+				res.Notes = append(res.Notes, fmt.Sprintf("%s did not settle: goroutine stacks (SIGQUIT) in %s", p, p.log))
+			}
+		}
+	}
 	select {
 	case at := <-recovered:
 		res.RecoverSeconds = at.Sub(faultEnd).Seconds()
@@ -252,14 +279,27 @@ func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int
 		res.RepeatBound += tn.rcv.succeededIn(redo)
 	}
 	regStart := time.Now()
+	if d.rl != nil {
+		s := d.rl.summarize(fe.rlDown, fe.rlUp)
+		res.RateLimit = &s
+	}
 	res.RegistryDiffs = d.checkRegistry(t, ld)
 	res.RegistrySeconds = time.Since(regStart).Seconds()
 	res.RegistryEqual = len(res.RegistryDiffs) == 0
 	res.Counters, res.Gauges = mx.totals()
+	for _, ps := range d.procs {
+		for _, p := range ps {
+			if e := p.ownExits(); len(e) > 0 {
+				if res.ProcessExits == nil {
+					res.ProcessExits = map[string][]string{}
+				}
+				res.ProcessExits[p.String()] = e
+			}
+		}
+	}
 	res.Logs = d.logSummary()
 	res.judge()
 	res.Dir = o.dir
-	return res
 }
 
 // healthyHas reports whether the healthy partner has every event up to
@@ -508,6 +548,15 @@ func (d *deployment) checkRegistry(t *testing.T, ld *load) []string {
 		_ = json.Unmarshal(v.RateLimit, &rl)
 		if !status[v.Status] {
 			diffs = append(diffs, fmt.Sprintf("churn tenant %s: status %s, acknowledged changes allow %v", tn.Name, v.Status, keys(status)))
+		}
+		if !rpm[rl.RPM] || !status[v.Status] {
+			var hist []string
+			for _, op := range ops {
+				if op.tenant == tn.ID {
+					hist = append(hist, op.String())
+				}
+			}
+			diffs = append(diffs, fmt.Sprintf("churn tenant %s (version %d) changes: %s", tn.Name, v.Version, strings.Join(hist, "; ")))
 		}
 		if !rpm[rl.RPM] {
 			diffs = append(diffs, fmt.Sprintf("churn tenant %s: rate limit %d rpm, acknowledged changes allow %v", tn.Name, rl.RPM, keys(rpm)))

@@ -96,21 +96,26 @@ func (c clusterKafka) Env() []string {
 // kafka.sh with its own state directory and ports, no SASL), so it can be
 // restarted while others' tests use the shared one.
 type singleKafka struct {
-	t    *testing.T
 	env  []string
 	addr string
 }
 
-func startSingleKafka(t *testing.T) *singleKafka {
+// startSingleKafka starts the broker with its state in dir (its
+// server.log is kept with the run's logs; the data is removed at cleanup).
+func startSingleKafka(t *testing.T, dir string) *singleKafka {
 	t.Helper()
 	port, ctrl := freePort(t), freePort(t)
-	k := &singleKafka{t: t, addr: "127.0.0.1:" + strconv.Itoa(port), env: []string{
-		"PARTNERS_KAFKA_DIR=" + t.TempDir(),
+	t.Cleanup(func() { _ = os.RemoveAll(filepath.Join(dir, "data")) })
+	k := &singleKafka{addr: "127.0.0.1:" + strconv.Itoa(port), env: []string{
+		"PARTNERS_KAFKA_DIR=" + dir,
 		"KAFKA_PORT=" + strconv.Itoa(port),
 		"KAFKA_CONTROLLER_PORT=" + strconv.Itoa(ctrl),
 		"KAFKA_SASL=off",
 		"KAFKA_NAME=kafka-chaos",
 		"KAFKA_HEAP=384m",
+		// fewer internal partitions than the 50 default: a SIGKILLed broker
+		// recovers every log on restart, and 2 shared cores make that slow
+		"KAFKA_EXTRA_CONFIG=offsets.topic.num.partitions=6\ntransaction.state.log.num.partitions=6",
 	}}
 	t.Logf("single broker: %s", script(t, 3*time.Minute, k.env, "kafka.sh", "start"))
 	t.Cleanup(func() { script(t, 2*time.Minute, k.env, "kafka.sh", "stop") })
@@ -124,9 +129,13 @@ func (k *singleKafka) Env() []string {
 }
 
 // Kill SIGKILLs the broker; Start starts it on its data and waits until it
-// answers.
-func (k *singleKafka) Kill()  { k.t.Logf("%s", script(k.t, time.Minute, k.env, "kafka.sh", "kill")) }
-func (k *singleKafka) Start() { k.t.Logf("%s", script(k.t, 3*time.Minute, k.env, "kafka.sh", "start")) }
+// answers. t is the calling (scenario's) test.
+func (k *singleKafka) Kill(t *testing.T) {
+	t.Logf("%s", script(t, time.Minute, k.env, "kafka.sh", "kill"))
+}
+func (k *singleKafka) Start(t *testing.T) {
+	t.Logf("%s", script(t, 3*time.Minute, k.env, "kafka.sh", "start"))
+}
 
 // ownClickHouse is a ClickHouse server of the suite's own (deploy/local/
 // clickhouse.sh, own directory and ports), killed and restarted by the

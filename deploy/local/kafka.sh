@@ -326,17 +326,25 @@ log_tail() {
   fi
 }
 
+# pid_running: the pid file's process exists. While it starts, the pid is the launching subshell
+# (its command line is not yet java's), so pid_alive's kafka.Kafka check would call a broker that
+# is still exec'ing dead.
+pid_running() {
+  local pid; pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
 cmd_wait() {
   local deadline=$((SECONDS + WAIT_TIMEOUT))
   until port_open "$PORT"; do
-    if [ -f "$PID_FILE" ] && ! pid_alive; then
+    if [ -f "$PID_FILE" ] && ! pid_running; then
       log_tail; die "broker process $(cat "$PID_FILE") exited during startup"
     fi
     [ $SECONDS -lt $deadline ] || { log_tail; die "port $BOOTSTRAP not open after ${WAIT_TIMEOUT}s"; }
     sleep 0.5
   done
   until metadata_ok; do
-    if [ -f "$PID_FILE" ] && ! pid_alive; then
+    if [ -f "$PID_FILE" ] && ! pid_running; then
       log_tail; die "broker process $(cat "$PID_FILE") exited during startup"
     fi
     [ $SECONDS -lt $deadline ] || { log_tail; die "broker on $BOOTSTRAP does not answer metadata requests after ${WAIT_TIMEOUT}s"; }

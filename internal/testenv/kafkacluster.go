@@ -41,8 +41,9 @@ type KafkaNodes struct {
 	mu   sync.Mutex
 	down map[int]bool
 	// fault is the cluster-wide fault lock while this test has nodes down
-	// (see lockFault).
-	fault *os.File
+	// (see lockFault) or holds it (Exclusive).
+	fault     *os.File
+	exclusive bool
 }
 
 // KafkaCluster returns the cluster at PARTNERS_TEST_KAFKA_CLUSTER once all
@@ -61,6 +62,9 @@ func KafkaCluster(t testing.TB) *KafkaNodes {
 	c := &KafkaNodes{Brokers: brokers, t: t, cl: cl, adm: kadm.NewClient(cl), down: map[int]bool{}}
 	t.Cleanup(func() {
 		c.restoreDown()
+		c.mu.Lock()
+		c.exclusive = false
+		c.mu.Unlock()
 		c.unlockFault()
 		cl.Close()
 	})
@@ -152,11 +156,23 @@ func (c *KafkaNodes) lockFault() {
 	c.mu.Unlock()
 }
 
-// unlockFault releases the fault lock once no node of this test is down.
+// Exclusive takes the cluster's fault lock and holds it until the test
+// ends, whether or not it takes nodes down: no other test's Kill or Stop
+// runs meanwhile (a fault suite measuring the effects of its own faults).
+func (c *KafkaNodes) Exclusive() {
+	c.t.Helper()
+	c.lockFault()
+	c.mu.Lock()
+	c.exclusive = true
+	c.mu.Unlock()
+}
+
+// unlockFault releases the fault lock once no node of this test is down
+// (and it does not hold the lock for its whole run).
 func (c *KafkaNodes) unlockFault() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.fault == nil || len(c.down) > 0 {
+	if c.fault == nil || len(c.down) > 0 || c.exclusive {
 		return
 	}
 	_ = syscall.Flock(int(c.fault.Fd()), syscall.LOCK_UN)
