@@ -242,6 +242,8 @@ func (d *deployment) registryView(ctx context.Context, p *proc) (map[string]stri
 type metrics struct {
 	prefix   string // the scenario's topic prefix, cut from label values
 	mu       sync.Mutex
+	notReady map[string]int // role -> /readyz samples that did not answer 200 (a running process)
+	samples  map[string]int // role -> /readyz samples
 	counters map[string]map[string]float64 // incarnation -> series -> last value
 	gauges   map[string]float64            // series -> max
 	stop     chan struct{}
@@ -249,7 +251,7 @@ type metrics struct {
 }
 
 func (d *deployment) sampleMetrics(every time.Duration) *metrics {
-	m := &metrics{prefix: d.names.Prefix, counters: map[string]map[string]float64{}, gauges: map[string]float64{}, stop: make(chan struct{}), done: make(chan struct{})}
+	m := &metrics{prefix: d.names.Prefix, notReady: map[string]int{}, samples: map[string]int{}, counters: map[string]map[string]float64{}, gauges: map[string]float64{}, stop: make(chan struct{}), done: make(chan struct{})}
 	hc := &http.Client{Timeout: 2 * time.Second}
 	go func() {
 		defer close(m.done)
@@ -278,6 +280,18 @@ func (m *metrics) scrape(hc *http.Client, p *proc) {
 	p.mu.Lock()
 	inc := fmt.Sprintf("%s/%d", p, p.incarnation)
 	p.mu.Unlock()
+	// What a probe sees: /readyz of a running process.
+	ready := false
+	if resp, err := hc.Get("http://" + p.admin + "/readyz"); err == nil {
+		ready = resp.StatusCode == http.StatusOK
+		resp.Body.Close()
+	}
+	m.mu.Lock()
+	m.samples[p.role]++
+	if !ready {
+		m.notReady[p.role]++
+	}
+	m.mu.Unlock()
 	resp, err := hc.Get("http://" + p.admin + "/metrics")
 	if err != nil {
 		return
@@ -323,6 +337,18 @@ func labels(s *dto.Metric, prefix string) string {
 	}
 	sort.Strings(ls)
 	return "{" + strings.Join(ls, ",") + "}"
+}
+
+// readiness returns, per role, the share of /readyz samples of its running
+// processes that did not answer 200 ("2/40").
+func (m *metrics) readiness() map[string]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]string{}
+	for role, n := range m.samples {
+		out[role] = fmt.Sprintf("%d/%d", m.notReady[role], n)
+	}
+	return out
 }
 
 // totals stops the sampler and returns each counter summed over every

@@ -58,6 +58,7 @@ type result struct {
 	Counters         map[string]float64 `json:"metrics_counters,omitempty"`
 	Gauges           map[string]float64 `json:"metrics_gauges_max,omitempty"`
 	Logs             map[string]int     `json:"warnings_logged,omitempty"`
+	NotReady         map[string]string  `json:"readyz_not_ready_samples,omitempty"` // role -> not-200 / samples, once a second
 	SkippedOverrides []string           `json:"config_overrides_skipped,omitempty"`
 	RateLimit        *rlSummary         `json:"rate_limit,omitempty"`
 	// ProcessExits are the exits a process made by itself (not the

@@ -236,13 +236,13 @@ func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int
 	var ev evaluation
 	for {
 		ev = d.evaluate(ctx, ld, tl)
-		if ev.settled() || time.Now().After(deadline) {
+		if ev.settled(res.FaultSeconds) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(time.Second)
 	}
 	res.SettleSeconds = time.Since(settleStart).Seconds()
-	if !ev.settled() {
+	if !ev.settled(res.FaultSeconds) {
 		// Not settled within the bound: keep each processor's goroutine
 		// stacks in its log for the diagnosis.
 		for _, role := range []string{roleWebhooks, roleAttribution} {
@@ -287,6 +287,7 @@ func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int
 	res.RegistrySeconds = time.Since(regStart).Seconds()
 	res.RegistryEqual = len(res.RegistryDiffs) == 0
 	res.Counters, res.Gauges = mx.totals()
+	res.NotReady = mx.readiness()
 	for _, ps := range d.procs {
 		for _, p := range ps {
 			if e := p.ownExits(); len(e) > 0 {
@@ -349,9 +350,13 @@ type evaluation struct {
 	churn                                  map[string]int
 }
 
-func (e evaluation) settled() bool {
+// settled: everything the load started is done. Touchpoints count only
+// when Kafka was never unavailable for longer than the edge producer
+// retries (longer, the edge drops them; see result.judge).
+func (e evaluation) settled(faultSeconds float64) bool {
+	touches := e.touches >= e.checksOK || faultSeconds >= producerRetryWindow.Seconds()
 	return e.lost == 0 && e.dlqGot == e.dlqExpected && e.dlqUnexpected == 0 && e.logMissing == 0 && e.logErr == nil &&
-		e.roiErr == nil && len(e.roiDiffs) == 0 && e.touches >= e.checksOK
+		e.roiErr == nil && len(e.roiDiffs) == 0 && touches
 }
 
 func (d *deployment) evaluate(ctx context.Context, ld *load, tl *tailer) evaluation {
