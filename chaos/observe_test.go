@@ -242,8 +242,8 @@ func (d *deployment) registryView(ctx context.Context, p *proc) (map[string]stri
 type metrics struct {
 	prefix   string // the scenario's topic prefix, cut from label values
 	mu       sync.Mutex
-	notReady map[string]int // role -> /readyz samples that did not answer 200 (a running process)
-	samples  map[string]int // role -> /readyz samples
+	notReady map[string]int                // role -> /readyz samples that did not answer 200 (a running process)
+	samples  map[string]int                // role -> /readyz samples
 	counters map[string]map[string]float64 // incarnation -> series -> last value
 	gauges   map[string]float64            // series -> max
 	stop     chan struct{}

@@ -50,6 +50,7 @@ type result struct {
 	RegistryDiffs    []string           `json:"registry_diffs,omitempty"`
 	Churn            map[string]int     `json:"registry_changes"`
 	FaultSeconds     float64            `json:"fault_seconds"`
+	KafkaDownSeconds float64            `json:"kafka_unavailable_seconds,omitempty"`
 	RecoverSeconds   float64            `json:"recover_seconds"` // fault over → caught up; -1: never
 	DeploySeconds    float64            `json:"deploy_seconds"`
 	LoadSeconds      float64            `json:"load_seconds"`
@@ -116,10 +117,10 @@ func (r *result) judge() {
 		// The edge hands touchpoints to its Kafka producer, which retries
 		// for producerRetryWindow; Kafka unavailable for longer loses them
 		// (counted by partners_edge_records_failed_total).
-		if r.FaultSeconds < producerRetryWindow.Seconds() {
+		if r.KafkaDownSeconds < producerRetryWindow.Seconds() {
 			fail("the edge allowed %d calls but recorded %d touchpoints", r.ChecksAllowed, r.Touchpoints)
 		} else {
-			r.Notes = append(r.Notes, fmt.Sprintf("%d touchpoints lost: Kafka was unavailable for %.0f s, longer than the edge producer's retry window (%v)", lost, r.FaultSeconds, producerRetryWindow))
+			r.Notes = append(r.Notes, fmt.Sprintf("%d touchpoints lost: Kafka was unavailable for %.0f s, longer than the edge producer's retry window (%v)", lost, r.KafkaDownSeconds, producerRetryWindow))
 		}
 	}
 	if !r.ROIEqual {

@@ -20,15 +20,17 @@ import (
 // scenario is one fault injected into a running, loaded system.
 type scenario struct {
 	name  string
-	fault string // what is done, for the report
 	kafka string // "cluster" or "single"
 	twins bool   // two instances of control-plane, webhooks and attribution
 	ownCH bool   // on a ClickHouse of its own (the fault stops it)
 	// repeats: the fault hits the delivery path (a webhooks process or the
 	// broker under it), so deliveries made just before it may be made again
-	// (at-least-once HTTP): bounded by the in-flight window. Every other
-	// scenario must repeat nothing.
-	repeats   bool
+	// (at-least-once HTTP): bounded by the in-flight window (see
+	// repeatRule for the other redo points).
+	repeats bool
+	// kafkaDown: the fault makes Kafka as a whole unavailable (the only
+	// broker), for FaultSeconds.
+	kafkaDown bool
 	pending   string // not run: why
 	rateLimit bool   // partner calls also go through the global rate limit
 	inject    func(t *testing.T, f *faultEnv) string
@@ -83,7 +85,7 @@ var scenarios = []*scenario{
 			f.cluster.WaitInSync(3*time.Minute, topics...)
 			return fmt.Sprintf("SIGKILL broker %d (leader of %s/0), restarted after %v, back in sync", leader, schemas.TopicEvents, f.prof.Outage)
 		}},
-	{name: "kafka-single-restart", kafka: "single", repeats: true,
+	{name: "kafka-single-restart", kafka: "single", repeats: true, kafkaDown: true,
 		inject: func(t *testing.T, f *faultEnv) string {
 			f.single.Kill(t)
 			time.Sleep(f.prof.Outage)
@@ -197,6 +199,9 @@ func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int
 	res.Fault = sc.inject(t, fe)
 	faultEnd := time.Now()
 	res.FaultSeconds = faultEnd.Sub(faultStart).Seconds()
+	if sc.kafkaDown {
+		res.KafkaDownSeconds = res.FaultSeconds
+	}
 	lastSeq := ld.lastSeqBefore(faultEnd)
 	inputs := []string{d.names.Topic(schemas.TopicTouchpoints), d.names.Topic(schemas.TopicConversions), d.names.Topic(schemas.TopicCosts)}
 	var ends kadm.ListedOffsets
@@ -236,13 +241,13 @@ func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int
 	var ev evaluation
 	for {
 		ev = d.evaluate(ctx, ld, tl)
-		if ev.settled(res.FaultSeconds) || time.Now().After(deadline) {
+		if ev.settled(res.KafkaDownSeconds) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(time.Second)
 	}
 	res.SettleSeconds = time.Since(settleStart).Seconds()
-	if !ev.settled(res.FaultSeconds) {
+	if !ev.settled(res.KafkaDownSeconds) {
 		// Not settled within the bound: keep each processor's goroutine
 		// stacks in its log for the diagnosis.
 		for _, role := range []string{roleWebhooks, roleAttribution} {
@@ -353,8 +358,8 @@ type evaluation struct {
 // settled: everything the load started is done. Touchpoints count only
 // when Kafka was never unavailable for longer than the edge producer
 // retries (longer, the edge drops them; see result.judge).
-func (e evaluation) settled(faultSeconds float64) bool {
-	touches := e.touches >= e.checksOK || faultSeconds >= producerRetryWindow.Seconds()
+func (e evaluation) settled(kafkaDownSeconds float64) bool {
+	touches := e.touches >= e.checksOK || kafkaDownSeconds >= producerRetryWindow.Seconds()
 	return e.lost == 0 && e.dlqGot == e.dlqExpected && e.dlqUnexpected == 0 && e.logMissing == 0 && e.logErr == nil &&
 		e.roiErr == nil && len(e.roiDiffs) == 0 && touches
 }
