@@ -51,8 +51,9 @@ type deployment struct {
 	cfg     *config.Config // what the processes run with (the generated file, their environment)
 	cfgPath string
 	env     map[string]string
-	skipped []string // override keys this tree's config does not have
-	procs   map[string][]*proc
+	skipped []string           // override keys this tree's config does not have
+	procs   map[string][]*proc // written by the test goroutine only, under procsMu
+	procsMu sync.Mutex         // procs against the metrics sampler's reads
 	names   kafka.Names
 
 	prod  *kgo.Client // the product and finance systems' producer
@@ -267,8 +268,22 @@ func (d *deployment) newProc(t *testing.T, bin, role string) *proc {
 		extra["PARTNERS_XDS_LISTEN"] = p.grpc
 	}
 	p.env = d.processEnv(extra)
+	d.procsMu.Lock()
 	d.procs[role] = append(d.procs[role], p)
+	d.procsMu.Unlock()
 	return p
+}
+
+// allProcs is a snapshot of every process, for goroutines other than the
+// test's (the metrics sampler) while the test may add one.
+func (d *deployment) allProcs() []*proc {
+	d.procsMu.Lock()
+	defer d.procsMu.Unlock()
+	var out []*proc
+	for _, ps := range d.procs {
+		out = append(out, ps...)
+	}
+	return out
 }
 
 // processEnv is the environment of a process: the suite's own minus every

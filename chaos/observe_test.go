@@ -259,11 +259,9 @@ func (d *deployment) sampleMetrics(every time.Duration) *metrics {
 		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for {
-			for _, ps := range d.procs {
-				for _, p := range ps {
-					if p.Running() {
-						m.scrape(hc, p)
-					}
+			for _, p := range d.allProcs() {
+				if p.Running() {
+					m.scrape(hc, p)
 				}
 			}
 			select {
