@@ -207,8 +207,18 @@ func (rp *report) table(w io.Writer) {
 			fmt.Fprintf(w, "%s round %d: note: %s\n", r.Scenario, r.Round, n)
 		}
 		for p, exits := range r.ProcessExits {
+			// one line per distinct exit, with its count (a process that
+			// cannot start while Kafka is down exits once a second)
+			var order []string
+			count := map[string]int{}
 			for _, e := range exits {
-				fmt.Fprintf(w, "%s round %d: %s exited by itself (restarted): %s\n", r.Scenario, r.Round, p, e)
+				if count[e] == 0 {
+					order = append(order, e)
+				}
+				count[e]++
+			}
+			for _, e := range order {
+				fmt.Fprintf(w, "%s round %d: %s exited by itself ×%d (restarted): %s\n", r.Scenario, r.Round, p, count[e], e)
 			}
 		}
 	}

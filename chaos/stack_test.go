@@ -113,11 +113,13 @@ func startSingleKafka(t *testing.T, dir string) *singleKafka {
 		"KAFKA_SASL=off",
 		"KAFKA_NAME=kafka-chaos",
 		"KAFKA_HEAP=384m",
+		// a SIGKILLed broker's restart is bounded, not timed (loaded cores)
+		"KAFKA_WAIT_TIMEOUT=300",
 		// fewer internal partitions than the 50 default: a SIGKILLed broker
 		// recovers every log on restart, and 2 shared cores make that slow
 		"KAFKA_EXTRA_CONFIG=offsets.topic.num.partitions=6\ntransaction.state.log.num.partitions=6",
 	}}
-	t.Logf("single broker: %s", script(t, 3*time.Minute, k.env, "kafka.sh", "start"))
+	t.Logf("single broker: %s", script(t, 6*time.Minute, k.env, "kafka.sh", "start"))
 	t.Cleanup(func() { script(t, 2*time.Minute, k.env, "kafka.sh", "stop") })
 	return k
 }
@@ -134,7 +136,7 @@ func (k *singleKafka) Kill(t *testing.T) {
 	t.Logf("%s", script(t, time.Minute, k.env, "kafka.sh", "kill"))
 }
 func (k *singleKafka) Start(t *testing.T) {
-	t.Logf("%s", script(t, 3*time.Minute, k.env, "kafka.sh", "start"))
+	t.Logf("%s", script(t, 6*time.Minute, k.env, "kafka.sh", "start"))
 }
 
 // ownClickHouse is a ClickHouse server of the suite's own (deploy/local/

@@ -269,7 +269,11 @@ func (c *KafkaNodes) node(n int, cmd string) {
 	if n < 1 || n > 3 {
 		c.t.Fatalf("kafka cluster node %d: want 1..3", n)
 	}
-	runScript(c.t, 3*time.Minute, c.scriptEnv(), "kafka-cluster.sh", cmd, strconv.Itoa(n))
+	// A restarted node replays the metadata log and recovers every
+	// partition of every test's topics: on 2 loaded cores that took more
+	// than the script's default 120 s. Starting is not timed, only bounded.
+	env := append(c.scriptEnv(), "KAFKA_WAIT_TIMEOUT=300")
+	runScript(c.t, 6*time.Minute, env, "kafka-cluster.sh", cmd, strconv.Itoa(n))
 }
 
 // scriptEnv makes the script use the ports the test was given.
