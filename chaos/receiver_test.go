@@ -32,13 +32,15 @@ type receiver struct {
 	mode string
 	port int
 
-	mu       sync.Mutex
-	secrets  []string // every secret the tenant was given (rotation)
-	hooks    map[string]*hook
-	badSigs  int
-	requests int
-	srv      *http.Server
-	isDown   bool
+	mu         sync.Mutex
+	secrets    []string // every secret the tenant was given (rotation)
+	hooks      map[string]*hook
+	badSigs    int
+	badSample  []string // what the first bad signatures were (diagnosis)
+	incomplete int      // requests whose body did not arrive whole (the sender gave up mid-request)
+	requests   int
+	srv        *http.Server
+	isDown     bool
 }
 
 // hook is what one webhook-id got.
@@ -134,7 +136,7 @@ func (r *receiver) verify(body []byte, h http.Header) error {
 }
 
 func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	body, _ := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+	body, readErr := io.ReadAll(io.LimitReader(req.Body, 1<<20))
 	var payload struct {
 		ID   string `json:"id"`
 		Data struct {
@@ -145,8 +147,19 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.requests++
-	if r.verify(body, req.Header) != nil {
+	if readErr != nil || (req.ContentLength >= 0 && int64(len(body)) != req.ContentLength) {
+		// The sender cancelled the request (its attempt timeout) before the
+		// body was sent: no answer reaches it, nothing to verify.
+		r.incomplete++
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	if err := r.verify(body, req.Header); err != nil {
 		r.badSigs++
+		if len(r.badSample) < 3 {
+			r.badSample = append(r.badSample, fmt.Sprintf("%s webhook-id %s timestamp %s (now %d) signature %q, %d bytes: %v",
+				r.mode, req.Header.Get("webhook-id"), req.Header.Get("webhook-timestamp"), time.Now().Unix(), clip(req.Header.Get("webhook-signature"), 40), len(body), err))
+		}
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
@@ -260,8 +273,8 @@ func (r *receiver) succeededIn(ws []window) int {
 	return n
 }
 
-func (r *receiver) badSignatures() int {
+func (r *receiver) badSignatures() (int, []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.badSigs
+	return r.badSigs, append([]string(nil), r.badSample...)
 }

@@ -14,54 +14,55 @@ import (
 
 // result is one scenario round of the report.
 type result struct {
-	Scenario         string             `json:"scenario"`
-	Round            int                `json:"round"`
-	Kafka            string             `json:"kafka"`
-	Fault            string             `json:"fault"`
-	Pending          string             `json:"pending,omitempty"`
-	Events           int                `json:"events_produced"`
-	Conversions      int                `json:"conversions_produced"`
-	Costs            int                `json:"costs_produced"`
-	Expected         int                `json:"deliveries_expected"`
-	Made             int                `json:"deliveries_made"`
-	Lost             int                `json:"deliveries_lost"`
-	LostSample       []string           `json:"lost_sample,omitempty"`
-	Repeated         int                `json:"repeated_after_success"`
-	RepeatedBy       map[string]int     `json:"repeated_by_receiver,omitempty"`
-	RepeatSample     []string           `json:"repeat_sample,omitempty"` // seconds since the load started → status
-	FaultAt          float64            `json:"fault_at_seconds"`        // since the load started
-	RepeatBound      int                `json:"repeat_bound"`
-	TxnAborts        int                `json:"webhooks_transactions_aborted"` // logged by the processor; each redoes unfinished records
-	DLQExpected      int                `json:"dlq_expected"`
-	DLQGot           int                `json:"dlq_got"`
-	DLQUnexpected    int                `json:"dlq_unexpected"`
-	LogMissing       int                `json:"delivery_log_missing"`
-	BadSignatures    int                `json:"bad_signatures"`
-	BodyChanged      int                `json:"bodies_changed_under_one_id"`
-	ChecksAllowed    int                `json:"edge_checks_allowed"`
-	ChecksDenied     int                `json:"edge_checks_denied"`
-	CheckErrors      int                `json:"edge_check_errors"`
-	Touchpoints      int                `json:"touchpoints_recorded"`
-	ROICells         int                `json:"roi_cells"`
-	ROIEqual         bool               `json:"roi_equal"`
-	ROIDiffs         []string           `json:"roi_diffs,omitempty"`
-	ROIError         string             `json:"roi_error,omitempty"`
-	RegistryEqual    bool               `json:"registry_equal"`
-	RegistryDiffs    []string           `json:"registry_diffs,omitempty"`
-	Churn            map[string]int     `json:"registry_changes"`
-	FaultSeconds     float64            `json:"fault_seconds"`
-	KafkaDownSeconds float64            `json:"kafka_unavailable_seconds,omitempty"`
-	RecoverSeconds   float64            `json:"recover_seconds"` // fault over → caught up; -1: never
-	DeploySeconds    float64            `json:"deploy_seconds"`
-	LoadSeconds      float64            `json:"load_seconds"`
-	SettleSeconds    float64            `json:"settle_seconds"`
-	RegistrySeconds  float64            `json:"registry_check_seconds"`
-	Counters         map[string]float64 `json:"metrics_counters,omitempty"`
-	Gauges           map[string]float64 `json:"metrics_gauges_max,omitempty"`
-	Logs             map[string]int     `json:"warnings_logged,omitempty"`
-	NotReady         map[string]string  `json:"readyz_not_ready_samples,omitempty"` // role -> not-200 / samples, once a second
-	SkippedOverrides []string           `json:"config_overrides_skipped,omitempty"`
-	RateLimit        *rlSummary         `json:"rate_limit,omitempty"`
+	Scenario           string             `json:"scenario"`
+	Round              int                `json:"round"`
+	Kafka              string             `json:"kafka"`
+	Fault              string             `json:"fault"`
+	Pending            string             `json:"pending,omitempty"`
+	Events             int                `json:"events_produced"`
+	Conversions        int                `json:"conversions_produced"`
+	Costs              int                `json:"costs_produced"`
+	Expected           int                `json:"deliveries_expected"`
+	Made               int                `json:"deliveries_made"`
+	Lost               int                `json:"deliveries_lost"`
+	LostSample         []string           `json:"lost_sample,omitempty"`
+	Repeated           int                `json:"repeated_after_success"`
+	RepeatedBy         map[string]int     `json:"repeated_by_receiver,omitempty"`
+	RepeatSample       []string           `json:"repeat_sample,omitempty"` // seconds since the load started → status
+	FaultAt            float64            `json:"fault_at_seconds"`        // since the load started
+	RepeatBound        int                `json:"repeat_bound"`
+	TxnAborts          int                `json:"webhooks_transactions_aborted"` // logged by the processor; each redoes unfinished records
+	DLQExpected        int                `json:"dlq_expected"`
+	DLQGot             int                `json:"dlq_got"`
+	DLQUnexpected      int                `json:"dlq_unexpected"`
+	LogMissing         int                `json:"delivery_log_missing"`
+	BadSignatures      int                `json:"bad_signatures"`
+	BadSignatureSample []string           `json:"bad_signature_sample,omitempty"`
+	BodyChanged        int                `json:"bodies_changed_under_one_id"`
+	ChecksAllowed      int                `json:"edge_checks_allowed"`
+	ChecksDenied       int                `json:"edge_checks_denied"`
+	CheckErrors        int                `json:"edge_check_errors"`
+	Touchpoints        int                `json:"touchpoints_recorded"`
+	ROICells           int                `json:"roi_cells"`
+	ROIEqual           bool               `json:"roi_equal"`
+	ROIDiffs           []string           `json:"roi_diffs,omitempty"`
+	ROIError           string             `json:"roi_error,omitempty"`
+	RegistryEqual      bool               `json:"registry_equal"`
+	RegistryDiffs      []string           `json:"registry_diffs,omitempty"`
+	Churn              map[string]int     `json:"registry_changes"`
+	FaultSeconds       float64            `json:"fault_seconds"`
+	KafkaDownSeconds   float64            `json:"kafka_unavailable_seconds,omitempty"`
+	RecoverSeconds     float64            `json:"recover_seconds"` // fault over → caught up; -1: never
+	DeploySeconds      float64            `json:"deploy_seconds"`
+	LoadSeconds        float64            `json:"load_seconds"`
+	SettleSeconds      float64            `json:"settle_seconds"`
+	RegistrySeconds    float64            `json:"registry_check_seconds"`
+	Counters           map[string]float64 `json:"metrics_counters,omitempty"`
+	Gauges             map[string]float64 `json:"metrics_gauges_max,omitempty"`
+	Logs               map[string]int     `json:"warnings_logged,omitempty"`
+	NotReady           map[string]string  `json:"readyz_not_ready_samples,omitempty"` // role -> not-200 / samples, once a second
+	SkippedOverrides   []string           `json:"config_overrides_skipped,omitempty"`
+	RateLimit          *rlSummary         `json:"rate_limit,omitempty"`
 	// ProcessExits are the exits a process made by itself (not the
 	// fault's SIGKILL), with its last log line; the suite restarted each, as
 	// a supervisor would.
@@ -77,6 +78,7 @@ func (r *result) fill(ev evaluation) {
 	r.Repeated, r.RepeatedBy = ev.repeated, ev.repeatedBy
 	r.DLQExpected, r.DLQGot, r.DLQUnexpected = ev.dlqExpected, ev.dlqGot, ev.dlqUnexpected
 	r.LogMissing, r.BadSignatures, r.BodyChanged = ev.logMissing, ev.badSigs, ev.bodyChanged
+	r.BadSignatureSample = ev.badSigSample
 	r.ChecksAllowed, r.ChecksDenied, r.CheckErrors, r.Touchpoints = ev.checksOK, ev.denied, ev.checkErrs, ev.touches
 	r.ROICells, r.ROIDiffs = ev.roiCells, ev.roiDiffs
 	if len(r.ROIDiffs) > 10 {
@@ -109,6 +111,9 @@ func (r *result) judge() {
 	}
 	if r.BadSignatures > 0 || r.BodyChanged > 0 {
 		fail("%d requests failed signature verification, %d webhook-ids carried two bodies", r.BadSignatures, r.BodyChanged)
+		for _, s := range r.BadSignatureSample {
+			fail("bad signature: %s", s)
+		}
 	}
 	if r.ChecksDenied > 0 {
 		fail("the edge refused %d partner calls with valid keys", r.ChecksDenied)

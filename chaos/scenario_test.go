@@ -345,6 +345,7 @@ type evaluation struct {
 	repeatedBy                             map[string]int
 	dlqExpected, dlqGot, dlqUnexpected     int
 	logMissing, badSigs, bodyChanged       int
+	badSigSample                           []string
 	checksOK, denied, checkErrs, touches   int
 	conversions, costs                     int
 	roiCells                               int
@@ -373,7 +374,9 @@ func (d *deployment) evaluate(ctx context.Context, ld *load, tl *tailer) evaluat
 	ev.logErr = err
 	for _, tn := range d.tenants {
 		dels := tn.rcv.deliveries()
-		ev.badSigs += tn.rcv.badSignatures()
+		n, sample := tn.rcv.badSignatures()
+		ev.badSigs += n
+		ev.badSigSample = append(ev.badSigSample, sample...)
 		made := 0
 		for _, e := range events {
 			x := dels[e.id]
