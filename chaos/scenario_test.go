@@ -95,7 +95,7 @@ var scenarios = []*scenario{
 	{name: "webhooks-kill", kafka: "cluster", repeats: true, inject: killAndRestart(roleWebhooks)},
 	{name: "attribution-kill", kafka: "cluster", inject: killAndRestart(roleAttribution)},
 	{name: "control-plane-kill", kafka: "cluster", inject: killAndRestart(roleControlPlane)},
-	{name: "clickhouse-restart", kafka: "cluster", ownCH: true,
+	{name: "clickhouse-restart", kafka: "single", ownCH: true,
 		inject: func(t *testing.T, f *faultEnv) string {
 			f.ch.Kill()
 			time.Sleep(f.prof.Outage)
