@@ -252,6 +252,11 @@ type Attribution struct {
 	// Reconcile configures the periodic check that roi_daily equals the
 	// raw tables.
 	Reconcile Reconcile `yaml:"reconcile"`
+	// Workers is how many members of the consumer group one processor
+	// runs: each handles its own partitions' batches, so one's ClickHouse
+	// round trips overlap another's work (at most kafka.partitions are
+	// busy).
+	Workers int `yaml:"workers"`
 }
 
 // Reconcile configures the attribution processor's reconciliation: every
@@ -554,6 +559,7 @@ func Default() Config {
 				MaxRecordBytes:          64 << 10,
 				DLQMaxPayloadBytes:      64 << 10,
 				Reconcile:               Reconcile{Interval: 5 * time.Minute, Days: 35},
+				Workers:                 2,
 			},
 			Security: Security{Enterprise: Enterprise{MTLS: "enabled", JWTSigningAlgo: "RS256", AuditLogging: "enabled"}},
 			Keys:     Keys{RotationOverlap: 24 * time.Hour},

@@ -192,6 +192,7 @@ func (a *Attribution) Validate() error {
 	if a.MaxRecordBytes < 1024 || a.MaxRecordBytes > 1<<20 {
 		c.Fail(&a.MaxRecordBytes, "must be between 1024 and 1048576")
 	}
+	c.Between(&a.Workers, 1, 64)
 	if a.DLQMaxPayloadBytes < 1024 || a.DLQMaxPayloadBytes > 512<<10 {
 		c.Fail(&a.DLQMaxPayloadBytes, "must be between 1024 and 524288 (a dead letter must fit a Kafka record)")
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shopspring/decimal"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/kafka"
@@ -56,7 +57,7 @@ type Processor struct {
 	hist    *lru.Cache[string, *history]
 	costIDs *lru.Cache[string, struct{}] // cost ids the rollup counts
 	led     *ledger
-	poison  map[pos]string // records that cannot be written, to dead-letter (isolate)
+	poison  poisoned // records that cannot be written, to dead-letter (isolate)
 	faults  faults
 	m       metrics
 }
@@ -125,7 +126,7 @@ func New(opt Options) (*Processor, error) {
 		return nil, fmt.Errorf("attribution: cost cache: %w", err)
 	}
 	p.led = newLedger(opt.Conn, p.paramsText())
-	p.poison = map[pos]string{}
+	p.poison.m = map[pos]string{}
 	p.m = metrics{
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "partners_attribution_records_total", Help: "Kafka records handled by the attribution processor, by topic and outcome (ok, dead_letter; duplicate: its id was already counted; replayed: its offset was already counted).",
@@ -207,12 +208,14 @@ func (p *Processor) Run(ctx context.Context) error {
 		// and reload the ledger (after that member's inserts finished).
 		kgo.OnPartitionsAssigned(reset), kgo.OnPartitionsRevoked(reset), kgo.OnPartitionsLost(reset),
 	)
-	cl, err := p.opt.Kafka.NewClient(opts...)
+	// A plain client (no group) for the check: the workers join below.
+	check, err := p.opt.Kafka.NewClient()
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	if err := p.checkLedgerAgainstLog(ctx, cl); err != nil {
+	err = p.checkLedgerAgainstLog(ctx, check)
+	check.Close()
+	if err != nil {
 		return err
 	}
 	rctx, stopReconcile := context.WithCancel(ctx)
@@ -225,9 +228,24 @@ func (p *Processor) Run(ctx context.Context) error {
 		stopReconcile()
 		<-reconciled
 	}()
+	// partner.attribution.workers members of the group in this process:
+	// each owns some partition numbers (of every topic, as above) and runs
+	// its own batches, so one's ClickHouse round trips overlap another's
+	// work. Their caches and ledger are shared (per user, per partition).
 	b := p.opt.Config.Batch
-	return kafka.ConsumeBatches(ctx, cl, p.opt.Log.With("component", "attribution"),
-		kafka.Batching{Size: b.Size, Linger: b.Linger}, p.handleBatch)
+	g, gctx := errgroup.WithContext(ctx)
+	for w := range max(1, p.opt.Config.Workers) {
+		cl, err := p.opt.Kafka.NewClient(opts...)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error {
+			defer cl.Close()
+			return kafka.ConsumeBatches(gctx, cl, p.opt.Log.With("component", "attribution", "worker", w),
+				kafka.Batching{Size: b.Size, Linger: b.Linger}, p.handleBatch)
+		})
+	}
+	return g.Wait()
 }
 
 // waitLedger loads the ingest ledger, retrying while ClickHouse is

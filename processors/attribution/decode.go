@@ -8,6 +8,7 @@ import (
 
 	"github.com/shopspring/decimal"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/valyala/fastjson"
 
 	"github.com/partners-engine/partners-engine/processors/attribution/models"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -16,15 +17,16 @@ import (
 // maxAmount is the largest magnitude a Decimal(18,4) column holds.
 var maxAmount = decimal.RequireFromString("99999999999999.9999")
 
-// decode validates one record; a bad one becomes a dead letter.
-func (p *Processor) decode(r *kgo.Record, b *batch) {
+// decode validates one record; a bad one becomes a dead letter. fp is the
+// caller's parser (one per goroutine).
+func (p *Processor) decode(fp *fastjson.Parser, r *kgo.Record, b *batch) {
 	topic := r.Topic
 	failCode := func(code, reason string) {
 		b.dead = append(b.dead, dead{rec: r, reason: reason, code: code})
 		p.m.records.WithLabelValues(topic, "dead_letter").Inc()
 	}
 	fail := func(reason string) { failCode(codeMalformed, reason) }
-	if reason, ok := p.poison[posOf(r)]; ok {
+	if reason, ok := p.poison.get(posOf(r)); ok {
 		failCode(codeUnwritable, reason)
 		return
 	}
@@ -35,8 +37,12 @@ func (p *Processor) decode(r *kgo.Record, b *batch) {
 	var err error
 	switch topic {
 	case p.names.Topic(schemas.TopicTouchpoints):
-		var t schemas.Touchpoint
-		if err = decodeValid(schemas.KindTouchpoint, r.Value, &t); err == nil {
+		t, fast := fastTouch(fp, r.Value)
+		if !fast {
+			t = schemas.Touchpoint{}
+			err = decodeValid(schemas.KindTouchpoint, r.Value, &t)
+		}
+		if err == nil {
 			err = p.checkTouch(&t)
 		}
 		if err != nil {
@@ -46,10 +52,13 @@ func (p *Processor) decode(r *kgo.Record, b *batch) {
 		t.OccurredAt = t.OccurredAt.UTC().Truncate(time.Second)
 		b.touches = append(b.touches, touch{Touchpoint: t, pos: posOf(r)})
 	case p.names.Topic(schemas.TopicConversions):
-		var c schemas.Conversion
-		if err = decodeValid(schemas.KindConversion, r.Value, &c); err != nil {
-			fail(err.Error())
-			return
+		c, fast := fastConversion(fp, r.Value)
+		if !fast {
+			c = schemas.Conversion{}
+			if err = decodeValid(schemas.KindConversion, r.Value, &c); err != nil {
+				fail(err.Error())
+				return
+			}
 		}
 		rate, ok := p.rates[c.Currency]
 		if !ok {
@@ -71,10 +80,13 @@ func (p *Processor) decode(r *kgo.Record, b *batch) {
 			At: c.OccurredAt.UTC().Truncate(time.Second), pos: posOf(r),
 		})
 	case p.names.Topic(schemas.TopicCosts):
-		var c schemas.Cost
-		if err = decodeValid(schemas.KindCost, r.Value, &c); err != nil {
-			fail(err.Error())
-			return
+		c, fast := fastCost(fp, r.Value)
+		if !fast {
+			c = schemas.Cost{}
+			if err = decodeValid(schemas.KindCost, r.Value, &c); err != nil {
+				fail(err.Error())
+				return
+			}
 		}
 		rate, ok := p.rates[c.Currency]
 		switch {

@@ -2,6 +2,8 @@ package attribution
 
 // Fault seams for the tests of package attribution_test.
 
+import "sync"
+
 // FailInsertsOf makes the processor's raw inserts fail with a permanent
 // error whenever a batch holds a touchpoint or conversion with one of ids:
 // records "ClickHouse cannot store".
@@ -28,7 +30,10 @@ func (e errUnstorable) Error() string { return "test: ClickHouse cannot store re
 // failed although they landed: what a connection lost while the server
 // commits looks like.
 func LoseRollupAcks(p *Processor, n int) {
+	var mu sync.Mutex
 	p.faults.afterRollup = func() error {
+		mu.Lock()
+		defer mu.Unlock()
 		if n == 0 {
 			return nil
 		}

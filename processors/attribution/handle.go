@@ -9,6 +9,8 @@ import (
 
 	"github.com/shopspring/decimal"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/valyala/fastjson"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/partners-engine/partners-engine/processors/attribution/models"
 	"github.com/partners-engine/partners-engine/schemas"
@@ -121,51 +123,56 @@ func (p *Processor) handle(ctx context.Context, recs []*kgo.Record) error {
 	if err := p.led.ready(ctx); err != nil {
 		return err
 	}
-	b := batch{rollup: rollup{}, ends: map[tp]int64{}}
+	ends := map[tp]int64{}
+	fresh := make([]*kgo.Record, 0, len(recs))
 	for _, r := range recs {
 		if r.Offset < p.led.end(r.Topic, r.Partition) {
 			p.m.records.WithLabelValues(r.Topic, "replayed").Inc()
 			continue
 		}
 		k := tp{r.Topic, r.Partition}
-		b.ends[k] = max(b.ends[k], r.Offset+1)
-		p.decode(r, &b)
+		ends[k] = max(ends[k], r.Offset+1)
+		fresh = append(fresh, r)
 	}
-	if len(b.ends) == 0 {
+	if len(ends) == 0 {
 		return nil
 	}
+	all := batch{rollup: rollup{}, ends: ends}
+	var fp fastjson.Parser
+	for _, r := range fresh {
+		p.decode(&fp, r, &all)
+	}
+	// One history read for the whole batch (two queries, or a few per
+	// kind for a batch of many users), beside the cost lookup.
 	users := map[string]bool{}
-	for _, t := range b.touches {
+	for _, t := range all.touches {
 		users[t.UserID] = true
 	}
-	for _, c := range b.convs {
+	for _, c := range all.convs {
 		users[c.UserID] = true
 	}
-	hs, err := p.histories(ctx, sortedKeys(users))
+	var hs map[string]*history
+	var known map[string]bool
+	var g errgroup.Group
+	g.Go(func() (err error) { hs, err = p.histories(ctx, sortedKeys(users)); return err })
+	g.Go(func() (err error) { known, err = p.knownCosts(ctx, all.costs); return err })
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	next, err := p.apply(&all, hs, known)
 	if err != nil {
 		return err
 	}
-	known, err := p.knownCosts(ctx, b.costs)
-	if err != nil {
-		return err
-	}
-	next, err := p.apply(&b, hs, known)
-	if err != nil {
-		return err
-	}
-	if p.faults.insert != nil {
-		if err := p.faults.insert(idsOf(b.touches, func(t touch) string { return t.ID }), idsOf(b.convs, func(c conv) string { return c.ID })); err != nil {
-			return err
-		}
-	}
-	if err := p.insert(ctx, &b); err != nil {
-		return err
-	}
-	if err := p.deadLetter(ctx, b.dead); err != nil {
+	// The raw rows and the dead letters, together: both must be durable
+	// before the rollup INSERT commits the batch.
+	g = errgroup.Group{}
+	g.Go(func() error { return p.insertRaw(ctx, &all) })
+	g.Go(func() error { return p.deadLetter(ctx, all.dead) })
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	params := p.led.needsParams()
-	err = p.insertRollup(ctx, &b, params)
+	err = p.insertRollup(ctx, &all, params)
 	if err == nil && p.faults.afterRollup != nil {
 		err = p.faults.afterRollup()
 	}
@@ -175,17 +182,27 @@ func (p *Processor) handle(ctx context.Context, recs []*kgo.Record) error {
 		p.hist.Purge()
 		return err
 	}
-	p.led.advance(b.ends, params)
+	p.led.advance(all.ends, params)
 	for u, h := range next {
 		p.hist.Add(u, h)
 	}
-	for _, c := range b.costs {
+	for _, c := range all.costs {
 		p.costIDs.Add(c.ID, struct{}{})
 	}
-	for _, d := range b.dead {
-		delete(p.poison, posOf(d.rec))
+	for _, d := range all.dead {
+		p.poison.done(posOf(d.rec))
 	}
 	return nil
+}
+
+// insertRaw writes a batch's raw rows (after the fault seam, in tests).
+func (p *Processor) insertRaw(ctx context.Context, b *batch) error {
+	if p.faults.insert != nil {
+		if err := p.faults.insert(idsOf(b.touches, func(t touch) string { return t.ID }), idsOf(b.convs, func(c conv) string { return c.ID })); err != nil {
+			return err
+		}
+	}
+	return p.insert(ctx, b)
 }
 
 func idsOf[T any](xs []T, id func(T) string) []string {
@@ -211,6 +228,8 @@ func (p *Processor) apply(b *batch, hs map[string]*history, knownCosts map[strin
 		}
 		return h
 	}
+	leadPartners := map[string]map[string]bool{}        // user → partners with a new touch
+	customerPairs := map[string]map[modelPartner]bool{} // user → (model, partner) whose credit changed
 	touches := b.touches[:0]
 	for _, t := range b.touches {
 		if _, dup := hs[t.UserID].touches[t.ID]; dup {
@@ -224,6 +243,10 @@ func (p *Processor) apply(b *batch, hs map[string]*history, knownCosts map[strin
 		}
 		h.touches[t.ID] = models.Touch{ID: t.ID, PartnerID: t.PartnerID, At: t.OccurredAt}
 		touches = append(touches, t)
+		if leadPartners[t.UserID] == nil {
+			leadPartners[t.UserID] = map[string]bool{}
+		}
+		leadPartners[t.UserID][t.PartnerID] = true
 	}
 	b.touches = touches
 	convs := b.convs[:0]
@@ -309,12 +332,46 @@ func (p *Processor) apply(b *batch, hs map[string]*history, knownCosts map[strin
 		h.attrs[k.id] = s
 		b.attrs = append(b.attrs, s.rows...)
 		b.rollup.addSplit(old, s)
+		if pairs := customerChanges(old, s); len(pairs) > 0 {
+			if customerPairs[k.user] == nil {
+				customerPairs[k.user] = map[modelPartner]bool{}
+			}
+			for _, mp := range pairs {
+				customerPairs[k.user][mp] = true
+			}
+		}
 	}
 	for u, h := range next {
-		b.rollup.addLeads(hs[u], h)
-		b.rollup.addCustomers(hs[u], h)
+		b.rollup.addLeads(hs[u], h, leadPartners[u])
+		b.rollup.addCustomers(hs[u], h, customerPairs[u])
 	}
 	return next, nil
+}
+
+// customerChanges lists the (model, partner) pairs for which a conversion's
+// new attribution makes its user a customer where the old did not, or the
+// reverse.
+func customerChanges(old, cur *split) []modelPartner {
+	was := map[modelPartner]bool{}
+	if old != nil {
+		for _, a := range old.rows {
+			if customer(a) {
+				was[modelPartner{a.Model, a.PartnerID}] = true
+			}
+		}
+	}
+	var out []modelPartner
+	for _, a := range cur.rows {
+		mp := modelPartner{a.Model, a.PartnerID}
+		if customer(a) != was[mp] {
+			out = append(out, mp)
+		}
+		delete(was, mp)
+	}
+	for mp := range was {
+		out = append(out, mp)
+	}
+	return out
 }
 
 // keepPartners adds a zero row for every (model, partner) of old that cur

@@ -39,7 +39,7 @@ func TestEntriesCountWindows(t *testing.T) {
 			}
 			got := 0
 			for _, ds := range users {
-				for e := range entries(ds) {
+				for _, e := range entries(ds) {
 					if e[0] >= a && e[0] <= b && e[1] < a {
 						got++
 					}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
@@ -65,7 +66,7 @@ func (p *Processor) isolate(ctx context.Context, recs []*kgo.Record, cause error
 		reason := fmt.Sprintf("cannot be written to ClickHouse: %v", cause)
 		p.opt.Log.Warn("attribution record cannot be written; dead-lettering it", "topic", r.Topic,
 			"partition", r.Partition, "offset", r.Offset, "err", cause)
-		p.poison[posOf(r)] = reason
+		p.poison.set(posOf(r), reason)
 		return p.handle(ctx, recs)
 	}
 	first, second := halves(recs)
@@ -82,6 +83,32 @@ func (p *Processor) isolate(ctx context.Context, recs []*kgo.Record, cause error
 		}
 	}
 	return nil
+}
+
+// poisoned are the records isolate found, until their dead letters are
+// committed; the workers share it.
+type poisoned struct {
+	mu sync.Mutex
+	m  map[pos]string
+}
+
+func (p *poisoned) set(at pos, reason string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.m[at] = reason
+}
+
+func (p *poisoned) get(at pos) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r, ok := p.m[at]
+	return r, ok
+}
+
+func (p *poisoned) done(at pos) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.m, at)
 }
 
 // halves splits recs into the first and second half of every partition's

@@ -103,11 +103,10 @@ func (r rollup) addCost(c cost) {
 }
 
 // addLeads adds the change of a user's lead entries (per partner, the days
-// of a touch) from old to cur.
-func (r rollup) addLeads(old, cur *history) {
-	before, after := touchDays(old), touchDays(cur)
-	for partner, days := range after {
-		diffEntries(before[partner], days, func(d, prev day, n int64) {
+// of a touch) from old to cur, for the partners that got a touch.
+func (r rollup) addLeads(old, cur *history, partners map[string]bool) {
+	for partner := range partners {
+		diffEntries(touchDays(old, partner), touchDays(cur, partner), func(d, prev day, n int64) {
 			for _, m := range models.All {
 				r.at(rollKey{model: m, day: d, partner: partner, prev: prev}).leads += n
 			}
@@ -116,41 +115,41 @@ func (r rollup) addLeads(old, cur *history) {
 }
 
 // addCustomers adds the change of a user's customer entries (per model and
-// partner, the days of a credited non-refund conversion) from old to cur.
-func (r rollup) addCustomers(old, cur *history) {
-	before, after := customerDays(old), customerDays(cur)
-	for mp := range before {
-		if _, ok := after[mp]; !ok {
-			after[mp] = nil
-		}
-	}
-	for mp, days := range after {
-		diffEntries(before[mp], days, func(d, prev day, n int64) {
+// partner, the days of a credited non-refund conversion) from old to cur,
+// for the (model, partner) pairs whose credit changed.
+func (r rollup) addCustomers(old, cur *history, pairs map[modelPartner]bool) {
+	for mp := range pairs {
+		diffEntries(customerDays(old, mp), customerDays(cur, mp), func(d, prev day, n int64) {
 			r.at(rollKey{model: mp.model, day: d, partner: mp.partner, prev: prev}).customers += n
 		})
 	}
 }
 
-func touchDays(h *history) map[string][]day {
-	out := map[string][]day{}
+func touchDays(h *history, partner string) []day {
+	var out []day
 	for _, t := range h.touches {
-		out[t.PartnerID] = append(out[t.PartnerID], dayOf(t.At))
+		if t.PartnerID == partner {
+			out = append(out, dayOf(t.At))
+		}
 	}
 	return out
 }
 
-func customerDays(h *history) map[modelPartner][]day {
-	out := map[modelPartner][]day{}
+func customerDays(h *history, mp modelPartner) []day {
+	var out []day
 	for _, s := range h.attrs {
 		for _, a := range s.rows {
-			if a.Kind != schemas.ConversionRefund && a.Credit.IsPositive() {
-				mp := modelPartner{a.Model, a.PartnerID}
-				out[mp] = append(out[mp], dayOf(a.At))
+			if a.Model == mp.model && a.PartnerID == mp.partner && customer(a) {
+				out = append(out, dayOf(a.At))
 			}
 		}
 	}
 	return out
 }
+
+// customer reports whether an attribution row makes its user a customer of
+// its partner: credited, and not a refund.
+func customer(a attrRow) bool { return a.Kind != schemas.ConversionRefund && a.Credit.IsPositive() }
 
 // diffEntries calls add(day, previous day, ±1) for every entry of the
 // distinct days cur that old lacks (+1) and of old that cur lacks (−1). An
@@ -159,26 +158,33 @@ func customerDays(h *history) map[modelPartner][]day {
 // a ≤ day ≤ b and previous day < a.
 func diffEntries(old, cur []day, add func(d, prev day, n int64)) {
 	o, c := entries(old), entries(cur)
-	for e := range c {
-		if !o[e] {
-			add(e[0], e[1], 1)
-		}
-	}
-	for e := range o {
-		if !c[e] {
-			add(e[0], e[1], -1)
+	i, j := 0, 0
+	for i < len(o) || j < len(c) {
+		switch {
+		case j == len(c) || (i < len(o) && less(o[i], c[j])):
+			add(o[i][0], o[i][1], -1)
+			i++
+		case i == len(o) || less(c[j], o[i]):
+			add(c[j][0], c[j][1], 1)
+			j++
+		default:
+			i++
+			j++
 		}
 	}
 }
 
-func entries(days []day) map[[2]day]bool {
+func less(a, b [2]day) bool { return a[0] < b[0] || (a[0] == b[0] && a[1] < b[1]) }
+
+// entries returns the entries of days, sorted.
+func entries(days []day) [][2]day {
 	ds := slices.Clone(days)
 	slices.Sort(ds)
 	ds = slices.Compact(ds)
-	out := make(map[[2]day]bool, len(ds))
+	out := make([][2]day, len(ds))
 	var prev day
-	for _, d := range ds {
-		out[[2]day{d, prev}] = true
+	for i, d := range ds {
+		out[i] = [2]day{d, prev}
 		prev = d
 	}
 	return out

@@ -30,6 +30,8 @@ package models
 import (
 	"fmt"
 	"math"
+	"math/big"
+	"math/bits"
 	"sort"
 	"time"
 
@@ -161,48 +163,159 @@ func Weights(model string, eligible []Touch, at time.Time, p Params) ([]Weight, 
 }
 
 // Split divides total into len(weights) shares with places decimal places
-// by largest remainder (see the package doc). The shares sum to total
-// rounded to places; Split(−x) is the negation of Split(x).
+// by largest remainder (see the package doc), exactly: the weights are
+// taken as integers at one scale, each share is ⌊units·w/Σw⌋ and its
+// remainder (units·w mod Σw) is compared as an integer. The shares sum to
+// total rounded to places; Split(−x) is the negation of Split(x).
 func Split(total decimal.Decimal, weights []Weight, places int32) []decimal.Decimal {
 	out := make([]decimal.Decimal, len(weights))
-	var wsum decimal.Decimal
-	for _, w := range weights {
-		wsum = wsum.Add(w.W)
-	}
-	if len(weights) == 0 || !wsum.IsPositive() {
-		for i := range out {
-			out[i] = decimal.Zero
-		}
-		return out
-	}
 	neg := total.IsNegative()
-	abs := total.Abs().Round(places)
-	unit := decimal.New(1, -places)
-	type rem struct {
-		i int
-		r decimal.Decimal
+	units := total.Abs().Round(places).Shift(places).BigInt()
+	q, ok := splitUint64(units, weights)
+	if !ok {
+		q = splitBig(units, weights)
 	}
-	rems := make([]rem, len(weights))
-	allocated := decimal.Zero
-	for i, w := range weights {
-		raw := abs.Mul(w.W).DivRound(wsum, 24)
-		tr := raw.Truncate(places)
-		out[i] = tr
-		allocated = allocated.Add(tr)
-		rems[i] = rem{i: i, r: raw.Sub(tr)}
-	}
-	left := abs.Sub(allocated).Div(unit).IntPart()
-	sort.SliceStable(rems, func(a, b int) bool { return rems[a].r.GreaterThan(rems[b].r) })
-	for k := int64(0); k < left && len(rems) > 0; k++ {
-		j := rems[int(k)%len(rems)].i
-		out[j] = out[j].Add(unit)
-	}
-	if neg {
-		for i := range out {
-			out[i] = out[i].Neg()
+	for i := range out {
+		if q == nil {
+			out[i] = decimal.Zero
+			continue
 		}
+		v := q[i]
+		if neg {
+			v.Neg(v)
+		}
+		out[i] = decimal.NewFromBigInt(v, -places)
 	}
 	return out
+}
+
+// scaledWeights returns the weights as integers at one scale (10^k with k
+// the most decimal places of any weight), or nil when they are not all ≥ 0
+// or sum to 0.
+func scaledWeights(weights []Weight) ([]*big.Int, *big.Int) {
+	k := int32(0)
+	for _, w := range weights {
+		if e := -w.W.Exponent(); e > k {
+			k = e
+		}
+	}
+	ws := make([]*big.Int, len(weights))
+	sum := new(big.Int)
+	for i, w := range weights {
+		c := new(big.Int).Set(w.W.Coefficient())
+		if c.Sign() < 0 {
+			return nil, nil
+		}
+		c.Mul(c, new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(k+w.W.Exponent())), nil))
+		ws[i] = c
+		sum.Add(sum, c)
+	}
+	if len(ws) == 0 || sum.Sign() <= 0 {
+		return nil, nil
+	}
+	return ws, sum
+}
+
+// splitBig is the largest-remainder split of units over weights; nil when
+// the weights sum to 0 (every share 0).
+func splitBig(units *big.Int, weights []Weight) []*big.Int {
+	ws, sum := scaledWeights(weights)
+	if ws == nil {
+		return nil
+	}
+	q := make([]*big.Int, len(ws))
+	r := make([]*big.Int, len(ws))
+	given := new(big.Int)
+	for i, w := range ws {
+		p := new(big.Int).Mul(units, w)
+		q[i], r[i] = new(big.Int).QuoRem(p, sum, new(big.Int))
+		given.Add(given, q[i])
+	}
+	left := new(big.Int).Sub(units, given).Int64()
+	order := make([]int, len(ws))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return r[order[a]].Cmp(r[order[b]]) > 0 })
+	for k := int64(0); k < left; k++ {
+		j := order[int(k)%len(order)]
+		q[j].Add(q[j], big.NewInt(1))
+	}
+	return q
+}
+
+// splitUint64 is splitBig in machine words, for the common case (amounts
+// below 2^63 units, weights of at most 12 decimal places whose sum fits 64
+// bits: every real attribution); false when it does not apply.
+func splitUint64(units *big.Int, weights []Weight) ([]*big.Int, bool) {
+	if !units.IsUint64() || len(weights) > 64 {
+		return nil, false
+	}
+	u := units.Uint64()
+	k := int32(0)
+	for _, w := range weights {
+		if e := -w.W.Exponent(); e > k {
+			k = e
+		}
+	}
+	if k > 12 {
+		return nil, false
+	}
+	var ws [64]uint64
+	var sum uint64
+	for i, w := range weights {
+		c := w.W.Coefficient()
+		if c.Sign() < 0 || !c.IsUint64() {
+			return nil, false
+		}
+		v := c.Uint64()
+		for e := k + w.W.Exponent(); e > 0; e-- {
+			hi, lo := bits.Mul64(v, 10)
+			if hi != 0 {
+				return nil, false
+			}
+			v = lo
+		}
+		ws[i] = v
+		var carry uint64
+		sum, carry = bits.Add64(sum, v, 0)
+		if carry != 0 {
+			return nil, false
+		}
+	}
+	if sum == 0 {
+		return nil, true
+	}
+	n := len(weights)
+	var q, r [64]uint64
+	var given uint64
+	for i := range n {
+		hi, lo := bits.Mul64(u, ws[i])
+		if hi >= sum {
+			return nil, false
+		}
+		q[i], r[i] = bits.Div64(hi, lo, sum)
+		given += q[i]
+	}
+	left := u - given
+	var order [64]int
+	for i := range n {
+		order[i] = i
+	}
+	// Stable insertion sort by remainder, largest first (ties: lower index).
+	for i := 1; i < n; i++ {
+		for j := i; j > 0 && r[order[j]] > r[order[j-1]]; j-- {
+			order[j], order[j-1] = order[j-1], order[j]
+		}
+	}
+	for k := uint64(0); k < left; k++ {
+		q[order[int(k%uint64(n))]]++
+	}
+	out := make([]*big.Int, n)
+	for i := range n {
+		out[i] = new(big.Int).SetUint64(q[i])
+	}
+	return out, true
 }
 
 // ToBase converts amount in a currency to the base currency with rate (base

@@ -1,6 +1,9 @@
 package models
 
 import (
+	"fmt"
+	"math/big"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -117,6 +120,45 @@ func BenchmarkAttributeAllModels(b *testing.B) {
 			ws, _ := Weights(m, el, t0, p)
 			Split(total, ws, 2)
 			Split(decimal.NewFromInt(1), ws, 4)
+		}
+	}
+}
+
+// TestSplitPathsAgree: the machine-word split and the big.Int one give the
+// same shares, to the unit, on random amounts and weights of up to 12
+// decimal places (time_decay's).
+func TestSplitPathsAgree(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range 20_000 {
+		n := 1 + r.IntN(6)
+		ws := make([]Weight, n)
+		for j := range ws {
+			ws[j] = Weight{PartnerID: fmt.Sprint(j), W: decimal.New(r.Int64N(1_000_000_000_000), -int32(r.IntN(13)))}
+			if r.IntN(5) == 0 {
+				ws[j].W = decimal.NewFromInt(r.Int64N(4))
+			}
+		}
+		units := big.NewInt(r.Int64N(10_000_000_000_000_000))
+		if i%7 == 0 {
+			units = big.NewInt(r.Int64N(100))
+		}
+		fast, ok := splitUint64(units, ws)
+		slow := splitBig(units, ws)
+		if !ok {
+			continue
+		}
+		if (fast == nil) != (slow == nil) {
+			t.Fatalf("%v over %v: fast %v slow %v", units, ws, fast, slow)
+		}
+		sum := new(big.Int)
+		for j := range fast {
+			if fast[j].Cmp(slow[j]) != 0 {
+				t.Fatalf("%v over %v: share %d fast %v slow %v", units, ws, j, fast[j], slow[j])
+			}
+			sum.Add(sum, fast[j])
+		}
+		if fast != nil && sum.Cmp(units) != 0 {
+			t.Fatalf("%v over %v: shares sum to %v", units, ws, sum)
 		}
 	}
 }

@@ -1,0 +1,281 @@
+package attribution
+
+import (
+	"regexp"
+	"time"
+	"unicode/utf8"
+
+	"github.com/shopspring/decimal"
+	"github.com/valyala/fastjson"
+
+	"github.com/partners-engine/partners-engine/schemas"
+)
+
+// The fast path of decoding: one parse (fastjson) that checks a record
+// against the rules of its JSON Schema (schemas/json/*.v1.schema.json) and
+// fills its Go type. It only ever says yes to a record the schema accepts,
+// and then yields the struct encoding/json would: anything it is not sure of
+// (an unknown or repeated key, invalid UTF-8, a time Go's RFC 3339 parser
+// refuses, …) is left to the slow path — schemas.Validate, then
+// encoding/json — which also writes the reason of a record that fails.
+// TestFastDecodeAgreesWithSchema holds the two paths to that.
+
+var (
+	reTrace    = regexp.MustCompile(`^[0-9a-f]{32}$`)
+	reCurrency = regexp.MustCompile(`^[A-Z]{3}$`)
+	reAmount   = regexp.MustCompile(`^-?[0-9]{1,14}(\.[0-9]{1,4})?$`)
+	reCost     = regexp.MustCompile(`^[0-9]{1,14}(\.[0-9]{1,4})?$`)
+	reDateTime = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$`)
+)
+
+// plain reports whether doc has no \u escape and no control character
+// inside a string: fastjson and encoding/json differ on broken escapes (a
+// lone surrogate), and fastjson takes raw control characters in strings,
+// which JSON forbids; such documents take the slow path.
+func plain(doc []byte) bool {
+	in := false
+	for i := 0; i < len(doc); i++ {
+		c := doc[i]
+		switch {
+		case !in:
+			in = c == '"'
+		case c == '\\':
+			if i+1 < len(doc) && doc[i+1] == 'u' {
+				return false
+			}
+			i++
+		case c == '"':
+			in = false
+		case c < 0x20:
+			return false
+		}
+	}
+	return true
+}
+
+// fields walks the members of an object, calling f for each; false when a
+// key repeats or f refuses.
+func fields(o *fastjson.Object, f func(key string, v *fastjson.Value) bool) bool {
+	ok := true
+	var seen [16]string
+	n := 0
+	o.Visit(func(k []byte, v *fastjson.Value) {
+		if !ok {
+			return
+		}
+		key := string(k)
+		for _, s := range seen[:min(n, len(seen))] {
+			if s == key {
+				ok = false
+				return
+			}
+		}
+		if n < len(seen) {
+			seen[n] = key
+		} else {
+			ok = false // more members than any valid record has
+			return
+		}
+		n++
+		ok = f(key, v)
+	})
+	return ok
+}
+
+// str returns v's string when it is a valid UTF-8 string of min..max code
+// points.
+func str(v *fastjson.Value, min, max int) (string, bool) {
+	if v.Type() != fastjson.TypeString {
+		return "", false
+	}
+	b, _ := v.StringBytes()
+	if !utf8.Valid(b) {
+		return "", false
+	}
+	n := utf8.RuneCount(b)
+	if n < min || (max > 0 && n > max) {
+		return "", false
+	}
+	return string(b), true
+}
+
+func dateTime(v *fastjson.Value) (time.Time, bool) {
+	s, ok := str(v, 1, 64)
+	if !ok || !reDateTime.MatchString(s) {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	return t, err == nil
+}
+
+func decimalOf(v *fastjson.Value, re *regexp.Regexp) (decimal.Decimal, bool) {
+	s, ok := str(v, 1, 32)
+	if !ok || !re.MatchString(s) {
+		return decimal.Decimal{}, false
+	}
+	d, err := decimal.NewFromString(s)
+	return d, err == nil
+}
+
+func fastTouch(p *fastjson.Parser, doc []byte) (schemas.Touchpoint, bool) {
+	var t schemas.Touchpoint
+	if !plain(doc) {
+		return t, false
+	}
+	v, err := p.ParseBytes(doc)
+	if err != nil {
+		return t, false
+	}
+	o, err := v.Object()
+	if err != nil {
+		return t, false
+	}
+	var have int
+	const need = 1<<6 - 1
+	ok := fields(o, func(k string, v *fastjson.Value) bool {
+		var ok bool
+		switch k {
+		case "schema_version":
+			t.SchemaVersion, ok = str(v, 1, 1)
+			ok = ok && t.SchemaVersion == "1"
+			have |= 1
+		case "id":
+			t.ID, ok = str(v, 1, 256)
+			have |= 2
+		case "user_id":
+			t.UserID, ok = str(v, 1, 256)
+			have |= 4
+		case "partner_id":
+			t.PartnerID, ok = str(v, 1, 256)
+			have |= 8
+		case "source":
+			t.Source, ok = str(v, 1, 32)
+			ok = ok && (t.Source == schemas.SourceUTM || t.Source == schemas.SourceReferral || t.Source == schemas.SourceAPIKey)
+			have |= 16
+		case "occurred_at":
+			t.OccurredAt, ok = dateTime(v)
+			have |= 32
+		case "utm_source":
+			t.UTMSource, ok = str(v, 0, 512)
+		case "utm_medium":
+			t.UTMMedium, ok = str(v, 0, 512)
+		case "utm_campaign":
+			t.UTMCampaign, ok = str(v, 0, 512)
+		case "referrer":
+			t.Referrer, ok = str(v, 0, 512)
+		case "region":
+			t.Region, ok = str(v, 0, 64)
+		case "trace_id":
+			t.TraceID, ok = str(v, 32, 32)
+			ok = ok && reTrace.MatchString(t.TraceID)
+		}
+		return ok
+	})
+	return t, ok && have == need
+}
+
+func fastConversion(p *fastjson.Parser, doc []byte) (schemas.Conversion, bool) {
+	var c schemas.Conversion
+	if !plain(doc) {
+		return c, false
+	}
+	v, err := p.ParseBytes(doc)
+	if err != nil {
+		return c, false
+	}
+	o, err := v.Object()
+	if err != nil {
+		return c, false
+	}
+	var have int
+	const need = 1<<7 - 1
+	ok := fields(o, func(k string, v *fastjson.Value) bool {
+		var ok bool
+		switch k {
+		case "schema_version":
+			c.SchemaVersion, ok = str(v, 1, 1)
+			ok = ok && c.SchemaVersion == "1"
+			have |= 1
+		case "id":
+			c.ID, ok = str(v, 1, 256)
+			have |= 2
+		case "user_id":
+			c.UserID, ok = str(v, 1, 256)
+			have |= 4
+		case "kind":
+			c.Kind, ok = str(v, 1, 16)
+			ok = ok && (c.Kind == schemas.ConversionPurchase || c.Kind == schemas.ConversionSignup || c.Kind == schemas.ConversionRefund)
+			have |= 8
+		case "amount":
+			c.Amount, ok = decimalOf(v, reAmount)
+			have |= 16
+		case "currency":
+			c.Currency, ok = str(v, 3, 3)
+			ok = ok && reCurrency.MatchString(c.Currency)
+			have |= 32
+		case "occurred_at":
+			c.OccurredAt, ok = dateTime(v)
+			have |= 64
+		case "new_customer":
+			switch v.Type() {
+			case fastjson.TypeTrue:
+				c.NewCustomer, ok = true, true
+			case fastjson.TypeFalse:
+				c.NewCustomer, ok = false, true
+			}
+		case "refund_of":
+			c.RefundOf, ok = str(v, 1, 256)
+		}
+		return ok
+	})
+	if c.Kind == schemas.ConversionRefund && c.RefundOf == "" {
+		return c, false
+	}
+	return c, ok && have == need
+}
+
+func fastCost(p *fastjson.Parser, doc []byte) (schemas.Cost, bool) {
+	var c schemas.Cost
+	if !plain(doc) {
+		return c, false
+	}
+	v, err := p.ParseBytes(doc)
+	if err != nil {
+		return c, false
+	}
+	o, err := v.Object()
+	if err != nil {
+		return c, false
+	}
+	var have int
+	const need = 1<<6 - 1
+	ok := fields(o, func(k string, v *fastjson.Value) bool {
+		var ok bool
+		switch k {
+		case "schema_version":
+			c.SchemaVersion, ok = str(v, 1, 1)
+			ok = ok && c.SchemaVersion == "1"
+			have |= 1
+		case "id":
+			c.ID, ok = str(v, 1, 256)
+			have |= 2
+		case "partner_id":
+			c.PartnerID, ok = str(v, 1, 256)
+			have |= 4
+		case "amount":
+			c.Amount, ok = decimalOf(v, reCost)
+			have |= 8
+		case "currency":
+			c.Currency, ok = str(v, 3, 3)
+			ok = ok && reCurrency.MatchString(c.Currency)
+			have |= 16
+		case "occurred_at":
+			c.OccurredAt, ok = dateTime(v)
+			have |= 32
+		case "category":
+			c.Category, ok = str(v, 0, 128)
+		}
+		return ok
+	})
+	return c, ok && have == need
+}
