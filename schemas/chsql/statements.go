@@ -126,6 +126,7 @@ FROM
         SELECT partner_id, model, id, toDate(any(converted_at)) AS day,
             argMax(revenue, version) AS r, argMax(credit, version) AS c, argMax(new_customer, version) AS n
         FROM attributions
+        __SLICE__
         GROUP BY partner_id, model, id
     )
     GROUP BY model, day, partner_id
@@ -144,6 +145,7 @@ FROM
                 SELECT partner_id, model, id, any(user_id) AS u, any(kind) AS k,
                     toDate(any(converted_at)) AS day, argMax(credit, version) AS c
                 FROM attributions
+                __SLICE__
                 GROUP BY partner_id, model, id
             )
             WHERE c > 0 AND k != 'refund'
@@ -160,6 +162,7 @@ FROM
     (
         SELECT partner_id, id, toDate(any(occurred_at)) AS day, any(amount_base) AS a
         FROM costs
+        __SLICE__
         GROUP BY partner_id, id
     )
     ARRAY JOIN ` + "['first_touch', 'last_touch', 'linear', 'time_decay', 'position_based']" + ` AS model
@@ -178,6 +181,7 @@ FROM
             (
                 SELECT partner_id, user_id, arraySort(groupUniqArray(toDate(occurred_at))) AS days
                 FROM touchpoints
+                __SLICE__
                 GROUP BY partner_id, user_id
             )
         )
@@ -193,7 +197,7 @@ var (
 	// ReconcileExpected is roi_daily's data rows computed from the raw
 	// tables, for the days [?, ?]: the reconciliation's reference.
 	ReconcileExpected = register("attribution.reconcile.expected",
-		strings.Replace(expectedRollup, "__WHERE__", "WHERE day >= toDate(?) AND day <= toDate(?)", 1))
+		strings.NewReplacer("__WHERE__", "WHERE day >= toDate(?) AND day <= toDate(?)", "__SLICE__", "").Replace(expectedRollup))
 	// ReconcileActual is roi_daily's data rows for the days [?, ?], summed
 	// per key (rows whose every sum is zero left out: a correction that
 	// cancelled a row leaves such a row until a merge removes it).
@@ -206,6 +210,16 @@ WHERE model IN `+Models+` AND day >= toDate(?) AND day <= toDate(?)
 GROUP BY model, day, partner_id, prev_day
 HAVING sum(revenue) != 0 OR sum(conversions) != 0 OR sum(new_customers) != 0 OR sum(customers) != 0
     OR sum(cost) != 0 OR sum(leads) != 0 OR sum(attributions) != 0 OR sum(costs) != 0`)
+	// RebuildRollupSlice is RebuildRollup for the partners p with
+	// cityHash64(p) % m = r — bound m, r four times over — so a large
+	// database is rebuilt in slices that each fit in memory.
+	RebuildRollupSlice = register("attribution.rollup.rebuild.slice", `
+INSERT INTO roi_daily (`+RollupColumns+`)
+SELECT model, day, partner_id, prev_day, '', revenue, conversions, new_customers,
+    customers, cost, leads, attributions, costs, toInt64(0)
+FROM
+(`+strings.NewReplacer("__WHERE__", "", "__SLICE__", "WHERE cityHash64(partner_id) % ? = ?").Replace(expectedRollup)+`
+)`)
 	// TruncateRollup empties roi_daily (RebuildRollup follows; benchmarks).
 	TruncateRollup = register("attribution.rollup.truncate", `TRUNCATE TABLE roi_daily`)
 	// RebuildRollup fills roi_daily's data rows from the raw tables (after
@@ -215,7 +229,7 @@ INSERT INTO roi_daily (`+RollupColumns+`)
 SELECT model, day, partner_id, prev_day, '', revenue, conversions, new_customers,
     customers, cost, leads, attributions, costs, toInt64(0)
 FROM
-(`+strings.Replace(expectedRollup, "__WHERE__", "", 1)+`
+(`+strings.NewReplacer("__WHERE__", "", "__SLICE__", "").Replace(expectedRollup)+`
 )`)
 )
 
