@@ -276,7 +276,7 @@ func (a *app) migrate(ctx context.Context, cfg *config.Config) error {
 	}
 	defer conn.Close()
 	v, _ := chdb.ServerVersion(cctx, conn)
-	applied, err := chdb.Migrate(cctx, conn, log.With("component", "migrate"))
+	applied, err := chdb.Migrate(cctx, conn, log.With("component", "migrate"), chdb.For(cfg.ClickHouse))
 	if err != nil {
 		return err
 	}

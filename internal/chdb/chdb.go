@@ -28,7 +28,34 @@ func Open(ctx context.Context, c config.ClickHouse) (driver.Conn, error) {
 	return dial(ctx, c, c.Database)
 }
 
+// ClusterSettings are the settings of every query in cluster mode:
+//   - insert_distributed_sync: an INSERT into a Distributed table returns
+//     once every shard's replica has the rows (not after queueing them on
+//     the server it was sent to), so "inserted" means what it means on one
+//     server, and a block sent to one shard stays one block (roi_daily's
+//     atomic batch INSERT);
+//   - (prefer_localhost_replica, on by default: a shard with a replica on
+//     the node the query was sent to is read and written there, so the
+//     processor reads what it wrote without waiting for replication. Other
+//     shards' replicas are chosen by the servers' load_balancing — set it
+//     to in_order in their profile when a shard not local to the node has
+//     several replicas; 18.16 takes no string setting from clickhouse-go.)
+//   - fallback_to_stale_replicas_for_distributed_queries 0 with
+//     max_replica_delay_for_distributed_queries 5: a replica that has not
+//     fetched an insert for 5 s (its source replica is down) is not read;
+//     when no replica of a shard is fresh the query fails (and is retried)
+//     instead of returning numbers that miss committed rows.
+var ClusterSettings = clickhouse.Settings{
+	"insert_distributed_sync":                            1,
+	"fallback_to_stale_replicas_for_distributed_queries": 0,
+	"max_replica_delay_for_distributed_queries":          5,
+}
+
 func dial(ctx context.Context, c config.ClickHouse, database string) (driver.Conn, error) {
+	var settings clickhouse.Settings
+	if c.Cluster != "" {
+		settings = ClusterSettings
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr:         c.Addr,
 		Protocol:     clickhouse.Native,
@@ -37,6 +64,7 @@ func dial(ctx context.Context, c config.ClickHouse, database string) (driver.Con
 		MaxOpenConns: 16,
 		MaxIdleConns: 8,
 		Compression:  &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+		Settings:     settings,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse %v: %w", c.Addr, err)
@@ -50,9 +78,9 @@ func dial(ctx context.Context, c config.ClickHouse, database string) (driver.Con
 
 func createDatabase(ctx context.Context, c config.ClickHouse) error {
 	// An identifier cannot be bound; WithDatabase validates it.
-	sql, err := chsql.CreateDatabase.WithDatabase(c.Database)
+	sql, err := clusterDDL(chsql.CreateDatabase, c)
 	if err != nil {
-		return fmt.Errorf("clickhouse.database: %w", err)
+		return err
 	}
 	conn, err := dial(ctx, c, "default")
 	if err != nil {
@@ -67,9 +95,9 @@ func createDatabase(ctx context.Context, c config.ClickHouse) error {
 
 // DropDatabase removes a database (tests).
 func DropDatabase(ctx context.Context, c config.ClickHouse) error {
-	sql, err := chsql.DropDatabase.WithDatabase(c.Database)
+	sql, err := clusterDDL(chsql.DropDatabase, c)
 	if err != nil {
-		return fmt.Errorf("clickhouse.database: %w", err)
+		return err
 	}
 	conn, err := dial(ctx, c, "default")
 	if err != nil {
@@ -79,6 +107,44 @@ func DropDatabase(ctx context.Context, c config.ClickHouse) error {
 	return conn.Exec(ctx, sql)
 }
 
+// clusterDDL is a database statement for c: ON CLUSTER in cluster mode.
+func clusterDDL(st chsql.Statement, c config.ClickHouse) (string, error) {
+	// An identifier cannot be bound; WithDatabase validates it.
+	sql, err := st.WithDatabase(c.Database)
+	if err != nil {
+		return "", fmt.Errorf("clickhouse.database: %w", err)
+	}
+	if c.Cluster == "" {
+		return sql, nil
+	}
+	out, err := chsql.OnCluster(sql, chsql.ClusterTarget{Cluster: c.Cluster, Database: c.Database}, nil)
+	if err != nil {
+		return "", fmt.Errorf("clickhouse.cluster: %w", err)
+	}
+	return out[0], nil
+}
+
+// MigrateOption adjusts Migrate.
+type MigrateOption func(*migrateOptions)
+
+type migrateOptions struct {
+	cluster *chsql.ClusterTarget
+}
+
+// For migrates the database of c: in cluster mode (clickhouse.cluster)
+// every statement is rewritten by chsql.OnCluster (ON CLUSTER DDL,
+// Replicated*MergeTree local tables, Distributed tables under the names the
+// code uses). ON CLUSTER DDL waits for every node (up to the servers'
+// distributed_ddl_task_timeout, 180 s by default): migrate with the whole
+// cluster up.
+func For(c config.ClickHouse) MigrateOption {
+	return func(o *migrateOptions) {
+		if c.Cluster != "" {
+			o.cluster = &chsql.ClusterTarget{Cluster: c.Cluster, Database: c.Database}
+		}
+	}
+}
+
 // Migrations returns the embedded migrations in order.
 func Migrations() ([]chsql.Migration, error) { return chsql.Migrations() }
 
@@ -86,9 +152,32 @@ func Migrations() ([]chsql.Migration, error) { return chsql.Migrations() }
 // schema_migrations, in order, and returns the versions it applied. Each
 // statement is written to be re-runnable (IF NOT EXISTS), so a migration
 // interrupted half-way is completed by the next run.
-func Migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) ([]uint32, error) {
-	if err := conn.Exec(ctx, chsql.CreateMigrationsTable.SQL); err != nil {
-		return nil, fmt.Errorf("create schema_migrations: %w", err)
+func Migrate(ctx context.Context, conn driver.Conn, log *slog.Logger, opts ...MigrateOption) ([]uint32, error) {
+	var o migrateOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	ms, err := chsql.Migrations()
+	if err != nil {
+		return nil, err
+	}
+	rewrite := func(st string) ([]string, error) { return []string{st}, nil }
+	if o.cluster != nil {
+		all := []string{chsql.CreateMigrationsTable.SQL}
+		for _, m := range ms {
+			all = append(all, m.Statements...)
+		}
+		tables := chsql.SchemaTables(all)
+		rewrite = func(st string) ([]string, error) { return chsql.OnCluster(st, *o.cluster, tables) }
+	}
+	create, err := rewrite(chsql.CreateMigrationsTable.SQL)
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range create {
+		if err := conn.Exec(ctx, st); err != nil {
+			return nil, fmt.Errorf("create schema_migrations: %w", err)
+		}
 	}
 	applied := map[uint32]bool{}
 	rows, err := conn.Query(ctx, chsql.AppliedMigrations.SQL)
@@ -107,18 +196,20 @@ func Migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) ([]uint32,
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	ms, err := chsql.Migrations()
-	if err != nil {
-		return nil, err
-	}
 	var done []uint32
 	for _, m := range ms {
 		if applied[m.Version] {
 			continue
 		}
 		for i, st := range m.Statements {
-			if err := conn.Exec(ctx, st); err != nil && !columnExists(st, err) {
+			sts, err := rewrite(st)
+			if err != nil {
 				return done, fmt.Errorf("migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
+			}
+			for _, st := range sts {
+				if err := conn.Exec(ctx, st); err != nil && !columnExists(st, err) {
+					return done, fmt.Errorf("migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
+				}
 			}
 		}
 		if err := record(ctx, conn, m); err != nil {

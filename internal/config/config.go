@@ -373,6 +373,14 @@ type ClickHouse struct {
 	Password    string        `yaml:"password" config:"secret"`
 	AutoStart   bool          `yaml:"auto_start"` // partners dev only: start deploy/local/clickhouse.sh if unreachable
 	DialTimeout time.Duration `yaml:"dial_timeout_sec"`
+	// Cluster, when set, is the name of a cluster in the servers'
+	// <remote_servers> (every node of Addr belongs to it): migrations run
+	// ON CLUSTER, every table is a Replicated*MergeTree "<name>_local" on
+	// each shard (ZooKeeper path /clickhouse/tables/{shard}/<database>/<name>_local,
+	// replica {replica}: the servers need those macros) with a Distributed
+	// table "<name>" over it for reads and writes. Empty: one server.
+	// schemas/clickhouse/README.md, "Cluster mode".
+	Cluster string `yaml:"cluster"`
 }
 
 // Listeners are the addresses the components listen on.

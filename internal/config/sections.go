@@ -388,6 +388,9 @@ func (ch *ClickHouse) Validate() error {
 	if !identRe.MatchString(ch.Database) {
 		c.Fail(&ch.Database, "must be an identifier")
 	}
+	if ch.Cluster != "" && !identRe.MatchString(ch.Cluster) {
+		c.Fail(&ch.Cluster, "must be empty (one server) or a cluster name of the servers' remote_servers")
+	}
 	c.Positive(&ch.DialTimeout)
 	return c.Err()
 }

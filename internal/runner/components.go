@@ -100,7 +100,7 @@ func (p *process) addWebhooks() error {
 			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			c, err := chdb.Open(cctx, p.cfg.ClickHouse)
 			if err == nil {
-				if _, err = chdb.Migrate(cctx, c, p.log); err != nil {
+				if _, err = chdb.Migrate(cctx, c, p.log, chdb.For(p.cfg.ClickHouse)); err != nil {
 					c.Close()
 				} else {
 					conn = c

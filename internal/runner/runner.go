@@ -395,7 +395,7 @@ func (p *process) openClickHouse(ctx context.Context, dev bool) error {
 	if err != nil {
 		return err
 	}
-	if _, err := chdb.Migrate(cctx, conn, p.log); err != nil {
+	if _, err := chdb.Migrate(cctx, conn, p.log, chdb.For(p.cfg.ClickHouse)); err != nil {
 		conn.Close()
 		return err
 	}

@@ -187,7 +187,7 @@ func ClickHouse(t testing.TB, cfg *config.Config) driver.Conn {
 	if _, logged := versionLogged.LoadOrStore("clickhouse", true); !logged {
 		t.Logf("clickhouse: server %s at %s", v, ClickHouseAddr())
 	}
-	if _, err := chdb.Migrate(ctx, conn, slog.New(slog.DiscardHandler)); err != nil {
+	if _, err := chdb.Migrate(ctx, conn, slog.New(slog.DiscardHandler), chdb.For(cfg.ClickHouse)); err != nil {
 		t.Fatal(err)
 	}
 	return conn

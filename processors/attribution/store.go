@@ -1,8 +1,11 @@
 package attribution
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -97,22 +100,50 @@ func (p *Processor) insertAttrs(ctx context.Context, b *batch, now time.Time) er
 // INSERT (one block, one part: it lands whole or not at all), under a query
 // id the ledger's fence can wait for. params adds the row recording the
 // model parameters.
+//
+// The block is a function of the batch and the ledger it started from: its
+// rows are sorted, and a marker row (src '#batch', partner_id naming every
+// partition's old and new end offset, all sums zero, so merges remove it)
+// makes it unique. On replicated tables (cluster mode) ClickHouse drops a
+// block identical to one it already committed: a retry of an INSERT whose
+// outcome was lost, computed again from the same ledger — possible when the
+// replica that took it went down before the other fetched it — is not
+// counted twice, while two different batches never look alike.
 func (p *Processor) insertRollup(ctx context.Context, b *batch, params bool) error {
 	qctx := clickhouse.Context(ctx, clickhouse.WithQueryID(p.led.queryID()))
 	epoch := time.Unix(0, 0).UTC()
-	n := len(b.rollup) + len(b.ends)
+	keys := make([]rollKey, 0, len(b.rollup))
+	for k, v := range b.rollup {
+		if !v.zero() {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b rollKey) int {
+		return cmp.Or(cmp.Compare(a.model, b.model), cmp.Compare(a.day, b.day), cmp.Compare(a.partner, b.partner), cmp.Compare(a.prev, b.prev))
+	})
+	srcs := make([]tp, 0, len(b.ends))
+	for k := range b.ends {
+		srcs = append(srcs, k)
+	}
+	slices.SortFunc(srcs, func(a, b tp) int { return cmp.Or(cmp.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition)) })
+	var marker strings.Builder
+	for _, tp := range srcs {
+		fmt.Fprintf(&marker, "%s@%d-%d;", srcKey(tp.topic, tp.partition), p.led.end(tp.topic, tp.partition), b.ends[tp])
+	}
+	if marker.Len() == 0 {
+		marker.WriteString("-")
+	}
+	n := len(keys) + len(srcs) + 1
 	return p.send(qctx, "roi_daily", chsql.InsertRollup, func(bt driver.Batch) error {
-		for k, v := range b.rollup {
-			if v.zero() {
-				continue
-			}
+		for _, k := range keys {
+			v := b.rollup[k]
 			if err := bt.Append(k.model, k.day.time(), k.partner, k.prev.time(), "", v.revenue, v.conversions, v.newCustomers,
 				v.customers, v.cost, v.leads, v.attributions, v.costs, int64(0)); err != nil {
 				return err
 			}
 		}
-		for tp, end := range b.ends {
-			inc := end - p.led.end(tp.topic, tp.partition)
+		for _, tp := range srcs {
+			inc := b.ends[tp] - p.led.end(tp.topic, tp.partition)
 			if err := bt.Append("", epoch, "", epoch, srcKey(tp.topic, tp.partition), zeroDec, zeroDec, zeroDec, int64(0), zeroDec, int64(0),
 				int64(0), int64(0), inc); err != nil {
 				return err
@@ -124,9 +155,13 @@ func (p *Processor) insertRollup(ctx context.Context, b *batch, params bool) err
 				return err
 			}
 		}
-		return nil
+		return bt.Append("", epoch, marker.String(), epoch, batchSrc, zeroDec, zeroDec, zeroDec, int64(0), zeroDec,
+			int64(0), int64(0), int64(0), int64(0))
 	}, n)
 }
+
+// batchSrc is the src of a rollup INSERT's marker row (insertRollup).
+const batchSrc = "#batch"
 
 var zeroDec = decimal.Zero
 
