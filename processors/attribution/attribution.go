@@ -2,17 +2,22 @@
 // touchpoints, conversions and costs from Kafka, credits every conversion to
 // the partners that touched its user inside the lookback window under each
 // attribution model (processors/attribution/models), and writes the raw
-// records and the attribution rows to ClickHouse in batches, committing
-// Kafka offsets only after the inserts succeeded. ClickHouse materialized
-// views (schemas/clickhouse/migrations/0200_*) roll them up per partner, day
-// and model; processors/attribution/roi reads them.
+// records and the attribution rows to ClickHouse in batches, with one
+// rollup INSERT per batch into roi_daily (corrections at (model, day,
+// partner) grain plus the ingest ledger of source offsets), committing Kafka
+// offsets only after the inserts succeeded; processors/attribution/roi reads
+// roi_daily (or, for checks, the raw tables).
 //
-// Guarantees: at-least-once into ClickHouse with deterministic ids, so a
-// replayed batch writes identical rows and every total read by roi is
-// unchanged (reads de-duplicate by id). ClickHouse down: the batch is
-// retried with backoff, never committed and never dropped. Malformed input
-// goes to partners.attribution.dlq with its reason; the pipeline keeps
-// going.
+// Guarantees: every record's effect reaches roi_daily exactly once —
+// duplicates are dropped by id, records below the ledger are skipped, an
+// INSERT whose outcome was lost is resolved before the next batch — so the
+// rollup equals the raw tables (schemas/clickhouse/README.md, "Exactly once
+// into the rollup"; checked periodically by the reconciliation). Raw rows
+// are at least once with deterministic ids (reads de-duplicate by id).
+// ClickHouse down: the batch is retried with backoff, never committed and
+// never dropped. Malformed, oversized or unwritable input goes to
+// partners.attribution.dlq with its reason; the partition keeps going. The
+// same code runs on one server or on a cluster (clickhouse.cluster).
 package attribution
 
 import (
