@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -45,7 +46,7 @@ func BenchmarkFigures(b *testing.B) {
 	if benchtest.Quick() {
 		n, tenants, dead = 3_000, 1_000, 10_000
 	}
-	figs, err := figures(b, testenv.Brokers(b), n, tenants, dead)
+	figs, err := figures(b, testenv.Brokers(b), n, tenants, dead, 5)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func TestBenchQuick(t *testing.T) {
 	var err error
 	testing.Benchmark(func(b *testing.B) {
 		if figs == nil && err == nil {
-			figs, err = figures(b, brokers, 2_000, 500, 3_000)
+			figs, err = figures(b, brokers, 2_000, 500, 3_000, 1)
 		}
 	})
 	if err != nil {
@@ -193,7 +194,7 @@ func parallel(n, workers int, fn func(i int) error) (float64, error) {
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-func figures(tb testing.TB, brokers []string, n, tenants, dead int) ([]benchtest.Figure, error) {
+func figures(tb testing.TB, brokers []string, n, tenants, dead, rounds int) ([]benchtest.Figure, error) {
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
 	size, workers := 1024, 32
@@ -246,12 +247,26 @@ func figures(tb testing.TB, brokers []string, n, tenants, dead int) ([]benchtest
 	figs = append(figs, benchtest.Figure{Name: fmt.Sprintf("webhooks: signed deliveries/s, delivery client, %d B, %d concurrent", size, workers),
 		Value: signedRate, Unit: "deliveries/s", Baseline: "plain Go HTTP POST loop, same payloads", BaselineValue: plainRate})
 
-	e2e, err := benchEndToEnd(ctx, brokers, log, rcv, min(n, 10_000), workers)
-	if err != nil {
-		return nil, fmt.Errorf("end to end: %w", err)
+	// The processor and the plain loop alternate, rounds times, so a load
+	// swing on the shared machine hits both; the round with the median
+	// ratio is reported.
+	type round struct{ plain, e2e float64 }
+	var rs []round
+	for range rounds {
+		pr, err := parallel(min(n, 10_000), workers, post)
+		if err != nil {
+			return nil, fmt.Errorf("plain POST loop: %w", err)
+		}
+		e2e, err := benchEndToEnd(ctx, brokers, log, rcv, min(n, 10_000), workers)
+		if err != nil {
+			return nil, fmt.Errorf("end to end: %w", err)
+		}
+		rs = append(rs, round{pr, e2e})
 	}
-	figs = append(figs, benchtest.Figure{Name: fmt.Sprintf("webhooks: signed deliveries/s, processor end to end (Kafka in, log out), %d concurrent", workers),
-		Value: e2e, Unit: "deliveries/s", Baseline: "plain Go HTTP POST loop, same payloads", BaselineValue: plainRate})
+	sort.Slice(rs, func(i, j int) bool { return rs[i].e2e/rs[i].plain < rs[j].e2e/rs[j].plain })
+	med := rs[len(rs)/2]
+	figs = append(figs, benchtest.Figure{Name: fmt.Sprintf("webhooks: signed deliveries/s, processor end to end (Kafka in, log out), %d concurrent, median of %d alternating rounds", workers, rounds),
+		Value: med.e2e, Unit: "deliveries/s", Baseline: "plain Go HTTP POST loop, same payloads, same round", BaselineValue: med.plain})
 
 	many, one, err := benchFanOut(tenants)
 	if err != nil {
