@@ -2,9 +2,14 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -53,12 +58,50 @@ func ClickHouseCluster(t testing.TB) *ClickHouseNodes {
 		t.Fatalf("PARTNERS_TEST_CLICKHOUSE_CLUSTER=%v: want the three node addresses", nodes)
 	}
 	c := &ClickHouseNodes{Nodes: nodes, Cluster: ClickHouseClusterName, Shards: [][]int{{1, 2}, {3}}, t: t, down: map[int]bool{}}
+	c.lockCluster()
 	t.Cleanup(c.restoreDown)
 	for n := 1; n <= 3; n++ {
 		// another package's fault test may have a node down for a while
 		c.waitUp(n, 2*time.Minute)
 	}
 	return c
+}
+
+// clusterLockWait bounds the wait for another package's test on the cluster.
+const clusterLockWait = 15 * time.Minute
+
+// lockCluster holds an exclusive flock, named after the cluster's first
+// port, until the test ends (cleanups run last to first: it is released
+// after every node the test stopped is back). Tests of different packages
+// take turns on the cluster: one test's StopNode must not meet another's
+// ON CLUSTER DDL (which waits for every node, up to the servers'
+// distributed_ddl_task_timeout) or its assumption that both replicas of a
+// shard are up. The kernel releases the lock when the process dies.
+func (c *ClickHouseNodes) lockCluster() {
+	c.t.Helper()
+	name := filepath.Join(os.TempDir(), "partners-clickhouse-cluster-"+strings.NewReplacer(":", "_", ".", "_").Replace(c.Nodes[0])+".lock")
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		c.t.Fatalf("clickhouse cluster lock: %v", err)
+	}
+	deadline := time.Now().Add(clusterLockWait)
+	logged := false
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			c.t.Fatalf("clickhouse cluster lock %s: %v (another test held it for more than %v?)", name, err, clusterLockWait)
+		}
+		if !logged {
+			c.t.Logf("clickhouse cluster: another test is using it; waiting for its turn (%s)", name)
+			logged = true
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	c.t.Cleanup(func() { f.Close() })
 }
 
 // Conn opens a connection to node n (closed at cleanup).
