@@ -288,6 +288,10 @@ func TestConcurrentWritersNeverLoseAnUpdate(t *testing.T) {
 func TestConcurrentWritersOnCluster(t *testing.T) {
 	t.Parallel()
 	kc := testenv.KafkaCluster(t)
+	// No other package's fault test takes a node down meanwhile: this test
+	// is about concurrent writers, and a leader failover longer than the
+	// writer's apply timeout would fail a write with 503, not a conflict.
+	kc.Exclusive()
 	cfg := testenv.Config(t)
 	cfg.Kafka.Brokers = kc.Brokers
 	cfg.Kafka.Replication, cfg.Kafka.MinInsyncReplicas = 3, 2
