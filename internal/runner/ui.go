@@ -328,7 +328,10 @@ func (d *uiRemoteDLQ) List(ctx context.Context, q web.DLQQuery) ([]web.DeadLette
 		}
 		out = append(out, web.DeadLetter{DeliveryID: e.DeliveryID, TenantID: e.TenantID, EndpointID: e.EndpointID, EventID: e.EventID,
 			EventType: e.EventType, Attempts: e.Attempts, LastStatus: e.LastStatus, LastError: e.LastError, Reason: e.Reason,
-			ReasonCode: e.ReasonCode, Status: e.Status, TraceID: e.TraceID, DeadAt: dead, LastAttemptAt: e.LastAttemptAt})
+			ReasonCode: e.ReasonCode, Status: e.Status, TraceID: e.TraceID, DeadAt: dead, LastAttemptAt: e.LastAttemptAt,
+			// The API does not say whether the payload was kept; the
+			// webhooks process skips (and counts) one it cannot replay.
+			Replayable: e.Status == "dead" && e.DeliveryID != "" && e.EndpointID != "" && e.TenantID != ""})
 	}
 	return out, body.Next, nil
 }
