@@ -23,6 +23,7 @@ import (
 // min.insync.replicas=2 as a topic config (not merely the broker default).
 func TestEnsureTopicsOnCluster(t *testing.T) {
 	kc := testenv.KafkaCluster(t)
+	kc.Exclusive() // RF 3 topics and, where it has one, its own fault: no other test's node down meanwhile
 	cfg := testenv.Config(t)
 	cfg.Kafka.Replication, cfg.Kafka.MinInsyncReplicas = 3, 2
 	if err := cfg.Validate(); err != nil {
@@ -100,6 +101,7 @@ func TestProducerWaitsForAllInSyncReplicas(t *testing.T) {
 		t.Skip("stops a broker of the cluster")
 	}
 	kc := testenv.KafkaCluster(t)
+	kc.Exclusive() // RF 3 topics and, where it has one, its own fault: no other test's node down meanwhile
 	cfg := testenv.Config(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

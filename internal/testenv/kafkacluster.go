@@ -159,12 +159,18 @@ func (c *KafkaNodes) lockFault() {
 // Exclusive takes the cluster's fault lock and holds it until the test
 // ends, whether or not it takes nodes down: no other test's Kill or Stop
 // runs meanwhile (a fault suite measuring the effects of its own faults).
+//
+// It returns once all three brokers are registered: a test that creates
+// replication-factor-3 topics, or takes a node down itself, calls it first,
+// so another package's fault (a node down between KafkaCluster and the
+// topic's creation: INVALID_REPLICATION_FACTOR) cannot reach it.
 func (c *KafkaNodes) Exclusive() {
 	c.t.Helper()
 	c.lockFault()
 	c.mu.Lock()
 	c.exclusive = true
 	c.mu.Unlock()
+	c.waitBrokers(2*time.Minute, func(ids map[int32]bool) bool { return len(ids) == 3 }, "all three brokers registered")
 }
 
 // unlockFault releases the fault lock once no node of this test is down

@@ -17,6 +17,7 @@ import (
 // topic once a group commits.
 func TestKafkaClusterDefaults(t *testing.T) {
 	kc := KafkaCluster(t)
+	kc.Exclusive() // RF 3 topics and, where it has one, its own fault: no other test's node down meanwhile
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	adm := kc.Admin()
@@ -78,6 +79,7 @@ func TestKafkaClusterDefaults(t *testing.T) {
 // again, serves every record written before, during and after its absence.
 func TestKafkaClusterLeaderKill(t *testing.T) {
 	kc := KafkaCluster(t)
+	kc.Exclusive() // RF 3 topics and, where it has one, its own fault: no other test's node down meanwhile
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	adm := kc.Admin()
