@@ -115,6 +115,9 @@ func TestFaults(t *testing.T) {
 			})
 		}
 	})
+	for _, e := range waitDrops() {
+		t.Logf("%s", e)
+	}
 	rp.Seconds = time.Since(rp.Started).Seconds()
 	pruneRuns(filepath.Join(root, ".local", "chaos"), 5)
 	path, err := rp.write(filepath.Join(root, ".local", "chaos"))

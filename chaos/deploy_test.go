@@ -54,6 +54,7 @@ type deployment struct {
 	skipped []string           // override keys this tree's config does not have
 	procs   map[string][]*proc // written by the test goroutine only, under procsMu
 	procsMu sync.Mutex         // procs against the metrics sampler's reads
+	ownCH   bool               // on the scenario's own ClickHouse
 	names   kafka.Names
 
 	prod  *kgo.Client // the product and finance systems' producer
@@ -80,13 +81,14 @@ type deployOptions struct {
 	// the Envoy calls to it for every partner call
 	rateLimit bool
 	dir       string
+	ownCH     bool // chAddr is the scenario's own ClickHouse
 }
 
 // deploy starts a scenario's system and registers its teardown.
 func deploy(t *testing.T, prof *Profile, o deployOptions) *deployment {
 	t.Helper()
 	id := testenv.RandomID()
-	d := &deployment{t: t, dir: o.dir, kafka: o.kafka, procs: map[string][]*proc{}, hc: &http.Client{Timeout: 15 * time.Second}}
+	d := &deployment{t: t, dir: o.dir, kafka: o.kafka, ownCH: o.ownCH, procs: map[string][]*proc{}, hc: &http.Client{Timeout: 15 * time.Second}}
 	if err := os.MkdirAll(d.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -345,12 +347,42 @@ func (d *deployment) teardown() {
 	}
 	if d.conn != nil {
 		d.conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := chdb.DropDatabase(ctx, d.cfg.ClickHouse); err != nil {
-			d.t.Logf("drop database %s: %v", d.cfg.ClickHouse.Database, err)
+		if !d.ownCH { // the scenario's own ClickHouse goes with its data directory
+			dropLater(d.cfg.ClickHouse)
 		}
-		cancel()
 	}
+}
+
+// The scenarios' databases on the shared ClickHouse are dropped in the
+// background: DROP DATABASE on a loaded 18.16 has taken more than 30 s
+// (waiting on its tables' locks), time the next scenario need not wait.
+// TestFaults waits for every drop before it ends (waitDrops).
+var (
+	drops    sync.WaitGroup
+	dropMu   sync.Mutex
+	dropErrs []string
+)
+
+func dropLater(c config.ClickHouse) {
+	drops.Add(1)
+	go func() {
+		defer drops.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		if err := chdb.DropDatabase(ctx, c); err != nil {
+			dropMu.Lock()
+			dropErrs = append(dropErrs, fmt.Sprintf("drop database %s: %v", c.Database, err))
+			dropMu.Unlock()
+		}
+	}()
+}
+
+// waitDrops waits for the background drops and returns their errors.
+func waitDrops() []string {
+	drops.Wait()
+	dropMu.Lock()
+	defer dropMu.Unlock()
+	return append([]string(nil), dropErrs...)
 }
 
 // errUnknown marks an API call that reached a control plane but got no

@@ -33,6 +33,7 @@ type proc struct {
 	incarnation int
 	stopping    bool     // the suite killed or stopped it: not an exit of its own
 	exits       []string // exits of its own (the last line it wrote), restarted as a supervisor would
+	exitAt      []time.Time
 }
 
 func (p *proc) String() string { return fmt.Sprintf("%s#%d", p.role, p.slot) }
@@ -76,6 +77,7 @@ func (p *proc) start(t *testing.T) error {
 		own := !p.stopping
 		if own {
 			p.exits = append(p.exits, fmt.Sprintf("%v: %s", err, lastLine(p.log)))
+			p.exitAt = append(p.exitAt, time.Now())
 		}
 		p.mu.Unlock()
 		close(done)
@@ -103,6 +105,13 @@ func (p *proc) ownExits() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]string(nil), p.exits...)
+}
+
+// ownExitTimes returns when the process exited by itself.
+func (p *proc) ownExitTimes() []time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]time.Time(nil), p.exitAt...)
 }
 
 func lastLine(path string) string {

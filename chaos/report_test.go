@@ -26,7 +26,8 @@ type result struct {
 	Made               int                `json:"deliveries_made"`
 	Lost               int                `json:"deliveries_lost"`
 	LostSample         []string           `json:"lost_sample,omitempty"`
-	Repeated           int                `json:"repeated_after_success"`
+	Repeated           int                `json:"repeated_after_success"`        // deliveries made again after a 2xx
+	RepeatRequests     int                `json:"repeat_requests_after_success"` // the requests that made them again
 	RepeatedBy         map[string]int     `json:"repeated_by_receiver,omitempty"`
 	RepeatSample       []string           `json:"repeat_sample,omitempty"` // seconds since the load started → status
 	FaultAt            float64            `json:"fault_at_seconds"`        // since the load started
@@ -75,7 +76,7 @@ type result struct {
 func (r *result) fill(ev evaluation) {
 	r.Events, r.Conversions, r.Costs = ev.events, ev.conversions, ev.costs
 	r.Expected, r.Made, r.Lost, r.LostSample = ev.expected, ev.made, ev.lost, ev.lostSample
-	r.Repeated, r.RepeatedBy = ev.repeated, ev.repeatedBy
+	r.Repeated, r.RepeatRequests, r.RepeatedBy = ev.repeated, ev.repeatRequests, ev.repeatedBy
 	r.DLQExpected, r.DLQGot, r.DLQUnexpected = ev.dlqExpected, ev.dlqGot, ev.dlqUnexpected
 	r.LogMissing, r.BadSignatures, r.BodyChanged = ev.logMissing, ev.badSigs, ev.bodyChanged
 	r.BadSignatureSample = ev.badSigSample
@@ -158,7 +159,7 @@ type report struct {
 	RepeatRule string    `json:"repeat_bound_rule"`
 }
 
-const repeatRule = "a delivery may be made again after a 2xx only if it succeeded inside a redo window: from repeat_window before a fault that hits the delivery path (a webhooks process, or the broker under it) until repeat_window after the faulted component is back, or within repeat_window before a transaction the webhooks processor logs as aborted (it re-polls and redoes unfinished records); the bound is the number of such deliveries, and any other repeat fails the suite"
+const repeatRule = "a delivery may be made again after a 2xx only if it succeeded inside a redo window: from repeat_window before a fault that hits the delivery path (a webhooks process, or the broker under it) until repeat_window after the faulted component is back, or within repeat_window before a transaction the webhooks processor logs as aborted or before a webhooks process exits by itself (either way it re-polls and redoes unfinished records); the bound is the number of such deliveries, and more deliveries repeated than that fails the suite (each repeated delivery counts once, however many requests repeated it: repeat_requests_after_success)"
 
 func yn(b bool) string {
 	if b {

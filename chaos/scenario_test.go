@@ -167,6 +167,7 @@ func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int
 	if sc.ownCH {
 		fe.ch = startOwnClickHouse(t)
 		o.chAddr = fe.ch.addr
+		o.ownCH = true
 	}
 	res.Kafka = o.kafka.Name()
 	d := deploy(t, prof, o)
@@ -280,6 +281,14 @@ func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int
 	for _, at := range aborts {
 		redo = append(redo, window{at.Add(-prof.RepeatWindow), at})
 	}
+	// A webhooks process that exits by itself (it cannot end a
+	// transaction while Kafka is down) redoes what it had not committed,
+	// as a SIGKILL does.
+	for _, p := range d.procs[roleWebhooks] {
+		for _, at := range p.ownExitTimes() {
+			redo = append(redo, window{at.Add(-prof.RepeatWindow), at})
+		}
+	}
 	for _, tn := range d.tenants {
 		res.RepeatBound += tn.rcv.succeededIn(redo)
 	}
@@ -342,6 +351,7 @@ func (d *deployment) committedAll(ctx context.Context, ends kadm.ListedOffsets, 
 // evaluation is what the observers saw at one moment.
 type evaluation struct {
 	events, expected, made, lost, repeated int
+	repeatRequests                         int
 	repeatedBy                             map[string]int
 	dlqExpected, dlqGot, dlqUnexpected     int
 	logMissing, badSigs, bodyChanged       int
@@ -381,9 +391,12 @@ func (d *deployment) evaluate(ctx context.Context, ld *load, tl *tailer) evaluat
 		for _, e := range events {
 			x := dels[e.id]
 			if x != nil {
-				ev.repeated += x.repeats
+				// counted per delivery (the bound counts deliveries); the
+				// requests after success beside it
+				ev.repeatRequests += x.repeats
 				if x.repeats > 0 {
-					ev.repeatedBy[tn.rcv.mode] += x.repeats
+					ev.repeated++
+					ev.repeatedBy[tn.rcv.mode]++
 				}
 				if x.bodies > 1 {
 					ev.bodyChanged++
