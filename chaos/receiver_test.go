@@ -57,16 +57,34 @@ type hook struct {
 
 // newReceiver listens on a loopback port in 9900-9999 (the shipped
 // allow-list of webhook targets on loopback names these ports).
+// Ports of live receivers, down ones included: the two lanes create
+// receivers while a "down" receiver of the other lane has closed its port,
+// and a new receiver on that port got the other scenario's deliveries
+// (signed with the other tenant's secret: bad signatures here, lost
+// deliveries there). A receiver's port is its own until Close.
+var (
+	portsMu   sync.Mutex
+	portsHeld = map[int]bool{}
+)
+
 func newReceiver(mode string) (*receiver, error) {
 	r := &receiver{mode: mode, hooks: map[string]*hook{}}
 	var lastErr error
 	for i := 0; i < 200; i++ {
 		port := 9900 + rand.IntN(100)
+		portsMu.Lock()
+		if portsHeld[port] {
+			portsMu.Unlock()
+			continue
+		}
 		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
+			portsMu.Unlock()
 			lastErr = err
 			continue
 		}
+		portsHeld[port] = true
+		portsMu.Unlock()
 		r.port = port
 		r.serve(l)
 		return r, nil
@@ -123,6 +141,9 @@ func (r *receiver) Close() {
 	srv := r.srv
 	r.mu.Unlock()
 	_ = srv.Close()
+	portsMu.Lock()
+	delete(portsHeld, r.port)
+	portsMu.Unlock()
 }
 
 func (r *receiver) verify(body []byte, h http.Header) error {
