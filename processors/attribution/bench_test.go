@@ -143,7 +143,11 @@ func figures(ctx context.Context, clickhouseAddr string, brokers []string, recor
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(pctx) }()
-	samples, ferr := Freshness(ctx, cl, conn, kafka.Names{Prefix: cfg.Kafka.TopicPrefix}, 30)
+	nfresh := 100 // p99 is the 99th of 100, not the maximum of a few
+	if records < 100_000 {
+		nfresh = 20 // quick sizes
+	}
+	samples, ferr := Freshness(ctx, cl, conn, kafka.Names{Prefix: cfg.Kafka.TopicPrefix}, nfresh)
 	cancel()
 	<-done
 	if ferr != nil {

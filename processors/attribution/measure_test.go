@@ -20,12 +20,14 @@ import (
 // conversion of a new user to the conversion's revenue being visible in the
 // ROI numbers (roi.Load on the rollups, polled every 5 ms). A processor must
 // be running on names' topics and conn's database. It returns the sorted
-// samples.
+// samples. One more sample is taken first and not returned: it includes the
+// processor's start (group join, the rebalance as its other workers join,
+// the ledger load), not the steady freshness.
 func Freshness(ctx context.Context, cl *kgo.Client, conn driver.Conn, names kafka.Names, n int) ([]time.Duration, error) {
 	partner := fmt.Sprintf("freshness-%d", time.Now().UnixNano())
 	total := decimal.Zero
 	var out []time.Duration
-	for i := 0; i < n; i++ {
+	for i := 0; i <= n; i++ {
 		at := time.Now().UTC().Truncate(time.Second)
 		user := fmt.Sprintf("%s-user-%d", partner, i)
 		amount := decimal.NewFromInt(int64(i + 1))
@@ -55,7 +57,9 @@ func Freshness(ctx context.Context, cl *kgo.Client, conn driver.Conn, names kafk
 			case <-time.After(5 * time.Millisecond):
 			}
 		}
-		out = append(out, time.Since(start))
+		if i > 0 {
+			out = append(out, time.Since(start))
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out, nil
