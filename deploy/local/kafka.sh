@@ -30,7 +30,8 @@
 #   KAFKA_SASL_SSL_PORT       SASL_SSL listener port (default 9095)
 #   KAFKA_SASL_USER           SCRAM-SHA-512 user (default partners)
 #   KAFKA_SASL_PASSWORD       its password (default partners-test-secret; a test credential)
-#   KAFKA_HEAP                broker heap (default 512m)
+#   KAFKA_HEAP                broker heap (default 1g: the test broker keeps every test's topics,
+#                             thousands of partitions after a few make test runs; 512m ran out)
 #   KAFKA_WAIT_TIMEOUT        seconds to wait for readiness (default 90)
 #   PARTNERS_KAFKA_DIR        state directory: config, data, logs, pid, tls (default
 #                             <repo>/.local/kafka); with other ports it runs a second, independent
@@ -58,7 +59,7 @@ SASL_PORT="${KAFKA_SASL_PORT:-9094}"
 SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-9095}"
 SASL_USER="${KAFKA_SASL_USER:-partners}"
 SASL_PASSWORD="${KAFKA_SASL_PASSWORD:-partners-test-secret}"
-HEAP="${KAFKA_HEAP:-512m}"
+HEAP="${KAFKA_HEAP:-1g}"
 WAIT_TIMEOUT="${KAFKA_WAIT_TIMEOUT:-90}"
 NODE_ID="${KAFKA_NODE_ID:-1}"
 QUORUM_VOTERS="${KAFKA_QUORUM_VOTERS:-}"
