@@ -19,7 +19,19 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, testenv.GoleakIgnores()...)
+	goleak.VerifyTestMain(removeBinary{m}, testenv.GoleakIgnores()...)
+}
+
+// removeBinary removes the partners binary the suite built once the tests
+// are done (it was left in a temporary directory per run).
+type removeBinary struct{ m *testing.M }
+
+func (r removeBinary) Run() int {
+	code := r.m.Run()
+	if binPath != "" {
+		_ = os.RemoveAll(filepath.Dir(binPath))
+	}
+	return code
 }
 
 // TestFaults runs the fault suite with the profile PARTNERS_CHAOS_PROFILE
