@@ -75,3 +75,23 @@ func TestDLQListShowsWhatHappened(t *testing.T) {
 		t.Errorf("the last error is repeated where the reason already says it:\n%s", out.String())
 	}
 }
+
+// TestDLQListEmptySaysSo: an empty selection says so (not a bare header).
+func TestDLQListEmptySaysSo(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"dead_letters":[]}`))
+	}))
+	defer srv.Close()
+	t.Setenv("PARTNERS_ADMIN_URL", srv.URL)
+	var out, errOut bytes.Buffer
+	a := &app{stdout: &out, stderr: &errOut}
+	root := a.rootCmd()
+	root.SetArgs([]string{"--config", "../../config/partners-engine.yaml", "dlq", "list", "--tenant", "tn_none"})
+	if err := root.Execute(); err != nil {
+		t.Fatalf("dlq list: %v\n%s", err, errOut.String())
+	}
+	if got := strings.TrimSpace(out.String()); !strings.HasPrefix(got, "no dead letters match") || strings.Contains(got, "DELIVERY ID") {
+		t.Fatalf("empty dlq list printed:\n%s", got)
+	}
+}

@@ -183,6 +183,10 @@ func (a *app) dlqCmd() *cobra.Command {
 			if res.StatusCode() != http.StatusOK || format == "json" {
 				return a.apiResult(res.StatusCode(), res.Body, nil, http.StatusOK)
 			}
+			if len(res.JSON200.DeadLetters) == 0 {
+				fmt.Fprintln(a.stdout, "no dead letters match (status dead unless --status says otherwise; --status all lists replayed ones too)")
+				return nil
+			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "DELIVERY ID\tTENANT\tENDPOINT\tEVENT TYPE\tSTATUS\tATTEMPTS\tLAST STATUS\tDEAD AT\tREASON CODE\tREASON")
 			for _, d := range res.JSON200.DeadLetters {
