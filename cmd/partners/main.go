@@ -167,7 +167,8 @@ func (a *app) findConfig() string {
 		return p
 	}
 	var dirs []string
-	if wd, err := os.Getwd(); err == nil {
+	wd, wdErr := os.Getwd()
+	if wdErr == nil {
 		for d := wd; ; d = filepath.Dir(d) {
 			dirs = append(dirs, d)
 			if filepath.Dir(d) == d {
@@ -181,7 +182,7 @@ func (a *app) findConfig() string {
 	for _, d := range dirs {
 		p := filepath.Join(d, config.DefaultPath)
 		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			if wd, _ := os.Getwd(); d == wd {
+			if wdErr == nil && d == wd {
 				return config.DefaultPath
 			}
 			a.foundIn = d
