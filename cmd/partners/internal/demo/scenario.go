@@ -456,11 +456,12 @@ func (r *Result) collect(ctx context.Context, o Options, api *adminclient.Client
 	}
 	rows.Close()
 	r.Deliveries = deliveries
-	if r.TraceID == "" {
-		var trace, id string
-		if err := o.ClickHouse.QueryRow(ctx, chsql.DemoFirstTrace.SQL, r.Tenants[1].ID, schemas.OutcomeDelivered).Scan(&trace, &id); err == nil {
-			r.TraceID, r.DeliveryID = trace, id
-		}
+	// Asked every round, not once: an early round may see only first
+	// attempts delivered, and the trace shown should be a retried one
+	// (the query ranks the highest attempt first).
+	var trace, id string
+	if err := o.ClickHouse.QueryRow(ctx, chsql.DemoFirstTrace.SQL, r.Tenants[1].ID, schemas.OutcomeDelivered).Scan(&trace, &id); err == nil {
+		r.TraceID, r.DeliveryID = trace, id
 	}
 	for _, t := range r.Tenants {
 		tenant := t.ID
