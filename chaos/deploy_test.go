@@ -119,6 +119,7 @@ func deploy(t *testing.T, prof *Profile, o deployOptions) *deployment {
 		"PARTNERS_ADMIN_LISTEN":    "127.0.0.1:0",
 		"PARTNERS_XDS_LISTEN":      "127.0.0.1:0",
 		"PARTNERS_EXTAUTHZ_LISTEN": "127.0.0.1:0",
+		"PARTNERS_WEBHOOK_ALLOW":   receiverAllow,
 	}
 	if lvl := os.Getenv("PARTNERS_CHAOS_LOG_LEVEL"); lvl != "" { // debug: franz-go's logs too
 		d.env["PARTNERS_LOG_LEVEL"] = lvl

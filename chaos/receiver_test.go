@@ -55,25 +55,36 @@ type hook struct {
 	log      []string  // "<unix ms>:<status>" of every request (diagnosis of repeats)
 }
 
-// newReceiver listens on a loopback port in 9900-9999 (the shipped
-// allow-list of webhook targets on loopback names these ports).
-// Ports of live receivers, down ones included: the two lanes create
-// receivers while a "down" receiver of the other lane has closed its port,
-// and a new receiver on that port got the other scenario's deliveries
-// (signed with the other tenant's secret: bad signatures here, lost
-// deliveries there). A receiver's port is its own until Close.
+// newReceiver listens on a loopback port of receiverPorts, which the
+// deployment's allow-list of webhook targets names (PARTNERS_WEBHOOK_ALLOW).
+// The range is the suite's own, apart from the shipped 9900-9999 that
+// `partners demo` binds: go test runs the demo's packages beside this one,
+// and a demo receiver on a port a "down" receiver had closed got this
+// suite's deliveries, or a chaos receiver the demo's (signed with another
+// tenant's secret: a bad signature here, CI saw one). A port is never used
+// twice in one run, so no later scenario inherits an earlier one's
+// deliveries either.
+const (
+	receiverPortLo = 19000
+	receiverPortN  = 1000
+)
+
+// receiverAllow is the allow-list entry that lets the processes under test
+// deliver to the receivers.
+var receiverAllow = fmt.Sprintf("127.0.0.1:%d-%d", receiverPortLo, receiverPortLo+receiverPortN-1)
+
 var (
 	portsMu   sync.Mutex
-	portsHeld = map[int]bool{}
+	portsUsed = map[int]bool{}
 )
 
 func newReceiver(mode string) (*receiver, error) {
 	r := &receiver{mode: mode, hooks: map[string]*hook{}}
 	var lastErr error
 	for i := 0; i < 200; i++ {
-		port := 9900 + rand.IntN(100)
+		port := receiverPortLo + rand.IntN(receiverPortN)
 		portsMu.Lock()
-		if portsHeld[port] {
+		if portsUsed[port] {
 			portsMu.Unlock()
 			continue
 		}
@@ -83,13 +94,13 @@ func newReceiver(mode string) (*receiver, error) {
 			lastErr = err
 			continue
 		}
-		portsHeld[port] = true
+		portsUsed[port] = true
 		portsMu.Unlock()
 		r.port = port
 		r.serve(l)
 		return r, nil
 	}
-	return nil, fmt.Errorf("no free loopback port in 9900-9999: %w", lastErr)
+	return nil, fmt.Errorf("no free loopback port in %s: %w", receiverAllow, lastErr)
 }
 
 func (r *receiver) URL() string { return fmt.Sprintf("http://127.0.0.1:%d/hook", r.port) }
@@ -141,9 +152,6 @@ func (r *receiver) Close() {
 	srv := r.srv
 	r.mu.Unlock()
 	_ = srv.Close()
-	portsMu.Lock()
-	delete(portsHeld, r.port)
-	portsMu.Unlock()
 }
 
 func (r *receiver) verify(body []byte, h http.Header) error {
