@@ -117,27 +117,36 @@ func decimalOf(v *fastjson.Value, re *regexp.Regexp) (decimal.Decimal, bool) {
 	return d, err == nil
 }
 
-func fastTouch(p *fastjson.Parser, doc []byte) (schemas.Touchpoint, bool) {
-	var t schemas.Touchpoint
+// fastFields parses doc as one JSON object of plain text and visits its
+// fields (see fields); false when doc is not such an object or visit
+// refused a field.
+func fastFields(p *fastjson.Parser, doc []byte, visit func(k string, v *fastjson.Value) bool) bool {
 	if !plain(doc) {
-		return t, false
+		return false
 	}
 	v, err := p.ParseBytes(doc)
 	if err != nil {
-		return t, false
+		return false
 	}
 	o, err := v.Object()
-	if err != nil {
-		return t, false
-	}
+	return err == nil && fields(o, visit)
+}
+
+// version reads schema_version, which must be "1".
+func version(v *fastjson.Value) (string, bool) {
+	s, ok := str(v, 1, 1)
+	return s, ok && s == "1"
+}
+
+func fastTouch(p *fastjson.Parser, doc []byte) (schemas.Touchpoint, bool) {
+	var t schemas.Touchpoint
 	var have int
 	const need = 1<<6 - 1
-	ok := fields(o, func(k string, v *fastjson.Value) bool {
+	ok := fastFields(p, doc, func(k string, v *fastjson.Value) bool {
 		var ok bool
 		switch k {
 		case "schema_version":
-			t.SchemaVersion, ok = str(v, 1, 1)
-			ok = ok && t.SchemaVersion == "1"
+			t.SchemaVersion, ok = version(v)
 			have |= 1
 		case "id":
 			t.ID, ok = str(v, 1, 256)
@@ -176,25 +185,13 @@ func fastTouch(p *fastjson.Parser, doc []byte) (schemas.Touchpoint, bool) {
 
 func fastConversion(p *fastjson.Parser, doc []byte) (schemas.Conversion, bool) {
 	var c schemas.Conversion
-	if !plain(doc) {
-		return c, false
-	}
-	v, err := p.ParseBytes(doc)
-	if err != nil {
-		return c, false
-	}
-	o, err := v.Object()
-	if err != nil {
-		return c, false
-	}
 	var have int
 	const need = 1<<7 - 1
-	ok := fields(o, func(k string, v *fastjson.Value) bool {
+	ok := fastFields(p, doc, func(k string, v *fastjson.Value) bool {
 		var ok bool
 		switch k {
 		case "schema_version":
-			c.SchemaVersion, ok = str(v, 1, 1)
-			ok = ok && c.SchemaVersion == "1"
+			c.SchemaVersion, ok = version(v)
 			have |= 1
 		case "id":
 			c.ID, ok = str(v, 1, 256)
@@ -236,25 +233,13 @@ func fastConversion(p *fastjson.Parser, doc []byte) (schemas.Conversion, bool) {
 
 func fastCost(p *fastjson.Parser, doc []byte) (schemas.Cost, bool) {
 	var c schemas.Cost
-	if !plain(doc) {
-		return c, false
-	}
-	v, err := p.ParseBytes(doc)
-	if err != nil {
-		return c, false
-	}
-	o, err := v.Object()
-	if err != nil {
-		return c, false
-	}
 	var have int
 	const need = 1<<6 - 1
-	ok := fields(o, func(k string, v *fastjson.Value) bool {
+	ok := fastFields(p, doc, func(k string, v *fastjson.Value) bool {
 		var ok bool
 		switch k {
 		case "schema_version":
-			c.SchemaVersion, ok = str(v, 1, 1)
-			ok = ok && c.SchemaVersion == "1"
+			c.SchemaVersion, ok = version(v)
 			have |= 1
 		case "id":
 			c.ID, ok = str(v, 1, 256)
