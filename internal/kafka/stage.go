@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -73,6 +74,10 @@ type TxnStageOptions struct {
 	// Group is the consumer group; Topics the topics it consumes.
 	Group  string
 	Topics []string
+	// Outputs are the topics the handler produces to. At start the stage
+	// closes the transactions of its producer that Kafka left open on
+	// them, on Topics and on its group's offsets (see orphans.go).
+	Outputs []string
 	// TransactionalID must be stable per instance across restarts (so a
 	// restarted instance fences its predecessor's open transaction at once)
 	// and unique among running instances.
@@ -243,6 +248,13 @@ func (s *TxnStage) Run(ctx context.Context) error {
 		sess.Close()
 	}()
 	s.sess = sess
+	initProducer := func(ctx context.Context) (int64, error) {
+		pid, _, err := sess.Client().ProducerID(ctx)
+		return pid, err
+	}
+	if err := s.recover(ctx, kadm.NewClient(sess.Client()), initProducer); err != nil {
+		return err
+	}
 	for ctx.Err() == nil {
 		if err := s.begin(); err != nil {
 			return err

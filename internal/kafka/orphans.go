@@ -1,0 +1,206 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// Orphaned transactions.
+//
+// Kafka can leave a transaction open on a partition after its coordinator
+// has finished it: a broker that is SIGKILLed while a commit is being
+// prepared reloads the transaction on restart, and if the controller fences
+// the broker's previous registration while the markers are pending, the
+// coordinator finds no leader endpoint for the transaction's partitions,
+// takes them for deleted and drops their markers ("Couldn't find leader
+// endpoint for partitions ... these partitions are likely deleted already
+// and hence can be skipped"), then completes the transaction. No marker for
+// those partitions is ever written: an unclean election loses markers the
+// same way (KAFKA-20716). Such a partition is stuck until a marker of the
+// same producer lands on it:
+//
+//   - on __consumer_offsets, the transaction's offset commit stays pending,
+//     so every OffsetFetch of the group with RequireStable (franz-go always
+//     sets it, KIP-447) answers UNSTABLE_OFFSET_COMMIT, and franz-go retries
+//     it every second without bound: the group's consumers never start;
+//   - on a data partition, the last stable offset stays at the transaction's
+//     first record, so read-committed consumers see nothing after it.
+//
+// A process that keeps running heals by itself (its next transaction's
+// markers close the partitions it touches again), but a restarted one whose
+// group is blocked never gets that far: it sat idle, with no error, until
+// an operator ran kafka-transactions.sh. So a stage closes the orphans of
+// its own transactional id when it starts, with the admin API made for
+// this (WriteTxnMarkers, KIP-664; it needs the ClusterAction permission):
+//
+//  1. Before its producer initialises, it describes its transactional id.
+//     If the last transaction is complete (CompleteCommit, CompleteAbort)
+//     or there is none (Empty), any transaction of its producer id still
+//     open on a partition is an orphan: nothing will ever close it.
+//  2. It then initialises its producer (InitProducerId waits until the
+//     coordinator finished an open or preparing transaction of the previous
+//     incarnation) and looks again, for orphans of that last step.
+//
+// An orphan is closed the way its coordinator decided: committed when the
+// last transaction was CompleteCommit or PrepareCommit, aborted otherwise
+// (an open transaction is aborted by InitProducerId). Committing keeps the
+// transaction atomic when some of its markers did land; aborting it hands
+// its records to the stage again from the last committed offsets, as a
+// crash does. An orphan found after an Empty state (an earlier incarnation
+// initialised and stopped before closing it) has lost its decision and is
+// aborted.
+//
+// The partitions looked at are the stage's group offsets (every partition
+// of __consumer_offsets), its input topics and the topics it produces to
+// (TxnStageOptions.Outputs).
+
+const offsetsTopic = "__consumer_offsets"
+
+// lastTxn is what the coordinator knows of a transactional id.
+type lastTxn struct {
+	known bool
+	pid   int64
+	state string
+}
+
+func describeTxn(ctx context.Context, adm *kadm.Client, id string) (lastTxn, error) {
+	ds, err := adm.DescribeTransactions(ctx, id)
+	if err != nil {
+		return lastTxn{}, err
+	}
+	d, ok := ds[id]
+	if !ok {
+		return lastTxn{}, nil
+	}
+	if d.Err != nil {
+		if errors.Is(d.Err, kerr.TransactionalIDNotFound) {
+			return lastTxn{}, nil
+		}
+		return lastTxn{}, d.Err
+	}
+	return lastTxn{known: true, pid: d.ProducerID, state: d.State}, nil
+}
+
+// settled is whether no transaction of the id is open or being finished.
+func (l lastTxn) settled() bool {
+	switch l.state {
+	case "Empty", "CompleteCommit", "CompleteAbort":
+		return true
+	}
+	return false
+}
+
+// commits is whether the coordinator decided to commit the last transaction.
+func (l lastTxn) commits() bool { return l.state == "CompleteCommit" || l.state == "PrepareCommit" }
+
+// orphan is a transaction of one of pids still open on a partition.
+type orphan struct {
+	kadm.DescribedProducer
+}
+
+func (o orphan) String() string {
+	return fmt.Sprintf("%s/%d (producer %d epoch %d, from offset %d)", o.Topic, o.Partition, o.ProducerID, o.ProducerEpoch, o.CurrentTxnStartOffset)
+}
+
+// findOrphans lists the open transactions of pids on the stage's partitions.
+func (s *TxnStage) findOrphans(ctx context.Context, adm *kadm.Client, pids map[int64]bool) ([]orphan, error) {
+	set := kadm.TopicsSet{offsetsTopic: nil}
+	for _, t := range append(append([]string{}, s.opt.Topics...), s.opt.Outputs...) {
+		set[t] = nil
+	}
+	dp, err := adm.DescribeProducers(ctx, set)
+	if err != nil && len(dp) == 0 {
+		return nil, err
+	}
+	var out []orphan
+	for _, d := range dp.SortedProducers() {
+		if pids[d.ProducerID] && d.CurrentTxnStartOffset >= 0 {
+			out = append(out, orphan{d})
+		}
+	}
+	return out, err
+}
+
+// closeOrphans finds and closes the orphans of pids, committing or aborting
+// them. It returns what it closed.
+func (s *TxnStage) closeOrphans(ctx context.Context, adm *kadm.Client, pids map[int64]bool, commit bool) ([]orphan, error) {
+	found, err := s.findOrphans(ctx, adm, pids)
+	if err != nil {
+		s.log.Warn("looking for transactions Kafka left open: some partitions not described", "err", err)
+	}
+	if len(found) == 0 {
+		return nil, nil
+	}
+	names := make([]string, len(found))
+	for i, o := range found {
+		names[i] = o.String()
+	}
+	sort.Strings(names)
+	how := "aborting"
+	if commit {
+		how = "committing"
+	}
+	s.log.Warn("transactions of this stage's producer were left open by Kafka after their coordinator finished them (lost markers); "+how+" them",
+		"transactional_id", s.opt.TransactionalID, "partitions", strings.Join(names, ", "))
+	var errs []error
+	for _, o := range found {
+		res, err := adm.WriteTxnMarkers(ctx, kadm.TxnMarkers{
+			ProducerID: o.ProducerID, ProducerEpoch: o.ProducerEpoch, Commit: commit,
+			CoordinatorEpoch: max(o.CoordinatorEpoch, 0),
+			Topics:           kadm.TopicsSet{o.Topic: {o.Partition: {}}},
+		})
+		if err == nil {
+			res.EachPartition(func(p kadm.TxnMarkersPartitionResponse) {
+				if p.Err != nil && err == nil {
+					err = p.Err
+				}
+			})
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", o, err))
+		}
+	}
+	if len(errs) > 0 {
+		return found, fmt.Errorf("stage %s: closing transactions Kafka left open (the group or the read-committed consumers of these partitions stay blocked until they are closed, e.g. with kafka-transactions.sh abort; writing markers needs the ClusterAction permission): %w",
+			s.opt.Name, errors.Join(errs...))
+	}
+	return found, nil
+}
+
+// recover runs the two steps of "Orphaned transactions" above: before the
+// session's producer initialises and after.
+func (s *TxnStage) recover(ctx context.Context, adm *kadm.Client, initProducer func(context.Context) (int64, error)) error {
+	pre, err := describeTxn(ctx, adm, s.opt.TransactionalID)
+	if err != nil {
+		s.log.Warn("describing the stage's transactional id failed; not looking for transactions Kafka left open", "err", err)
+	}
+	pids := map[int64]bool{}
+	if pre.known {
+		pids[pre.pid] = true
+		if pre.settled() {
+			if _, err := s.closeOrphans(ctx, adm, pids, pre.commits()); err != nil {
+				return err
+			}
+		}
+	}
+	pid, err := initProducer(ctx)
+	if err != nil {
+		// Begin reports it; there is no producer to look for.
+		s.log.Warn("initialising the transactional producer failed", "err", err)
+		return nil
+	}
+	pids[pid] = true
+	if post, err := describeTxn(ctx, adm, s.opt.TransactionalID); err != nil || !post.settled() {
+		s.log.Warn("the stage's transactional id is not settled after initialising its producer; not looking for transactions Kafka left open",
+			"state", post.state, "err", err)
+		return nil
+	}
+	_, err = s.closeOrphans(ctx, adm, pids, pre.commits())
+	return err
+}
