@@ -173,10 +173,18 @@ func (p *Processor) Run(ctx context.Context) error {
 func (p *Processor) stages() []*kafka.TxnStage {
 	base := p.kafka.Opts()
 	drain := p.wh.Timeouts.Total + time.Second
+	// Every topic a stage's handler may produce to: a stage closes the
+	// transactions Kafka left open on them at start (internal/kafka
+	// orphans.go).
+	outputs := []string{p.names.Topic(schemas.TopicDeliveries), p.names.Topic(schemas.TopicDLQ),
+		p.names.Topic(schemas.TopicDLQIndex), p.names.Topic(schemas.TopicFIFO)}
+	for n := 1; n <= p.policy.levels; n++ {
+		outputs = append(outputs, p.names.Retry(n))
+	}
 	mk := func(label, topic, component string, maxPause time.Duration, h kafka.TxnHandler) *kafka.TxnStage {
 		group := p.kafka.Group(component)
 		return kafka.NewTxnStage(kafka.TxnStageOptions{
-			Name: "webhooks " + label, Client: base, Group: group, Topics: []string{topic},
+			Name: "webhooks " + label, Client: base, Group: group, Topics: []string{topic}, Outputs: outputs,
 			TransactionalID: group + "-" + p.inst, MaxOutstanding: InFlightWindow(p.wh), MaxPause: maxPause,
 			CommitInterval: commitInterval,
 			DrainTimeout:   drain, Log: p.log.With("stage", label, "topic", topic),
@@ -190,7 +198,7 @@ func (p *Processor) stages() []*kafka.TxnStage {
 	}
 	fifo := kafka.NewTxnStage(kafka.TxnStageOptions{
 		Name: "webhooks fifo", Client: base, Group: p.kafka.Group("webhooks-fifo"),
-		Topics: []string{p.names.Topic(schemas.TopicFIFO)}, TransactionalID: p.kafka.Group("webhooks-fifo") + "-" + p.inst,
+		Topics: []string{p.names.Topic(schemas.TopicFIFO)}, Outputs: outputs, TransactionalID: p.kafka.Group("webhooks-fifo") + "-" + p.inst,
 		MaxOutstanding: p.wh.FIFOWindow, DrainTimeout: drain, Log: p.log.With("stage", "fifo"),
 	}, newFIFOHandler(p))
 	return append(out, fifo)
