@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -39,22 +40,23 @@ import (
 // its own transactional id when it starts, with the admin API made for
 // this (WriteTxnMarkers, KIP-664; it needs the ClusterAction permission):
 //
-//  1. Before its producer initialises, it describes its transactional id.
-//     If the last transaction is complete (CompleteCommit, CompleteAbort)
-//     or there is none (Empty), any transaction of its producer id still
-//     open on a partition is an orphan: nothing will ever close it.
-//  2. It then initialises its producer (InitProducerId waits until the
-//     coordinator finished an open or preparing transaction of the previous
-//     incarnation) and looks again, for orphans of that last step.
+//  1. Before its producer initialises, it describes its transactional id:
+//     the state of the last transaction is the coordinator's decision.
+//  2. It initialises its producer. InitProducerId fences any other holder
+//     of the id and returns only once the coordinator finished an open or
+//     preparing transaction of the previous incarnation, so from then on
+//     nothing will ever close a transaction of the id's producer that is
+//     still open on a partition: that is an orphan. (Looking before this
+//     step would race a predecessor that is still running.)
+//  3. It closes the orphans the way the coordinator decided: committed when
+//     the last transaction was CompleteCommit or PrepareCommit, aborted
+//     otherwise (InitProducerId aborts an open one). Committing keeps the
+//     transaction atomic when some of its markers did land; aborting hands
+//     its records to the stage again from the last committed offsets, as a
+//     crash does.
 //
-// An orphan is closed the way its coordinator decided: committed when the
-// last transaction was CompleteCommit or PrepareCommit, aborted otherwise
-// (an open transaction is aborted by InitProducerId). Committing keeps the
-// transaction atomic when some of its markers did land; aborting it hands
-// its records to the stage again from the last committed offsets, as a
-// crash does. An orphan found after an Empty state (an earlier incarnation
-// initialised and stopped before closing it) has lost its decision and is
-// aborted.
+// Limit: an incarnation that stops between steps 2 and 3 leaves the next one
+// an Empty state, whose orphans are aborted whatever the decision was.
 //
 // The partitions looked at are the stage's group offsets (every partition
 // of __consumer_offsets), its input topics and the topics it produces to
@@ -69,8 +71,23 @@ type lastTxn struct {
 	state string
 }
 
+// describeTxn describes id, retrying a while: on a new cluster the
+// transaction coordinator is not available until its topic exists, and
+// after a broker restart until it loaded its partitions.
 func describeTxn(ctx context.Context, adm *kadm.Client, id string) (lastTxn, error) {
-	ds, err := adm.DescribeTransactions(ctx, id)
+	var (
+		ds  kadm.DescribedTransactions
+		err error
+	)
+	for try := 0; ; try++ {
+		if ds, err = adm.DescribeTransactions(ctx, id); err == nil || try == 14 || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+		}
+	}
 	if err != nil {
 		return lastTxn{}, err
 	}
@@ -173,21 +190,12 @@ func (s *TxnStage) closeOrphans(ctx context.Context, adm *kadm.Client, pids map[
 	return found, nil
 }
 
-// recover runs the two steps of "Orphaned transactions" above: before the
-// session's producer initialises and after.
+// recover runs the steps of "Orphaned transactions" above.
 func (s *TxnStage) recover(ctx context.Context, adm *kadm.Client, initProducer func(context.Context) (int64, error)) error {
 	pre, err := describeTxn(ctx, adm, s.opt.TransactionalID)
 	if err != nil {
 		s.log.Warn("describing the stage's transactional id failed; not looking for transactions Kafka left open", "err", err)
-	}
-	pids := map[int64]bool{}
-	if pre.known {
-		pids[pre.pid] = true
-		if pre.settled() {
-			if _, err := s.closeOrphans(ctx, adm, pids, pre.commits()); err != nil {
-				return err
-			}
-		}
+		return nil
 	}
 	pid, err := initProducer(ctx)
 	if err != nil {
@@ -195,7 +203,10 @@ func (s *TxnStage) recover(ctx context.Context, adm *kadm.Client, initProducer f
 		s.log.Warn("initialising the transactional producer failed", "err", err)
 		return nil
 	}
-	pids[pid] = true
+	pids := map[int64]bool{pid: true}
+	if pre.known {
+		pids[pre.pid] = true
+	}
 	if post, err := describeTxn(ctx, adm, s.opt.TransactionalID); err != nil || !post.settled() {
 		s.log.Warn("the stage's transactional id is not settled after initialising its producer; not looking for transactions Kafka left open",
 			"state", post.state, "err", err)
