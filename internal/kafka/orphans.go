@@ -193,11 +193,17 @@ func (s *TxnStage) closeOrphans(ctx context.Context, adm *kadm.Client, pids map[
 // recover runs the steps of "Orphaned transactions" above.
 func (s *TxnStage) recover(ctx context.Context, adm *kadm.Client, initProducer func(context.Context) (int64, error)) error {
 	pre, err := describeTxn(ctx, adm, s.opt.TransactionalID)
+	if ctx.Err() != nil {
+		return nil // stopping: nothing to warn about
+	}
 	if err != nil {
 		s.log.Warn("describing the stage's transactional id failed; not looking for transactions Kafka left open", "err", err)
 		return nil
 	}
 	pid, err := initProducer(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
 	if err != nil {
 		// Begin reports it; there is no producer to look for.
 		s.log.Warn("initialising the transactional producer failed", "err", err)
@@ -207,11 +213,17 @@ func (s *TxnStage) recover(ctx context.Context, adm *kadm.Client, initProducer f
 	if pre.known {
 		pids[pre.pid] = true
 	}
-	if post, err := describeTxn(ctx, adm, s.opt.TransactionalID); err != nil || !post.settled() {
+	post, err := describeTxn(ctx, adm, s.opt.TransactionalID)
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil || !post.settled() {
 		s.log.Warn("the stage's transactional id is not settled after initialising its producer; not looking for transactions Kafka left open",
 			"state", post.state, "err", err)
 		return nil
 	}
-	_, err = s.closeOrphans(ctx, adm, pids, pre.commits())
+	if _, err = s.closeOrphans(ctx, adm, pids, pre.commits()); ctx.Err() != nil {
+		return nil
+	}
 	return err
 }
