@@ -262,7 +262,7 @@ func (d *deployment) waitGroupsStable(t *testing.T, members int) {
 func (d *deployment) newProc(t *testing.T, bin, role string) *proc {
 	slot := len(d.procs[role])
 	p := &proc{role: role, slot: slot, bin: bin, cfg: d.cfgPath,
-		admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		admin: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
 		log:   filepath.Join(d.dir, fmt.Sprintf("%s-%d.log", role, slot))}
 	extra := map[string]string{
 		"PARTNERS_ADMIN_LISTEN": p.admin,
@@ -270,10 +270,10 @@ func (d *deployment) newProc(t *testing.T, bin, role string) *proc {
 	}
 	switch role {
 	case roleEdge:
-		p.grpc = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		p.grpc = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 		extra["PARTNERS_EXTAUTHZ_LISTEN"] = p.grpc
 	case roleControlPlane:
-		p.grpc = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		p.grpc = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 		extra["PARTNERS_XDS_LISTEN"] = p.grpc
 	}
 	p.env = d.processEnv(extra)

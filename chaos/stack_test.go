@@ -3,7 +3,6 @@ package chaos
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,16 +64,6 @@ func script(t *testing.T, timeout time.Duration, env []string, name string, args
 	return strings.TrimSpace(string(out))
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // kafkaTarget is the Kafka a scenario runs on.
 type kafkaTarget interface {
 	Name() string
@@ -104,7 +93,7 @@ type singleKafka struct {
 // server.log is kept with the run's logs; the data is removed at cleanup).
 func startSingleKafka(t *testing.T, dir string) *singleKafka {
 	t.Helper()
-	port, ctrl := freePort(t), freePort(t)
+	port, ctrl := testenv.FreePort(t), testenv.FreePort(t)
 	t.Cleanup(func() { _ = os.RemoveAll(filepath.Join(dir, "data")) })
 	k := &singleKafka{addr: "127.0.0.1:" + strconv.Itoa(port), env: []string{
 		"PARTNERS_KAFKA_DIR=" + dir,
@@ -150,7 +139,7 @@ type ownClickHouse struct {
 
 func startOwnClickHouse(t *testing.T) *ownClickHouse {
 	t.Helper()
-	tcp, http := freePort(t), freePort(t)
+	tcp, http := testenv.FreePort(t), testenv.FreePort(t)
 	c := &ownClickHouse{t: t, addr: "127.0.0.1:" + strconv.Itoa(tcp), env: []string{
 		"PARTNERS_CLICKHOUSE_DIR=" + t.TempDir(),
 		"CLICKHOUSE_TCP_PORT=" + strconv.Itoa(tcp),

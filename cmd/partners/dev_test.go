@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,16 +31,6 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // devEnv is the environment of a `partners dev` under test: its own ports,
 // embedded-broker data dir and ClickHouse database.
 func devEnv(t *testing.T) []string {
@@ -54,17 +43,17 @@ func devEnv(t *testing.T) []string {
 		c.Addr, c.Database = []string{testenv.ClickHouseAddr()}, db
 		_ = chdb.DropDatabase(ctx, c)
 	})
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	return append(os.Environ(),
 		"PARTNERS_KAFKA_BROKERS=",
 		"PARTNERS_KAFKA_DATA_DIR="+dataDir,
-		fmt.Sprintf("PARTNERS_KAFKA_EMBEDDED_PORT=%d", freePort(t)),
+		fmt.Sprintf("PARTNERS_KAFKA_EMBEDDED_PORT=%d", testenv.FreePort(t)),
 		"PARTNERS_CLICKHOUSE_ADDR="+testenv.ClickHouseAddr(),
 		"PARTNERS_CLICKHOUSE_DB="+db,
 		"PARTNERS_ADMIN_LISTEN="+admin,
 		"PARTNERS_ADMIN_URL=http://"+admin,
-		fmt.Sprintf("PARTNERS_XDS_LISTEN=127.0.0.1:%d", freePort(t)),
-		fmt.Sprintf("PARTNERS_EXTAUTHZ_LISTEN=127.0.0.1:%d", freePort(t)),
+		fmt.Sprintf("PARTNERS_XDS_LISTEN=127.0.0.1:%d", testenv.FreePort(t)),
+		fmt.Sprintf("PARTNERS_EXTAUTHZ_LISTEN=127.0.0.1:%d", testenv.FreePort(t)),
 		"PARTNERS_ADMIN_TOKEN=dev-test-admin-token",
 	)
 }

@@ -37,9 +37,9 @@ func TestEndToEnd(t *testing.T) {
 	cfg := testenv.Config(t)
 	cfg.Kafka.Brokers = testenv.Brokers(t)
 	conn := testenv.ClickHouse(t, cfg) // fresh migrated database, dropped at cleanup
-	cfg.Listeners.Admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cfg.Listeners.XDS = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cfg.Listeners.ExtAuthz = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Listeners.Admin = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg.Listeners.XDS = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg.Listeners.ExtAuthz = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg.XDS.ExtAuthzCluster = cfg.Listeners.ExtAuthz
 	cfg.Admin.URL = "http://" + cfg.Listeners.Admin
 	cfg.Partner.Webhooks.Breaker.Open = 500 * time.Millisecond

@@ -147,14 +147,14 @@ func TestTwoControlPlaneProcessesRace(t *testing.T) {
 // ports until the test ends and returns its admin URL once ready.
 func startControlPlane(t *testing.T, bin string, env []string) string {
 	t.Helper()
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	out := &testenv.LogBuffer{}
 	cmd := exec.Command(bin, "--config", "../../config/partners-engine.yaml", "control-plane")
 	cmd.Env = append(env[:len(env):len(env)],
 		"PARTNERS_ADMIN_LISTEN="+admin,
 		"PARTNERS_ADMIN_URL=http://"+admin,
-		fmt.Sprintf("PARTNERS_XDS_LISTEN=127.0.0.1:%d", freePort(t)),
-		fmt.Sprintf("PARTNERS_EXTAUTHZ_LISTEN=127.0.0.1:%d", freePort(t)),
+		fmt.Sprintf("PARTNERS_XDS_LISTEN=127.0.0.1:%d", testenv.FreePort(t)),
+		fmt.Sprintf("PARTNERS_EXTAUTHZ_LISTEN=127.0.0.1:%d", testenv.FreePort(t)),
 	)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

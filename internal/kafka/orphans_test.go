@@ -4,7 +4,6 @@ import (
 	"context"
 	"hash/crc32"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,7 +35,7 @@ func orphanBroker(t *testing.T) string {
 	}
 	root := testenv.RepoRoot(t)
 	dir := t.TempDir()
-	port, ctrl := freePort(t), freePort(t)
+	port, ctrl := testenv.FreePort(t), testenv.FreePort(t)
 	env := append(os.Environ(),
 		"PARTNERS_KAFKA_DIR="+dir, "KAFKA_PORT="+strconv.Itoa(port), "KAFKA_CONTROLLER_PORT="+strconv.Itoa(ctrl),
 		"KAFKA_SASL=off", "KAFKA_NAME=kafka-orphans", "KAFKA_HEAP=384m", "KAFKA_WAIT_TIMEOUT=300",
@@ -51,16 +50,6 @@ func orphanBroker(t *testing.T) string {
 	run("start")
 	t.Cleanup(func() { run("stop") })
 	return "127.0.0.1:" + strconv.Itoa(port)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // leaveOpen leaves a transaction of txnID's producer open on the group's

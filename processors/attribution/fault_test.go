@@ -3,7 +3,6 @@ package attribution_test
 import (
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -134,15 +133,6 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // ownClickHouse runs a private ClickHouse server with deploy/local/
 // clickhouse.sh on free ports and its own data directory, so the test can
 // stop it without touching the shared one.
@@ -154,7 +144,7 @@ type ownClickHouse struct {
 }
 
 func startOwnClickHouse(t *testing.T) *ownClickHouse {
-	tcp, http := freePort(t), freePort(t)
+	tcp, http := testenv.FreePort(t), testenv.FreePort(t)
 	c := &ownClickHouse{t: t, root: repoRoot(t), addr: "127.0.0.1:" + strconv.Itoa(tcp), env: append(os.Environ(),
 		"PARTNERS_CLICKHOUSE_DIR="+t.TempDir(),
 		"CLICKHOUSE_TCP_PORT="+strconv.Itoa(tcp),
