@@ -340,8 +340,14 @@ func (u *user) eventually(path, want string, timeout time.Duration) string {
 	deadline := time.Now().Add(timeout)
 	for {
 		u.open(path)
-		b := u.body()
-		if strings.Contains(b, want) {
+		// Read without failing: a read can lose the document it started
+		// on ("No node with given id found", CI) and then simply goes
+		// round again.
+		var b string
+		ctx, cancel := context.WithTimeout(u.ctx, 10*time.Second)
+		err := chromedp.Run(ctx, chromedp.Text("body", &b, chromedp.ByQuery))
+		cancel()
+		if err == nil && strings.Contains(b, want) {
 			return b
 		}
 		if time.Now().After(deadline) {
