@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/partners-engine/partners-engine/internal/testenv"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
 
@@ -73,34 +73,14 @@ const (
 // deliver to the receivers.
 var receiverAllow = fmt.Sprintf("127.0.0.1:%d-%d", receiverPortLo, receiverPortLo+receiverPortN-1)
 
-var (
-	portsMu   sync.Mutex
-	portsUsed = map[int]bool{}
-)
-
 func newReceiver(mode string) (*receiver, error) {
-	r := &receiver{mode: mode, hooks: map[string]*hook{}}
-	var lastErr error
-	for i := 0; i < 200; i++ {
-		port := receiverPortLo + rand.IntN(receiverPortN)
-		portsMu.Lock()
-		if portsUsed[port] {
-			portsMu.Unlock()
-			continue
-		}
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err != nil {
-			portsMu.Unlock()
-			lastErr = err
-			continue
-		}
-		portsUsed[port] = true
-		portsMu.Unlock()
-		r.port = port
-		r.serve(l)
-		return r, nil
+	l, port, err := testenv.ListenIn(receiverPortLo, receiverPortN)
+	if err != nil {
+		return nil, fmt.Errorf("receiver %s (allow-list %s): %w", mode, receiverAllow, err)
 	}
-	return nil, fmt.Errorf("no free loopback port in %s: %w", receiverAllow, lastErr)
+	r := &receiver{mode: mode, port: port, hooks: map[string]*hook{}}
+	r.serve(l)
+	return r, nil
 }
 
 func (r *receiver) URL() string { return fmt.Sprintf("http://127.0.0.1:%d/hook", r.port) }

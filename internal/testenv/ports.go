@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -18,23 +19,36 @@ import (
 // in use"). Outgoing connections never use this range.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	l, port, err := ListenIn(21000, 7000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	return port
+}
+
+// ListenIn listens on a loopback port of [lo, lo+n) that this test binary
+// has not handed out before (FreePort's or an earlier ListenIn's): a port
+// stays its owner's for the run, even while the owner has it closed (a
+// receiver that is "down"), so nothing else of the run binds it meanwhile.
+func ListenIn(lo, n int) (net.Listener, int, error) {
 	portsMu.Lock()
 	defer portsMu.Unlock()
+	var last error
 	for range 1000 {
-		port := 21000 + rand.IntN(7000)
+		port := lo + rand.IntN(n)
 		if portsUsed[port] {
 			continue
 		}
 		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
+			last = err
 			continue
 		}
-		l.Close()
 		portsUsed[port] = true
-		return port
+		return l, port, nil
 	}
-	t.Fatal("no free loopback port in 21000-27999")
-	return 0
+	return nil, 0, fmt.Errorf("no free loopback port in %d-%d: %v", lo, lo+n-1, last)
 }
 
 var (
