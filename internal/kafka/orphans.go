@@ -80,8 +80,10 @@ func describeTxn(ctx context.Context, adm *kadm.Client, id string) (lastTxn, err
 		err error
 	)
 	for try := 0; ; try++ {
-		if ds, err = adm.DescribeTransactions(ctx, id); err == nil || try == 14 || ctx.Err() != nil {
-			break
+		ds, err = adm.DescribeTransactions(ctx, id)
+		var ke *kerr.Error
+		if err == nil || try == 14 || ctx.Err() != nil || (errors.As(err, &ke) && !ke.Retriable) {
+			break // a refusal (e.g. not authorized) does not change in 15 s
 		}
 		select {
 		case <-time.After(time.Second):
