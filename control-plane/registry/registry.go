@@ -531,14 +531,12 @@ func (r *Registry) apply(id string, partition int32, offset int64, keyIDs []stri
 		delete(r.partOf, id)
 		delete(r.keyIDs, id)
 		delete(r.at, id)
-		r.applied[id] = 1 << 62
 	} else {
 		r.tenants[id] = t
 		for _, k := range t.Keys {
 			r.byKeyHash[k.Hash] = id
 		}
 		r.byName[strings.ToLower(t.Name)] = id
-		r.applied[id] = t.Version
 		r.partOf[id] = partition
 		r.at[id] = offset
 		r.keyIDs[id] = keyIDs
@@ -546,13 +544,23 @@ func (r *Registry) apply(id string, partition int32, offset int64, keyIDs []stri
 	r.list = nil
 	watchers := r.watchers
 	r.applies.Inc()
-	r.cond.Broadcast()
 	r.mu.Unlock()
 	for _, w := range watchers {
 		if !w.cancelled.Load() {
 			w.fn(old, t)
 		}
 	}
+	// Read-your-writes waiters (WaitVersion) are released only now: when an
+	// admin write returns, every change function in the process has run (the
+	// plugin evicted its cached tenant), so the next Check answers with it.
+	r.mu.Lock()
+	if t == nil {
+		r.applied[id] = 1 << 62
+	} else {
+		r.applied[id] = t.Version
+	}
+	r.cond.Broadcast()
+	r.mu.Unlock()
 }
 
 // Run reads the tenants topic from the start to its last stable offset at

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -264,6 +265,46 @@ func TestOnChangeCancel(t *testing.T) {
 	cancelB()
 	if n := reg.Watchers(); n != 0 {
 		t.Fatalf("%d watchers left, want 0", n)
+	}
+}
+
+// TestWaitVersionWaitsForWatchers: a read-your-writes waiter (an admin write
+// returning) is released only after every change function ran, so the
+// plugin's cache eviction is done when the write returns and the next Check
+// answers with the change.
+func TestWaitVersionWaitsForWatchers(t *testing.T) {
+	t.Parallel()
+	reg, err := registry.New("tenants", slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var evicted atomic.Bool
+	reg.OnChange(func(_, _ *schemas.Tenant) {
+		close(entered)
+		<-release
+		evicted.Store(true)
+	})
+	tn := schemas.Tenant{SchemaVersion: schemas.SchemaVersion, ID: "tn_1", Name: "One", Tier: schemas.TierSandbox, Status: schemas.StatusActive, Version: 1}
+	val, err := json.Marshal(tn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go reg.Apply(&kgo.Record{Key: []byte(tn.ID), Value: val})
+	<-entered
+	waited := make(chan error, 1)
+	go func() { waited <- reg.WaitVersion(context.Background(), tn.ID, 1) }()
+	select {
+	case err := <-waited:
+		t.Fatalf("WaitVersion returned (%v) while a change function was still running", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	if !evicted.Load() {
+		t.Fatal("WaitVersion returned before the change function finished")
 	}
 }
 
