@@ -158,7 +158,7 @@ type DeadLetter struct {
 	ReasonCode  string `json:"reason_code,omitempty"`
 	SourceTopic string `json:"source_topic,omitempty"`
 	// SourcePartition and SourceOffset locate the record in SourceTopic
-	// (attribution dead letters).
+	// (dead letters of input that could not be handled).
 	SourcePartition *int32          `json:"source_partition,omitempty"`
 	SourceOffset    *int64          `json:"source_offset,omitempty"`
 	TraceID         string          `json:"trace_id,omitempty"`

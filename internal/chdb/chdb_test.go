@@ -202,7 +202,7 @@ var rawTables = map[string][]string{
 	"costs": {"id", "partner_id", "amount", "currency", "amount_base", "category", "occurred_at", "ingested_at",
 		"src_topic", "src_partition", "src_offset"},
 	"webhook_deliveries": {"id", "delivery_id", "tenant_id", "endpoint_id", "event_id", "event_type", "attempt",
-		"status_code", "outcome", "latency_ms", "error", "trace_id", "attempted_at", "ingested_at"},
+		"status_code", "outcome", "latency_ms", "error", "reason", "trace_id", "attempted_at", "ingested_at"},
 }
 
 func TestRawTablesBatchInsert(t *testing.T) {
@@ -237,9 +237,9 @@ func TestRawTablesBatchInsert(t *testing.T) {
 		}},
 		{"webhook_deliveries", [][]any{
 			{"msg_1/1", "msg_1", "ten_acme", "ep_1", "evt_1", "order.completed", uint16(1), uint16(503), "retry",
-				float64(120.5), "503 Service Unavailable", "4bf92f3577b34da6a3ce929d0e0e4736", at, ingested},
+				float64(120.5), "503 Service Unavailable", "http_status", "4bf92f3577b34da6a3ce929d0e0e4736", at, ingested},
 			{"msg_1/2", "msg_1", "ten_acme", "ep_1", "evt_1", "order.completed", uint16(2), uint16(200), "delivered",
-				float64(83.25), "", "4bf92f3577b34da6a3ce929d0e0e4736", at.Add(2 * time.Second), ingested},
+				float64(83.25), "", "", "4bf92f3577b34da6a3ce929d0e0e4736", at.Add(2 * time.Second), ingested},
 		}},
 	}
 	for _, tt := range tests {

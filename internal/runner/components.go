@@ -118,7 +118,7 @@ func (p *process) addWebhooks() error {
 			case <-time.After(10 * time.Second):
 			}
 		}
-		return webhooks.RunDeliveryLog(ctx, p.kafka(), conn, p.log)
+		return webhooks.RunDeliveryLog(ctx, webhooks.DeliveryLogOptions{Kafka: p.kafka(), Conn: conn, Config: p.cfg.Partner.Webhooks, Log: p.log})
 	})
 	return nil
 }

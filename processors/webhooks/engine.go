@@ -86,13 +86,8 @@ func position(r *kgo.Record) string {
 func (p *Processor) malformedTask(ctx context.Context, r *kgo.Record, err error) []*kgo.Record {
 	p.m.malformed.WithLabelValues(string(ReasonMalformedRecord)).Inc()
 	p.log.Warn("dead-lettering undecodable record", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-	dl := schemas.DeadLetter{SchemaVersion: schemas.SchemaVersion, Reason: err.Error(), ReasonCode: string(ReasonMalformedRecord), SourceTopic: r.Topic}
-	if len(r.Value) <= p.wh.MaxRecordBytes-16<<10 && json.Valid(r.Value) {
-		dl.Payload = r.Value
-	} else {
-		dl.Raw = r.Value[:min(len(r.Value), maxRawBytes)]
-	}
-	return p.deadLetterRecords(ctx, "input/"+r.Topic+"/"+strconv.Itoa(int(r.Partition))+"/"+strconv.FormatInt(r.Offset, 10), string(r.Key), dl)
+	key, dl := inputDeadLetter(r, ReasonMalformedRecord, err.Error(), p.wh.MaxRecordBytes-16<<10)
+	return p.deadLetterRecords(ctx, key, string(r.Key), dl)
 }
 
 // schedule starts j when its task is due. A delivery waiting for its time

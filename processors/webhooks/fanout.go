@@ -194,16 +194,10 @@ func (p *Processor) fanOut(ctx context.Context, r *kgo.Record) (jobs []*job, out
 func (p *Processor) malformed(ctx context.Context, r *kgo.Record, reason Reason, text string, ev *schemas.Event) []*kgo.Record {
 	p.m.malformed.WithLabelValues(string(reason)).Inc()
 	p.log.Warn("dead-lettering input", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "reason", text)
-	dl := schemas.DeadLetter{SchemaVersion: schemas.SchemaVersion, Reason: text, ReasonCode: string(reason), SourceTopic: r.Topic}
+	key, dl := inputDeadLetter(r, reason, text, p.wh.MaxEventBytes)
 	if ev != nil {
 		dl.EventID, dl.EventType, dl.TenantID = ev.ID, ev.Type, ev.TenantID
 	}
-	if len(r.Value) <= p.wh.MaxEventBytes && json.Valid(r.Value) {
-		dl.Payload = r.Value
-	} else {
-		dl.Raw = r.Value[:min(len(r.Value), maxRawBytes)]
-	}
-	key := fmt.Sprintf("input/%s/%d/%d", r.Topic, r.Partition, r.Offset)
 	dlqKey := string(r.Key)
 	if dl.EventID != "" {
 		dlqKey = dl.EventID

@@ -224,7 +224,7 @@ func (e *env) start() *Processor {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := RunDeliveryLog(ctx, kafka.Cluster{Config: e.cfg.Kafka, Brokers: e.brokers}, e.ch, e.log); err != nil {
+			if err := RunDeliveryLog(ctx, DeliveryLogOptions{Kafka: kafka.Cluster{Config: e.cfg.Kafka, Brokers: e.brokers}, Conn: e.ch, Config: e.cfg.Partner.Webhooks, Log: e.log}); err != nil {
 				e.t.Errorf("delivery log: %v", err)
 			}
 		}()

@@ -19,9 +19,15 @@ import (
 // before they are set); should one not, the failure is logged and the
 // record carries the error instead of panicking the process.
 func (p *Processor) record(ctx context.Context, topic, key string, v any) *kgo.Record {
+	return newRecord(ctx, p.log, topic, key, v)
+}
+
+// newRecord is Processor.record for code without a processor (the
+// delivery-log sink).
+func newRecord(ctx context.Context, log *slog.Logger, topic, key string, v any) *kgo.Record {
 	b, err := json.Marshal(v)
 	if err != nil {
-		p.log.Error("record does not marshal", "topic", topic, "type", fmt.Sprintf("%T", v), "err", err)
+		log.Error("record does not marshal", "topic", topic, "type", fmt.Sprintf("%T", v), "err", err)
 		b, _ = json.Marshal(map[string]string{"schema_version": schemas.SchemaVersion, "error": err.Error()})
 	}
 	// Context makes kotel's publish span a child of the attempt's span, so
@@ -104,11 +110,32 @@ func (p *Processor) deadLetterRecords(ctx context.Context, indexKey, dlqKey stri
 		p.log.Warn("DLQ disabled: dropping failed delivery", "tenant_id", dl.TenantID, "delivery_id", dl.DeliveryID, "reason", dl.Reason)
 		return nil
 	}
+	return deadLetterPair(ctx, p.log, p.names, indexKey, dlqKey, dl)
+}
+
+// deadLetterPair is the DLQ record of dl and its entry in the DLQ index.
+func deadLetterPair(ctx context.Context, log *slog.Logger, names kafka.Names, indexKey, dlqKey string, dl schemas.DeadLetter) []*kgo.Record {
 	now := time.Now().UTC()
 	return []*kgo.Record{
-		p.record(ctx, p.names.Topic(schemas.TopicDLQ), dlqKey, dl),
-		p.record(ctx, p.names.Topic(schemas.TopicDLQIndex), indexKey, indexRecord{DeadLetter: dl, Key: indexKey, Status: statusDead, DeadAt: now, UpdatedAt: now}),
+		newRecord(ctx, log, names.Topic(schemas.TopicDLQ), dlqKey, dl),
+		newRecord(ctx, log, names.Topic(schemas.TopicDLQIndex), indexKey, indexRecord{DeadLetter: dl, Key: indexKey, Status: statusDead, DeadAt: now, UpdatedAt: now}),
 	}
+}
+
+// inputDeadLetter is the dead letter of an input record that cannot be
+// handled at all, and its index key (the record's position): its bytes are
+// kept, as the payload when they are JSON of at most maxPayload bytes, else
+// as a copy truncated to maxRawBytes. It never panics, whatever the bytes.
+func inputDeadLetter(r *kgo.Record, reason Reason, text string, maxPayload int) (indexKey string, dl schemas.DeadLetter) {
+	part, off := r.Partition, r.Offset
+	dl = schemas.DeadLetter{SchemaVersion: schemas.SchemaVersion, Reason: text, ReasonCode: string(reason),
+		SourceTopic: r.Topic, SourcePartition: &part, SourceOffset: &off}
+	if len(r.Value) <= maxPayload && json.Valid(r.Value) {
+		dl.Payload = r.Value
+	} else {
+		dl.Raw = r.Value[:min(len(r.Value), maxRawBytes)]
+	}
+	return "input/" + position(r), dl
 }
 
 // resolved is the index update of a replayed delivery that was delivered

@@ -10,17 +10,30 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/partners-engine/partners-engine/internal/config"
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/schemas"
 	"github.com/partners-engine/partners-engine/schemas/chsql"
 )
 
+// DeliveryLogOptions configure RunDeliveryLog.
+type DeliveryLogOptions struct {
+	Kafka  kafka.Cluster   // brokers, topic names, client settings
+	Conn   driver.Conn     // the database holding webhook_deliveries
+	Config config.Webhooks // the partner.webhooks section (the DLQ switch)
+	Log    *slog.Logger
+}
+
 // RunDeliveryLog sinks partners.deliveries.v1 into the ClickHouse table
 // webhook_deliveries until ctx ends: one batch insert per polled batch, offsets
 // committed after the insert (at-least-once; the table and its rollup
-// deduplicate by attempt id). Undecodable records are logged and skipped.
-func RunDeliveryLog(ctx context.Context, k kafka.Cluster, conn driver.Conn, log *slog.Logger) error {
-	log = log.With("component", "delivery-log")
+// deduplicate by attempt id). A record that is not a delivery attempt is
+// dead-lettered (reason malformed_record, its bytes kept) before the batch
+// is inserted, so it is listed by `partners dlq list` and never holds back
+// the records behind it.
+func RunDeliveryLog(ctx context.Context, o DeliveryLogOptions) error {
+	log := o.Log.With("component", "delivery-log")
+	k := o.Kafka
 	if k.Log == nil {
 		k.Log = log
 	}
@@ -32,38 +45,81 @@ func RunDeliveryLog(ctx context.Context, k kafka.Cluster, conn driver.Conn, log 
 		return err
 	}
 	defer cl.Close()
+	names := k.Names()
 	return kafka.Consume(ctx, cl, log, func(ctx context.Context, recs []*kgo.Record) error {
-		return InsertAttempts(ctx, conn, recs, log)
+		attempts, bad := decodeAttempts(recs)
+		if len(bad) > 0 {
+			if err := deadLetterAttempts(ctx, cl, names, o.Config, bad, log); err != nil {
+				return err
+			}
+		}
+		return insertAttempts(ctx, o.Conn, attempts)
 	})
 }
 
-// InsertAttempts inserts delivery-attempt records in one batch.
-func InsertAttempts(ctx context.Context, conn driver.Conn, recs []*kgo.Record, log *slog.Logger) error {
+// malformedAttempt is a record of partners.deliveries.v1 that does not
+// decode, and why.
+type malformedAttempt struct {
+	rec *kgo.Record
+	err error
+}
+
+func decodeAttempts(recs []*kgo.Record) ([]schemas.DeliveryAttempt, []malformedAttempt) {
+	out := make([]schemas.DeliveryAttempt, 0, len(recs))
+	var bad []malformedAttempt
+	for _, r := range recs {
+		a, err := decodeAttempt(r.Value)
+		if err != nil {
+			bad = append(bad, malformedAttempt{r, err})
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, bad
+}
+
+// deadLetterAttempts produces the dead letters of records that are not
+// delivery attempts and waits until they are durable.
+func deadLetterAttempts(ctx context.Context, cl *kgo.Client, names kafka.Names, wh config.Webhooks, bad []malformedAttempt, log *slog.Logger) error {
+	var recs []*kgo.Record
+	for _, b := range bad {
+		text := "not a delivery attempt: " + b.err.Error()
+		log.Warn("dead-lettering undecodable delivery attempt", "partition", b.rec.Partition, "offset", b.rec.Offset, "err", b.err)
+		if !wh.DLQ.Enabled {
+			log.Warn("DLQ disabled: dropping undecodable delivery attempt", "partition", b.rec.Partition, "offset", b.rec.Offset)
+			continue
+		}
+		key, dl := inputDeadLetter(b.rec, ReasonMalformedRecord, text, wh.MaxRecordBytes-16<<10)
+		recs = append(recs, deadLetterPair(ctx, log, names, key, string(b.rec.Key), dl)...)
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return fmt.Errorf("dead-letter %d undecodable delivery attempts: %w", len(bad), err)
+	}
+	return nil
+}
+
+// insertAttempts inserts delivery attempts in one batch.
+func insertAttempts(ctx context.Context, conn driver.Conn, attempts []schemas.DeliveryAttempt) error {
+	if len(attempts) == 0 {
+		return nil
+	}
 	b, err := conn.PrepareBatch(ctx, chsql.InsertDeliveries.SQL)
 	if err != nil {
 		return fmt.Errorf("prepare webhook_deliveries batch: %w", err)
 	}
-	n := 0
-	for _, r := range recs {
-		a, err := decodeAttempt(r.Value)
-		if err != nil {
-			log.Warn("undecodable delivery attempt skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
-			continue
-		}
+	for _, a := range attempts {
 		if err := b.Append(a.ID, a.DeliveryID, a.TenantID, a.EndpointID, a.EventID, a.EventType,
 			uint16(min(max(a.Attempt, 0), 65535)), uint16(min(max(a.StatusCode, 0), 65535)), a.Outcome, a.LatencyMS,
-			a.Error, a.TraceID, a.AttemptedAt.UTC()); err != nil {
+			a.Error, a.Reason, a.TraceID, a.AttemptedAt.UTC()); err != nil {
 			_ = b.Abort()
 			return fmt.Errorf("append delivery attempt: %w", err)
 		}
-		n++
-	}
-	if n == 0 {
-		_ = b.Abort()
-		return nil
 	}
 	if err := b.Send(); err != nil {
-		return fmt.Errorf("insert %d delivery attempts: %w", n, err)
+		return fmt.Errorf("insert %d delivery attempts: %w", len(attempts), err)
 	}
 	return nil
 }

@@ -136,17 +136,17 @@ func newDataset(now time.Time) dataset {
 	add(attr{"c-4", "u-3", partnerB, "last_touch", "signup", 1, "1", "0", "1", c4}, 1)
 	add(attr{"c-4", "u-3", partnerB, "time_decay", "signup", 1, "1", "0", "1", c4}, 1)
 
-	dl := func(id, delivery, tenant, outcome, errText string, attempt, status uint16, latency float64, t time.Time) []any {
-		return []any{id, delivery, tenant, "ep_01", "ev-" + delivery, "order.completed", attempt, status, outcome, latency, errText, "trace-" + id, t}
+	dl := func(id, delivery, tenant, outcome, errText, reason string, attempt, status uint16, latency float64, t time.Time) []any {
+		return []any{id, delivery, tenant, "ep_01", "ev-" + delivery, "order.completed", attempt, status, outcome, latency, errText, reason, "trace-" + id, t}
 	}
 	deliveries := [][]any{
-		dl(delivery+"/1", delivery, partnerA, "retry", "HTTP 503", 1, 503, 31.5, at(-1, 23, 59)),
-		dl(delivery+"/2", delivery, partnerA, "delivered", "", 2, 200, 12.25, at(0, 0, 1)),
-		dl(delivery+"/2", delivery, partnerA, "delivered", "", 2, 200, 12.25, at(0, 0, 1)), // duplicate
-		dl("msg_dead/1", "msg_dead", partnerB, "retry", "connection refused", 1, 0, 1.5, at(-1, 10, 0)),
-		dl("msg_dead/2", "msg_dead", partnerB, "skipped", "circuit open", 2, 0, 0, at(-1, 10, 1)),
-		dl("msg_dead/3", "msg_dead", partnerB, "failed", "HTTP 500", 3, 500, 80, at(-1, 10, 5)),
-		dl("msg_gone/1", "msg_gone", partnerB, "disabled", "HTTP 410", 1, 410, 5, at(-1, 11, 0)),
+		dl(delivery+"/1", delivery, partnerA, "retry", "HTTP 503", "http_status", 1, 503, 31.5, at(-1, 23, 59)),
+		dl(delivery+"/2", delivery, partnerA, "delivered", "", "", 2, 200, 12.25, at(0, 0, 1)),
+		dl(delivery+"/2", delivery, partnerA, "delivered", "", "", 2, 200, 12.25, at(0, 0, 1)), // duplicate
+		dl("msg_dead/1", "msg_dead", partnerB, "retry", "connection refused", "connection_refused", 1, 0, 1.5, at(-1, 10, 0)),
+		dl("msg_dead/2", "msg_dead", partnerB, "skipped", "circuit open", "breaker_open", 2, 0, 0, at(-1, 10, 1)),
+		dl("msg_dead/3", "msg_dead", partnerB, "failed", "HTTP 500", "http_status", 3, 500, 80, at(-1, 10, 5)),
+		dl("msg_gone/1", "msg_gone", partnerB, "disabled", "HTTP 410", "endpoint_gone", 1, 410, 5, at(-1, 11, 0)),
 	}
 	d := func(day int) string { return day0.AddDate(0, 0, day).Format(time.DateOnly) }
 	zero := dec("0")

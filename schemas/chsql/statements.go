@@ -238,12 +238,12 @@ FROM
 // InsertDeliveries is the delivery-log batch insert (one row per attempt).
 var InsertDeliveries = register("webhooks.insert.deliveries", `
 INSERT INTO webhook_deliveries (id, delivery_id, tenant_id, endpoint_id, event_id, event_type,
-    attempt, status_code, outcome, latency_ms, error, trace_id, attempted_at)`)
+    attempt, status_code, outcome, latency_ms, error, reason, trace_id, attempted_at)`)
 
 // DeliveriesByTrace is every attempt of a trace, for an SRE following a
 // trace id from the tracing backend to the delivery log.
 var DeliveriesByTrace = register("webhooks.deliveries_by_trace", `
-SELECT attempted_at, tenant_id, endpoint_id, delivery_id, attempt, outcome, status_code, error
+SELECT attempted_at, tenant_id, endpoint_id, delivery_id, attempt, outcome, status_code, reason, error
 FROM webhook_deliveries
 WHERE trace_id = ?
 ORDER BY attempted_at, attempt

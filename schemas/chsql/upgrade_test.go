@@ -201,12 +201,21 @@ var previousInserts = []chsql.Statement{
 	{Name: "previous.insert.costs", SQL: `INSERT INTO costs (id, partner_id, amount, currency, amount_base, category,
     occurred_at, ingested_at)`},
 	chsql.InsertAttributions,
-	chsql.InsertDeliveries,
+	{Name: "previous.insert.deliveries", SQL: `INSERT INTO webhook_deliveries (id, delivery_id, tenant_id, endpoint_id, event_id, event_type,
+    attempt, status_code, outcome, latency_ms, error, trace_id, attempted_at)`},
 }
 
 // previousRows are the dataset's rows for a previous-release INSERT: the
-// raw rows without their positions.
+// raw rows without their positions, the attempts without their reason
+// (0205).
 func (d dataset) previousRows(st chsql.Statement) [][]any {
+	if st.Name == "previous.insert.deliveries" {
+		var out [][]any
+		for _, r := range d.rows[chsql.InsertDeliveries] {
+			out = append(out, append(slices.Clone(r[:11]), r[12:]...))
+		}
+		return out
+	}
 	cur := map[string]chsql.Statement{
 		"previous.insert.touchpoints": chsql.InsertTouchpoints,
 		"previous.insert.conversions": chsql.InsertConversions,
