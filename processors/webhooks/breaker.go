@@ -1,6 +1,8 @@
 package webhooks
 
 import (
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,9 +20,21 @@ import (
 // probe, not a timer, decides when held deliveries resume. Once closed
 // after an outage the endpoint is *recovering*: attempts take tokens of a
 // bucket (rate, burst) and deliveries without one are held behind a virtual
-// queue drained at that rate, so the backlog drains at a bounded rate, the
-// ones held longest first, and the endpoint's new deliveries queue behind
-// it. A 429's Retry-After holds every delivery of the endpoint until then.
+// queue drained at that rate, so the backlog drains at a bounded rate, and
+// the endpoint's new deliveries queue behind it.
+//
+// Oldest first: held deliveries come back from the retry topics in no
+// particular order, so each one waits for its slot in the drain. While the
+// breaker is open the gate counts the deliveries it holds for the first
+// time (the backlog) and keeps a uniform sample of their age clocks
+// (Task.Since); at the close a delivery's slot is its age's rank in the
+// sample spread over the drain time at the recovery rate, so the oldest go
+// first however the backlog built up. A delivery that comes back after its
+// slot without a token is held again for its rank's offset (the older, the
+// sooner). The tokens alone bound the rate: a miscounted backlog only
+// stretches or squeezes the order's time scale.
+//
+// A 429's Retry-After holds every delivery of the endpoint until then.
 //
 // Hand-written rather than sony/gobreaker: gobreaker's half-open state lets
 // MaxRequests arbitrary calls through and reports only "open", while the
@@ -45,7 +59,23 @@ type gate struct {
 	refilled   time.Time
 	queueEnd   time.Time // the recovery queue's virtual end
 	lastUsed   time.Time
+
+	// The outage's backlog (see the type's doc): deliveries the open
+	// breaker held for the first time, a uniform sample of their age clocks
+	// (sorted once recovering), and when the drain at rate is expected to
+	// end.
+	backlog  int
+	ages     []time.Time
+	sorted   bool
+	drainEnd time.Time
 }
+
+// ageSample is the size of a gate's sample of backlog ages: the drain
+// order's resolution (1/ageSample of the backlog).
+const ageSample = 1024
+
+// drainShare is the share of the recovery rate the backlog's slots use.
+const drainShare = 0.8
 
 type gateState int
 
@@ -101,9 +131,66 @@ func (g *gate) blocked(now time.Time) (admission, bool) {
 	return admission{}, false
 }
 
+// held counts a delivery the breaker holds (adm is blocked's or admit's
+// answer) into the outage's backlog: since is the delivery's age clock,
+// heldBy why it was held before (a delivery the breaker held already is
+// counted once).
+func (g *gate) held(adm admission, since time.Time, heldBy Reason) {
+	if adm.ok || adm.reason != ReasonBreakerOpen || heldBy == ReasonBreakerOpen {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.note(since)
+}
+
+// note counts a delivery into the backlog, its age clock into the sample
+// (reservoir sampling: every delivery has the same chance to be in it).
+func (g *gate) note(since time.Time) {
+	g.backlog++
+	if since.IsZero() {
+		return
+	}
+	switch {
+	case len(g.ages) < ageSample:
+		g.ages = append(g.ages, since)
+	default:
+		if i := rand.IntN(g.backlog); i < ageSample {
+			g.ages[i] = since
+		}
+	}
+	g.sorted = false
+}
+
+// resetBacklog forgets the backlog (a new outage, or the drain is over).
+func (g *gate) resetBacklog() {
+	g.backlog, g.ages, g.sorted = 0, g.ages[:0], false
+}
+
+// slot is when a delivery whose age clock started at since is due in the
+// drain of the backlog: its age's rank in the sample spread over the drain,
+// so the oldest go at once and the others in the order of their age; the
+// deliveries younger than the outage go after the backlog.
+func (g *gate) slot(since time.Time) time.Time {
+	switch {
+	case len(g.ages) == 0 || since.IsZero():
+		return g.recoverAt
+	case !since.Before(g.recoverAt):
+		return g.drainEnd
+	}
+	if !g.sorted {
+		slices.SortFunc(g.ages, func(a, b time.Time) int { return a.Compare(b) })
+		g.sorted = true
+	}
+	rank, _ := slices.BinarySearchFunc(g.ages, since, func(a, b time.Time) int { return a.Compare(b) })
+	f := float64(rank) / float64(len(g.ages))
+	return g.recoverAt.Add(time.Duration(f * float64(g.drainEnd.Sub(g.recoverAt))))
+}
+
 // admit decides whether an attempt of endpoint id at url starts now.
-// heldBy is why the delivery was held before ("" for a fresh one).
-func (g *gate) admit(id, url string, now time.Time, heldBy Reason) admission {
+// heldBy is why the delivery was held before ("" for a fresh one), since
+// its age clock (Task.Since; zero: unknown).
+func (g *gate) admit(id, url string, now time.Time, heldBy Reason, since time.Time) admission {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.lastUsed = now
@@ -117,6 +204,9 @@ func (g *gate) admit(id, url string, now time.Time, heldBy Reason) admission {
 	switch g.state {
 	case open:
 		if now.Before(g.until) {
+			if heldBy != ReasonBreakerOpen {
+				g.note(since)
+			}
 			return admission{reason: ReasonBreakerOpen, until: g.until}
 		}
 		g.set(id, halfOpen)
@@ -124,6 +214,9 @@ func (g *gate) admit(id, url string, now time.Time, heldBy Reason) admission {
 		fallthrough
 	case halfOpen:
 		if g.probing && now.Sub(g.probeAt) < g.cfg.probeTimeout {
+			if heldBy != ReasonBreakerOpen {
+				g.note(since)
+			}
 			return admission{reason: ReasonBreakerOpen, until: g.probeAt.Add(g.cfg.probeTimeout)}
 		}
 		g.probing, g.probeAt = true, now
@@ -133,16 +226,28 @@ func (g *gate) admit(id, url string, now time.Time, heldBy Reason) admission {
 		return admission{ok: true}
 	}
 	g.refill(now)
-	if g.tokens >= g.cfg.burst && !now.Before(g.queueEnd) && now.Sub(g.recoverAt) >= g.recoverFor {
+	if g.tokens >= g.cfg.burst && !now.Before(g.queueEnd) && !now.Before(g.drainEnd) && now.Sub(g.recoverAt) >= g.recoverFor {
 		g.recovering = false // the backlog is gone: no demand beyond the rate
+		g.resetBacklog()
 		return admission{ok: true}
+	}
+	// Oldest first: a delivery waits for the slot its age maps to.
+	if at := g.slot(since); at.After(now) {
+		return admission{reason: ReasonRecovering, until: at}
 	}
 	// The backlog (held before) goes first; new deliveries queue behind it.
 	if g.tokens >= 1 && (heldBy != "" || !now.Before(g.queueEnd)) {
 		g.tokens--
 		return admission{ok: true}
 	}
-	g.queueEnd = later(g.queueEnd, now).Add(time.Duration(float64(time.Second) / g.cfg.rate))
+	step := time.Duration(float64(time.Second) / g.cfg.rate)
+	if !since.IsZero() && since.Before(g.recoverAt) {
+		// A backlog delivery past its slot without a token (a group held
+		// until the same time came back at once): it comes back soon, the
+		// older the sooner, and takes the tokens the slots leave free.
+		return admission{reason: ReasonRecovering, until: now.Add(max(g.slot(since).Sub(g.recoverAt)/8, step))}
+	}
+	g.queueEnd = later(g.queueEnd, now).Add(step)
 	return admission{reason: ReasonRecovering, until: g.queueEnd}
 }
 
@@ -181,6 +286,10 @@ func (g *gate) report(id string, now time.Time, probe bool, r result, retryAfter
 			g.set(id, closed)
 			g.recovering, g.recoverAt, g.recoverFor = true, now, max(g.openFor, g.cfg.openFor)+time.Second
 			g.tokens, g.refilled, g.queueEnd = g.cfg.burst, now, now
+			// The backlog beyond the burst drains at rate; its slots use
+			// drainShare of the tokens, the rest serve deliveries that come
+			// back after their slot.
+			g.drainEnd = now.Add(time.Duration(max(float64(g.backlog)-g.cfg.burst, 0) / (drainShare * g.cfg.rate) * float64(time.Second)))
 			g.probing, g.openFor = false, 0
 		}
 	case unhealthy:
@@ -193,6 +302,9 @@ func (g *gate) report(id string, now time.Time, probe bool, r result, retryAfter
 			g.failures++
 			if g.failures >= g.cfg.threshold {
 				g.openFor, g.until, g.failures = g.cfg.openFor, now.Add(g.cfg.openFor), 0
+				if !g.recovering {
+					g.resetBacklog() // a new outage
+				}
 				g.set(id, open)
 			}
 		}

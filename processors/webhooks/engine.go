@@ -137,6 +137,7 @@ func (p *Processor) start(j *job) {
 	}
 	g := p.gates.get(ep.ID)
 	if adm, blocked := g.blocked(time.Now()); blocked {
+		g.held(adm, j.task.Since, j.task.HeldBy)
 		p.finish(j, outcome{kind: held, reason: adm.reason, until: adm.until}, trace.SpanContext{})
 		return
 	}
@@ -173,7 +174,7 @@ func (p *Processor) run(j *job) {
 		return
 	}
 	g := p.gates.get(ep.ID)
-	adm := g.admit(ep.ID, ep.URL, time.Now(), j.task.HeldBy)
+	adm := g.admit(ep.ID, ep.URL, time.Now(), j.task.HeldBy, j.task.Since)
 	if !adm.ok {
 		p.finish(j, outcome{kind: held, reason: adm.reason, until: adm.until}, trace.SpanContext{})
 		return

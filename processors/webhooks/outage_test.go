@@ -1,9 +1,11 @@
 package webhooks
 
 import (
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -148,8 +150,57 @@ func TestPartnerDownForTenMinutes(t *testing.T) {
 	if limit := 20 + 40 + e.cfg.Partner.Webhooks.PerEndpoint; peak > limit {
 		t.Errorf("backlog drained at %d requests in one second, more than burst+rate allows (%d)", peak, limit)
 	}
-	t.Logf("outage 10 s (scaled 10 min): %d events held, delivered in %v after the partner came back, peak %d requests/s (limit burst 20 + rate 40/s)",
-		n, at[len(at)-1].Sub(back).Round(100*time.Millisecond), peak)
+	// Oldest first: the order in which the held events arrived after the
+	// partner came back follows the order they were published in.
+	rank := map[string]int{}
+	for i, id := range ids {
+		rank[id] = i
+	}
+	var order []int // publish rank, in arrival order
+	seen := map[string]bool{}
+	for _, r := range down.requests() {
+		var body struct {
+			ID string `json:"id"`
+		}
+		if r.status != 200 || !r.at.After(back) || json.Unmarshal(r.body, &body) != nil {
+			continue
+		}
+		if i, ok := rank[body.ID]; ok && !seen[body.ID] {
+			seen[body.ID] = true
+			order = append(order, i)
+		}
+	}
+	rho := spearman(order)
+	t.Logf("outage 10 s (scaled 10 min): %d events held, delivered in %v after the partner came back, peak %d requests/s (limit burst 20 + rate 40/s); arrival order vs publish order: Spearman %.2f over %d events",
+		n, at[len(at)-1].Sub(back).Round(100*time.Millisecond), peak, rho, len(order))
+	// In arrival order (the retry topics give them back) the rank
+	// correlation is about 0; the drain orders them. Measured 0.83–0.90
+	// on 2 cores; the bound leaves room for a loaded machine.
+	if rho < 0.5 {
+		t.Errorf("the backlog did not drain oldest first: arrival order vs publish order has rank correlation %.2f, want ≥ 0.5", rho)
+	}
+}
+
+// spearman is the rank correlation between the positions of xs (arrival
+// order) and its values (publish order), xs holding distinct ranks: 1 when
+// they arrive in publish order, about 0 in a random order.
+func spearman(xs []int) float64 {
+	n := len(xs)
+	if n < 2 {
+		return 0
+	}
+	sorted := slices.Clone(xs)
+	slices.Sort(sorted)
+	pos := map[int]int{}
+	for i, v := range sorted {
+		pos[v] = i
+	}
+	var d2 float64
+	for i, v := range xs {
+		d := float64(i - pos[v])
+		d2 += d * d
+	}
+	return 1 - 6*d2/(float64(n)*(float64(n)*float64(n)-1))
 }
 
 // TestPartnerDownPastMaxAge: a partner down longer than retry.max_age_sec

@@ -3,6 +3,7 @@ package webhooks
 import (
 	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -81,26 +82,26 @@ func TestGateHoldsAndProbes(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	url := "https://a.example/hook"
 	for i := range 2 {
-		if a := g.admit("ep", url, now, ""); !a.ok || a.probe {
+		if a := g.admit("ep", url, now, "", time.Time{}); !a.ok || a.probe {
 			t.Fatalf("closed, attempt %d: %+v", i, a)
 		}
 		g.report("ep", now, false, unhealthy, 0)
 	}
-	if a := g.admit("ep", url, now.Add(time.Second), ""); a.ok || a.reason != ReasonBreakerOpen || !a.until.Equal(now.Add(10*time.Second)) {
+	if a := g.admit("ep", url, now.Add(time.Second), "", time.Time{}); a.ok || a.reason != ReasonBreakerOpen || !a.until.Equal(now.Add(10*time.Second)) {
 		t.Fatalf("open: %+v", a)
 	}
-	probe := g.admit("ep", url, now.Add(10*time.Second), ReasonBreakerOpen)
+	probe := g.admit("ep", url, now.Add(10*time.Second), ReasonBreakerOpen, time.Time{})
 	if !probe.ok || !probe.probe {
 		t.Fatalf("half-open: %+v, want the probe", probe)
 	}
-	if a := g.admit("ep", url, now.Add(10*time.Second), ReasonBreakerOpen); a.ok {
+	if a := g.admit("ep", url, now.Add(10*time.Second), ReasonBreakerOpen, time.Time{}); a.ok {
 		t.Fatal("a second delivery went while the probe was out")
 	}
 	until := g.report("ep", now.Add(11*time.Second), true, unhealthy, 0)
 	if !until.Equal(now.Add(31 * time.Second)) { // open time doubled: 20 s
 		t.Fatalf("failed probe: open until %v, want +20 s", until.Sub(now))
 	}
-	probe = g.admit("ep", url, now.Add(31*time.Second), ReasonBreakerOpen)
+	probe = g.admit("ep", url, now.Add(31*time.Second), ReasonBreakerOpen, time.Time{})
 	g.report("ep", now.Add(31*time.Second), true, healthy, 0)
 	if g.stateAt() != closed || !probe.probe {
 		t.Fatalf("after a good probe: %v", g.stateAt())
@@ -109,14 +110,14 @@ func TestGateHoldsAndProbes(t *testing.T) {
 	at := now.Add(31 * time.Second)
 	ok := 0
 	for range 5 {
-		if g.admit("ep", url, at, ReasonBreakerOpen).ok {
+		if g.admit("ep", url, at, ReasonBreakerOpen, time.Time{}).ok {
 			ok++
 		}
 	}
 	if ok != 2 {
 		t.Fatalf("%d admitted at once while recovering, want the burst (2)", ok)
 	}
-	if a := g.admit("ep", url, at, ""); a.ok || a.reason != ReasonRecovering {
+	if a := g.admit("ep", url, at, "", time.Time{}); a.ok || a.reason != ReasonRecovering {
 		t.Fatalf("a new delivery while the backlog drains: %+v", a)
 	}
 	// Retry-After holds everything.
@@ -125,8 +126,57 @@ func TestGateHoldsAndProbes(t *testing.T) {
 		t.Fatalf("after Retry-After 30 s: %+v", a)
 	}
 	// A new URL is a new endpoint.
-	if a := g.admit("ep", "https://b.example/hook", at.Add(time.Second), ""); !a.ok {
+	if a := g.admit("ep", "https://b.example/hook", at.Add(time.Second), "", time.Time{}); !a.ok {
 		t.Fatalf("new URL: %+v", a)
+	}
+}
+
+// TestGateDrainsOldestFirst: after an outage whose backlog built up
+// unevenly (most deliveries early), the deliveries coming back in any order
+// get slots in the order of their age, spread over the drain at the
+// recovery rate, and the youngest backlog delivery is due before a new one.
+func TestGateDrainsOldestFirst(t *testing.T) {
+	w := config.Default().Partner.Webhooks
+	w.Breaker = config.Breaker{ConsecutiveFailures: 1, Open: 10 * time.Second, MaxOpen: 10 * time.Second}
+	w.Recovery = config.Recovery{RatePerSec: 10, Burst: 2}
+	g := &gate{cfg: newGateConfig(w, nil)}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	url := "https://a.example/hook"
+	g.admit("ep", url, t0, "", t0)
+	g.report("ep", t0, false, unhealthy, 0)
+	const n = 200
+	since := make([]time.Time, n)
+	for i := range n {
+		since[i] = t0.Add(time.Duration(i) * time.Millisecond) // 200 in the first 0.2 s of a 10 s outage
+		if a := g.admit("ep", url, since[i], "", since[i]); a.ok || a.reason != ReasonBreakerOpen {
+			t.Fatalf("delivery %d during the outage: %+v", i, a)
+		}
+	}
+	back := t0.Add(10 * time.Second)
+	if p := g.admit("ep", url, back, ReasonBreakerOpen, since[0]); !p.probe {
+		t.Fatalf("no probe: %+v", p)
+	}
+	g.report("ep", back, true, healthy, 0)
+	due := make([]time.Time, n)
+	for _, i := range rand.Perm(n) {
+		a := g.admit("ep", url, back, ReasonBreakerOpen, since[i])
+		due[i] = back
+		if !a.ok {
+			due[i] = a.until
+		}
+	}
+	for i := 1; i < n; i++ {
+		if due[i].Before(due[i-1]) {
+			t.Fatalf("delivery %d (older) is due at +%v, after delivery %d at +%v", i-1, due[i-1].Sub(back), i, due[i].Sub(back))
+		}
+	}
+	// The slots span the backlog at the recovery rate (with the share
+	// left for late deliveries), not the outage's clock.
+	if span, want := due[n-1].Sub(back), time.Duration(float64(n-2)/(drainShare*10)*float64(time.Second)); span < want*9/10 || span > want {
+		t.Errorf("the backlog's slots span %v, want about %v", span, want)
+	}
+	if a := g.admit("ep", url, back, "", back); a.ok || a.until.Before(due[n-1]) {
+		t.Errorf("a new delivery while the backlog drains: %+v, want it held until after the backlog (+%v)", a, due[n-1].Sub(back))
 	}
 }
 
