@@ -91,11 +91,15 @@ func (s *Server) attempts(ctx context.Context, tenantID, deliveryID string) ([]A
 	var out []Attempt
 	for rows.Next() {
 		var a Attempt
-		if err := rows.Scan(&a.Attempt, &a.At, &a.Outcome, &a.StatusCode, &a.LatencyMS, &a.Error, &a.TraceID,
+		var reason string
+		if err := rows.Scan(&a.Attempt, &a.At, &a.Outcome, &a.StatusCode, &a.LatencyMS, &a.Error, &reason, &a.TraceID,
 			&a.EndpointID, &a.EventID, &a.EventType); err != nil {
 			return nil, fmt.Errorf("%s: %w", chsql.UIDeliveryAttempts.Name, err)
 		}
-		a.ErrorClass = errorClass(a.Outcome, a.StatusCode, a.Error)
+		a.ErrorClass = reasonClass(reason)
+		if a.ErrorClass == "" && a.Outcome != "delivered" {
+			a.ErrorClass = errorClass(a.Outcome, a.StatusCode, a.Error) // a row from before the reason column
+		}
 		out = append(out, a)
 	}
 	return out, rows.Err()
@@ -127,6 +131,25 @@ func (s *Server) deliveryStatus(ctx context.Context, tenantID string, ids []stri
 		}
 	}
 	return out
+}
+
+// reasonClass names an attempt's typed reason (webhook_deliveries.reason,
+// the webhooks processor's reason codes) in the words errorClass uses; ""
+// for none.
+func reasonClass(reason string) string {
+	switch reason {
+	case "":
+		return ""
+	case "http_status":
+		return "HTTP status"
+	case "dns_failure":
+		return "DNS failure"
+	case "tls_error":
+		return "TLS error"
+	case "filter_error", "render_error":
+		return "filter/render error"
+	}
+	return strings.ReplaceAll(reason, "_", " ") // connection refused, timeout, breaker open, …
 }
 
 // errorClass names what went wrong with an attempt, from what the

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/partners-engine/partners-engine/internal/apikey"
+	"github.com/partners-engine/partners-engine/processors/webhooks"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -817,5 +818,22 @@ func TestConsoleDLQ(t *testing.T) {
 	}
 	if len(f.dlq.replays) != 2 {
 		t.Errorf("a partner's console replay ran: %+v", f.dlq.replays[2:])
+	}
+}
+
+// TestReasonClassNamesEveryReason: every reason code the webhooks
+// processor writes into the delivery log has words on the delivery page,
+// and the typed reason wins over the guess from the error text.
+func TestReasonClassNamesEveryReason(t *testing.T) {
+	for _, r := range webhooks.Reasons {
+		if c := reasonClass(string(r)); c == "" || strings.Contains(c, "_") {
+			t.Errorf("reason %s: class %q", r, c)
+		}
+	}
+	if got := reasonClass("connection_refused"); got != errorClass("retry", 0, "connection refused") {
+		t.Errorf("typed reason %q and the error text's class %q differ", got, errorClass("retry", 0, "connection refused"))
+	}
+	if got := reasonClass("timeout"); got != "timeout" {
+		t.Errorf("timeout: %q", got)
 	}
 }

@@ -279,7 +279,7 @@ LIMIT ?`)
 	// UIDeliveryAttempts is every attempt of one delivery of one tenant,
 	// oldest first; bound: tenant id, delivery id.
 	UIDeliveryAttempts = register("ui.delivery_attempts", `
-SELECT attempt, attempted_at, outcome, status_code, latency_ms, error, trace_id, endpoint_id, event_id, event_type
+SELECT attempt, attempted_at, outcome, status_code, latency_ms, error, reason, trace_id, endpoint_id, event_id, event_type
 FROM webhook_deliveries
 WHERE tenant_id = ? AND delivery_id = ?
 ORDER BY attempted_at, attempt
