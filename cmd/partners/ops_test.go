@@ -21,11 +21,13 @@ func TestEdgeServesOpsEndpoints(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	bin := buildBinary(t)
+	prefix := "ops" + testenv.RandomID() + "."
+	testenv.CleanupTopics(t, prefix)
 	admin := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cmd := exec.Command(bin, "--config", "../../config/partners-engine.yaml", "edge")
 	cmd.Env = append(os.Environ(),
 		"PARTNERS_KAFKA_BROKERS="+strings.Join(testenv.Brokers(t), ","),
-		"PARTNERS_TOPIC_PREFIX=ops"+testenv.RandomID()+".",
+		"PARTNERS_TOPIC_PREFIX="+prefix,
 		"PARTNERS_ADMIN_LISTEN="+admin,
 		fmt.Sprintf("PARTNERS_EXTAUTHZ_LISTEN=127.0.0.1:%d", testenv.FreePort(t)),
 		fmt.Sprintf("PARTNERS_XDS_LISTEN=127.0.0.1:%d", testenv.FreePort(t)),

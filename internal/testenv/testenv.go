@@ -54,7 +54,48 @@ func Config(t testing.TB) *config.Config {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	CleanupTopics(t, cfg.Kafka.TopicPrefix)
 	return &cfg
+}
+
+// CleanupTopics deletes, when the test ends (after the cleanups registered
+// later: the processes under test are stopped by then), every topic of the
+// real test broker whose name starts with prefix, such as the topics the
+// processes under test created themselves. A failure is only logged: it
+// leaves topics behind, nothing else. Nothing happens on kfake.
+func CleanupTopics(t testing.TB, prefix string) {
+	t.Helper()
+	if !RealKafka() || prefix == "" {
+		return
+	}
+	brokers := strings.Split(os.Getenv("PARTNERS_TEST_KAFKA"), ",")
+	t.Cleanup(func() {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+		if err != nil {
+			return
+		}
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		adm := kadm.NewClient(cl)
+		topics, err := adm.ListTopics(ctx)
+		if err != nil {
+			t.Logf("topics of prefix %s not listed for deletion: %v", prefix, err)
+			return
+		}
+		var names []string
+		for _, name := range topics.Names() {
+			if strings.HasPrefix(name, prefix) {
+				names = append(names, name)
+			}
+		}
+		if len(names) == 0 {
+			return
+		}
+		if _, err := adm.DeleteTopics(ctx, names...); err != nil {
+			t.Logf("%d topics of prefix %s not deleted: %v", len(names), prefix, err)
+		}
+	})
 }
 
 // RandomID returns 8 random hex characters.
