@@ -70,6 +70,15 @@ pid_alive() {
   [ ! -r "/proc/$pid/cmdline" ] || grep -qa -- 'redis-server' "/proc/$pid/cmdline"
 }
 
+# pid_running: the pid file's process exists. While it starts, the pid is the launching subshell
+# (its command line is not yet the server's), so pid_alive's command-line check would call a
+# server that is still exec'ing dead (seen under load: "exited during startup" for a server that
+# came up a moment later).
+pid_running() {
+  local pid; pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 write_config() {
@@ -94,7 +103,7 @@ EOF
 cmd_wait() {
   local deadline=$((SECONDS + WAIT_TIMEOUT))
   until ping; do
-    if [ -f "$PID_FILE" ] && ! pid_alive; then
+    if [ -f "$PID_FILE" ] && ! pid_running; then
       [ -s "$LOG_FILE" ] && tail -n 20 "$LOG_FILE" >&2
       die "redis-server $(cat "$PID_FILE") exited during startup"
     fi

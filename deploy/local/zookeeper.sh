@@ -58,6 +58,15 @@ pid_alive() {
   [ ! -r "/proc/$pid/cmdline" ] || grep -qa -- 'QuorumPeerMain' "/proc/$pid/cmdline"
 }
 
+# pid_running: the pid file's process exists. While it starts, the pid is the launching subshell
+# (its command line is not yet the server's), so pid_alive's command-line check would call a
+# server that is still exec'ing dead (seen under load: "exited during startup" for a server that
+# came up a moment later).
+pid_running() {
+  local pid; pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # four_letter CMD: send a ZooKeeper four-letter command and print the answer.
@@ -91,7 +100,7 @@ log_tail() {
 cmd_wait() {
   local deadline=$((SECONDS + WAIT_TIMEOUT))
   until is_up; do
-    if [ -f "$PID_FILE" ] && ! pid_alive; then
+    if [ -f "$PID_FILE" ] && ! pid_running; then
       log_tail; die "server process $(cat "$PID_FILE") exited during startup"
     fi
     [ $SECONDS -lt $deadline ] || { log_tail; die "not ready on 127.0.0.1:$PORT after ${WAIT_TIMEOUT}s"; }
