@@ -45,52 +45,45 @@ func RunDeliveryLog(ctx context.Context, o DeliveryLogOptions) error {
 		return err
 	}
 	defer cl.Close()
-	names := k.Names()
-	return kafka.Consume(ctx, cl, log, func(ctx context.Context, recs []*kgo.Record) error {
-		attempts, bad := decodeAttempts(recs)
-		if len(bad) > 0 {
-			if err := deadLetterAttempts(ctx, cl, names, o.Config, bad, log); err != nil {
-				return err
+	dead := func(ctx context.Context, recs []*kgo.Record, reason error) error {
+		return deadLetterAttempts(ctx, cl, k.Names(), o.Config, recs, reason, log)
+	}
+	return kafka.ConsumeWith(ctx, cl, log, kafka.ConsumeOptions{DeadLetter: dead}, func(ctx context.Context, recs []*kgo.Record) error {
+		attempts := make([]schemas.DeliveryAttempt, 0, len(recs))
+		var bad []*kgo.Record
+		for _, r := range recs {
+			a, err := decodeAttempt(r.Value)
+			if err != nil {
+				bad = append(bad, r)
+				continue
 			}
+			attempts = append(attempts, a)
+		}
+		if len(bad) > 0 {
+			// The consumer dead-letters them and hands back the rest.
+			return kafka.Permanent(errors.New("not a delivery attempt"), bad...)
 		}
 		return insertAttempts(ctx, o.Conn, attempts)
 	})
 }
 
-// malformedAttempt is a record of partners.deliveries.v1 that does not
-// decode, and why.
-type malformedAttempt struct {
-	rec *kgo.Record
-	err error
-}
-
-func decodeAttempts(recs []*kgo.Record) ([]schemas.DeliveryAttempt, []malformedAttempt) {
-	out := make([]schemas.DeliveryAttempt, 0, len(recs))
-	var bad []malformedAttempt
-	for _, r := range recs {
-		a, err := decodeAttempt(r.Value)
-		if err != nil {
-			bad = append(bad, malformedAttempt{r, err})
-			continue
-		}
-		out = append(out, a)
-	}
-	return out, bad
-}
-
 // deadLetterAttempts produces the dead letters of records that are not
-// delivery attempts and waits until they are durable.
-func deadLetterAttempts(ctx context.Context, cl *kgo.Client, names kafka.Names, wh config.Webhooks, bad []malformedAttempt, log *slog.Logger) error {
+// delivery attempts, each with why it does not decode (else reason), and
+// waits until they are durable.
+func deadLetterAttempts(ctx context.Context, cl *kgo.Client, names kafka.Names, wh config.Webhooks, bad []*kgo.Record, reason error, log *slog.Logger) error {
 	var recs []*kgo.Record
-	for _, b := range bad {
-		text := "not a delivery attempt: " + b.err.Error()
-		log.Warn("dead-lettering undecodable delivery attempt", "partition", b.rec.Partition, "offset", b.rec.Offset, "err", b.err)
+	for _, r := range bad {
+		_, err := decodeAttempt(r.Value)
+		if err == nil {
+			err = reason
+		}
 		if !wh.DLQ.Enabled {
-			log.Warn("DLQ disabled: dropping undecodable delivery attempt", "partition", b.rec.Partition, "offset", b.rec.Offset)
+			log.Warn("DLQ disabled: dropping undecodable delivery attempt", "partition", r.Partition, "offset", r.Offset, "err", err)
 			continue
 		}
-		key, dl := inputDeadLetter(b.rec, ReasonMalformedRecord, text, wh.MaxRecordBytes-16<<10)
-		recs = append(recs, deadLetterPair(ctx, log, names, key, string(b.rec.Key), dl)...)
+		log.Warn("dead-lettering undecodable delivery attempt", "partition", r.Partition, "offset", r.Offset, "err", err)
+		key, dl := inputDeadLetter(r, ReasonMalformedRecord, "not a delivery attempt: "+err.Error(), wh.MaxRecordBytes-16<<10)
+		recs = append(recs, deadLetterPair(ctx, log, names, key, string(r.Key), dl)...)
 	}
 	if len(recs) == 0 {
 		return nil
