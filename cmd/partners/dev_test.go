@@ -124,9 +124,10 @@ func TestDevKeepsTenantsAcrossRestart(t *testing.T) {
 	bin := buildBinary(t)
 	env := devEnv(t)
 	stop, out := startDev(t, bin, env)
-	if !strings.Contains(out.String(), "partners-engine dev is up") || !strings.Contains(out.String(), "tenants create") {
-		t.Fatalf("dev banner missing:\n%s", out)
-	}
+	// /readyz answers while the banner is still being written.
+	testenv.Eventually(t, 10*time.Second, "the dev banner with its quick-start commands", func() bool {
+		return strings.Contains(out.String(), "partners-engine dev is up") && strings.Contains(out.String(), "tenants create")
+	})
 	created, err := run(t, bin, env, "tenants", "create", "--name", "Acme", "--tier", "sandbox", "--webhook-url", "http://127.0.0.1:9999/hook")
 	if err != nil {
 		t.Fatalf("tenants create: %v\n%s", err, created)
