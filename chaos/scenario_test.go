@@ -258,12 +258,18 @@ func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int
 			}
 		}
 	}
+	// Caught up: the healthy partner has every event and the attribution
+	// group has committed past the inputs' ends. Settled can come first
+	// (its records are in ClickHouse before their offsets are committed),
+	// so wait for it within what is left of the settle bound.
+	wait := time.NewTimer(max(time.Until(deadline), 0))
 	select {
 	case at := <-recovered:
 		res.RecoverSeconds = at.Sub(faultEnd).Seconds()
-	default:
+	case <-wait.C:
 		res.RecoverSeconds = -1
 	}
+	wait.Stop()
 	res.fill(ev)
 	res.FaultAt = faultStart.Sub(start).Seconds()
 	for _, tn := range d.tenants {

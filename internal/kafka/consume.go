@@ -15,7 +15,15 @@ import (
 // NewClient together with kgo.ConsumerGroup and kgo.ConsumeTopics.
 func ConsumerOptions() []kgo.Opt {
 	return []kgo.Opt{
-		kgo.DisableAutoCommit(),
+		// Only offsets Consume marked (records whose effects are durable)
+		// are ever committed. Consume commits them at once; the client's
+		// autocommit commits marks again every CommitRetryInterval, so a
+		// commit that failed (the group coordinator's broker was down)
+		// still lands when the partition gets no new records. Marks of a
+		// partition the member lost are dropped by the client, so a late
+		// commit never rewinds the new owner's.
+		kgo.AutoCommitMarks(),
+		kgo.AutoCommitInterval(CommitRetryInterval),
 		// Rebalances wait until the polled batch is handled and committed,
 		// or released after a bounded number of retries, so a partition is
 		// never handed over with work in flight and a failing batch never
@@ -53,6 +61,10 @@ func (e *PermanentError) Unwrap() error { return e.Err }
 func Permanent(err error, recs ...*kgo.Record) error {
 	return &PermanentError{Err: err, Records: recs}
 }
+
+// CommitRetryInterval is how often a group consumer made with
+// ConsumerOptions commits marked offsets that are not committed yet.
+const CommitRetryInterval = time.Second
 
 // DeadLetterFunc stores records that can never be handled, with the reason,
 // and returns nil once they are durable (a DLQ topic, a table).
@@ -294,11 +306,30 @@ func (c *consumer) finalFlush(ctx context.Context, pending []*kgo.Record) {
 	c.commit(fctx, pending)
 }
 
-// commit commits recs' offsets even if ctx was cancelled: the work is done.
+// commit marks recs done and commits the marks even if ctx was cancelled:
+// the work is done. A failed commit is retried by the client's autocommit
+// (ConsumerOptions); until it lands, a restart handles the records again.
 func (c *consumer) commit(ctx context.Context, recs []*kgo.Record) {
+	c.cl.MarkCommitOffsets(heads(recs))
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := c.cl.CommitRecords(cctx, recs...); err != nil {
-		c.log.Warn("offset commit failed; records may be handled again", "err", err)
+	if err := c.cl.CommitMarkedOffsets(cctx); err != nil {
+		c.log.Warn("offset commit failed; retried every "+CommitRetryInterval.String()+" (until it lands, a restart handles the records again)", "err", err)
 	}
+}
+
+// heads is the offset after the last of recs in each partition.
+func heads(recs []*kgo.Record) map[string]map[int32]kgo.EpochOffset {
+	out := map[string]map[int32]kgo.EpochOffset{}
+	for _, r := range recs {
+		ps := out[r.Topic]
+		if ps == nil {
+			ps = map[int32]kgo.EpochOffset{}
+			out[r.Topic] = ps
+		}
+		if cur, ok := ps[r.Partition]; !ok || r.Offset+1 > cur.Offset {
+			ps[r.Partition] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset + 1}
+		}
+	}
+	return out
 }

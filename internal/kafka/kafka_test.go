@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 
@@ -192,6 +195,92 @@ func TestConsumeCommitsOnlyAfterWork(t *testing.T) {
 		if i >= 100 && (first[k] != 0 || second[k] != 1) {
 			t.Fatalf("record %d: first consumer %d times, second %d times; want 0 and 1 (not committed when the work did not finish)", i, first[k], second[k])
 		}
+	}
+}
+
+// TestConsumeRetriesFailedCommit: a batch is handled but its offset commit
+// fails (the coordinator's broker was down) and no further record arrives
+// on its partitions. The commit must still land: otherwise the group's lag
+// never reaches zero and a restart handles the batch again. The failure is
+// injected with kfake's request control; the chaos suite's kafka-leader-kill
+// scenario exercises the same path on a real three-broker cluster.
+func TestConsumeRetriesFailedCommit(t *testing.T) {
+	t.Parallel()
+	const topic = "commit-retry"
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	var failed atomic.Int32
+	kc.ControlKey(int16(kmsg.OffsetCommit), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		if failed.Load() >= 2 {
+			kc.DropControl()
+			return nil, nil, false
+		}
+		kc.KeepControl()
+		failed.Add(1)
+		req := kreq.(*kmsg.OffsetCommitRequest)
+		resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewOffsetCommitResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewOffsetCommitResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.UnknownServerError.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	cfg := testenv.Config(t)
+	brokers := kc.ListenAddrs()
+	log := slog.New(slog.DiscardHandler)
+	pr, err := kafka.NewClient(cfg.Kafka, brokers, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	var recs []*kgo.Record
+	for i := range 30 {
+		recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(i)), Value: []byte(strconv.Itoa(i))})
+	}
+	if err := pr.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	const group = "commit-retry-group"
+	c, err := kafka.NewClient(cfg.Kafka, brokers, log, append(kafka.ConsumerOptions(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var handled atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		done <- kafka.Consume(ctx, c, log, func(_ context.Context, rs []*kgo.Record) error {
+			handled.Add(int32(len(rs)))
+			return nil
+		})
+	}()
+	testenv.Eventually(t, 30*time.Second, "30 records handled and their offsets committed with no new record", func() bool {
+		offs, err := kadm.NewClient(pr).FetchOffsets(context.Background(), group)
+		if err != nil {
+			return false
+		}
+		total := int64(0)
+		offs.Each(func(o kadm.OffsetResponse) { total += o.At })
+		return handled.Load() == 30 && total == 30
+	})
+	if n := failed.Load(); n < 2 {
+		t.Fatalf("%d offset commits were refused, want 2 (the test did not inject its failure)", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
 
