@@ -34,6 +34,7 @@ const (
 	TopicConversions = "partners.conversions.v1"
 	TopicCosts       = "partners.costs.v1"
 	TopicAttrDLQ     = "partners.attribution.dlq"
+	TopicTenantsDLQ  = "partners.tenants.dlq" // compacted: undecodable tenant records, by position
 	TopicAudit       = "partners.audit.v1"
 )
 

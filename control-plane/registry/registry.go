@@ -79,9 +79,11 @@ type ChangeFunc = func(old, new *schemas.Tenant)
 // Registry is the in-memory tenant view. Tenants returned by its methods are
 // shared and must be treated as read-only.
 type Registry struct {
-	log    *slog.Logger
-	topic  string
-	secret Opener // opens sealed webhook secrets; nil: records carry them in the clear
+	log      *slog.Logger
+	topic    string
+	secret   Opener      // opens sealed webhook secrets; nil: records carry them in the clear
+	dlq      *kgo.Client // WithDeadLetters; nil: undecodable records are only logged and counted
+	dlqTopic string
 
 	mu         sync.RWMutex
 	tenants    map[string]*schemas.Tenant
@@ -418,7 +420,8 @@ func (r *Registry) StaleSecrets(active string) []string {
 }
 
 // Apply applies one record of the tenants topic. A record that cannot be
-// decoded is logged (without its contents: it may hold secrets) and skipped.
+// decoded is logged (without its contents: it may hold secrets), counted,
+// dead-lettered (WithDeadLetters) and skipped.
 // A control record (a transaction's commit or abort marker) only moves the
 // registry's position.
 func (r *Registry) Apply(rec *kgo.Record) {
@@ -438,6 +441,7 @@ func (r *Registry) Apply(rec *kgo.Record) {
 		}
 		r.skipped.Inc()
 		r.log.Error("skipping undecodable tenant record", "partition", rec.Partition, "offset", rec.Offset, "reason", safeReason(err))
+		r.deadLetter(rec, safeReason(err))
 		return
 	}
 	keyIDs := r.open(&t)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -153,6 +155,8 @@ func TestFollowDelay(t *testing.T) {
 	t.Logf("change → follower applied: %v (kafka real=%v)", delays, testenv.RealKafka())
 }
 
+// TestGarbageRecordIsSkipped: undecodable tenant records are skipped,
+// logged without their content and dead-lettered; the registry goes on.
 func TestGarbageRecordIsSkipped(t *testing.T) {
 	t.Parallel()
 	cfg := testenv.Config(t)
@@ -165,13 +169,60 @@ func TestGarbageRecordIsSkipped(t *testing.T) {
 		{Topic: topic, Key: []byte("tn_garbage"), Value: []byte("{not json whsec_secretvalue")},
 		{Topic: topic, Key: []byte("tn_mismatch"), Value: []byte(`{"id":"tn_other","name":"x","version":1}`)},
 	}
-	if err := cl.ProduceSync(ctx, garbage...).FirstErr(); err != nil {
+	acks := cl.ProduceSync(ctx, garbage...)
+	if err := acks.FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	r := startRegistry(t, cfg, brokers, log)
+	// Two processes read the same garbage: both dead-letter it, under the
+	// same key with the same value (the DLQ is compacted).
+	dlqTopic := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}.Topic(schemas.TopicTenantsDLQ)
+	r := registrytest.Start(t, cfg, brokers, log, registry.WithDeadLetters(dlqTopic, cl))
+	registrytest.Start(t, cfg, brokers, slog.New(slog.DiscardHandler), registry.WithDeadLetters(dlqTopic, cl))
 	w := newWriter(cfg, r, cl)
 	if _, err := w.Create(ctx, registry.CreateRequest{Name: "After", Tier: "enterprise", WebhookURL: "https://p.example/h"}); err != nil {
 		t.Fatalf("registry stopped following after garbage: %v", err)
+	}
+	rd, err := kafka.NewClient(cfg.Kafka, brokers, slog.New(slog.DiscardHandler), kgo.ConsumeTopics(dlqTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	byKey := map[string][]string{}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for n := 0; n < 2*len(garbage) && pctx.Err() == nil; {
+		rd.PollFetches(pctx).EachRecord(func(rec *kgo.Record) {
+			byKey[string(rec.Key)] = append(byKey[string(rec.Key)], string(rec.Value))
+			n++
+		})
+	}
+	for _, g := range acks {
+		key := fmt.Sprintf("%d/%d", g.Record.Partition, g.Record.Offset)
+		vs := byKey[key]
+		if len(vs) != 2 || vs[0] != vs[1] {
+			t.Fatalf("dead letters of the garbage at %s: %q; want the same one from each registry (all: %v)", key, vs, byKey)
+		}
+		var dl schemas.DeadLetter
+		if err := json.Unmarshal([]byte(vs[0]), &dl); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(g.Record.Value)
+		if dl.ReasonCode != "malformed_record" || dl.Reason == "" || dl.SourceTopic != topic ||
+			dl.SourcePartition == nil || *dl.SourcePartition != g.Record.Partition || dl.SourceOffset == nil || *dl.SourceOffset != g.Record.Offset ||
+			dl.PayloadBytes != len(g.Record.Value) || dl.PayloadSHA256 != hex.EncodeToString(sum[:]) {
+			t.Fatalf("dead letter at %s: %s", key, vs[0])
+		}
+		if err := schemas.Validate(schemas.KindDeadLetter, []byte(vs[0])); err != nil {
+			t.Fatalf("dead letter does not match its JSON Schema: %v", err)
+		}
+	}
+	if len(byKey) != len(garbage) {
+		t.Fatalf("dead letters under %d keys, want %d: %v", len(byKey), len(garbage), byKey)
+	}
+	for _, vs := range byKey {
+		if strings.Contains(vs[0], "whsec_secretvalue") {
+			t.Fatal("a tenant dead letter copies the record's content")
+		}
 	}
 	if r.Len() != 1 {
 		t.Fatalf("want 1 tenant, got %d", r.Len())

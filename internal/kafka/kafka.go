@@ -93,6 +93,9 @@ func Specs(k config.Kafka, w config.Webhooks) []TopicSpec {
 		{Name: n.Topic(schemas.TopicConversions), Partitions: p, Configs: del},
 		{Name: n.Topic(schemas.TopicCosts), Partitions: p, Configs: del},
 		{Name: n.Topic(schemas.TopicAttrDLQ), Partitions: p, Configs: del},
+		// Every process reading the tenants topic reports the same
+		// undecodable record under the same key (registry.WithDeadLetters).
+		{Name: n.Topic(schemas.TopicTenantsDLQ), Partitions: p, Configs: conf("cleanup.policy", "compact")},
 		{Name: n.Topic(schemas.TopicAudit), Partitions: p, Configs: del},
 	}
 	retention := strconv.FormatInt(w.DLQ.Retention.Milliseconds(), 10)

@@ -343,7 +343,8 @@ func (p *process) startRegistry() error {
 	if err != nil {
 		return err
 	}
-	reg, err := registry.New(topic, p.log, p.prom, registry.WithSecrets(keyring))
+	reg, err := registry.New(topic, p.log, p.prom, registry.WithSecrets(keyring),
+		registry.WithDeadLetters(p.kafka().Topic(schemas.TopicTenantsDLQ), p.producer))
 	if err != nil {
 		return err
 	}

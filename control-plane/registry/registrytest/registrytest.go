@@ -24,15 +24,15 @@ func Topic(cfg *config.Config) string {
 	return kafka.Names{Prefix: cfg.Kafka.TopicPrefix}.Topic(schemas.TopicTenants)
 }
 
-// Start runs a registry on cfg's tenants topic and returns it once it has
-// read the topic to its end.
-func Start(t testing.TB, cfg *config.Config, brokers []string, log *slog.Logger) *registry.Registry {
+// Start runs a registry on cfg's tenants topic, with opts besides its
+// keyring, and returns it once it has read the topic to its end.
+func Start(t testing.TB, cfg *config.Config, brokers []string, log *slog.Logger, opts ...registry.Option) *registry.Registry {
 	t.Helper()
 	cl, err := kafka.NewClient(cfg.Kafka, brokers, log, registry.ConsumerOpts()...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := registry.New(Topic(cfg), log, nil, registry.WithSecrets(Keyring(cfg)))
+	reg, err := registry.New(Topic(cfg), log, nil, append([]registry.Option{registry.WithSecrets(Keyring(cfg))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
