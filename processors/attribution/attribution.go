@@ -62,9 +62,12 @@ type Processor struct {
 	hist    *lru.Cache[string, *history]
 	costIDs *lru.Cache[string, struct{}] // cost ids the rollup counts
 	led     *ledger
-	poison  poisoned // records that cannot be written, to dead-letter (isolate)
-	faults  faults
-	m       metrics
+	// topicIDs: the source topics' Kafka topic ids (hex), read at start
+	// (checkLedgerAgainstLog) and recorded in the ledger.
+	topicIDs map[string]string
+	poison   poisoned // records that cannot be written, to dead-letter (isolate)
+	faults   faults
+	m        metrics
 }
 
 // faults are seams for fault tests (export_test.go); zero in production.

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/processors/attribution"
@@ -52,6 +54,39 @@ func TestLedgerFromAnotherKafkaRefused(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error does not say %q: %v", want, err)
 		}
+	}
+	// The other brokers' topics grow past the ledger's offsets (topics
+	// created again and written for a while): the offsets no longer give it
+	// away, the topic ids do.
+	ends, err := kadm.NewClient(e.cl).ListEndOffsets(context.Background(), topics...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ocl, err := kgo.NewClient(kgo.SeedBrokers(other.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ocl.Close()
+	var recs []*kgo.Record
+	ends.Each(func(o kadm.ListedOffset) {
+		for range o.Offset + 5 {
+			recs = append(recs, &kgo.Record{Topic: o.Topic, Partition: o.Partition, Value: []byte("{}")})
+		}
+	})
+	if err := ocl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	err = run(other.ListenAddrs())
+	if !errors.Is(err, attribution.ErrForeignLedger) {
+		t.Fatalf("Run on other brokers whose topics are longer than the ledger: %v, want ErrForeignLedger", err)
+	}
+	for _, want := range []string{topics[0] + " is not the topic it counted", "topic id", "clickhouse.database"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not say %q: %v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "the partition ends at") {
+		t.Errorf("the other topics are longer than the ledger, yet the error names a partition end: %v", err)
 	}
 	// Its own brokers: runs until the context ends.
 	if err := run(e.brokers); err != nil {

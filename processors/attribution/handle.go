@@ -172,7 +172,8 @@ func (p *Processor) handle(ctx context.Context, recs []*kgo.Record) error {
 		return err
 	}
 	params := p.led.needsParams()
-	err = p.insertRollup(ctx, &all, params)
+	ids := p.led.missingTopicIDs(p.topicIDs, all.ends)
+	err = p.insertRollup(ctx, &all, params, ids)
 	if err == nil && p.faults.afterRollup != nil {
 		err = p.faults.afterRollup()
 	}
@@ -182,7 +183,7 @@ func (p *Processor) handle(ctx context.Context, recs []*kgo.Record) error {
 		p.hist.Purge()
 		return err
 	}
-	p.led.advance(all.ends, params)
+	p.led.advance(all.ends, params, ids)
 	for u, h := range next {
 		p.hist.Add(u, h)
 	}

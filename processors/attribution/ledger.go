@@ -38,6 +38,13 @@ const rollupQueryPrefix = "partners-attribution-rollup-"
 // was built with.
 const paramsSrc = "#params"
 
+// topicSrc is the src of a row naming a source topic by its Kafka topic id
+// (partner_id "topic=id", the id in hex; Kafka topic names have no '='):
+// the ledger's offsets count records of that topic,
+// not of another one of the same name (another cluster, or the topic
+// deleted and created again).
+const topicSrc = "#topic"
+
 // fenceTimeout bounds the wait for running rollup inserts.
 const fenceTimeout = 2 * time.Minute
 
@@ -54,9 +61,10 @@ type ledger struct {
 	seq    atomic.Uint64
 
 	mu       sync.Mutex
-	ends     map[string]int64 // "topic/partition" → committed end offset
-	recorded []string         // parameters recorded in the rollup
-	stale    bool             // reload before the next use
+	ends     map[string]int64    // "topic/partition" → committed end offset
+	recorded []string            // parameters recorded in the rollup
+	topicIDs map[string][]string // topic → the Kafka topic ids recorded for it
+	stale    bool                // reload before the next use
 }
 
 func newLedger(conn driver.Conn, params string) *ledger {
@@ -92,7 +100,7 @@ func (l *ledger) load(ctx context.Context) error {
 	if err := l.fence(ctx); err != nil {
 		return err
 	}
-	ends, recorded, err := readLedger(ctx, l.conn)
+	ends, recorded, ids, err := readLedger(ctx, l.conn)
 	if err != nil {
 		return err
 	}
@@ -104,36 +112,44 @@ func (l *ledger) load(ctx context.Context) error {
 		}
 	}
 	l.mu.Lock()
-	l.ends, l.recorded, l.stale = ends, recorded, false
+	l.ends, l.recorded, l.topicIDs, l.stale = ends, recorded, ids, false
 	l.mu.Unlock()
 	return nil
 }
 
-// readLedger reads every source partition's committed end offset and the
-// recorded parameters.
-func readLedger(ctx context.Context, conn driver.Conn) (map[string]int64, []string, error) {
+// readLedger reads every source partition's committed end offset, the
+// recorded parameters and the recorded topic ids.
+func readLedger(ctx context.Context, conn driver.Conn) (map[string]int64, []string, map[string][]string, error) {
 	rows, err := conn.Query(ctx, chsql.LedgerState.SQL)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read the ingest ledger: %w", err)
+		return nil, nil, nil, fmt.Errorf("read the ingest ledger: %w", err)
 	}
 	defer rows.Close()
 	ends := map[string]int64{}
+	ids := map[string][]string{}
 	var recorded []string
 	for rows.Next() {
 		var src, key string
 		var sum int64
 		if err := rows.Scan(&src, &key, &sum); err != nil {
-			return nil, nil, fmt.Errorf("read the ingest ledger: %w", err)
+			return nil, nil, nil, fmt.Errorf("read the ingest ledger: %w", err)
 		}
 		switch {
 		case src == paramsSrc:
 			recorded = append(recorded, key)
+		case src == topicSrc:
+			if i := strings.IndexByte(key, '='); i > 0 {
+				ids[key[:i]] = append(ids[key[:i]], key[i+1:])
+			}
 		case key == "":
 			ends[src] = sum
 		}
 	}
 	slices.Sort(recorded)
-	return ends, recorded, rows.Err()
+	for _, v := range ids {
+		slices.Sort(v)
+	}
+	return ends, recorded, ids, rows.Err()
 }
 
 // fence waits until no rollup INSERT that is running now (of any processor)
@@ -216,8 +232,35 @@ func (l *ledger) needsParams() bool {
 	return !slices.Contains(l.recorded, l.params)
 }
 
-// advance records a landed rollup insert: its partitions' new end offsets.
-func (l *ledger) advance(ends map[tp]int64, params bool) {
+// recordedTopicIDs are the topic ids the ledger recorded for topic.
+func (l *ledger) recordedTopicIDs(topic string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.topicIDs[topic])
+}
+
+// missingTopicIDs are the "topic=id" rows the next rollup insert records:
+// the current ids (topic → id) of the batch's source topics the ledger
+// does not hold yet, sorted.
+func (l *ledger) missingTopicIDs(current map[string]string, ends map[tp]int64) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for k := range ends {
+		id := current[k.topic]
+		row := k.topic + "=" + id
+		if id == "" || slices.Contains(l.topicIDs[k.topic], id) || slices.Contains(out, row) {
+			continue
+		}
+		out = append(out, row)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// advance records a landed rollup insert: its partitions' new end offsets,
+// and the parameters and topic ids it recorded.
+func (l *ledger) advance(ends map[tp]int64, params bool, topicIDs []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for k, v := range ends {
@@ -225,6 +268,14 @@ func (l *ledger) advance(ends map[tp]int64, params bool) {
 	}
 	if params && !slices.Contains(l.recorded, l.params) {
 		l.recorded = append(l.recorded, l.params)
+	}
+	for _, row := range topicIDs {
+		if i := strings.IndexByte(row, '='); i > 0 && !slices.Contains(l.topicIDs[row[:i]], row[i+1:]) {
+			if l.topicIDs == nil {
+				l.topicIDs = map[string][]string{}
+			}
+			l.topicIDs[row[:i]] = append(l.topicIDs[row[:i]], row[i+1:])
+		}
 	}
 }
 

@@ -109,7 +109,7 @@ func (p *Processor) insertAttrs(ctx context.Context, b *batch, now time.Time) er
 // outcome was lost, computed again from the same ledger — possible when the
 // replica that took it went down before the other fetched it — is not
 // counted twice, while two different batches never look alike.
-func (p *Processor) insertRollup(ctx context.Context, b *batch, params bool) error {
+func (p *Processor) insertRollup(ctx context.Context, b *batch, params bool, topicIDs []string) error {
 	qctx := clickhouse.Context(ctx, clickhouse.WithQueryID(p.led.queryID()))
 	epoch := time.Unix(0, 0).UTC()
 	keys := make([]rollKey, 0, len(b.rollup))
@@ -133,7 +133,7 @@ func (p *Processor) insertRollup(ctx context.Context, b *batch, params bool) err
 	if marker.Len() == 0 {
 		marker.WriteString("-")
 	}
-	n := len(keys) + len(srcs) + 1
+	n := len(keys) + len(srcs) + len(topicIDs) + 1
 	return p.send(qctx, "roi_daily", chsql.InsertRollup, func(bt driver.Batch) error {
 		for _, k := range keys {
 			v := b.rollup[k]
@@ -151,6 +151,12 @@ func (p *Processor) insertRollup(ctx context.Context, b *batch, params bool) err
 		}
 		if params {
 			if err := bt.Append("", epoch, p.led.params, epoch, paramsSrc, zeroDec, zeroDec, zeroDec, int64(0), zeroDec,
+				int64(0), int64(0), int64(0), int64(1)); err != nil {
+				return err
+			}
+		}
+		for _, row := range topicIDs {
+			if err := bt.Append("", epoch, row, epoch, topicSrc, zeroDec, zeroDec, zeroDec, int64(0), zeroDec,
 				int64(0), int64(0), int64(0), int64(1)); err != nil {
 				return err
 			}
