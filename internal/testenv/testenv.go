@@ -60,7 +60,8 @@ func Config(t testing.TB) *config.Config {
 
 // CleanupTopics deletes, when the test ends (after the cleanups registered
 // later: the processes under test are stopped by then), every topic of the
-// real test broker whose name starts with prefix, such as the topics the
+// real test brokers (PARTNERS_TEST_KAFKA, and PARTNERS_TEST_KAFKA_CLUSTER
+// when set) whose name starts with prefix, such as the topics the
 // processes under test created themselves. A failure is only logged: it
 // leaves topics behind, nothing else. Nothing happens on kfake.
 func CleanupTopics(t testing.TB, prefix string) {
@@ -68,7 +69,15 @@ func CleanupTopics(t testing.TB, prefix string) {
 	if !RealKafka() || prefix == "" {
 		return
 	}
-	brokers := strings.Split(os.Getenv("PARTNERS_TEST_KAFKA"), ",")
+	for _, env := range []string{"PARTNERS_TEST_KAFKA", "PARTNERS_TEST_KAFKA_CLUSTER"} {
+		if v := os.Getenv(env); v != "" {
+			cleanupTopics(t, strings.Split(v, ","), prefix)
+		}
+	}
+}
+
+// cleanupTopics deletes prefix's topics on brokers when the test ends.
+func cleanupTopics(t testing.TB, brokers []string, prefix string) {
 	t.Cleanup(func() {
 		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 		if err != nil {
@@ -80,7 +89,7 @@ func CleanupTopics(t testing.TB, prefix string) {
 		adm := kadm.NewClient(cl)
 		topics, err := adm.ListTopics(ctx)
 		if err != nil {
-			t.Logf("topics of prefix %s not listed for deletion: %v", prefix, err)
+			t.Logf("topics of prefix %s on %v not listed for deletion: %v", prefix, brokers, err)
 			return
 		}
 		var names []string
@@ -93,7 +102,7 @@ func CleanupTopics(t testing.TB, prefix string) {
 			return
 		}
 		if _, err := adm.DeleteTopics(ctx, names...); err != nil {
-			t.Logf("%d topics of prefix %s not deleted: %v", len(names), prefix, err)
+			t.Logf("%d topics of prefix %s on %v not deleted: %v", len(names), prefix, brokers, err)
 		}
 	})
 }
