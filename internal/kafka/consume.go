@@ -276,18 +276,7 @@ func without(recs, drop []*kgo.Record) []*kgo.Record {
 // the next poll returns them again. Called before AllowRebalance, as
 // SetOffsets requires.
 func (c *consumer) rewind(recs []*kgo.Record) {
-	to := map[string]map[int32]kgo.EpochOffset{}
-	for _, r := range recs {
-		ps := to[r.Topic]
-		if ps == nil {
-			ps = map[int32]kgo.EpochOffset{}
-			to[r.Topic] = ps
-		}
-		if cur, ok := ps[r.Partition]; !ok || r.Offset < cur.Offset {
-			ps[r.Partition] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset}
-		}
-	}
-	c.cl.SetOffsets(to)
+	c.cl.SetOffsets(edges(recs, true))
 }
 
 // finalFlush gives a batch gathered before shutdown one bounded attempt;
@@ -310,7 +299,7 @@ func (c *consumer) finalFlush(ctx context.Context, pending []*kgo.Record) {
 // the work is done. A failed commit is retried by the client's autocommit
 // (ConsumerOptions); until it lands, a restart handles the records again.
 func (c *consumer) commit(ctx context.Context, recs []*kgo.Record) {
-	c.cl.MarkCommitOffsets(heads(recs))
+	c.cl.MarkCommitOffsets(edges(recs, false))
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := c.cl.CommitMarkedOffsets(cctx); err != nil {
@@ -318,8 +307,9 @@ func (c *consumer) commit(ctx context.Context, recs []*kgo.Record) {
 	}
 }
 
-// heads is the offset after the last of recs in each partition.
-func heads(recs []*kgo.Record) map[string]map[int32]kgo.EpochOffset {
+// edges is, per partition of recs, the position of its first record in
+// recs (first) or the position after its last one.
+func edges(recs []*kgo.Record, first bool) map[string]map[int32]kgo.EpochOffset {
 	out := map[string]map[int32]kgo.EpochOffset{}
 	for _, r := range recs {
 		ps := out[r.Topic]
@@ -327,8 +317,12 @@ func heads(recs []*kgo.Record) map[string]map[int32]kgo.EpochOffset {
 			ps = map[int32]kgo.EpochOffset{}
 			out[r.Topic] = ps
 		}
-		if cur, ok := ps[r.Partition]; !ok || r.Offset+1 > cur.Offset {
-			ps[r.Partition] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset + 1}
+		at := kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset}
+		if !first {
+			at.Offset++
+		}
+		if cur, ok := ps[r.Partition]; !ok || first && at.Offset < cur.Offset || !first && at.Offset > cur.Offset {
+			ps[r.Partition] = at
 		}
 	}
 	return out
