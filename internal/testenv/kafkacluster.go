@@ -52,6 +52,7 @@ type KafkaNodes struct {
 func KafkaCluster(t testing.TB) *KafkaNodes {
 	t.Helper()
 	brokers := stackAddrs(t, "PARTNERS_TEST_KAFKA_CLUSTER", "three-broker Kafka cluster")
+	clusterUsed.Store(true) // CleanupTopics deletes the tests' topics here too
 	if len(brokers) != 3 {
 		t.Fatalf("PARTNERS_TEST_KAFKA_CLUSTER=%v: want the three node addresses", brokers)
 	}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,51 +61,55 @@ func Config(t testing.TB) *config.Config {
 
 // CleanupTopics deletes, when the test ends (after the cleanups registered
 // later: the processes under test are stopped by then), every topic of the
-// real test brokers (PARTNERS_TEST_KAFKA, and PARTNERS_TEST_KAFKA_CLUSTER
-// when set) whose name starts with prefix, such as the topics the
-// processes under test created themselves. A failure is only logged: it
-// leaves topics behind, nothing else. Nothing happens on kfake.
+// real test broker (PARTNERS_TEST_KAFKA) whose name starts with prefix,
+// such as the topics the processes under test created themselves, and the
+// same on the three-broker cluster once a test of the binary has used it
+// (KafkaCluster). A failure is only logged: it leaves topics behind,
+// nothing else. Nothing happens on kfake.
 func CleanupTopics(t testing.TB, prefix string) {
 	t.Helper()
 	if !RealKafka() || prefix == "" {
 		return
 	}
-	for _, env := range []string{"PARTNERS_TEST_KAFKA", "PARTNERS_TEST_KAFKA_CLUSTER"} {
-		if v := os.Getenv(env); v != "" {
-			cleanupTopics(t, strings.Split(v, ","), prefix)
-		}
-	}
-}
-
-// cleanupTopics deletes prefix's topics on brokers when the test ends.
-func cleanupTopics(t testing.TB, brokers []string, prefix string) {
 	t.Cleanup(func() {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-		if err != nil {
-			return
-		}
-		defer cl.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		adm := kadm.NewClient(cl)
-		topics, err := adm.ListTopics(ctx)
-		if err != nil {
-			t.Logf("topics of prefix %s on %v not listed for deletion: %v", prefix, brokers, err)
-			return
-		}
-		var names []string
-		for _, name := range topics.Names() {
-			if strings.HasPrefix(name, prefix) {
-				names = append(names, name)
-			}
-		}
-		if len(names) == 0 {
-			return
-		}
-		if _, err := adm.DeleteTopics(ctx, names...); err != nil {
-			t.Logf("%d topics of prefix %s on %v not deleted: %v", len(names), prefix, brokers, err)
+		deleteTopics(t, strings.Split(os.Getenv("PARTNERS_TEST_KAFKA"), ","), prefix)
+		if clusterUsed.Load() {
+			deleteTopics(t, strings.Split(os.Getenv("PARTNERS_TEST_KAFKA_CLUSTER"), ","), prefix)
 		}
 	})
+}
+
+// clusterUsed: a test of this binary called KafkaCluster, so tests may
+// have topics on the cluster.
+var clusterUsed atomic.Bool
+
+// deleteTopics deletes prefix's topics on brokers.
+func deleteTopics(t testing.TB, brokers []string, prefix string) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	adm := kadm.NewClient(cl)
+	topics, err := adm.ListTopics(ctx)
+	if err != nil {
+		t.Logf("topics of prefix %s on %v not listed for deletion: %v", prefix, brokers, err)
+		return
+	}
+	var names []string
+	for _, name := range topics.Names() {
+		if strings.HasPrefix(name, prefix) {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	if _, err := adm.DeleteTopics(ctx, names...); err != nil {
+		t.Logf("%d topics of prefix %s on %v not deleted: %v", len(names), prefix, brokers, err)
+	}
 }
 
 // RandomID returns 8 random hex characters.
