@@ -14,6 +14,7 @@ package schemas
 import (
 	"encoding/json"
 	"time"
+	"unicode/utf8"
 
 	"github.com/shopspring/decimal"
 )
@@ -137,6 +138,25 @@ type DeliveryAttempt struct {
 	Reason      string    `json:"reason,omitempty"`
 	TraceID     string    `json:"trace_id,omitempty"`
 	AttemptedAt time.Time `json:"attempted_at"`
+}
+
+// Limits of what a dead letter copies from the record it reports (key,
+// reason text), so that it always fits a Kafka record, whatever the record.
+const (
+	MaxDeadLetterKeyBytes    = 1 << 10
+	MaxDeadLetterReasonBytes = 1 << 10
+)
+
+// TruncateUTF8 cuts s to at most n bytes on a rune boundary.
+func TruncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // DeadLetter is a record on partners.webhooks.dlq (or partners.attribution.dlq

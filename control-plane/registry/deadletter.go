@@ -29,7 +29,7 @@ func deadLetterRecord(topic string, rec *kgo.Record, reason string) *kgo.Record 
 	part, off := rec.Partition, rec.Offset
 	v, _ := json.Marshal(schemas.DeadLetter{ // cannot fail: strings and numbers
 		SchemaVersion:   schemas.SchemaVersion,
-		Reason:          reason,
+		Reason:          schemas.TruncateUTF8(reason, schemas.MaxDeadLetterReasonBytes),
 		ReasonCode:      "malformed_record",
 		SourceTopic:     rec.Topic,
 		SourcePartition: &part,

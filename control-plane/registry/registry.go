@@ -437,7 +437,7 @@ func (r *Registry) Apply(rec *kgo.Record) {
 	var t schemas.Tenant
 	if err := json.Unmarshal(rec.Value, &t); err != nil || t.ID == "" || t.ID != id {
 		if err == nil {
-			err = fmt.Errorf("record key %q does not match tenant id %q", id, t.ID)
+			err = fmt.Errorf("record key %q does not match tenant id %q", schemas.TruncateUTF8(id, 128), schemas.TruncateUTF8(t.ID, 128))
 		}
 		r.skipped.Inc()
 		r.log.Error("skipping undecodable tenant record", "partition", rec.Partition, "offset", rec.Offset, "reason", safeReason(err))

@@ -168,6 +168,8 @@ func TestGarbageRecordIsSkipped(t *testing.T) {
 	garbage := []*kgo.Record{
 		{Topic: topic, Key: []byte("tn_garbage"), Value: []byte("{not json whsec_secretvalue")},
 		{Topic: topic, Key: []byte("tn_mismatch"), Value: []byte(`{"id":"tn_other","name":"x","version":1}`)},
+		// a huge key: named in the reason, cut to a bounded length
+		{Topic: topic, Key: []byte(strings.Repeat("k", 300<<10)), Value: []byte(`{"id":"tn_other","name":"x","version":1}`)},
 	}
 	acks := cl.ProduceSync(ctx, garbage...)
 	if err := acks.FirstErr(); err != nil {
@@ -211,6 +213,9 @@ func TestGarbageRecordIsSkipped(t *testing.T) {
 			dl.SourcePartition == nil || *dl.SourcePartition != g.Record.Partition || dl.SourceOffset == nil || *dl.SourceOffset != g.Record.Offset ||
 			dl.PayloadBytes != len(g.Record.Value) || dl.PayloadSHA256 != hex.EncodeToString(sum[:]) {
 			t.Fatalf("dead letter at %s: %s", key, vs[0])
+		}
+		if len(vs[0]) > 2<<10 {
+			t.Fatalf("dead letter at %s is %d bytes: a tenant dead letter names the record, it does not copy it", key, len(vs[0]))
 		}
 		if err := schemas.Validate(schemas.KindDeadLetter, []byte(vs[0])); err != nil {
 			t.Fatalf("dead letter does not match its JSON Schema: %v", err)

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -16,10 +15,12 @@ import (
 // Limits of what a dead letter copies from the record it reports, so that
 // it always fits a Kafka record whatever the record was: the payload up to
 // partner.attribution.dlq_max_payload_bytes (then truncated, with the
-// original's size and SHA-256), the key and the reason up to these.
+// original's size and SHA-256), the key and the reason up to
+// schemas.MaxDeadLetterKeyBytes and MaxDeadLetterReasonBytes, the headers
+// up to this.
 const (
-	maxDeadKeyBytes     = 1 << 10
-	maxDeadReasonBytes  = 1 << 10
+	maxDeadKeyBytes     = schemas.MaxDeadLetterKeyBytes
+	maxDeadReasonBytes  = schemas.MaxDeadLetterReasonBytes
 	maxDeadHeadersBytes = 8 << 10
 )
 
@@ -31,7 +32,7 @@ func deadLetterOf(rec *kgo.Record, code, reason string, max int) schemas.DeadLet
 	part, off := rec.Partition, rec.Offset
 	dl := schemas.DeadLetter{
 		SchemaVersion:   schemas.SchemaVersion,
-		Reason:          truncateUTF8(reason, maxDeadReasonBytes),
+		Reason:          schemas.TruncateUTF8(reason, maxDeadReasonBytes),
 		ReasonCode:      code,
 		SourceTopic:     rec.Topic,
 		SourcePartition: &part,
@@ -90,22 +91,10 @@ func (p *Processor) deadLetter(ctx context.Context, ds []dead) error {
 		}
 		recs = append(recs, out)
 		p.opt.Log.Warn("attribution record dead-lettered", "topic", d.rec.Topic, "partition", d.rec.Partition,
-			"offset", d.rec.Offset, "bytes", len(d.rec.Value), "reason_code", d.code, "reason", truncateUTF8(d.reason, maxDeadReasonBytes))
+			"offset", d.rec.Offset, "bytes", len(d.rec.Value), "reason_code", d.code, "reason", schemas.TruncateUTF8(d.reason, maxDeadReasonBytes))
 	}
 	if err := p.opt.Producer.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return fmt.Errorf("produce dead letters: %w", err)
 	}
 	return nil
-}
-
-// truncateUTF8 cuts s to at most n bytes on a rune boundary.
-func truncateUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	s = s[:n]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s
 }

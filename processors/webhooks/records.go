@@ -114,7 +114,12 @@ func (p *Processor) deadLetterRecords(ctx context.Context, indexKey, dlqKey stri
 }
 
 // deadLetterPair is the DLQ record of dl and its entry in the DLQ index.
+// The DLQ key (an input record's own key, for a malformed one) and the
+// reason are cut to the dead-letter limits, so the pair fits a Kafka record
+// whatever the input was.
 func deadLetterPair(ctx context.Context, log *slog.Logger, names kafka.Names, indexKey, dlqKey string, dl schemas.DeadLetter) []*kgo.Record {
+	dlqKey = schemas.TruncateUTF8(dlqKey, schemas.MaxDeadLetterKeyBytes)
+	dl.Reason = schemas.TruncateUTF8(dl.Reason, schemas.MaxDeadLetterReasonBytes)
 	now := time.Now().UTC()
 	return []*kgo.Record{
 		newRecord(ctx, log, names.Topic(schemas.TopicDLQ), dlqKey, dl),

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
@@ -17,7 +18,9 @@ import (
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/ssrf"
 	"github.com/partners-engine/partners-engine/schemas"
 )
@@ -259,5 +262,37 @@ func TestFastEventAgreesWithSchema(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestInputDeadLetterFitsARecord: a malformed input with a huge key, value
+// and reason still gets a dead letter (and index entry) of bounded size, so
+// producing it cannot fail on the broker's record limit and stall the
+// partition behind it.
+func TestInputDeadLetterFitsARecord(t *testing.T) {
+	r := &kgo.Record{Topic: "partners.events.v1", Partition: 2, Offset: 7,
+		Key: bytes.Repeat([]byte("k"), 400<<10), Value: bytes.Repeat([]byte("{"), 900<<10)}
+	key, dl := inputDeadLetter(r, ReasonMalformedRecord, strings.Repeat("why ", 100<<10), 64<<10)
+	recs := deadLetterPair(context.Background(), slog.New(slog.DiscardHandler), kafka.Names{}, key, string(r.Key), dl)
+	if len(recs) != 2 {
+		t.Fatalf("%d records, want the dead letter and its index entry", len(recs))
+	}
+	for _, out := range recs {
+		if n, max := recordSize(out), maxRawBytes*4/3+16<<10; n > max { // raw is base64 in JSON
+			t.Errorf("%s: %d bytes, want at most %d: the raw copy and the capped key and reason", out.Topic, n, max)
+		}
+		var got schemas.DeadLetter
+		if err := json.Unmarshal(out.Value, &got); err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Reason) != schemas.MaxDeadLetterReasonBytes || !strings.HasPrefix(got.Reason, "why why") {
+			t.Errorf("%s: reason of %d bytes, want the first %d", out.Topic, len(got.Reason), schemas.MaxDeadLetterReasonBytes)
+		}
+		if len(got.Raw) != maxRawBytes || *got.SourceOffset != 7 {
+			t.Errorf("%s: raw %d bytes at offset %d, want the first %d at 7", out.Topic, len(got.Raw), *got.SourceOffset, maxRawBytes)
+		}
+	}
+	if len(recs[0].Key) != schemas.MaxDeadLetterKeyBytes || string(recs[1].Key) != "input/partners.events.v1/2/7" {
+		t.Errorf("keys: DLQ %d bytes (want %d), index %q", len(recs[0].Key), schemas.MaxDeadLetterKeyBytes, recs[1].Key)
 	}
 }
