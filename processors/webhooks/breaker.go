@@ -136,17 +136,21 @@ func (g *gate) blocked(now time.Time) (admission, bool) {
 // heldBy why it was held before (a delivery the breaker held already is
 // counted once).
 func (g *gate) held(adm admission, since time.Time, heldBy Reason) {
-	if adm.ok || adm.reason != ReasonBreakerOpen || heldBy == ReasonBreakerOpen {
+	if adm.ok || adm.reason != ReasonBreakerOpen {
 		return
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.note(since)
+	g.note(since, heldBy)
 }
 
-// note counts a delivery into the backlog, its age clock into the sample
-// (reservoir sampling: every delivery has the same chance to be in it).
-func (g *gate) note(since time.Time) {
+// note counts a delivery the open breaker holds into the backlog, its age
+// clock into the sample (reservoir sampling: every delivery has the same
+// chance to be in it); one it held before (heldBy) is counted already.
+func (g *gate) note(since time.Time, heldBy Reason) {
+	if heldBy == ReasonBreakerOpen {
+		return
+	}
 	g.backlog++
 	if since.IsZero() {
 		return
@@ -204,9 +208,7 @@ func (g *gate) admit(id, url string, now time.Time, heldBy Reason, since time.Ti
 	switch g.state {
 	case open:
 		if now.Before(g.until) {
-			if heldBy != ReasonBreakerOpen {
-				g.note(since)
-			}
+			g.note(since, heldBy)
 			return admission{reason: ReasonBreakerOpen, until: g.until}
 		}
 		g.set(id, halfOpen)
@@ -214,9 +216,7 @@ func (g *gate) admit(id, url string, now time.Time, heldBy Reason, since time.Ti
 		fallthrough
 	case halfOpen:
 		if g.probing && now.Sub(g.probeAt) < g.cfg.probeTimeout {
-			if heldBy != ReasonBreakerOpen {
-				g.note(since)
-			}
+			g.note(since, heldBy)
 			return admission{reason: ReasonBreakerOpen, until: g.probeAt.Add(g.cfg.probeTimeout)}
 		}
 		g.probing, g.probeAt = true, now
