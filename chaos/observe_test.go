@@ -429,3 +429,100 @@ func clip(s string, n int) string {
 	}
 	return s
 }
+
+// kafkaDiagnosis describes, for a scenario that did not settle or catch
+// up, where Kafka says the work stands: each of the scenario's consumer
+// groups (state, members, the partitions it lags on) and each partition
+// whose last stable offset trails its high watermark (an open
+// transaction holds read-committed consumers there), with the producers
+// that hold it open.
+func (d *deployment) kafkaDiagnosis(ctx context.Context) []string {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	adm := kadm.NewClient(d.admin)
+	var out []string
+	listed, err := adm.ListGroups(ctx)
+	if err != nil {
+		return []string{fmt.Sprintf("kafka diagnosis: list groups: %v", err)}
+	}
+	var groups []string
+	for _, g := range listed.Groups() {
+		if strings.HasPrefix(g, d.names.Prefix) {
+			groups = append(groups, g)
+		}
+	}
+	sort.Strings(groups)
+	lags, err := adm.Lag(ctx, groups...)
+	if err != nil {
+		out = append(out, fmt.Sprintf("kafka diagnosis: group lag: %v", err))
+	}
+	for _, g := range groups {
+		l, ok := lags[g]
+		if !ok {
+			continue
+		}
+		if err := l.Error(); err != nil {
+			out = append(out, fmt.Sprintf("group %s: %v", g, err))
+			continue
+		}
+		var behind []string
+		for _, ml := range l.Lag.Sorted() {
+			if ml.Lag > 0 || ml.Err != nil {
+				s := fmt.Sprintf("%s/%d %d→%d", strings.TrimPrefix(ml.Topic, d.names.Prefix), ml.Partition, ml.Commit.At, ml.End.Offset)
+				if ml.Err != nil {
+					s += fmt.Sprintf(" (%v)", ml.Err)
+				}
+				behind = append(behind, s)
+			}
+		}
+		line := fmt.Sprintf("group %s: %s, %d members, lag %d", strings.TrimPrefix(g, d.names.Prefix), l.State, len(l.Members), l.Lag.Total())
+		if len(behind) > 0 {
+			line += " on " + strings.Join(behind, ", ")
+		}
+		out = append(out, line)
+	}
+	topics, err := adm.ListTopics(ctx)
+	if err != nil {
+		return append(out, fmt.Sprintf("kafka diagnosis: list topics: %v", err))
+	}
+	var names []string
+	for _, tn := range topics.Names() {
+		if strings.HasPrefix(tn, d.names.Prefix) {
+			names = append(names, tn)
+		}
+	}
+	hwm, herr := adm.ListEndOffsets(ctx, names...)
+	lso, lerr := adm.ListCommittedOffsets(ctx, names...)
+	if herr != nil || lerr != nil {
+		return append(out, fmt.Sprintf("kafka diagnosis: end offsets: %v / %v", herr, lerr))
+	}
+	held := kadm.TopicsSet{}
+	var open []string
+	lso.Each(func(o kadm.ListedOffset) {
+		h, ok := hwm.Lookup(o.Topic, o.Partition)
+		if ok && o.Err == nil && o.Offset < h.Offset {
+			held.Add(o.Topic, o.Partition)
+			open = append(open, fmt.Sprintf("%s/%d LSO %d < HWM %d", strings.TrimPrefix(o.Topic, d.names.Prefix), o.Partition, o.Offset, h.Offset))
+		}
+	})
+	sort.Strings(open)
+	if len(open) == 0 {
+		return append(out, "no partition held by an open transaction (LSO = HWM everywhere)")
+	}
+	out = append(out, "held by open transactions: "+strings.Join(open, ", "))
+	prods, err := adm.DescribeProducers(ctx, held)
+	if err != nil {
+		return append(out, fmt.Sprintf("kafka diagnosis: describe producers: %v", err))
+	}
+	var ps []string
+	prods.EachProducer(func(p kadm.DescribedProducer) {
+		if p.CurrentTxnStartOffset >= 0 {
+			ps = append(ps, fmt.Sprintf("%s/%d producer %d epoch %d txn from %d (last write %s)", strings.TrimPrefix(p.Topic, d.names.Prefix), p.Partition, p.ProducerID, p.ProducerEpoch, p.CurrentTxnStartOffset, time.UnixMilli(p.LastTimestamp).UTC().Format("15:04:05.000")))
+		}
+	})
+	sort.Strings(ps)
+	if len(ps) > 0 {
+		out = append(out, "open transactions: "+strings.Join(ps, ", "))
+	}
+	return out
+}

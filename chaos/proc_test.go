@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -209,4 +210,55 @@ func tailFile(path string, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// stackSummary condenses the last goroutine dump in a process log: the
+// goroutines that had waited a minute or more, counted by the first
+// frame of this module they are in (what the process is stuck on).
+func stackSummary(path string) string {
+	b, err := os.ReadFile(filepath.Clean(path))
+	if err != nil {
+		return err.Error()
+	}
+	s := string(b)
+	if i := strings.LastIndex(s, "SIGQUIT: quit"); i >= 0 {
+		s = s[i:]
+	}
+	counts := map[string]int{}
+	for _, g := range strings.Split(s, "\ngoroutine ")[1:] {
+		head, body, _ := strings.Cut(g, "\n")
+		// "123 [select, 4 minutes]:"
+		open, shut := strings.Index(head, "["), strings.LastIndex(head, "]")
+		if open < 0 || shut < open || !strings.Contains(head, "minute") {
+			continue
+		}
+		state := head[open+1 : shut]
+		frame := "(no frame of this module)"
+		for _, line := range strings.Split(body, "\n") {
+			if strings.Contains(line, "partners-engine/partners-engine/") && !strings.HasPrefix(line, "\t") {
+				frame = line[strings.LastIndex(line, "/")+1:]
+				if i := strings.LastIndex(frame, "("); i > 0 {
+					frame = frame[:i]
+				}
+				break
+			}
+		}
+		counts[frame+" ["+state+"]"]++
+	}
+	if len(counts) == 0 {
+		return "no goroutine waited a minute"
+	}
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return counts[keys[i]] > counts[keys[j]] || counts[keys[i]] == counts[keys[j]] && keys[i] < keys[j] })
+	if len(keys) > 12 {
+		keys = keys[:12]
+	}
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%d× %s", counts[k], k)
+	}
+	return strings.Join(parts, "; ")
 }

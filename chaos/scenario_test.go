@@ -249,12 +249,16 @@ func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int
 	}
 	res.SettleSeconds = time.Since(settleStart).Seconds()
 	if !ev.settled(res.KafkaDownSeconds) {
-		// Not settled within the bound: keep each processor's goroutine
-		// stacks in its log for the diagnosis.
+		// Not settled within the bound: note where Kafka says the work
+		// stands, and keep each processor's goroutine stacks in its log
+		// for the diagnosis.
+		for _, n := range d.kafkaDiagnosis(ctx) {
+			res.Notes = append(res.Notes, "kafka: "+n)
+		}
 		for _, role := range []string{roleWebhooks, roleAttribution} {
 			for _, p := range d.running(role) {
 				p.Dump(t)
-				res.Notes = append(res.Notes, fmt.Sprintf("%s did not settle: goroutine stacks (SIGQUIT) in %s", p, p.log))
+				res.Notes = append(res.Notes, fmt.Sprintf("%s did not settle: goroutine stacks (SIGQUIT) in %s; waiting ≥1 min: %s", p, p.log, stackSummary(p.log)))
 			}
 		}
 	}
@@ -270,6 +274,11 @@ func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int
 		res.RecoverSeconds = -1
 	}
 	wait.Stop()
+	if res.RecoverSeconds < 0 && ev.settled(res.KafkaDownSeconds) {
+		for _, n := range d.kafkaDiagnosis(ctx) {
+			res.Notes = append(res.Notes, "kafka: "+n)
+		}
+	}
 	res.fill(ev)
 	res.FaultAt = faultStart.Sub(start).Seconds()
 	for _, tn := range d.tenants {

@@ -1,6 +1,8 @@
 package chaos
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -121,5 +123,49 @@ func TestJudgeFails(t *testing.T) {
 func TestSeqOf(t *testing.T) {
 	if got := seqOf("evt_webhookskill1_ab12_000123"); got != 123 {
 		t.Errorf("seqOf = %d", got)
+	}
+}
+
+func TestStackSummary(t *testing.T) {
+	dump := `{"time":"x","level":"INFO","msg":"listening"}
+SIGQUIT: quit
+PC=0x47 m=0 sigcode=0
+
+goroutine 1 [running]:
+main.main()
+
+goroutine 7 [select, 4 minutes]:
+github.com/twmb/franz-go/pkg/kgo.(*Client).PollRecords(0xc0, {0x1, 0x2}, 0x0)
+	/root/go/pkg/mod/github.com/twmb/franz-go@v1.22.3/pkg/kgo/consumer.go:600 +0x1
+github.com/partners-engine/partners-engine/internal/kafka.(*TxnStage).Run(0xc0, {0x1})
+	/work/main/internal/kafka/stage.go:300 +0x2
+
+goroutine 9 [chan receive, 3 minutes]:
+github.com/partners-engine/partners-engine/internal/kafka.(*TxnStage).Run(0xc0, {0x1})
+	/work/main/internal/kafka/stage.go:310 +0x2
+
+goroutine 11 [IO wait, 5 minutes]:
+internal/poll.runtime_pollWait(0x1, 0x72)
+	/usr/lib/go/src/runtime/netpoll.go:351 +0x85
+
+goroutine 12 [select]:
+github.com/partners-engine/partners-engine/processors/webhooks.deliver()
+	/work/main/processors/webhooks/deliver.go:1 +0x1
+`
+	path := filepath.Join(t.TempDir(), "p.log")
+	if err := os.WriteFile(path, []byte(dump), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := stackSummary(path)
+	for _, want := range []string{"1× kafka.(*TxnStage).Run [select, 4 minutes]", "1× kafka.(*TxnStage).Run [chan receive, 3 minutes]", "1× (no frame of this module) [IO wait, 5 minutes]"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("summary %q lacks %q", got, want)
+		}
+	}
+	if strings.Contains(got, "deliver") || strings.Contains(got, "main.main") {
+		t.Errorf("summary %q counts goroutines that waited less than a minute", got)
+	}
+	if got := stackSummary(filepath.Join(t.TempDir(), "none.log")); !strings.Contains(got, "no such file") {
+		t.Errorf("missing log: %q", got)
 	}
 }
