@@ -71,25 +71,9 @@ type lastTxn struct {
 	state string
 }
 
-// describeTxn describes id, retrying a while: on a new cluster the
-// transaction coordinator is not available until its topic exists, and
-// after a broker restart until it loaded its partitions.
+// describeTxn describes id once. Not found is an Empty id (never used).
 func describeTxn(ctx context.Context, adm *kadm.Client, id string) (lastTxn, error) {
-	var (
-		ds  kadm.DescribedTransactions
-		err error
-	)
-	for try := 0; ; try++ {
-		ds, err = adm.DescribeTransactions(ctx, id)
-		var ke *kerr.Error
-		if err == nil || try == 14 || ctx.Err() != nil || (errors.As(err, &ke) && !ke.Retriable) {
-			break // a refusal (e.g. not authorized) does not change in 15 s
-		}
-		select {
-		case <-time.After(time.Second):
-		case <-ctx.Done():
-		}
-	}
+	ds, err := adm.DescribeTransactions(ctx, id)
 	if err != nil {
 		return lastTxn{}, err
 	}
@@ -104,6 +88,17 @@ func describeTxn(ctx context.Context, adm *kadm.Client, id string) (lastTxn, err
 		return lastTxn{}, d.Err
 	}
 	return lastTxn{known: true, pid: d.ProducerID, state: d.State}, nil
+}
+
+// retriable is whether err can pass by itself: Kafka down, restarting or
+// loading (a network error, a retriable error code). A refusal such as an
+// authorization error does not.
+func retriable(err error) bool {
+	var ke *kerr.Error
+	if errors.As(err, &ke) {
+		return ke.Retriable
+	}
+	return true
 }
 
 // settled is whether no transaction of the id is open or being finished.
@@ -128,6 +123,8 @@ func (o orphan) String() string {
 }
 
 // findOrphans lists the open transactions of pids on the stage's partitions.
+// The error says which partitions could not be described (their leader is
+// not available yet): the list may then be incomplete.
 func (s *TxnStage) findOrphans(ctx context.Context, adm *kadm.Client, pids map[int64]bool) ([]orphan, error) {
 	set := kadm.TopicsSet{offsetsTopic: nil}
 	for _, t := range append(append([]string{}, s.opt.Topics...), s.opt.Outputs...) {
@@ -137,24 +134,28 @@ func (s *TxnStage) findOrphans(ctx context.Context, adm *kadm.Client, pids map[i
 	if err != nil && len(dp) == 0 {
 		return nil, err
 	}
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	dp.EachPartition(func(p kadm.DescribedProducersPartition) {
+		if p.Err != nil {
+			errs = append(errs, fmt.Errorf("%s/%d: %w", p.Topic, p.Partition, p.Err))
+		}
+	})
 	var out []orphan
 	for _, d := range dp.SortedProducers() {
 		if pids[d.ProducerID] && d.CurrentTxnStartOffset >= 0 {
 			out = append(out, orphan{d})
 		}
 	}
-	return out, err
+	return out, errors.Join(errs...)
 }
 
-// closeOrphans finds and closes the orphans of pids, committing or aborting
-// them. It returns what it closed.
-func (s *TxnStage) closeOrphans(ctx context.Context, adm *kadm.Client, pids map[int64]bool, commit bool) ([]orphan, error) {
-	found, err := s.findOrphans(ctx, adm, pids)
-	if err != nil {
-		s.log.Warn("looking for transactions Kafka left open: some partitions not described", "err", err)
-	}
+// closeOrphans closes the orphans found, committing or aborting them.
+func (s *TxnStage) closeOrphans(ctx context.Context, adm *kadm.Client, found []orphan, commit bool) error {
 	if len(found) == 0 {
-		return nil, nil
+		return nil
 	}
 	names := make([]string, len(found))
 	for i, o := range found {
@@ -186,46 +187,115 @@ func (s *TxnStage) closeOrphans(ctx context.Context, adm *kadm.Client, pids map[
 		}
 	}
 	if len(errs) > 0 {
-		return found, fmt.Errorf("stage %s: closing transactions Kafka left open (the group or the read-committed consumers of these partitions stay blocked until they are closed, e.g. with kafka-transactions.sh abort; writing markers needs the ClusterAction permission): %w",
+		return fmt.Errorf("stage %s: closing transactions Kafka left open (the group or the read-committed consumers of these partitions stay blocked until they are closed, e.g. with kafka-transactions.sh abort; writing markers needs the ClusterAction permission): %w",
 			s.opt.Name, errors.Join(errs...))
 	}
-	return found, nil
+	return nil
 }
 
-// recover runs the steps of "Orphaned transactions" above.
+// recover runs the steps of "Orphaned transactions" above, and retries each
+// until it succeeds: a stage that starts while Kafka is down or still
+// loading (a supervisor restarts a process at once when it could not end a
+// transaction during a broker restart) must still look once Kafka is back,
+// because that is when the restarted coordinator leaves the orphans. A step
+// refused for good (not authorized) ends the check with a warning, and the
+// stage runs without it. It returns an error only when closing orphans it
+// found was refused.
 func (s *TxnStage) recover(ctx context.Context, adm *kadm.Client, initProducer func(context.Context) (int64, error)) error {
-	pre, err := describeTxn(ctx, adm, s.opt.TransactionalID)
-	if ctx.Err() != nil {
-		return nil // stopping: nothing to warn about
+	var (
+		pre   lastTxn
+		pid   int64
+		step  = "describing the stage's transactional id"
+		since = time.Now()
+		wait  = 250 * time.Millisecond
+		said  time.Time
+	)
+	// retry reports whether to try step again after err (and waits).
+	retry := func(err error) bool {
+		if ctx.Err() != nil {
+			return false
+		}
+		if !retriable(err) {
+			s.log.Warn(step+" was refused; not looking for transactions Kafka left open", "err", err)
+			return false
+		}
+		if time.Since(said) >= 30*time.Second {
+			said = time.Now()
+			s.log.Warn(step+" failed; retrying until Kafka answers (the stage starts once it looked for transactions Kafka left open)",
+				"for", time.Since(since).Round(time.Second), "err", err)
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return false
+		}
+		wait = min(2*wait, 5*time.Second)
+		return true
 	}
-	if err != nil {
-		s.log.Warn("describing the stage's transactional id failed; not looking for transactions Kafka left open", "err", err)
-		return nil
+	for {
+		var err error
+		if pre, err = describeTxn(ctx, adm, s.opt.TransactionalID); err == nil {
+			break
+		}
+		if !retry(err) {
+			return nil
+		}
 	}
-	pid, err := initProducer(ctx)
-	if ctx.Err() != nil {
-		return nil
-	}
-	if err != nil {
-		// Begin reports it; there is no producer to look for.
-		s.log.Warn("initialising the transactional producer failed", "err", err)
-		return nil
+	step = "initialising the transactional producer"
+	for {
+		var err error
+		if pid, err = initProducer(ctx); err == nil {
+			break
+		}
+		if !retry(err) {
+			return nil
+		}
 	}
 	pids := map[int64]bool{pid: true}
 	if pre.known {
 		pids[pre.pid] = true
 	}
-	post, err := describeTxn(ctx, adm, s.opt.TransactionalID)
-	if ctx.Err() != nil {
-		return nil
+	step = "waiting for the coordinator to finish the last transaction"
+	for {
+		post, err := describeTxn(ctx, adm, s.opt.TransactionalID)
+		if err == nil && !post.settled() {
+			err = fmt.Errorf("transaction state %s", post.state)
+		}
+		if err == nil {
+			break
+		}
+		if !retry(err) {
+			return nil
+		}
 	}
-	if err != nil || !post.settled() {
-		s.log.Warn("the stage's transactional id is not settled after initialising its producer; not looking for transactions Kafka left open",
-			"state", post.state, "err", err)
-		return nil
+	step = "looking for transactions Kafka left open"
+	looking := time.Now()
+	for {
+		found, err := s.findOrphans(ctx, adm, pids)
+		if err != nil && retriable(err) && time.Since(looking) < time.Minute {
+			if !retry(err) {
+				return nil
+			}
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.log.Warn("looking for transactions Kafka left open: some partitions could not be described; closing what was found on the others", "err", err)
+		}
+		err = s.closeOrphans(ctx, adm, found, pre.commits())
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		var ke *kerr.Error
+		if errors.As(err, &ke) && !ke.Retriable {
+			return err // refused: the group or the consumers stay blocked
+		}
+		step = "closing transactions Kafka left open"
+		if !retry(err) {
+			return nil
+		}
+		// Look again: some were closed, a leader may have moved.
 	}
-	if _, err = s.closeOrphans(ctx, adm, pids, pre.commits()); ctx.Err() != nil {
-		return nil
-	}
-	return err
 }

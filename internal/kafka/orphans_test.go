@@ -2,17 +2,20 @@ package kafka_test
 
 import (
 	"context"
+	"fmt"
 	"hash/crc32"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
@@ -230,4 +233,164 @@ func equalCounts(a, b map[string]int) bool {
 		}
 	}
 	return true
+}
+
+// TestTxnStageLooksForOrphansUntilKafkaAnswers: a stage restarted while
+// Kafka is still coming back (the coordinator loading, the previous
+// incarnation's commit still being finished, a partition without a leader)
+// must keep trying its start-up check and close the orphan once Kafka
+// answers. It used to give up at the first "not settled" answer and start
+// without looking: the orphan the restarted coordinator left then held the
+// outputs' read-committed consumers for good (the chaos suite's
+// kafka-single-restart, where the webhooks process exited during the
+// outage and was restarted at once). Kafka's answers are scripted with
+// kfake's request control; TestTxnStageClosesTransactionsKafkaLeftOpen
+// closes a real orphan on a real broker.
+func TestTxnStageLooksForOrphansUntilKafkaAnswers(t *testing.T) {
+	t.Parallel()
+	const in, out, txnID = "looks-in", "looks-out", "looks-g-instance-0"
+	const oldPID, oldEpoch = 4242, 3
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, in, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+
+	// DescribeTransactions: loading twice, then the previous incarnation's
+	// commit being prepared (the decision: commit), then still preparing
+	// after the producer initialised, then finished.
+	var describes atomic.Int32
+	kc.ControlKey(int16(kmsg.DescribeTransactions), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		n := describes.Add(1)
+		req := kreq.(*kmsg.DescribeTransactionsRequest)
+		resp := req.ResponseKind().(*kmsg.DescribeTransactionsResponse)
+		for _, id := range req.TransactionalIDs {
+			st := kmsg.NewDescribeTransactionsResponseTransactionState()
+			st.TransactionalID, st.ProducerID, st.ProducerEpoch = id, oldPID, oldEpoch
+			switch {
+			case n <= 2:
+				st.ErrorCode = kerr.CoordinatorLoadInProgress.Code
+			case n <= 5:
+				st.State = "PrepareCommit"
+			default:
+				st.State = "CompleteCommit"
+			}
+			resp.TransactionStates = append(resp.TransactionStates, st)
+		}
+		return resp, nil, true
+	})
+	// DescribeProducers: out/0 has no leader at first, then shows the
+	// previous producer's transaction open from offset 0.
+	var producers atomic.Int32
+	kc.ControlKey(int16(kmsg.DescribeProducers), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		n := producers.Add(1)
+		req := kreq.(*kmsg.DescribeProducersRequest)
+		resp := req.ResponseKind().(*kmsg.DescribeProducersResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewDescribeProducersResponseTopic()
+			st.Topic = rt.Topic
+			for _, p := range rt.Partitions {
+				sp := kmsg.NewDescribeProducersResponseTopicPartition()
+				sp.Partition = p
+				if rt.Topic == out && p == 0 {
+					if n == 1 {
+						sp.ErrorCode = kerr.NotLeaderForPartition.Code
+					} else {
+						ap := kmsg.NewDescribeProducersResponseTopicPartitionActiveProducer()
+						ap.ProducerID, ap.ProducerEpoch, ap.CurrentTxnStartOffset, ap.LastSequence = oldPID, oldEpoch, 0, 0
+						sp.ActiveProducers = append(sp.ActiveProducers, ap)
+					}
+				}
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	type marker struct {
+		pid    int64
+		epoch  int16
+		commit bool
+		where  string
+	}
+	markers := make(chan marker, 10)
+	kc.ControlKey(int16(kmsg.WriteTxnMarkers), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		req := kreq.(*kmsg.WriteTxnMarkersRequest)
+		resp := req.ResponseKind().(*kmsg.WriteTxnMarkersResponse)
+		for _, m := range req.Markers {
+			rm := kmsg.NewWriteTxnMarkersResponseMarker()
+			rm.ProducerID = m.ProducerID
+			for _, mt := range m.Topics {
+				rt := kmsg.NewWriteTxnMarkersResponseMarkerTopic()
+				rt.Topic = mt.Topic
+				for _, p := range mt.Partitions {
+					markers <- marker{m.ProducerID, m.ProducerEpoch, m.Committed, fmt.Sprintf("%s/%d", mt.Topic, p)}
+					rp := kmsg.NewWriteTxnMarkersResponseMarkerTopicPartition()
+					rp.Partition = p
+					rt.Partitions = append(rt.Partitions, rp)
+				}
+				rm.Topics = append(rm.Topics, rt)
+			}
+			resp.Markers = append(resp.Markers, rm)
+		}
+		return resp, nil, true
+	})
+
+	brokers := kc.ListenAddrs()
+	p, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.ProduceSync(context.Background(), &kgo.Record{Topic: in, Partition: 1, Value: []byte("after")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stage := kafka.NewTxnStage(kafka.TxnStageOptions{
+		Name: "looks", Client: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Group: "looks-g", Topics: []string{in},
+		Outputs: []string{out}, TransactionalID: txnID, Log: slog.New(slog.DiscardHandler),
+	}, kafka.TxnHandlerFunc(func(r *kgo.Record, _ *kafka.Ticket) kafka.Accepted {
+		return kafka.Accepted{Out: []*kgo.Record{{Topic: out, Partition: 1, Value: r.Value}}}
+	}))
+	done := make(chan error, 1)
+	go func() { done <- stage.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("stage: %v", err)
+		}
+	}()
+	// Liveness bounds, not speed figures: without the retries the stage
+	// never closed the orphan.
+	select {
+	case m := <-markers:
+		if want := (marker{oldPID, oldEpoch, true, out + "/0"}); m != want {
+			t.Fatalf("marker %+v, want %+v (the previous producer's transaction committed, as its coordinator decided)", m, want)
+		}
+	case err := <-done:
+		t.Fatalf("stage ended before closing the orphan: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no marker written after %d DescribeTransactions and %d DescribeProducers", describes.Load(), producers.Load())
+	}
+	if n := describes.Load(); n < 6 {
+		t.Errorf("closed the orphan after %d DescribeTransactions; the coordinator said finished only at the 6th", n)
+	}
+	// Then the stage works.
+	got := readCommitted(t, brokers, out)
+	deadline := time.Now().Add(60 * time.Second)
+	for len(got) == 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		got = readCommitted(t, brokers, out)
+	}
+	if len(got) != 1 || string(got[0].Value) != "after" {
+		t.Fatalf("outputs after the check: %d records, want the one input", len(got))
+	}
+	select {
+	case m := <-markers:
+		t.Errorf("a second marker %+v: the orphan was closed twice", m)
+	default:
+	}
 }
