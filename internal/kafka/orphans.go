@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -297,5 +298,126 @@ func (s *TxnStage) recover(ctx context.Context, adm *kadm.Client, initProducer f
 			return nil
 		}
 		// Look again: some were closed, a leader may have moved.
+	}
+}
+
+// Orphans of a running stage.
+//
+// The restarted coordinator can also drop the markers of a transaction the
+// running stage ended: its End succeeded (the coordinator completed the
+// commit), yet a partition of the transaction stays open. A later
+// transaction of the stage that touches the partition closes it again, but
+// a partition it never touches again (a retry topic's, a delivery log's
+// when the load stops) holds its read-committed consumers for good. So a
+// running stage looks every OrphanSweep and closes, the way its End ended,
+// a transaction of its producer that is still open on a partition:
+//
+//   - with an epoch below the producer's current one: under KIP-890 part 2
+//     (transaction.version 2, Kafka 4's default) every transaction ends
+//     with an epoch bump, so that transaction has ended; without it the
+//     epoch never moves and nothing is ever closed here;
+//   - whose End this incarnation saw (outcomes), which gives the decision;
+//   - seen open at the same first offset at two looks in a row, so markers
+//     the coordinator is still writing (a partition leader moving) are not
+//     raced.
+//
+// A marker of an epoch below the partition's current one is refused by
+// Kafka, so a partition a later transaction reopened is never closed here.
+
+// txnKey names one transaction of a producer (KIP-890: one epoch each).
+type txnKey struct {
+	pid   int64
+	epoch int16
+}
+
+// outcomes remembers how the stage's last transactions ended.
+type outcomes struct {
+	mu    sync.Mutex
+	ended map[txnKey]bool // committed
+	order []txnKey
+}
+
+const keptOutcomes = 4096
+
+func (o *outcomes) record(pid int64, epoch int16, committed bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.ended == nil {
+		o.ended = map[txnKey]bool{}
+	}
+	k := txnKey{pid, epoch}
+	if _, ok := o.ended[k]; !ok {
+		o.order = append(o.order, k)
+		if len(o.order) > keptOutcomes {
+			delete(o.ended, o.order[0])
+			o.order = o.order[1:]
+		}
+	}
+	// Without an epoch bump (nothing was sent) a later End of the epoch
+	// is the one Kafka saw.
+	o.ended[k] = committed
+}
+
+func (o *outcomes) lookup(pid int64, epoch int16) (committed, known bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	committed, known = o.ended[txnKey{pid, epoch}]
+	return committed, known
+}
+
+// orphanAt is one sighting of an open transaction.
+type orphanAt struct {
+	topic     string
+	partition int32
+	epoch     int16
+	first     int64
+}
+
+// sweepOrphans runs the looks of "Orphans of a running stage" until ctx ends.
+func (s *TxnStage) sweepOrphans(ctx context.Context, adm *kadm.Client) {
+	tick := time.NewTicker(s.opt.OrphanSweep)
+	defer tick.Stop()
+	seen := map[orphanAt]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		pid, epoch, err := s.sess.Client().ProducerID(ctx)
+		if err != nil {
+			continue
+		}
+		found, _ := s.findOrphans(ctx, adm, map[int64]bool{pid: true})
+		now := map[orphanAt]bool{}
+		var commit, abort []orphan
+		for _, o := range found {
+			if o.ProducerEpoch >= epoch {
+				continue // the open transaction (or no KIP-890: epochs do not tell)
+			}
+			committed, known := s.outcomes.lookup(pid, o.ProducerEpoch)
+			if !known {
+				continue
+			}
+			at := orphanAt{o.Topic, o.Partition, o.ProducerEpoch, o.CurrentTxnStartOffset}
+			now[at] = true
+			if !seen[at] {
+				continue
+			}
+			if committed {
+				commit = append(commit, o)
+			} else {
+				abort = append(abort, o)
+			}
+		}
+		seen = now
+		for _, c := range []struct {
+			found  []orphan
+			commit bool
+		}{{commit, true}, {abort, false}} {
+			if err := s.closeOrphans(ctx, adm, c.found, c.commit); err != nil && ctx.Err() == nil {
+				s.log.Warn("closing transactions Kafka left open failed; looking again", "err", err)
+			}
+		}
 	}
 }

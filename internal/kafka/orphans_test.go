@@ -394,3 +394,151 @@ func TestTxnStageLooksForOrphansUntilKafkaAnswers(t *testing.T) {
 	default:
 	}
 }
+
+// TestTxnStageSweepsOrphansWhileRunning: a transaction the running stage
+// ended (committed) that Kafka still holds open on a partition its later
+// transactions never touch is closed the way it ended, once it was seen
+// open twice; the stage's open transaction (the current epoch) and another
+// producer's are left alone. The open transactions are scripted with
+// kfake's request control (DescribeProducers); the markers are written
+// to a real broker in TestTxnStageClosesTransactionsKafkaLeftOpen.
+func TestTxnStageSweepsOrphansWhileRunning(t *testing.T) {
+	t.Parallel()
+	const in, out, txnID = "sweep-in", "sweep-out", "sweep-g-instance-0"
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, in, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	brokers := kc.ListenAddrs()
+	ctx, cancel := context.WithCancel(context.Background())
+	stage := kafka.NewTxnStage(kafka.TxnStageOptions{
+		Name: "sweep", Client: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Group: "sweep-g", Topics: []string{in},
+		Outputs: []string{out}, TransactionalID: txnID, OrphanSweep: 200 * time.Millisecond, Log: slog.New(slog.DiscardHandler),
+	}, kafka.TxnHandlerFunc(func(r *kgo.Record, _ *kafka.Ticket) kafka.Accepted {
+		return kafka.Accepted{Out: []*kgo.Record{{Topic: out, Partition: 1, Value: r.Value}}}
+	}))
+	done := make(chan error, 1)
+	go func() { done <- stage.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("stage: %v", err)
+		}
+	}()
+	p, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	// Three transactions, each committing one output.
+	for i := range 3 {
+		if err := p.ProduceSync(context.Background(), &kgo.Record{Topic: in, Partition: int32(i % 2), Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for len(readCommitted(t, brokers, out)) < i+1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("output %d not committed", i)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	ds, err := kadm.NewClient(p).DescribeTransactions(context.Background(), txnID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, ok := ds[txnID]
+	if !ok || cur.Err != nil || cur.ProducerEpoch < 1 {
+		t.Fatalf("the stage's transactional id: %+v (kfake must bump epochs, KIP-890)", cur)
+	}
+	pid, epoch := cur.ProducerID, cur.ProducerEpoch
+
+	var looks atomic.Int32
+	kc.ControlKey(int16(kmsg.DescribeProducers), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		looks.Add(1)
+		req := kreq.(*kmsg.DescribeProducersRequest)
+		resp := req.ResponseKind().(*kmsg.DescribeProducersResponse)
+		open := func(pid int64, epoch int16, first int64) kmsg.DescribeProducersResponseTopicPartitionActiveProducer {
+			ap := kmsg.NewDescribeProducersResponseTopicPartitionActiveProducer()
+			ap.ProducerID, ap.ProducerEpoch, ap.CurrentTxnStartOffset = pid, int32(epoch), first
+			return ap
+		}
+		for _, rt := range req.Topics {
+			st := kmsg.NewDescribeProducersResponseTopic()
+			st.Topic = rt.Topic
+			for _, part := range rt.Partitions {
+				sp := kmsg.NewDescribeProducersResponseTopicPartition()
+				sp.Partition = part
+				switch {
+				case rt.Topic == out && part == 0: // the orphan: ended (committed) last
+					sp.ActiveProducers = append(sp.ActiveProducers, open(pid, epoch-1, 7))
+				case rt.Topic == out && part == 1: // the open transaction
+					sp.ActiveProducers = append(sp.ActiveProducers, open(pid, epoch, 9))
+				case rt.Topic == in && part == 0: // someone else's
+					sp.ActiveProducers = append(sp.ActiveProducers, open(pid+1, 0, 3))
+				}
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	type marker struct {
+		pid    int64
+		epoch  int16
+		commit bool
+		where  string
+		looks  int32
+	}
+	markers := make(chan marker, 10)
+	kc.ControlKey(int16(kmsg.WriteTxnMarkers), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		req := kreq.(*kmsg.WriteTxnMarkersRequest)
+		resp := req.ResponseKind().(*kmsg.WriteTxnMarkersResponse)
+		for _, m := range req.Markers {
+			rm := kmsg.NewWriteTxnMarkersResponseMarker()
+			rm.ProducerID = m.ProducerID
+			for _, mt := range m.Topics {
+				rt := kmsg.NewWriteTxnMarkersResponseMarkerTopic()
+				rt.Topic = mt.Topic
+				for _, part := range mt.Partitions {
+					markers <- marker{m.ProducerID, m.ProducerEpoch, m.Committed, fmt.Sprintf("%s/%d", mt.Topic, part), looks.Load()}
+					rp := kmsg.NewWriteTxnMarkersResponseMarkerTopicPartition()
+					rp.Partition = part
+					rt.Partitions = append(rt.Partitions, rp)
+				}
+				rm.Topics = append(rm.Topics, rt)
+			}
+			resp.Markers = append(resp.Markers, rm)
+		}
+		return resp, nil, true
+	})
+	select {
+	case m := <-markers:
+		if m.pid != pid || m.epoch != epoch-1 || !m.commit || m.where != out+"/0" {
+			t.Fatalf("marker %+v, want a commit of producer %d epoch %d on %s/0", m, pid, epoch-1, out)
+		}
+		if m.looks < 2 {
+			t.Errorf("closed at look %d: an orphan is closed only when seen open twice", m.looks)
+		}
+	case <-time.After(30 * time.Second): // a liveness bound
+		t.Fatalf("no marker after %d looks", looks.Load())
+	}
+	// The open transaction and the other producer's stay open.
+	for at := looks.Load(); looks.Load() < at+4; {
+		time.Sleep(50 * time.Millisecond)
+	}
+	for {
+		select {
+		case m := <-markers:
+			if m.where != out+"/0" {
+				t.Errorf("closed %+v: not an ended transaction of the stage", m)
+			}
+			continue
+		default:
+		}
+		break
+	}
+}

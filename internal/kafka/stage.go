@@ -45,6 +45,7 @@ type TxnStage struct {
 	results    chan *completion
 	done       chan struct{}
 	produceErr atomic.Pointer[error]
+	outcomes   outcomes // how this incarnation's transactions ended (the sweep reads it)
 
 	// owned by the loop goroutine
 	sess        *kgo.GroupTransactSession
@@ -94,6 +95,10 @@ type TxnStageOptions struct {
 	// DrainTimeout bounds how long Run waits at shutdown for parts already
 	// started (0: 10 s).
 	DrainTimeout time.Duration
+	// OrphanSweep is how often a running stage looks for transactions it
+	// ended that Kafka still holds open on a partition (0: 20 s; see
+	// sweepOrphans).
+	OrphanSweep time.Duration
 	// Log is the stage's logger.
 	Log *slog.Logger
 }
@@ -204,6 +209,9 @@ func NewTxnStage(opt TxnStageOptions, h TxnHandler) *TxnStage {
 	if opt.DrainTimeout <= 0 {
 		opt.DrainTimeout = 10 * time.Second
 	}
+	if opt.OrphanSweep <= 0 {
+		opt.OrphanSweep = 20 * time.Second
+	}
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
@@ -252,9 +260,14 @@ func (s *TxnStage) Run(ctx context.Context) error {
 		pid, _, err := sess.Client().ProducerID(ctx)
 		return pid, err
 	}
-	if err := s.recover(ctx, kadm.NewClient(sess.Client()), initProducer); err != nil {
+	adm := kadm.NewClient(sess.Client())
+	if err := s.recover(ctx, adm, initProducer); err != nil {
 		return err
 	}
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	swept := make(chan struct{})
+	go func() { defer close(swept); s.sweepOrphans(sweepCtx, adm) }()
+	defer func() { stopSweep(); <-swept }()
 	for ctx.Err() == nil {
 		if err := s.begin(); err != nil {
 			return err
@@ -480,10 +493,14 @@ func (s *TxnStage) commit(force bool) error {
 	}
 	ectx = kgo.PreTxnCommitFnContext(ectx, s.rewrite(wm))
 	committing := s.finished
+	pid, epoch, idErr := s.sess.Client().ProducerID(ectx) // the transaction's: KIP-890 bumps the epoch at its end
 	committed, err := s.sess.End(ectx, try)
 	s.inTxn, s.produced = false, 0
 	if err != nil {
 		return fmt.Errorf("stage %s: end transaction: %w", s.opt.Name, err)
+	}
+	if idErr == nil {
+		s.outcomes.record(pid, epoch, committed)
 	}
 	if !committed {
 		s.log.Info("transaction aborted (rebalance or produce failure); polling unfinished records again")
