@@ -209,7 +209,7 @@ func (s *TxnStage) recover(ctx context.Context, adm *kadm.Client, initProducer f
 		step  = "describing the stage's transactional id"
 		since = time.Now()
 		wait  = 250 * time.Millisecond
-		said  time.Time
+		said  = since // warn after 30 s of failing: a new cluster has no coordinator for a few seconds
 	)
 	// retry reports whether to try step again after err (and waits).
 	retry := func(err error) bool {
