@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -40,12 +41,13 @@ type TxnStage struct {
 	h   TxnHandler
 	log *slog.Logger
 
-	gen        atomic.Uint64
-	parts      atomic.Int64 // unfinished parts of the current generation
-	results    chan *completion
-	done       chan struct{}
-	produceErr atomic.Pointer[error]
-	outcomes   outcomes // how this incarnation's transactions ended (the sweep reads it)
+	gen             atomic.Uint64
+	parts           atomic.Int64 // unfinished parts of the current generation
+	results         chan *completion
+	done            chan struct{}
+	produceErr      atomic.Pointer[error]
+	sessionRestarts atomic.Int64
+	outcomes        outcomes // how this incarnation's transactions ended (the sweep reads it)
 
 	// owned by the loop goroutine
 	sess        *kgo.GroupTransactSession
@@ -95,6 +97,9 @@ type TxnStageOptions struct {
 	// DrainTimeout bounds how long Run waits at shutdown for parts already
 	// started (0: 10 s).
 	DrainTimeout time.Duration
+	// OnNewSession, if set, is called after a failed Kafka session, before
+	// Run starts the next one (a metric).
+	OnNewSession func(err error)
 	// OrphanSweep is how often a running stage looks for transactions it
 	// ended that Kafka still holds open on a partition (0: 20 s; see
 	// sweepOrphans).
@@ -230,7 +235,72 @@ func (s *TxnStage) finish(c *completion) {
 
 // Run consumes until ctx ends. At shutdown it stops taking work, waits up
 // to DrainTimeout for started parts, and commits what finished.
+//
+// A Kafka session that fails (a transaction that cannot be ended while the
+// brokers are down or restarting) is closed and a new one started, after a
+// backoff: the failed session's transaction is aborted (the new producer's
+// InitProducerId fences it), the work it had not committed is dropped and
+// polled again from the committed offsets, as after a restart of the
+// process. Run returns an error only for what a new session cannot fix: a
+// configuration Kafka refuses, a producer fenced by another instance with
+// the same transactional id, a refused authorization.
 func (s *TxnStage) Run(ctx context.Context) error {
+	defer close(s.done)
+	backoff := time.Second
+	for {
+		started := time.Now()
+		err := s.session(ctx)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		if fatal(err) {
+			return err
+		}
+		if time.Since(started) > time.Minute {
+			backoff = time.Second
+		}
+		s.log.Warn("the stage's Kafka session failed; its transaction is aborted and a new session polls the unfinished records again",
+			"err", err, "backoff", backoff)
+		s.sessionRestarts.Add(1)
+		if s.opt.OnNewSession != nil {
+			s.opt.OnNewSession(err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// SessionRestarts is how many times Run started a new Kafka session after
+// one failed.
+func (s *TxnStage) SessionRestarts() int64 { return s.sessionRestarts.Load() }
+
+// fatalError is a failure a new session cannot fix.
+type fatalError struct{ error }
+
+func (e fatalError) Unwrap() error { return e.error }
+
+// fatal is whether a new Kafka session cannot fix err.
+func fatal(err error) bool {
+	var fe fatalError
+	if errors.As(err, &fe) {
+		return true
+	}
+	switch {
+	case errors.Is(err, kerr.ProducerFenced), errors.Is(err, kerr.InvalidProducerEpoch),
+		errors.Is(err, kerr.TransactionalIDAuthorizationFailed), errors.Is(err, kerr.GroupAuthorizationFailed),
+		errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed):
+		return true
+	}
+	return false
+}
+
+// session runs one Kafka session (a GroupTransactSession) until ctx ends
+// (nil) or the session fails.
+func (s *TxnStage) session(ctx context.Context) error {
 	opts := append(append([]kgo.Opt{}, s.opt.Client...),
 		kgo.ConsumerGroup(s.opt.Group),
 		kgo.ConsumeTopics(s.opt.Topics...),
@@ -244,15 +314,21 @@ func (s *TxnStage) Run(ctx context.Context) error {
 	)
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", s.opt.Name, err)
+		return fatalError{fmt.Errorf("stage %s: %w", s.opt.Name, err)}
 	}
 	outCtx, cancelOut := context.WithCancel(context.WithoutCancel(ctx))
 	s.outCtx, s.runCtx = outCtx, ctx
+	// A new generation: completions of a failed session's tickets are
+	// ignored, and everything starts from the committed offsets.
+	s.gen.Add(1)
+	s.parts.Store(0)
 	s.genCtx, s.cancelGen = context.WithCancel(ctx)
+	s.trackers, s.paused, s.lastWM = map[partKey]*tracker{}, map[partKey]time.Time{}, map[partKey]int64{}
+	s.outstanding, s.finished, s.produced, s.inTxn = 0, 0, 0, false
+	s.produceErr.Store(nil)
 	defer func() {
 		s.cancelGen()
 		cancelOut()
-		close(s.done)
 		sess.Close()
 	}()
 	s.sess = sess
@@ -262,7 +338,7 @@ func (s *TxnStage) Run(ctx context.Context) error {
 	}
 	adm := kadm.NewClient(sess.Client())
 	if err := s.recover(ctx, adm, initProducer); err != nil {
-		return err
+		return fatalError{err}
 	}
 	sweepCtx, stopSweep := context.WithCancel(ctx)
 	swept := make(chan struct{})
@@ -433,10 +509,13 @@ func (s *TxnStage) advance(t *tracker) {
 		if _, open := t.pending[off]; open {
 			break
 		}
+		gen := s.gen.Load()
 		for _, rec := range t.outs[off] {
 			s.produced++
 			s.sess.Produce(s.outCtx, rec, func(_ *kgo.Record, err error) {
-				if err != nil {
+				// A failure of an aborted generation's or a closed
+				// session's produce is not the open transaction's.
+				if err != nil && s.gen.Load() == gen {
 					s.produceErr.Store(&err)
 				}
 			})

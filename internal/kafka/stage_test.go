@@ -12,7 +12,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/partners-engine/partners-engine/internal/kafka"
 	"github.com/partners-engine/partners-engine/internal/testenv"
@@ -258,5 +261,100 @@ func TestConsumePermanentAndRebalance(t *testing.T) {
 		if d != "poison: not a number" {
 			t.Errorf("dead letter %q", d)
 		}
+	}
+}
+
+// TestTxnStageSurvivesAFailedSession: a transaction that cannot be ended
+// (here EndTxn refused twice; in the chaos suite's kafka-single-restart,
+// the only broker down for longer than the client retries) used to end Run
+// with an error, and the webhooks process exited until a supervisor
+// restarted it. The stage now starts a new Kafka session, which aborts the
+// failed transaction and polls the unfinished records again: every input
+// is output exactly once (read committed) and Run goes on. Kafka's answers
+// are scripted with kfake's request control; the chaos suite restarts a
+// real broker under the whole webhooks process.
+func TestTxnStageSurvivesAFailedSession(t *testing.T) {
+	t.Parallel()
+	const in, out = "session-in", "session-out"
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, in, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	var refused atomic.Int32
+	kc.ControlKey(int16(kmsg.EndTxn), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		req := kreq.(*kmsg.EndTxnRequest)
+		if !req.Commit || refused.Load() >= 2 {
+			if refused.Load() >= 2 {
+				kc.DropControl()
+			} else {
+				kc.KeepControl()
+			}
+			return nil, nil, false
+		}
+		kc.KeepControl()
+		refused.Add(1)
+		resp := req.ResponseKind().(*kmsg.EndTxnResponse)
+		resp.ErrorCode = kerr.InvalidTxnState.Code
+		return resp, nil, true
+	})
+	brokers := kc.ListenAddrs()
+	p, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	const n = 60
+	for i := range n {
+		if err := p.ProduceSync(context.Background(), &kgo.Record{Topic: in, Key: []byte(strconv.Itoa(i)), Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := kafka.NewTxnStage(kafka.TxnStageOptions{Name: "session", Client: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Group: "session-g",
+		Topics: []string{in}, Outputs: []string{out}, TransactionalID: "session-g-instance-0", Log: slog.New(slog.DiscardHandler)},
+		kafka.TxnHandlerFunc(func(r *kgo.Record, _ *kafka.Ticket) kafka.Accepted {
+			return kafka.Accepted{Out: []*kgo.Record{{Topic: out, Key: r.Key, Value: r.Value}}}
+		}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("stage: %v", err)
+		}
+	}()
+	want := map[string]int{}
+	for i := range n {
+		want[strconv.Itoa(i)] = 1
+	}
+	deadline := time.Now().Add(60 * time.Second) // a liveness bound: Run ended at the first refusal
+	var got map[string]int
+	for {
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("Run ended after %d refused commits: %v", refused.Load(), err)
+		default:
+		}
+		got = map[string]int{}
+		for _, r := range readCommitted(t, brokers, out) {
+			got[string(r.Value)]++
+		}
+		if len(got) == n || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for k, c := range got {
+		if want[k] != 1 || c != 1 {
+			t.Errorf("output %q: %d times, want once (input exists: %v)", k, c, want[k] == 1)
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("%d of %d inputs output", len(got), n)
+	}
+	if refused.Load() != 2 || st.SessionRestarts() < 1 {
+		t.Errorf("refused %d commits, %d new sessions: the failure was not exercised", refused.Load(), st.SessionRestarts())
 	}
 }

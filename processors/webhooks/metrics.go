@@ -17,6 +17,7 @@ type metrics struct {
 	held      *prometheus.CounterVec
 	replayed  prometheus.Counter
 	tracked   prometheus.GaugeFunc
+	sessions  *prometheus.CounterVec
 }
 
 func newMetrics(tracked func() float64) metrics {
@@ -39,6 +40,8 @@ func newMetrics(tracked func() float64) metrics {
 			Help: "Deliveries held without an attempt, by reason (breaker_open, retry_after, endpoint_saturated, recovering)."}, []string{"reason"}),
 		replayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "partners_webhook_replayed_total",
 			Help: "Dead letters replayed (dlq replay and recover)."}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "partners_webhook_kafka_sessions_restarted_total",
+			Help: "Kafka sessions of a stage (first, 1, 2, …, fifo) that failed and were replaced by a new one (a transaction that could not be ended: the brokers were down); the unfinished records are handled again."}, []string{"stage"}),
 		tracked: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "partners_webhook_tracked_endpoints",
 			Help: "Endpoints with breaker or bulkhead state in memory (shrinks as endpoints go idle or away)."}, tracked),
 	}
@@ -48,7 +51,7 @@ func (m metrics) register(r prometheus.Registerer) error {
 	if r == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.attempts, m.latency, m.dlq, m.dlqDepth, m.malformed, m.inflight, m.breaker, m.held, m.replayed, m.tracked} {
+	for _, c := range []prometheus.Collector{m.attempts, m.latency, m.dlq, m.dlqDepth, m.malformed, m.inflight, m.breaker, m.held, m.replayed, m.tracked, m.sessions} {
 		if err := r.Register(c); err != nil {
 			return fmt.Errorf("webhooks metrics: %w", err)
 		}

@@ -188,6 +188,7 @@ func (p *Processor) stages() []*kafka.TxnStage {
 			TransactionalID: group + "-" + p.inst, MaxOutstanding: InFlightWindow(p.wh), MaxPause: maxPause,
 			CommitInterval: commitInterval,
 			DrainTimeout:   drain, Log: p.log.With("stage", label, "topic", topic),
+			OnNewSession: func(error) { p.m.sessions.WithLabelValues(label).Inc() },
 		}, h)
 	}
 	out := []*kafka.TxnStage{mk("first", p.names.Topic(schemas.TopicEvents), "webhooks", 0, &stageHandler{p: p, label: "first"})}
@@ -200,6 +201,7 @@ func (p *Processor) stages() []*kafka.TxnStage {
 		Name: "webhooks fifo", Client: base, Group: p.kafka.Group("webhooks-fifo"),
 		Topics: []string{p.names.Topic(schemas.TopicFIFO)}, Outputs: outputs, TransactionalID: p.kafka.Group("webhooks-fifo") + "-" + p.inst,
 		MaxOutstanding: p.wh.FIFOWindow, DrainTimeout: drain, Log: p.log.With("stage", "fifo"),
+		OnNewSession: func(error) { p.m.sessions.WithLabelValues("fifo").Inc() },
 	}, newFIFOHandler(p))
 	return append(out, fifo)
 }
