@@ -68,9 +68,11 @@ type result struct {
 	// fault's SIGKILL), with its last log line; the suite restarted each, as
 	// a supervisor would.
 	ProcessExits map[string][]string `json:"process_exits,omitempty"`
-	Notes        []string            `json:"notes,omitempty"`
-	Failures     []string            `json:"failures,omitempty"`
-	Dir          string              `json:"logs_dir,omitempty"`
+	// MustNotExit: an exit of a process by itself fails the scenario.
+	MustNotExit bool     `json:"must_not_exit,omitempty"`
+	Notes       []string `json:"notes,omitempty"`
+	Failures    []string `json:"failures,omitempty"`
+	Dir         string   `json:"logs_dir,omitempty"`
 }
 
 func (r *result) fill(ev evaluation) {
@@ -137,6 +139,11 @@ func (r *result) judge() {
 	}
 	if r.RecoverSeconds < 0 {
 		fail("did not catch up within the settle bound")
+	}
+	if r.MustNotExit {
+		for p, exits := range r.ProcessExits {
+			fail("%s exited by itself %d times (it must ride this fault out without a supervisor), first: %s", p, len(exits), exits[0])
+		}
 	}
 	if r.RateLimit != nil {
 		for _, p := range r.RateLimit.Problems {

@@ -31,6 +31,9 @@ type scenario struct {
 	// kafkaDown: the fault makes Kafka as a whole unavailable (the only
 	// broker), for FaultSeconds.
 	kafkaDown bool
+	// noExits: no process may exit by itself (the fault is one they must
+	// ride out without a supervisor).
+	noExits   bool
 	pending   string // not run: why
 	rateLimit bool   // partner calls also go through the global rate limit
 	inject    func(t *testing.T, f *faultEnv) string
@@ -91,6 +94,18 @@ var scenarios = []*scenario{
 			time.Sleep(f.prof.Outage)
 			f.single.Start(t)
 			return fmt.Sprintf("SIGKILL the only broker, restarted after %v", f.prof.Outage)
+		}},
+	// Twice the clients' retry window (30 s) and longer than a stage's
+	// commit timeout (60 s): a webhooks stage cannot end its transaction,
+	// replaces its Kafka session and goes on; no process exits (the
+	// webhooks process used to, and needed a supervisor).
+	{name: "kafka-single-long-outage", kafka: "single", repeats: true, kafkaDown: true, noExits: true,
+		inject: func(t *testing.T, f *faultEnv) string {
+			outage := max(f.prof.Outage, 2*producerRetryWindow)
+			f.single.Kill(t)
+			time.Sleep(outage)
+			f.single.Start(t)
+			return fmt.Sprintf("SIGKILL the only broker, restarted after %v (longer than the clients' %v retry window)", outage, producerRetryWindow)
 		}},
 	{name: "webhooks-kill", kafka: "cluster", repeats: true, inject: killAndRestart(roleWebhooks)},
 	{name: "attribution-kill", kafka: "cluster", inject: killAndRestart(roleAttribution)},
@@ -328,6 +343,7 @@ func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int
 		}
 	}
 	res.Logs = d.logSummary()
+	res.MustNotExit = sc.noExits
 	res.judge()
 	res.Dir = o.dir
 }

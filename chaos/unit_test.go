@@ -104,6 +104,11 @@ func TestJudgeFails(t *testing.T) {
 	if len(ok.Failures) != 0 {
 		t.Fatalf("a clean result fails: %v", ok.Failures)
 	}
+	supervised := ok
+	supervised.Failures, supervised.ProcessExits = nil, map[string][]string{"webhooks#0": {"exit status 1"}}
+	if supervised.judge(); len(supervised.Failures) != 0 {
+		t.Fatalf("an exit where a supervisor restarts the process fails: %v", supervised.Failures)
+	}
 	for name, r := range map[string]result{
 		"lost":     {Lost: 1, ROIEqual: true, RegistryEqual: true},
 		"repeats":  {Repeated: 3, RepeatBound: 2, ROIEqual: true, RegistryEqual: true},
@@ -112,6 +117,7 @@ func TestJudgeFails(t *testing.T) {
 		"registry": {ROIEqual: true, RegistryEqual: false},
 		"touches":  {ChecksAllowed: 2, Touchpoints: 1, ROIEqual: true, RegistryEqual: true},
 		"recover":  {RecoverSeconds: -1, ROIEqual: true, RegistryEqual: true},
+		"exit":     {MustNotExit: true, ProcessExits: map[string][]string{"webhooks#0": {"exit status 1"}}, ROIEqual: true, RegistryEqual: true},
 	} {
 		r.judge()
 		if len(r.Failures) == 0 {
