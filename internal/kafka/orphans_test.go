@@ -309,35 +309,7 @@ func TestTxnStageLooksForOrphansUntilKafkaAnswers(t *testing.T) {
 		}
 		return resp, nil, true
 	})
-	type marker struct {
-		pid    int64
-		epoch  int16
-		commit bool
-		where  string
-	}
-	markers := make(chan marker, 10)
-	kc.ControlKey(int16(kmsg.WriteTxnMarkers), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-		kc.KeepControl()
-		req := kreq.(*kmsg.WriteTxnMarkersRequest)
-		resp := req.ResponseKind().(*kmsg.WriteTxnMarkersResponse)
-		for _, m := range req.Markers {
-			rm := kmsg.NewWriteTxnMarkersResponseMarker()
-			rm.ProducerID = m.ProducerID
-			for _, mt := range m.Topics {
-				rt := kmsg.NewWriteTxnMarkersResponseMarkerTopic()
-				rt.Topic = mt.Topic
-				for _, p := range mt.Partitions {
-					markers <- marker{m.ProducerID, m.ProducerEpoch, m.Committed, fmt.Sprintf("%s/%d", mt.Topic, p)}
-					rp := kmsg.NewWriteTxnMarkersResponseMarkerTopicPartition()
-					rp.Partition = p
-					rt.Partitions = append(rt.Partitions, rp)
-				}
-				rm.Topics = append(rm.Topics, rt)
-			}
-			resp.Markers = append(resp.Markers, rm)
-		}
-		return resp, nil, true
-	})
+	markers := captureMarkers(kc, nil)
 
 	brokers := kc.ListenAddrs()
 	p, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
@@ -367,7 +339,7 @@ func TestTxnStageLooksForOrphansUntilKafkaAnswers(t *testing.T) {
 	// never closed the orphan.
 	select {
 	case m := <-markers:
-		if want := (marker{oldPID, oldEpoch, true, out + "/0"}); m != want {
+		if want := (marker{oldPID, oldEpoch, true, out + "/0", 0}); m != want {
 			t.Fatalf("marker %+v, want %+v (the previous producer's transaction committed, as its coordinator decided)", m, want)
 		}
 	case err := <-done:
@@ -485,36 +457,7 @@ func TestTxnStageSweepsOrphansWhileRunning(t *testing.T) {
 		}
 		return resp, nil, true
 	})
-	type marker struct {
-		pid    int64
-		epoch  int16
-		commit bool
-		where  string
-		looks  int32
-	}
-	markers := make(chan marker, 10)
-	kc.ControlKey(int16(kmsg.WriteTxnMarkers), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-		kc.KeepControl()
-		req := kreq.(*kmsg.WriteTxnMarkersRequest)
-		resp := req.ResponseKind().(*kmsg.WriteTxnMarkersResponse)
-		for _, m := range req.Markers {
-			rm := kmsg.NewWriteTxnMarkersResponseMarker()
-			rm.ProducerID = m.ProducerID
-			for _, mt := range m.Topics {
-				rt := kmsg.NewWriteTxnMarkersResponseMarkerTopic()
-				rt.Topic = mt.Topic
-				for _, part := range mt.Partitions {
-					markers <- marker{m.ProducerID, m.ProducerEpoch, m.Committed, fmt.Sprintf("%s/%d", mt.Topic, part), looks.Load()}
-					rp := kmsg.NewWriteTxnMarkersResponseMarkerTopicPartition()
-					rp.Partition = part
-					rt.Partitions = append(rt.Partitions, rp)
-				}
-				rm.Topics = append(rm.Topics, rt)
-			}
-			resp.Markers = append(resp.Markers, rm)
-		}
-		return resp, nil, true
-	})
+	markers := captureMarkers(kc, looks.Load)
 	select {
 	case m := <-markers:
 		if m.pid != pid || m.epoch != epoch-1 || !m.commit || m.where != out+"/0" {
@@ -541,4 +484,48 @@ func TestTxnStageSweepsOrphansWhileRunning(t *testing.T) {
 		}
 		break
 	}
+}
+
+// marker is one transaction marker a stage asked WriteTxnMarkers for, with
+// the count of looks (DescribeProducers) answered by then.
+type marker struct {
+	pid    int64
+	epoch  int16
+	commit bool
+	where  string
+	looks  int32
+}
+
+// captureMarkers answers kc's WriteTxnMarkers requests with success and
+// sends every marker asked for to the returned channel; looks, if set,
+// stamps each with its count.
+func captureMarkers(kc *kfake.Cluster, looks func() int32) <-chan marker {
+	markers := make(chan marker, 10)
+	kc.ControlKey(int16(kmsg.WriteTxnMarkers), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		req := kreq.(*kmsg.WriteTxnMarkersRequest)
+		resp := req.ResponseKind().(*kmsg.WriteTxnMarkersResponse)
+		for _, m := range req.Markers {
+			rm := kmsg.NewWriteTxnMarkersResponseMarker()
+			rm.ProducerID = m.ProducerID
+			for _, mt := range m.Topics {
+				rt := kmsg.NewWriteTxnMarkersResponseMarkerTopic()
+				rt.Topic = mt.Topic
+				for _, part := range mt.Partitions {
+					mk := marker{m.ProducerID, m.ProducerEpoch, m.Committed, fmt.Sprintf("%s/%d", mt.Topic, part), 0}
+					if looks != nil {
+						mk.looks = looks()
+					}
+					markers <- mk
+					rp := kmsg.NewWriteTxnMarkersResponseMarkerTopicPartition()
+					rp.Partition = part
+					rt.Partitions = append(rt.Partitions, rp)
+				}
+				rm.Topics = append(rm.Topics, rt)
+			}
+			resp.Markers = append(resp.Markers, rm)
+		}
+		return resp, nil, true
+	})
+	return markers
 }
