@@ -320,21 +320,8 @@ func TestTxnStageLooksForOrphansUntilKafkaAnswers(t *testing.T) {
 	if err := p.ProduceSync(context.Background(), &kgo.Record{Topic: in, Partition: 1, Value: []byte("after")}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stage := kafka.NewTxnStage(kafka.TxnStageOptions{
-		Name: "looks", Client: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Group: "looks-g", Topics: []string{in},
-		Outputs: []string{out}, TransactionalID: txnID, Log: slog.New(slog.DiscardHandler),
-	}, kafka.TxnHandlerFunc(func(r *kgo.Record, _ *kafka.Ticket) kafka.Accepted {
-		return kafka.Accepted{Out: []*kgo.Record{{Topic: out, Partition: 1, Value: r.Value}}}
-	}))
-	done := make(chan error, 1)
-	go func() { done <- stage.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("stage: %v", err)
-		}
-	}()
+	_, done := startCopyStage(t, kafka.TxnStageOptions{Name: "looks", Client: []kgo.Opt{kgo.SeedBrokers(brokers...)},
+		Group: "looks-g", Topics: []string{in}, Outputs: []string{out}, TransactionalID: txnID}, out)
 	// Liveness bounds, not speed figures: without the retries the stage
 	// never closed the orphan.
 	select {
@@ -383,21 +370,8 @@ func TestTxnStageSweepsOrphansWhileRunning(t *testing.T) {
 	}
 	defer kc.Close()
 	brokers := kc.ListenAddrs()
-	ctx, cancel := context.WithCancel(context.Background())
-	stage := kafka.NewTxnStage(kafka.TxnStageOptions{
-		Name: "sweep", Client: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Group: "sweep-g", Topics: []string{in},
-		Outputs: []string{out}, TransactionalID: txnID, OrphanSweep: 200 * time.Millisecond, Log: slog.New(slog.DiscardHandler),
-	}, kafka.TxnHandlerFunc(func(r *kgo.Record, _ *kafka.Ticket) kafka.Accepted {
-		return kafka.Accepted{Out: []*kgo.Record{{Topic: out, Partition: 1, Value: r.Value}}}
-	}))
-	done := make(chan error, 1)
-	go func() { done <- stage.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("stage: %v", err)
-		}
-	}()
+	startCopyStage(t, kafka.TxnStageOptions{Name: "sweep", Client: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Group: "sweep-g",
+		Topics: []string{in}, Outputs: []string{out}, TransactionalID: txnID, OrphanSweep: 200 * time.Millisecond}, out)
 	p, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)

@@ -310,20 +310,8 @@ func TestTxnStageSurvivesAFailedSession(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st := kafka.NewTxnStage(kafka.TxnStageOptions{Name: "session", Client: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Group: "session-g",
-		Topics: []string{in}, Outputs: []string{out}, TransactionalID: "session-g-instance-0", Log: slog.New(slog.DiscardHandler)},
-		kafka.TxnHandlerFunc(func(r *kgo.Record, _ *kafka.Ticket) kafka.Accepted {
-			return kafka.Accepted{Out: []*kgo.Record{{Topic: out, Key: r.Key, Value: r.Value}}}
-		}))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("stage: %v", err)
-		}
-	}()
+	st, done := startCopyStage(t, kafka.TxnStageOptions{Name: "session", Client: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Group: "session-g",
+		Topics: []string{in}, Outputs: []string{out}, TransactionalID: "session-g-instance-0"}, out)
 	want := map[string]int{}
 	for i := range n {
 		want[strconv.Itoa(i)] = 1
@@ -333,7 +321,6 @@ func TestTxnStageSurvivesAFailedSession(t *testing.T) {
 	for {
 		select {
 		case err := <-done:
-			done <- err
 			t.Fatalf("Run ended after %d refused commits: %v", refused.Load(), err)
 		default:
 		}
@@ -357,4 +344,28 @@ func TestTxnStageSurvivesAFailedSession(t *testing.T) {
 	if refused.Load() != 2 || st.SessionRestarts() < 1 {
 		t.Errorf("refused %d commits, %d new sessions: the failure was not exercised", refused.Load(), st.SessionRestarts())
 	}
+}
+
+// startCopyStage runs a stage that copies every input (key and value) to
+// out until the test ends, when it checks that Run ended without an error.
+// done receives Run's result if it ends before.
+func startCopyStage(t *testing.T, opt kafka.TxnStageOptions, out string) (st *kafka.TxnStage, done <-chan error) {
+	t.Helper()
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.DiscardHandler)
+	}
+	st = kafka.NewTxnStage(opt, kafka.TxnHandlerFunc(func(r *kgo.Record, _ *kafka.Ticket) kafka.Accepted {
+		return kafka.Accepted{Out: []*kgo.Record{{Topic: out, Key: r.Key, Value: r.Value}}}
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	ended := make(chan error, 1)
+	result := make(chan error, 1)
+	go func() { err := st.Run(ctx); ended <- err; result <- err }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-result; err != nil {
+			t.Errorf("stage: %v", err)
+		}
+	})
+	return st, ended
 }
