@@ -34,12 +34,15 @@ import (
 //   - on a data partition, the last stable offset stays at the transaction's
 //     first record, so read-committed consumers see nothing after it.
 //
-// A process that keeps running heals by itself (its next transaction's
-// markers close the partitions it touches again), but a restarted one whose
-// group is blocked never gets that far: it sat idle, with no error, until
-// an operator ran kafka-transactions.sh. So a stage closes the orphans of
-// its own transactional id when it starts, with the admin API made for
-// this (WriteTxnMarkers, KIP-664; it needs the ClusterAction permission):
+// Nothing closes such a partition by itself: a restarted process whose
+// group is blocked sat idle, with no error, until an operator ran
+// kafka-transactions.sh, and a running one's later transactions (each with
+// a new epoch, KIP-890) do not close it either (CI's kafka-single-restart:
+// the delivery log's partitions stayed open under a stage that went on
+// committing to them). So a stage closes the orphans of its own
+// transactional id when it starts, and while it runs (see "Orphans of a
+// running stage" below), with the admin API made for this
+// (WriteTxnMarkers, KIP-664; it needs the ClusterAction permission):
 //
 //  1. Before its producer initialises, it describes its transactional id:
 //     the state of the last transaction is the coordinator's decision.
@@ -305,12 +308,11 @@ func (s *TxnStage) recover(ctx context.Context, adm *kadm.Client, initProducer f
 //
 // The restarted coordinator can also drop the markers of a transaction the
 // running stage ended: its End succeeded (the coordinator completed the
-// commit), yet a partition of the transaction stays open. A later
-// transaction of the stage that touches the partition closes it again, but
-// a partition it never touches again (a retry topic's, a delivery log's
-// when the load stops) holds its read-committed consumers for good. So a
-// running stage looks every OrphanSweep and closes, the way its End ended,
-// a transaction of its producer that is still open on a partition:
+// commit), yet a partition of the transaction stays open and holds its
+// read-committed consumers for good, whatever the stage commits there
+// later. So a running stage looks every OrphanSweep and closes, the way
+// its End ended, a transaction of its producer that is still open on a
+// partition:
 //
 //   - with an epoch below the producer's current one: under KIP-890 part 2
 //     (transaction.version 2, Kafka 4's default) every transaction ends

@@ -101,7 +101,7 @@ type TxnStageOptions struct {
 	// Run starts the next one (a metric).
 	OnNewSession func(err error)
 	// OrphanSweep is how often a running stage looks for transactions it
-	// ended that Kafka still holds open on a partition (0: 20 s; see
+	// ended that Kafka still holds open on a partition (0: 10 s; see
 	// sweepOrphans).
 	OrphanSweep time.Duration
 	// Log is the stage's logger.
@@ -215,7 +215,7 @@ func NewTxnStage(opt TxnStageOptions, h TxnHandler) *TxnStage {
 		opt.DrainTimeout = 10 * time.Second
 	}
 	if opt.OrphanSweep <= 0 {
-		opt.OrphanSweep = 20 * time.Second
+		opt.OrphanSweep = 10 * time.Second
 	}
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
