@@ -496,7 +496,10 @@ func (d *deployment) kafkaDiagnosis(ctx context.Context) []string {
 	if herr != nil || lerr != nil {
 		return append(out, fmt.Sprintf("kafka diagnosis: end offsets: %v / %v", herr, lerr))
 	}
-	held := kadm.TopicsSet{}
+	// __consumer_offsets too: a transaction left open there holds a
+	// group's offset fetch (UNSTABLE_OFFSET_COMMIT), so its members
+	// consume nothing, with no LSO of the scenario's topics to show it.
+	held := kadm.TopicsSet{"__consumer_offsets": nil}
 	var open []string
 	lso.Each(func(o kadm.ListedOffset) {
 		h, ok := hwm.Lookup(o.Topic, o.Partition)
@@ -507,9 +510,10 @@ func (d *deployment) kafkaDiagnosis(ctx context.Context) []string {
 	})
 	sort.Strings(open)
 	if len(open) == 0 {
-		return append(out, "no partition held by an open transaction (LSO = HWM everywhere)")
+		out = append(out, "no partition of the scenario's topics held by an open transaction (LSO = HWM)")
+	} else {
+		out = append(out, "held by open transactions: "+strings.Join(open, ", "))
 	}
-	out = append(out, "held by open transactions: "+strings.Join(open, ", "))
 	prods, err := adm.DescribeProducers(ctx, held)
 	if err != nil {
 		return append(out, fmt.Sprintf("kafka diagnosis: describe producers: %v", err))
@@ -522,7 +526,9 @@ func (d *deployment) kafkaDiagnosis(ctx context.Context) []string {
 	})
 	sort.Strings(ps)
 	if len(ps) > 0 {
-		out = append(out, "open transactions: "+strings.Join(ps, ", "))
+		out = append(out, "open transactions (every __consumer_offsets partition included): "+strings.Join(ps, ", "))
+	} else {
+		out = append(out, "no open transaction on those partitions or on __consumer_offsets")
 	}
 	return out
 }
