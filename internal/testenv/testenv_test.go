@@ -47,8 +47,10 @@ func TestServerVersions(t *testing.T) {
 		t.Logf("server under test: Kafka SASL_PLAINTEXT %s and SASL_SSL %s (%s, user %s, CA %s)", s.Addr, s.TLSAddr, s.Mechanism, s.User, s.CAFile)
 	}
 	if os.Getenv("PARTNERS_TEST_KAFKA_CLUSTER") != "" {
-		kc := KafkaCluster(t)
-		vs, err := kc.Admin().ApiVersions(ctx)
+		kc := KafkaCluster(t) // may wait for a node another test restarts
+		kctx, kcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer kcancel()
+		vs, err := kc.Admin().ApiVersions(kctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -57,9 +59,13 @@ func TestServerVersions(t *testing.T) {
 		})
 	}
 	if os.Getenv("PARTNERS_TEST_CLICKHOUSE_CLUSTER") != "" {
+		// Waiting for the cluster's lock (another package's test holds it)
+		// can outlast ctx: ask the nodes with a deadline of their own.
 		cc := ClickHouseCluster(t)
+		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer ccancel()
 		for n := range cc.Nodes {
-			v, err := chdb.ServerVersion(ctx, cc.Conn(n+1))
+			v, err := chdb.ServerVersion(cctx, cc.Conn(n+1))
 			if err != nil {
 				t.Fatal(err)
 			}
