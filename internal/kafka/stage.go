@@ -318,13 +318,11 @@ func (s *TxnStage) session(ctx context.Context) error {
 	}
 	outCtx, cancelOut := context.WithCancel(context.WithoutCancel(ctx))
 	s.outCtx, s.runCtx = outCtx, ctx
-	// A new generation: completions of a failed session's tickets are
-	// ignored, and everything starts from the committed offsets.
-	s.gen.Add(1)
-	s.parts.Store(0)
-	s.genCtx, s.cancelGen = context.WithCancel(ctx)
-	s.trackers, s.paused, s.lastWM = map[partKey]*tracker{}, map[partKey]time.Time{}, map[partKey]int64{}
-	s.outstanding, s.finished, s.produced, s.inTxn = 0, 0, 0, false
+	// A new generation on a new client: completions of a failed session's
+	// tickets are ignored, and everything starts from the committed offsets.
+	s.newGeneration()
+	s.paused = map[partKey]time.Time{}
+	s.produced, s.inTxn = 0, false
 	s.produceErr.Store(nil)
 	defer func() {
 		s.cancelGen()
@@ -622,15 +620,24 @@ func (s *TxnStage) rewrite(wm map[partKey]int64) func(*kmsg.TxnOffsetCommitReque
 	}
 }
 
-// reset starts a new generation.
-func (s *TxnStage) reset() {
+// newGeneration drops the work of the current generation (its tickets'
+// contexts end, their completions are ignored) and starts the next one.
+func (s *TxnStage) newGeneration() {
 	s.gen.Add(1)
 	s.parts.Store(0)
-	s.cancelGen()
+	if s.cancelGen != nil {
+		s.cancelGen()
+	}
 	s.genCtx, s.cancelGen = context.WithCancel(s.runCtx)
 	s.trackers = map[partKey]*tracker{}
 	s.outstanding, s.finished = 0, 0
 	s.lastWM = map[partKey]int64{}
+}
+
+// reset starts a new generation within the session (an aborted
+// transaction), resuming the partitions it had paused.
+func (s *TxnStage) reset() {
+	s.newGeneration()
 	cl := s.sess.Client()
 	for k := range s.paused {
 		cl.ResumeFetchPartitions(map[string][]int32{k.topic: {k.part}})
