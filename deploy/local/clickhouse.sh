@@ -237,10 +237,19 @@ log_tail() {
   done
 }
 
+# pid_running: the pid file's process exists. While it starts, the pid is the launching
+# subshell, which goes through several execs (setsid, nohup, the server); a command line
+# read during an exec can be empty, so pid_alive's command-line check can call a starting
+# server dead (seen: "server process ... exited during startup" for a process listening a moment later).
+pid_running() {
+  local pid; pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
 cmd_wait() {
   local deadline=$((SECONDS + WAIT_TIMEOUT))
   until is_up; do
-    if [ -f "$PID_FILE" ] && ! pid_alive; then
+    if [ -f "$PID_FILE" ] && ! pid_running; then
       log_tail; die "server process $(cat "$PID_FILE") exited during startup"
     fi
     if [ $SECONDS -ge $deadline ]; then

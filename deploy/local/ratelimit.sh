@@ -74,10 +74,19 @@ pid_alive() {
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# pid_running: the pid file's process exists. While it starts, the pid is the launching
+# subshell, which goes through several execs (env, setsid, nohup, the server); a command line
+# read during an exec can be empty, so pid_alive's command-line check can call a starting
+# server dead (seen: "ratelimit 31955 exited during startup" for a process listening a moment later).
+pid_running() {
+  local pid; pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
 cmd_wait() {
   local deadline=$((SECONDS + WAIT_TIMEOUT))
   until health; do
-    if [ -f "$PID_FILE" ] && ! pid_alive; then
+    if [ -f "$PID_FILE" ] && ! pid_running; then
       [ -s "$LOG_FILE" ] && tail -n 30 "$LOG_FILE" >&2
       die "ratelimit $(cat "$PID_FILE") exited during startup"
     fi
