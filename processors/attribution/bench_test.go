@@ -31,7 +31,10 @@ import (
 //   - ingest: records/s from Kafka into ClickHouse through the processor
 //     (decode, validate, attribute under 5 models, insert raw and attribution
 //     rows, commit), beside a raw clickhouse-go batch insert of exactly the
-//     rows the processor wrote, in the same run;
+//     rows the processor wrote, in the same run; then the same after
+//     seeding as many touchpoints as the ROI queries' attribution rows
+//     (10 M) into the history tables, so every batch's history read
+//     meets a realistic table;
 //   - ROI query latency from the rollups beside the same figures computed
 //     from the raw tables (de-duplicated by id), over ≥ 10 M attribution rows
 //     generated on the server with INSERT … SELECT FROM numbers();
@@ -51,7 +54,7 @@ func BenchmarkFigures(b *testing.B) {
 }
 
 // TestBenchQuick runs the figures' measurements at small sizes so they
-// cannot rot: five figures with their baselines, and the rollups agree
+// cannot rot: six figures with their baselines, and the rollups agree
 // with the raw tables (figures checks that).
 func TestBenchQuick(t *testing.T) {
 	if testing.Short() {
@@ -62,8 +65,8 @@ func TestBenchQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(figs) != 5 {
-		t.Fatalf("want 5 figures, got %d", len(figs))
+	if len(figs) != 6 {
+		t.Fatalf("want 6 figures, got %d", len(figs))
 	}
 	for _, f := range figs {
 		if f.Value <= 0 || f.BaselineValue <= 0 {
@@ -90,7 +93,7 @@ func benchROI(b *testing.B, src roi.Source) {
 func BenchmarkROIRollups(b *testing.B) { benchROI(b, roi.Rollups) }
 func BenchmarkROIRaw(b *testing.B)     { benchROI(b, roi.Raw) }
 
-// figures measures the five figures on the brokers and a fresh ClickHouse
+// figures measures the six figures on the brokers and a fresh ClickHouse
 // database at clickhouseAddr.
 func figures(ctx context.Context, clickhouseAddr string, brokers []string, records, queryRows int) ([]benchtest.Figure, error) {
 	log := slog.New(slog.DiscardHandler)
@@ -130,7 +133,7 @@ func figures(ctx context.Context, clickhouseAddr string, brokers []string, recor
 	defer dropBenchDB(ctx, conn, cfg.ClickHouse)
 
 	var rows []benchtest.Figure
-	ingest, err := benchIngest(ctx, &cfg, brokers, cl, conn, log, records)
+	ingest, err := benchIngest(ctx, &cfg, brokers, cl, conn, log, records, queryRows)
 	if err != nil {
 		return rows, fmt.Errorf("ingest: %w", err)
 	}
@@ -199,7 +202,7 @@ const ingestRounds = 5
 // its last, so the group join and the produce are not part of the figure —
 // and then inserts the round's rows (read back by that prefix) into a
 // second database with plain clickhouse-go batches of the configured size.
-func benchIngest(ctx context.Context, cfg *config.Config, brokers []string, cl *kgo.Client, conn driver.Conn, log *slog.Logger, n int) ([]benchtest.Figure, error) {
+func benchIngest(ctx context.Context, cfg *config.Config, brokers []string, cl *kgo.Client, conn driver.Conn, log *slog.Logger, n, history int) ([]benchtest.Figure, error) {
 	names := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}
 	adm := kadm.NewClient(cl)
 	// With a backlog every batch fills to its size at once, and the linger
@@ -288,25 +291,26 @@ func benchIngest(ctx context.Context, cfg *config.Config, brokers []string, cl *
 		return nil, err
 	}
 	type round struct{ proc, base float64 } // records/s
-	var rounds []round
 	var records, attrRows int
-	for rnd := range ingestRounds {
+	// measure runs round rnd: it publishes the round's dataset, times the
+	// processor through it, then the baseline on the same rows.
+	measure := func(rnd int) (round, error) {
 		prefix := fmt.Sprintf("r%d-", rnd)
 		d := Generate(GenOptions{Seed: uint64(10 + rnd), Now: time.Now().UTC(), Days: 60, Partners: 20, Users: n / 4 / ingestRounds,
 			MaxTouches: 4, MaxConvs: 2, RefundRate: 0.1, CostsPer: 50 / ingestRounds, IDPrefix: prefix})
 		recs, err := d.Records(names)
 		if err != nil {
-			return nil, err
+			return round{}, err
 		}
 		records += d.Len()
 		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			return nil, err
+			return round{}, err
 		}
 		// The processor on the round's backlog, from its first commit to
 		// its last.
 		stop, p, err := run()
 		if err != nil {
-			return nil, err
+			return round{}, err
 		}
 		first, t1, err := poll(p, func(n int64, _ bool) bool { return n > done })
 		var last int64
@@ -316,7 +320,7 @@ func benchIngest(ctx context.Context, cfg *config.Config, brokers []string, cl *
 		}
 		stop()
 		if err != nil {
-			return nil, err
+			return round{}, err
 		}
 		done = last
 		var r round
@@ -325,22 +329,22 @@ func benchIngest(ctx context.Context, cfg *config.Config, brokers []string, cl *
 		// The baseline: the round's rows, straight from Go memory.
 		tables, err := readBack(ctx, conn, prefix)
 		if err != nil {
-			return nil, err
+			return round{}, err
 		}
 		t0 := time.Now()
 		for _, tb := range tables {
 			for i := 0; i < len(tb.rows); i += size {
 				b, err := bconn.PrepareBatch(ctx, "INSERT INTO "+tb.name+" ("+tb.cols+")")
 				if err != nil {
-					return nil, err
+					return round{}, err
 				}
 				for _, r := range tb.rows[i:min(i+size, len(tb.rows))] {
 					if err := b.Append(r...); err != nil {
-						return nil, err
+						return round{}, err
 					}
 				}
 				if err := b.Send(); err != nil {
-					return nil, err
+					return round{}, err
 				}
 			}
 			if tb.name == "attributions" {
@@ -348,15 +352,87 @@ func benchIngest(ctx context.Context, cfg *config.Config, brokers []string, cl *
 			}
 		}
 		r.base = float64(d.Len()) / time.Since(t0).Seconds()
+		return r, nil
+	}
+	median := func(rounds []round) round {
+		sort.Slice(rounds, func(i, j int) bool { return rounds[i].proc/rounds[i].base < rounds[j].proc/rounds[j].base })
+		return rounds[len(rounds)/2]
+	}
+	var rounds []round
+	for rnd := range ingestRounds {
+		r, err := measure(rnd)
+		if err != nil {
+			return nil, err
+		}
 		rounds = append(rounds, r)
 	}
-	sort.Slice(rounds, func(i, j int) bool { return rounds[i].proc/rounds[i].base < rounds[j].proc/rounds[j].base })
-	med := rounds[len(rounds)/2]
-	return []benchtest.Figure{{
+	med := median(rounds)
+	figs := []benchtest.Figure{{
 		Name:  fmt.Sprintf("ingest Kafka→ClickHouse, %d records (+%d attribution rows), median of %d alternating rounds", records, attrRows, ingestRounds),
 		Value: med.proc, Unit: "records/s",
 		Baseline: "raw clickhouse-go batch insert of the same rows", BaselineValue: med.base,
-	}}, nil
+	}}
+
+	// The same with a large history already in ClickHouse: every batch
+	// looks up its users (new ones included) in touchpoints_by_user and
+	// conversions, whose rows the seed interleaves with the rounds' users.
+	// The rounds above run on nearly empty tables; this shows what months
+	// of data do to the history read.
+	if history > 0 {
+		if err := seedHistory(ctx, conn, history, ingestRounds, historyRounds, n/4/ingestRounds); err != nil {
+			return nil, fmt.Errorf("seed history: %w", err)
+		}
+		records, attrRows = 0, 0
+		rounds = nil
+		for rnd := ingestRounds; rnd < ingestRounds+historyRounds; rnd++ {
+			r, err := measure(rnd)
+			if err != nil {
+				return nil, err
+			}
+			rounds = append(rounds, r)
+		}
+		med := median(rounds)
+		figs = append(figs, benchtest.Figure{
+			Name: fmt.Sprintf("ingest Kafka→ClickHouse with %d touchpoints + %d conversions of history stored, %d records, median of %d alternating rounds",
+				history, history/5, records, historyRounds),
+			Value: med.proc, Unit: "records/s",
+			Baseline: "raw clickhouse-go batch insert of the same rows", BaselineValue: med.base,
+		})
+	}
+	return figs, nil
+}
+
+// historyRounds is how many ingest rounds run after seedHistory.
+const historyRounds = 3
+
+// seedHistory stores n touchpoints and n/5 conversions of users the
+// processor never sees, on the server (INSERT … SELECT FROM numbers()),
+// and merges them. Their user ids sort among those of the rounds
+// [firstRound, firstRound+rounds) ("r5-user-00042-h7" beside
+// "r5-user-00042"), as random user ids would: a batch's users fall into
+// nearly every granule of the history tables, not into one corner.
+func seedHistory(ctx context.Context, conn driver.Conn, n, firstRound, rounds, users int) error {
+	user := fmt.Sprintf("concat('r', toString(%d + number %% %d), '-user-', substring(toString(100000 + intDiv(number, %d) %% %d), 2), '-h', toString(intDiv(number, %d)))",
+		firstRound, rounds, rounds, users, rounds*users)
+	at := strconv.FormatInt(time.Now().Unix(), 10)
+	for _, q := range []string{
+		`INSERT INTO touchpoints (id, user_id, partner_id, source, utm_source, utm_medium, utm_campaign, referrer, region, trace_id, occurred_at, ingested_at)
+SELECT concat('hist-t', toString(number)), ` + user + `, concat('hist-partner-', toString(number % 20)), 'api_key', '', '', '', '', '', '',
+  toDateTime(` + at + ` - number % (60 * 86400)), now()
+FROM numbers(` + strconv.Itoa(n) + `)`,
+		`INSERT INTO conversions (id, user_id, kind, amount, currency, amount_base, new_customer, refund_of, occurred_at, ingested_at)
+SELECT concat('hist-c', toString(number)), ` + user + `, 'purchase', toDecimal64(number % 500, 4), 'USD', toDecimal64(number % 500, 4), 0, '',
+  toDateTime(` + at + ` - number % (60 * 86400)), now()
+FROM numbers(` + strconv.Itoa(n/5) + `)`,
+		"OPTIMIZE TABLE touchpoints_by_user FINAL",
+		"OPTIMIZE TABLE touchpoints FINAL",
+		"OPTIMIZE TABLE conversions FINAL",
+	} {
+		if err := conn.Exec(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type tableRows struct {
