@@ -398,10 +398,19 @@ func (d *deployment) logSummary() map[string]int {
 	return out
 }
 
-// logTimes returns the times of the log lines of role's processes whose
-// message contains word (case-insensitive).
-func (d *deployment) logTimes(role, word string) []time.Time {
-	var out []time.Time
+// logLine is what the suite reads of a process's log line.
+type logLine struct {
+	Time time.Time `json:"time"`
+	Msg  string    `json:"msg"`
+	// UncommittedSince: a TxnStage's abort, when the oldest record whose
+	// work it redoes was polled.
+	UncommittedSince time.Time `json:"uncommitted_since"`
+}
+
+// logLines returns the log lines of role's processes whose message
+// contains word (case-insensitive).
+func (d *deployment) logLines(role, word string) []logLine {
+	var out []logLine
 	for _, p := range d.procs[role] {
 		f, err := os.Open(p.log)
 		if err != nil {
@@ -410,12 +419,9 @@ func (d *deployment) logTimes(role, word string) []time.Time {
 		sc := bufio.NewScanner(f)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
-			var line struct {
-				Time time.Time `json:"time"`
-				Msg  string    `json:"msg"`
-			}
+			var line logLine
 			if json.Unmarshal(sc.Bytes(), &line) == nil && strings.Contains(strings.ToLower(line.Msg), word) {
-				out = append(out, line.Time)
+				out = append(out, line)
 			}
 		}
 		f.Close()

@@ -282,6 +282,42 @@ func (r *receiver) succeededIn(ws []window) int {
 	return n
 }
 
+// repeatedOutside counts the webhook-ids repeated after a 2xx whose first
+// 2xx fell in none of the windows, and describes up to n of them (seconds
+// since since → status): what the repeat bound does not explain.
+func (r *receiver) repeatedOutside(ws []window, since time.Time, n int) (int, []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	count := 0
+	var out []string
+	for id, h := range r.hooks {
+		if h.afterOK == 0 {
+			continue
+		}
+		inside := false
+		for _, w := range ws {
+			if !h.okAt.Before(w.from) && !h.okAt.After(w.to) {
+				inside = true
+				break
+			}
+		}
+		if inside {
+			continue
+		}
+		count++
+		if len(out) < n {
+			var steps []string
+			for _, l := range h.log {
+				ms, st, _ := strings.Cut(l, ":")
+				v, _ := strconv.ParseInt(ms, 10, 64)
+				steps = append(steps, fmt.Sprintf("%.2fs→%s", time.UnixMilli(v).Sub(since).Seconds(), st))
+			}
+			out = append(out, fmt.Sprintf("%s %s seq %d: %s", r.mode, id, h.seq, strings.Join(steps, " ")))
+		}
+	}
+	return count, out
+}
+
 func (r *receiver) badSignatures() (int, []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

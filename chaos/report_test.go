@@ -14,56 +14,62 @@ import (
 
 // result is one scenario round of the report.
 type result struct {
-	Scenario           string             `json:"scenario"`
-	Round              int                `json:"round"`
-	Kafka              string             `json:"kafka"`
-	Fault              string             `json:"fault"`
-	Pending            string             `json:"pending,omitempty"`
-	Events             int                `json:"events_produced"`
-	Conversions        int                `json:"conversions_produced"`
-	Costs              int                `json:"costs_produced"`
-	Expected           int                `json:"deliveries_expected"`
-	Made               int                `json:"deliveries_made"`
-	Lost               int                `json:"deliveries_lost"`
-	LostSample         []string           `json:"lost_sample,omitempty"`
-	Repeated           int                `json:"repeated_after_success"`        // deliveries made again after a 2xx
-	RepeatRequests     int                `json:"repeat_requests_after_success"` // the requests that made them again
-	RepeatedBy         map[string]int     `json:"repeated_by_receiver,omitempty"`
-	RepeatSample       []string           `json:"repeat_sample,omitempty"` // seconds since the load started → status
-	FaultAt            float64            `json:"fault_at_seconds"`        // since the load started
-	RepeatBound        int                `json:"repeat_bound"`
-	TxnAborts          int                `json:"webhooks_transactions_aborted"` // logged by the processor; each redoes unfinished records
-	DLQExpected        int                `json:"dlq_expected"`
-	DLQGot             int                `json:"dlq_got"`
-	DLQUnexpected      int                `json:"dlq_unexpected"`
-	LogMissing         int                `json:"delivery_log_missing"`
-	BadSignatures      int                `json:"bad_signatures"`
-	BadSignatureSample []string           `json:"bad_signature_sample,omitempty"`
-	BodyChanged        int                `json:"bodies_changed_under_one_id"`
-	ChecksAllowed      int                `json:"edge_checks_allowed"`
-	ChecksDenied       int                `json:"edge_checks_denied"`
-	CheckErrors        int                `json:"edge_check_errors"`
-	Touchpoints        int                `json:"touchpoints_recorded"`
-	ROICells           int                `json:"roi_cells"`
-	ROIEqual           bool               `json:"roi_equal"`
-	ROIDiffs           []string           `json:"roi_diffs,omitempty"`
-	ROIError           string             `json:"roi_error,omitempty"`
-	RegistryEqual      bool               `json:"registry_equal"`
-	RegistryDiffs      []string           `json:"registry_diffs,omitempty"`
-	Churn              map[string]int     `json:"registry_changes"`
-	FaultSeconds       float64            `json:"fault_seconds"`
-	KafkaDownSeconds   float64            `json:"kafka_unavailable_seconds,omitempty"`
-	RecoverSeconds     float64            `json:"recover_seconds"` // fault over → caught up; -1: never
-	DeploySeconds      float64            `json:"deploy_seconds"`
-	LoadSeconds        float64            `json:"load_seconds"`
-	SettleSeconds      float64            `json:"settle_seconds"`
-	RegistrySeconds    float64            `json:"registry_check_seconds"`
-	Counters           map[string]float64 `json:"metrics_counters,omitempty"`
-	Gauges             map[string]float64 `json:"metrics_gauges_max,omitempty"`
-	Logs               map[string]int     `json:"warnings_logged,omitempty"`
-	NotReady           map[string]string  `json:"readyz_not_ready_samples,omitempty"` // role -> not-200 / samples, once a second
-	SkippedOverrides   []string           `json:"config_overrides_skipped,omitempty"`
-	RateLimit          *rlSummary         `json:"rate_limit,omitempty"`
+	Scenario       string         `json:"scenario"`
+	Round          int            `json:"round"`
+	Kafka          string         `json:"kafka"`
+	Fault          string         `json:"fault"`
+	Pending        string         `json:"pending,omitempty"`
+	Events         int            `json:"events_produced"`
+	Conversions    int            `json:"conversions_produced"`
+	Costs          int            `json:"costs_produced"`
+	Expected       int            `json:"deliveries_expected"`
+	Made           int            `json:"deliveries_made"`
+	Lost           int            `json:"deliveries_lost"`
+	LostSample     []string       `json:"lost_sample,omitempty"`
+	Repeated       int            `json:"repeated_after_success"`        // deliveries made again after a 2xx
+	RepeatRequests int            `json:"repeat_requests_after_success"` // the requests that made them again
+	RepeatedBy     map[string]int `json:"repeated_by_receiver,omitempty"`
+	RepeatSample   []string       `json:"repeat_sample,omitempty"` // seconds since the load started → status
+	FaultAt        float64        `json:"fault_at_seconds"`        // since the load started
+	RepeatBound    int            `json:"repeat_bound"`
+	RedoWindows    []string       `json:"redo_windows,omitempty"` // seconds since the load started
+	// Repeated deliveries whose first 2xx fell in no redo window (the
+	// bound counts deliveries, so these can pass when others in a window
+	// were not repeated): the diagnosis when the bound fails.
+	RepeatedOutside     int                `json:"repeated_outside_windows"`
+	RepeatOutsideSample []string           `json:"repeat_outside_sample,omitempty"`
+	TxnAborts           int                `json:"webhooks_transactions_aborted"` // logged by the processor; each redoes unfinished records
+	DLQExpected         int                `json:"dlq_expected"`
+	DLQGot              int                `json:"dlq_got"`
+	DLQUnexpected       int                `json:"dlq_unexpected"`
+	LogMissing          int                `json:"delivery_log_missing"`
+	BadSignatures       int                `json:"bad_signatures"`
+	BadSignatureSample  []string           `json:"bad_signature_sample,omitempty"`
+	BodyChanged         int                `json:"bodies_changed_under_one_id"`
+	ChecksAllowed       int                `json:"edge_checks_allowed"`
+	ChecksDenied        int                `json:"edge_checks_denied"`
+	CheckErrors         int                `json:"edge_check_errors"`
+	Touchpoints         int                `json:"touchpoints_recorded"`
+	ROICells            int                `json:"roi_cells"`
+	ROIEqual            bool               `json:"roi_equal"`
+	ROIDiffs            []string           `json:"roi_diffs,omitempty"`
+	ROIError            string             `json:"roi_error,omitempty"`
+	RegistryEqual       bool               `json:"registry_equal"`
+	RegistryDiffs       []string           `json:"registry_diffs,omitempty"`
+	Churn               map[string]int     `json:"registry_changes"`
+	FaultSeconds        float64            `json:"fault_seconds"`
+	KafkaDownSeconds    float64            `json:"kafka_unavailable_seconds,omitempty"`
+	RecoverSeconds      float64            `json:"recover_seconds"` // fault over → caught up; -1: never
+	DeploySeconds       float64            `json:"deploy_seconds"`
+	LoadSeconds         float64            `json:"load_seconds"`
+	SettleSeconds       float64            `json:"settle_seconds"`
+	RegistrySeconds     float64            `json:"registry_check_seconds"`
+	Counters            map[string]float64 `json:"metrics_counters,omitempty"`
+	Gauges              map[string]float64 `json:"metrics_gauges_max,omitempty"`
+	Logs                map[string]int     `json:"warnings_logged,omitempty"`
+	NotReady            map[string]string  `json:"readyz_not_ready_samples,omitempty"` // role -> not-200 / samples, once a second
+	SkippedOverrides    []string           `json:"config_overrides_skipped,omitempty"`
+	RateLimit           *rlSummary         `json:"rate_limit,omitempty"`
 	// ProcessExits are the exits a process made by itself (not the
 	// fault's SIGKILL), with its last log line; the suite restarted each, as
 	// a supervisor would.
@@ -104,7 +110,8 @@ func (r *result) judge() {
 		fail("%d deliveries lost (neither delivered nor dead-lettered as expected), e.g. %v", r.Lost, r.LostSample)
 	}
 	if r.Repeated > r.RepeatBound {
-		fail("%d deliveries repeated after success, bound %d", r.Repeated, r.RepeatBound)
+		fail("%d deliveries repeated after success, bound %d; %d of them first succeeded outside the redo windows %v, e.g. %v",
+			r.Repeated, r.RepeatBound, r.RepeatedOutside, r.RedoWindows, r.RepeatOutsideSample)
 	}
 	if r.DLQGot != r.DLQExpected || r.DLQUnexpected > 0 {
 		fail("DLQ: %d entries, want %d (%d of them for deliveries that should have been made)", r.DLQGot, r.DLQExpected, r.DLQUnexpected)
@@ -166,7 +173,7 @@ type report struct {
 	RepeatRule string    `json:"repeat_bound_rule"`
 }
 
-const repeatRule = "a delivery may be made again after a 2xx only if it succeeded inside a redo window: from repeat_window before a fault that hits the delivery path (a webhooks process, or the broker under it) until repeat_window after the faulted component is back, or within repeat_window before a transaction the webhooks processor logs as aborted or before a webhooks process exits by itself (either way it re-polls and redoes unfinished records); the bound is the number of such deliveries, and more deliveries repeated than that fails the suite (each repeated delivery counts once, however many requests repeated it: repeat_requests_after_success)"
+const repeatRule = "a delivery may be made again after a 2xx only if it succeeded inside a redo window: from repeat_window before a fault that hits the delivery path (a webhooks process, or the broker under it) until repeat_window after the faulted component is back, or around a transaction the webhooks processor logs as aborted, from when the oldest record it had not committed was polled (the log's uncommitted_since) or repeat_window before the abort, whichever is earlier, until repeat_window after it (attempts in flight at the abort still reach their partners), or within repeat_window before a webhooks process exits by itself (either way it re-polls and redoes unfinished records); the bound is the number of such deliveries, and more deliveries repeated than that fails the suite (each repeated delivery counts once, however many requests repeated it: repeat_requests_after_success)"
 
 func yn(b bool) string {
 	if b {

@@ -306,10 +306,18 @@ func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int
 	if sc.repeats {
 		redo = append(redo, window{faultStart.Add(-prof.RepeatWindow), faultEnd.Add(prof.RepeatWindow)})
 	}
-	aborts := d.logTimes(roleWebhooks, "abort")
+	// An abort redoes the work of every record polled since the oldest one
+	// it had not committed (the stage logs when that was), and the attempts
+	// in flight when it aborts still reach their partners (their outcome is
+	// dropped with the generation), up to an attempt timeout after it.
+	aborts := d.logLines(roleWebhooks, "abort")
 	res.TxnAborts = len(aborts)
-	for _, at := range aborts {
-		redo = append(redo, window{at.Add(-prof.RepeatWindow), at})
+	for _, l := range aborts {
+		from := l.Time.Add(-prof.RepeatWindow)
+		if !l.UncommittedSince.IsZero() && l.UncommittedSince.Before(from) {
+			from = l.UncommittedSince
+		}
+		redo = append(redo, window{from, l.Time.Add(prof.RepeatWindow)})
 	}
 	// A webhooks process that exits by itself (it cannot end a
 	// transaction while Kafka is down) redoes what it had not committed,
@@ -321,6 +329,12 @@ func runScenario(t *testing.T, prof *Profile, st *stack, sc *scenario, round int
 	}
 	for _, tn := range d.tenants {
 		res.RepeatBound += tn.rcv.succeededIn(redo)
+		n, sample := tn.rcv.repeatedOutside(redo, start, 3)
+		res.RepeatedOutside += n
+		res.RepeatOutsideSample = append(res.RepeatOutsideSample, sample...)
+	}
+	for _, w := range redo {
+		res.RedoWindows = append(res.RedoWindows, fmt.Sprintf("%.2fs–%.2fs", w.from.Sub(start).Seconds(), w.to.Sub(start).Seconds()))
 	}
 	regStart := time.Now()
 	if d.rl != nil {

@@ -62,6 +62,8 @@ type TxnStage struct {
 	lastWM      map[partKey]int64
 	topicIDs    map[string][16]byte
 	lastCommit  time.Time
+	pollAt      time.Time // when the records being accepted were polled
+	oldest      time.Time // poll time of the oldest record accepted and not committed (zero: none)
 	inTxn       bool
 	produced    int
 }
@@ -179,6 +181,7 @@ type partKey struct {
 // tracker follows one partition's unfinished records in offset order.
 type tracker struct {
 	queue   []int64
+	queueAt []time.Time             // poll time of each queued record
 	pending map[int64]int           // parts not finished, per offset
 	dropped map[int64]bool          // offsets with an abandoned part
 	outs    map[int64][]*kgo.Record // outputs of finished parts, held until the offset is committable
@@ -260,7 +263,7 @@ func (s *TxnStage) Run(ctx context.Context) error {
 			backoff = time.Second
 		}
 		s.log.Warn("the stage's Kafka session failed; its transaction is aborted and a new session polls the unfinished records again",
-			"err", err, "backoff", backoff)
+			"err", err, "backoff", backoff, "uncommitted_since", s.oldest, "uncommitted_records", s.outstanding)
 		s.sessionRestarts.Add(1)
 		if s.opt.OnNewSession != nil {
 			s.opt.OnNewSession(err)
@@ -363,6 +366,7 @@ func (s *TxnStage) session(ctx context.Context) error {
 					s.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
 				}
 			})
+			s.pollAt = time.Now()
 			fs.EachRecord(s.accept)
 		} else {
 			select {
@@ -424,6 +428,10 @@ func (s *TxnStage) accept(r *kgo.Record) {
 		return
 	}
 	tr.queue = append(tr.queue, r.Offset)
+	tr.queueAt = append(tr.queueAt, s.pollAt)
+	if s.oldest.IsZero() {
+		s.oldest = s.pollAt
+	}
 	s.outstanding++
 	if len(a.Out) > 0 {
 		tr.outs[r.Offset] = a.Out
@@ -519,7 +527,7 @@ func (s *TxnStage) advance(t *tracker) {
 			})
 		}
 		delete(t.outs, off)
-		t.queue = t.queue[1:]
+		t.queue, t.queueAt = t.queue[1:], t.queueAt[1:]
 		s.finished++
 	}
 }
@@ -580,13 +588,23 @@ func (s *TxnStage) commit(force bool) error {
 		s.outcomes.record(pid, epoch, committed)
 	}
 	if !committed {
-		s.log.Info("transaction aborted (rebalance or produce failure); polling unfinished records again")
+		// What the next generation redoes: the work of every record polled
+		// since uncommitted_since (an HTTP attempt made after it may be made
+		// again).
+		s.log.Info("transaction aborted (rebalance or produce failure); polling unfinished records again",
+			"uncommitted_since", s.oldest, "uncommitted_records", s.outstanding)
 		s.reset()
 		return nil
 	}
 	s.lastWM = wm
 	s.finished -= committing
 	s.outstanding -= committing
+	s.oldest = time.Time{}
+	for _, t := range s.trackers {
+		if len(t.queueAt) > 0 && (s.oldest.IsZero() || t.queueAt[0].Before(s.oldest)) {
+			s.oldest = t.queueAt[0]
+		}
+	}
 	return nil
 }
 
@@ -631,6 +649,7 @@ func (s *TxnStage) newGeneration() {
 	s.genCtx, s.cancelGen = context.WithCancel(s.runCtx)
 	s.trackers = map[partKey]*tracker{}
 	s.outstanding, s.finished = 0, 0
+	s.oldest = time.Time{}
 	s.lastWM = map[partKey]int64{}
 }
 

@@ -1,11 +1,14 @@
 package kafka_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -310,8 +313,11 @@ func TestTxnStageSurvivesAFailedSession(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	var logs syncBuffer
+	began := time.Now()
 	st, done := startCopyStage(t, kafka.TxnStageOptions{Name: "session", Client: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Group: "session-g",
-		Topics: []string{in}, Outputs: []string{out}, TransactionalID: "session-g-instance-0"}, out)
+		Topics: []string{in}, Outputs: []string{out}, TransactionalID: "session-g-instance-0",
+		Log: slog.New(slog.NewJSONHandler(&logs, nil))}, out)
 	want := map[string]int{}
 	for i := range n {
 		want[strconv.Itoa(i)] = 1
@@ -344,6 +350,47 @@ func TestTxnStageSurvivesAFailedSession(t *testing.T) {
 	if refused.Load() != 2 || st.SessionRestarts() < 1 {
 		t.Errorf("refused %d commits, %d new sessions: the failure was not exercised", refused.Load(), st.SessionRestarts())
 	}
+	// Each failed session says since when the work it redoes was polled
+	// (operators and the fault suite's repeat bound read it): after the
+	// test began, before the failure, with the records it held.
+	failures := 0
+	for line := range strings.SplitSeq(logs.String(), "\n") {
+		var l struct {
+			Time    time.Time `json:"time"`
+			Msg     string    `json:"msg"`
+			Since   time.Time `json:"uncommitted_since"`
+			Records int       `json:"uncommitted_records"`
+		}
+		if json.Unmarshal([]byte(line), &l) != nil || !strings.Contains(l.Msg, "session failed") {
+			continue
+		}
+		failures++
+		if l.Since.Before(began) || l.Since.After(l.Time) || l.Records <= 0 {
+			t.Errorf("failed session logged uncommitted_since %v, %d records (test began %v, logged %v): not the redone work's start",
+				l.Since, l.Records, began, l.Time)
+		}
+	}
+	if failures == 0 {
+		t.Errorf("no failed session logged; logs:\n%s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // startCopyStage runs a stage that copies every input (key and value) to
