@@ -85,7 +85,11 @@ type TxnStageOptions struct {
 	Outputs []string
 	// TransactionalID must be stable per instance across restarts (so a
 	// restarted instance fences its predecessor's open transaction at once)
-	// and unique among running instances.
+	// and unique among running instances. It is also the stage's static
+	// group membership (group.instance.id): an instance restarted within
+	// the session timeout takes its predecessor's partitions back at once,
+	// without a rebalance; a stage that stops leaves the group, so its
+	// partitions move to the other instances at once.
 	TransactionalID string
 	// MaxOutstanding bounds the records accepted but not committed (0:
 	// 256): memory, how far a slow record can hold back its partition's
@@ -281,6 +285,41 @@ func (s *TxnStage) Run(ctx context.Context) error {
 // one failed.
 func (s *TxnStage) SessionRestarts() int64 { return s.sessionRestarts.Load() }
 
+// instanceID is id as a group.instance.id: Kafka accepts up to 249 of
+// [a-zA-Z0-9._-].
+func instanceID(id string) string {
+	b := []byte(id)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '_'
+		}
+	}
+	return string(b[:min(len(b), 249)])
+}
+
+// leave removes the stage's static member from its group at shutdown (a
+// static member's client does not leave when it closes), so that its
+// partitions move to the other instances now rather than after the session
+// timeout. A restart that comes back within the timeout is a crash's case,
+// which does not get here.
+func (s *TxnStage) leave() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(s.opt.Client...)
+	if err == nil {
+		defer cl.Close()
+		var resp kadm.LeaveGroupResponses
+		resp, err = kadm.NewClient(cl).LeaveGroup(ctx, kadm.LeaveGroup(s.opt.Group).InstanceIDs(instanceID(s.opt.TransactionalID)).Reason("shutdown"))
+		if err == nil {
+			err = resp.Error()
+		}
+	}
+	if err != nil && !errors.Is(err, kerr.UnknownMemberID) {
+		s.log.Warn("could not leave the consumer group at shutdown; its partitions move to the other instances after the session timeout",
+			"group", s.opt.Group, "err", err)
+	}
+}
+
 // fatalError is a failure a new session cannot fix.
 type fatalError struct{ error }
 
@@ -293,7 +332,7 @@ func fatal(err error) bool {
 		return true
 	}
 	switch {
-	case errors.Is(err, kerr.ProducerFenced), errors.Is(err, kerr.InvalidProducerEpoch),
+	case errors.Is(err, kerr.ProducerFenced), errors.Is(err, kerr.InvalidProducerEpoch), errors.Is(err, kerr.FencedInstanceID),
 		errors.Is(err, kerr.TransactionalIDAuthorizationFailed), errors.Is(err, kerr.GroupAuthorizationFailed),
 		errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed):
 		return true
@@ -314,6 +353,7 @@ func (s *TxnStage) session(ctx context.Context) error {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.SessionTimeout(10*time.Second),
 		kgo.FetchMaxWait(100*time.Millisecond),
+		kgo.InstanceID(instanceID(s.opt.TransactionalID)),
 	)
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
@@ -330,7 +370,10 @@ func (s *TxnStage) session(ctx context.Context) error {
 	defer func() {
 		s.cancelGen()
 		cancelOut()
-		sess.Close()
+		sess.Close() // a static member: no LeaveGroup
+		if ctx.Err() != nil {
+			s.leave()
+		}
 	}()
 	s.sess = sess
 	initProducer := func(ctx context.Context) (int64, error) {
