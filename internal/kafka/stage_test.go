@@ -416,3 +416,56 @@ func startCopyStage(t *testing.T, opt kafka.TxnStageOptions, out string) (st *ka
 	})
 	return st, ended
 }
+
+// TestTxnStageStaticMembership: a stage is a static member of its group
+// (its transactional id is its group.instance.id), so a restarted instance
+// takes its partitions back without waiting out its predecessor; and a
+// stage that stops leaves the group by that id at once — a static member's
+// client does not leave when it closes, and without the explicit leave its
+// partitions would stay with it for the session timeout.
+func TestTxnStageStaticMembership(t *testing.T) {
+	cfg := testenv.Config(t)
+	brokers, cl := testenv.Kafka(t, cfg)
+	names := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}
+	in, out := names.Topic(schemas.TopicEvents), names.Topic(schemas.TopicDeliveries)
+	group := names.Group(cfg.Kafka.GroupPrefix, "static-test")
+	txnID := group + "-host:1" // ':' is not allowed in an instance id: the stage maps it
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: in, Value: []byte("x")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	adm := kadm.NewClient(cl)
+	members := func() []string {
+		gs, err := adm.DescribeGroups(context.Background(), group)
+		if err != nil {
+			return nil
+		}
+		var ids []string
+		for _, m := range gs[group].Members {
+			if m.InstanceID != nil {
+				ids = append(ids, *m.InstanceID)
+			}
+		}
+		return ids
+	}
+	st := kafka.NewTxnStage(kafka.TxnStageOptions{Name: "static", Client: kafka.Cluster{Config: cfg.Kafka, Brokers: brokers}.Opts(),
+		Group: group, Topics: []string{in}, Outputs: []string{out}, TransactionalID: txnID},
+		kafka.TxnHandlerFunc(func(r *kgo.Record, _ *kafka.Ticket) kafka.Accepted {
+			return kafka.Accepted{Out: []*kgo.Record{{Topic: out, Value: r.Value}}}
+		}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	want := group + "-host_1"
+	testenv.Eventually(t, 60*time.Second, "the stage is a static member of its group", func() bool {
+		ids := members()
+		return len(ids) == 1 && ids[0] == want
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Right after Run returned: no waiting for the session timeout.
+	if ids := members(); len(ids) != 0 {
+		t.Fatalf("after the stage stopped the group still has static members %v", ids)
+	}
+}
