@@ -210,13 +210,7 @@ func (r *receiver) repeatSample(n int, since time.Time) []string {
 		if h.afterOK == 0 || len(out) >= n {
 			continue
 		}
-		var steps []string
-		for _, l := range h.log {
-			ms, st, _ := strings.Cut(l, ":")
-			v, _ := strconv.ParseInt(ms, 10, 64)
-			steps = append(steps, fmt.Sprintf("%.2fs→%s", time.UnixMilli(v).Sub(since).Seconds(), st))
-		}
-		out = append(out, fmt.Sprintf("%s %s seq %d: %s", r.mode, id, h.seq, strings.Join(steps, " ")))
+		out = append(out, r.timeline(id, h, since))
 	}
 	return out
 }
@@ -282,6 +276,18 @@ func (r *receiver) succeededIn(ws []window) int {
 	return n
 }
 
+// timeline describes what webhook-id id got: each request's answer, at
+// seconds since since.
+func (r *receiver) timeline(id string, h *hook, since time.Time) string {
+	var steps []string
+	for _, l := range h.log {
+		ms, st, _ := strings.Cut(l, ":")
+		v, _ := strconv.ParseInt(ms, 10, 64)
+		steps = append(steps, fmt.Sprintf("%.2fs→%s", time.UnixMilli(v).Sub(since).Seconds(), st))
+	}
+	return fmt.Sprintf("%s %s seq %d: %s", r.mode, id, h.seq, strings.Join(steps, " "))
+}
+
 // repeatedOutside counts the webhook-ids repeated after a 2xx whose first
 // 2xx fell in none of the windows, and describes up to n of them (seconds
 // since since → status): what the repeat bound does not explain.
@@ -306,13 +312,7 @@ func (r *receiver) repeatedOutside(ws []window, since time.Time, n int) (int, []
 		}
 		count++
 		if len(out) < n {
-			var steps []string
-			for _, l := range h.log {
-				ms, st, _ := strings.Cut(l, ":")
-				v, _ := strconv.ParseInt(ms, 10, 64)
-				steps = append(steps, fmt.Sprintf("%.2fs→%s", time.UnixMilli(v).Sub(since).Seconds(), st))
-			}
-			out = append(out, fmt.Sprintf("%s %s seq %d: %s", r.mode, id, h.seq, strings.Join(steps, " ")))
+			out = append(out, r.timeline(id, h, since))
 		}
 	}
 	return count, out
