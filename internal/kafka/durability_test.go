@@ -64,9 +64,21 @@ func TestEnsureTopicsOnCluster(t *testing.T) {
 			}
 		}
 	}
-	rcs, err := adm.DescribeTopicConfigs(ctx, names...)
-	if err != nil {
-		t.Fatal(err)
+	// A broker answers for a topic once its metadata has it: right after the
+	// creation one may still say UNKNOWN_TOPIC_OR_PARTITION (CI saw it).
+	var rcs kadm.ResourceConfigs
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		rcs, err = adm.DescribeTopicConfigs(ctx, names...)
+		unknown := false
+		for _, rc := range rcs {
+			unknown = unknown || errors.Is(rc.Err, kerr.UnknownTopicOrPartition)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !unknown || time.Now().After(deadline) {
+			break
+		}
 	}
 	for _, rc := range rcs {
 		if rc.Err != nil {
