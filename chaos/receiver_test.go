@@ -256,6 +256,16 @@ func (r *receiver) deliveries() map[string]*delivery {
 // window is a span of time.
 type window struct{ from, to time.Time }
 
+// inAny reports whether t falls in one of the windows (ends included).
+func inAny(ws []window, t time.Time) bool {
+	for _, w := range ws {
+		if !t.Before(w.from) && !t.After(w.to) {
+			return true
+		}
+	}
+	return false
+}
+
 // succeededIn counts the webhook-ids whose first 2xx answer fell in one of
 // the windows: the deliveries the processor may make again after a redo.
 func (r *receiver) succeededIn(ws []window) int {
@@ -266,11 +276,8 @@ func (r *receiver) succeededIn(ws []window) int {
 		if h.okAt.IsZero() {
 			continue
 		}
-		for _, w := range ws {
-			if !h.okAt.Before(w.from) && !h.okAt.After(w.to) {
-				n++
-				break
-			}
+		if inAny(ws, h.okAt) {
+			n++
 		}
 	}
 	return n
@@ -300,14 +307,7 @@ func (r *receiver) repeatedOutside(ws []window, since time.Time, n int) (int, []
 		if h.afterOK == 0 {
 			continue
 		}
-		inside := false
-		for _, w := range ws {
-			if !h.okAt.Before(w.from) && !h.okAt.After(w.to) {
-				inside = true
-				break
-			}
-		}
-		if inside {
+		if inAny(ws, h.okAt) {
 			continue
 		}
 		count++

@@ -175,3 +175,26 @@ github.com/partners-engine/partners-engine/processors/webhooks.deliver()
 		t.Errorf("missing log: %q", got)
 	}
 }
+
+// TestRepeatWindows: the bound counts the deliveries whose first 2xx fell
+// in a redo window (ends included), and the diagnosis names the repeated
+// ones that did not.
+func TestRepeatWindows(t *testing.T) {
+	t0 := time.UnixMilli(1_000_000)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	r := &receiver{mode: healthy, hooks: map[string]*hook{
+		"in-repeated":  {okAt: at(5), afterOK: 1, log: []string{"1005000:204", "1009000:204"}},
+		"edge":         {okAt: at(10)},
+		"out-repeated": {okAt: at(20), afterOK: 2, log: []string{"1020000:204", "1021000:204", "1022000:204"}},
+		"out":          {okAt: at(30)},
+		"never-ok":     {afterOK: 0},
+	}}
+	ws := []window{{at(4), at(10)}}
+	if n := r.succeededIn(ws); n != 2 {
+		t.Errorf("succeededIn = %d, want 2 (in-repeated, edge)", n)
+	}
+	n, sample := r.repeatedOutside(ws, t0, 3)
+	if n != 1 || len(sample) != 1 || !strings.Contains(sample[0], "out-repeated") || !strings.Contains(sample[0], "20.00s→204 21.00s→204 22.00s→204") {
+		t.Errorf("repeatedOutside = %d %q, want out-repeated with its three requests", n, sample)
+	}
+}

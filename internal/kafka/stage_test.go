@@ -1,7 +1,6 @@
 package kafka_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -313,7 +312,7 @@ func TestTxnStageSurvivesAFailedSession(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	began := time.Now()
 	st, done := startCopyStage(t, kafka.TxnStageOptions{Name: "session", Client: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Group: "session-g",
 		Topics: []string{in}, Outputs: []string{out}, TransactionalID: "session-g-instance-0",
@@ -373,24 +372,6 @@ func TestTxnStageSurvivesAFailedSession(t *testing.T) {
 	if failures == 0 {
 		t.Errorf("no failed session logged; logs:\n%s", logs.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // startCopyStage runs a stage that copies every input (key and value) to
