@@ -562,7 +562,7 @@ func Default() Config {
 				TimeDecayHalfLife:       7 * Day,
 				BaseCurrency:            "USD",
 				CurrencyRates:           map[string]string{"USD": "1", "EUR": "1.08", "GBP": "1.27"},
-				Batch:                   Batch{Size: 5000, Linger: time.Second},
+				Batch:                   Batch{Size: 20_000, Linger: time.Second},
 				HistoryCacheSize:        100_000,
 				MaxRecordBytes:          64 << 10,
 				DLQMaxPayloadBytes:      64 << 10,

@@ -41,7 +41,7 @@ import (
 //   - freshness p50/p99, produce → visible in the ROI numbers, beside the
 //     configured batch linger.
 func BenchmarkFigures(b *testing.B) {
-	records, queryRows := 200_000, 10_000_000
+	records, queryRows := 800_000, 10_000_000
 	if benchtest.Quick() {
 		records, queryRows = 20_000, 200_000
 	}
@@ -106,7 +106,7 @@ func figures(ctx context.Context, clickhouseAddr string, brokers []string, recor
 	cfg.Admin.Token = "bench-admin-token"
 	// Every ingest round spans several batches of every worker, so the
 	// time between a round's first commit and its last measures batches
-	// (the configured 5000 at full size; smaller at quick sizes).
+	// (the configured 20,000 at full size; smaller at quick sizes).
 	cfg.Partner.Attribution.Batch.Size = max(100, min(cfg.Partner.Attribution.Batch.Size, records/ingestRounds/4))
 
 	cl, err := kafka.NewClient(cfg.Kafka, brokers, log, kgo.ProducerBatchMaxBytes(4<<20))
