@@ -443,16 +443,23 @@ type tableRows struct {
 // readBack loads every row the processor wrote for the records whose ids
 // (and partner ids) start with prefix, in insertable form.
 func readBack(ctx context.Context, conn driver.Conn, prefix string) ([]tableRows, error) {
-	specs := []struct{ name, cols, key string }{
-		{"touchpoints", "id, user_id, partner_id, source, utm_source, utm_medium, utm_campaign, referrer, region, trace_id, occurred_at, ingested_at, src_topic, src_partition, src_offset", "id"},
-		{"conversions", "id, user_id, kind, amount, currency, amount_base, new_customer, refund_of, occurred_at, ingested_at, src_topic, src_partition, src_offset", "id"},
-		{"costs", "id, partner_id, amount, currency, amount_base, category, occurred_at, ingested_at, src_topic, src_partition, src_offset", "id"},
-		{"attributions", "id, conversion_id, user_id, partner_id, model, kind, version, credit, revenue, new_customer, converted_at, ingested_at", "conversion_id"},
-		{"roi_daily", strings.Join(strings.Fields(strings.ReplaceAll(chsql.RollupColumns, ",", " ")), ", "), "partner_id"},
+	// Rows come back in the order the processor wrote them (the raw
+	// records in their partitions' log order, attribution rows by user
+	// and conversion, rollup rows by key), not in the tables' key order:
+	// read back part by part, a batch would hold one month's rows, sorted,
+	// and its INSERT would write one part that ClickHouse need not sort,
+	// where the processor's INSERTs, like any stream's, span the months
+	// of the records they carry.
+	specs := []struct{ name, cols, key, order string }{
+		{"touchpoints", "id, user_id, partner_id, source, utm_source, utm_medium, utm_campaign, referrer, region, trace_id, occurred_at, ingested_at, src_topic, src_partition, src_offset", "id", "src_topic, src_partition, src_offset"},
+		{"conversions", "id, user_id, kind, amount, currency, amount_base, new_customer, refund_of, occurred_at, ingested_at, src_topic, src_partition, src_offset", "id", "src_topic, src_partition, src_offset"},
+		{"costs", "id, partner_id, amount, currency, amount_base, category, occurred_at, ingested_at, src_topic, src_partition, src_offset", "id", "src_topic, src_partition, src_offset"},
+		{"attributions", "id, conversion_id, user_id, partner_id, model, kind, version, credit, revenue, new_customer, converted_at, ingested_at", "conversion_id", "user_id, conversion_id, version, model, partner_id"},
+		{"roi_daily", strings.Join(strings.Fields(strings.ReplaceAll(chsql.RollupColumns, ",", " ")), ", "), "partner_id", "model, day, partner_id, prev_day, src"},
 	}
 	var out []tableRows
 	for _, s := range specs {
-		rows, err := conn.Query(ctx, "SELECT "+s.cols+" FROM "+s.name+" WHERE startsWith("+s.key+", ?)", prefix)
+		rows, err := conn.Query(ctx, "SELECT "+s.cols+" FROM "+s.name+" WHERE startsWith("+s.key+", ?) ORDER BY "+s.order, prefix)
 		if err != nil {
 			return nil, err
 		}
