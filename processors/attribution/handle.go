@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 	"sort"
 	"time"
 
@@ -426,7 +427,7 @@ func (p *Processor) attribute(h *history, c conv) (*split, error) {
 	if refund {
 		revenue, credit = c.AmountBase.Abs().Neg(), one.Neg()
 	}
-	s := &split{version: uint64(len(el))}
+	s := &split{version: uint64(len(el)), rows: make([]attrRow, 0, len(models.All)*distinctPartners(el))}
 	for _, m := range models.All {
 		ws, err := models.Weights(m, el, at, p.params)
 		if err != nil {
@@ -447,6 +448,25 @@ func (p *Processor) attribute(h *history, c conv) (*split, error) {
 		}
 	}
 	return s, nil
+}
+
+// distinctPartners counts the partners of touches (a split has a row per
+// model and partner).
+func distinctPartners(ts []models.Touch) int {
+	if len(ts) > 8 {
+		seen := make(map[string]bool, 8)
+		for _, t := range ts {
+			seen[t.PartnerID] = true
+		}
+		return len(seen)
+	}
+	n := 0
+	for i, t := range ts {
+		if !slices.ContainsFunc(ts[:i], func(u models.Touch) bool { return u.PartnerID == t.PartnerID }) {
+			n++
+		}
+	}
+	return n
 }
 
 func sortedKeys[V any](m map[string]V) []string {

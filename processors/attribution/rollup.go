@@ -71,25 +71,38 @@ type modelPartner struct{ model, partner string }
 // in the new one: touches are only ever added, so a partner never leaves
 // the eligible set (attribute keeps it, at zero, if one did).
 func (r rollup) addSplit(old, cur *split) {
-	prev := map[modelPartner]attrRow{}
-	if old != nil {
-		for _, a := range old.rows {
-			prev[modelPartner{a.Model, a.PartnerID}] = a
-		}
-	}
 	for _, a := range cur.rows {
-		o, had := prev[modelPartner{a.Model, a.PartnerID}]
+		o, had := old.row(a.Model, a.PartnerID)
 		if had && o.Revenue.Equal(a.Revenue) && o.Credit.Equal(a.Credit) && o.NewCustomer.Equal(a.NewCustomer) {
 			continue
 		}
 		v := r.at(rollKey{model: a.Model, day: dayOf(a.At), partner: a.PartnerID})
+		if !had {
+			v.revenue = v.revenue.Add(a.Revenue)
+			v.conversions = v.conversions.Add(a.Credit)
+			v.newCustomers = v.newCustomers.Add(a.NewCustomer)
+			v.attributions++
+			continue
+		}
 		v.revenue = v.revenue.Add(a.Revenue.Sub(o.Revenue))
 		v.conversions = v.conversions.Add(a.Credit.Sub(o.Credit))
 		v.newCustomers = v.newCustomers.Add(a.NewCustomer.Sub(o.NewCustomer))
-		if !had {
-			v.attributions++
+	}
+}
+
+// row returns the split's row of (model, partner); a split has a row per
+// model and eligible partner, a handful, so a scan beats a map. A nil split
+// (unattributed) has none.
+func (s *split) row(model, partner string) (attrRow, bool) {
+	if s == nil {
+		return attrRow{}, false
+	}
+	for _, a := range s.rows {
+		if a.Model == model && a.PartnerID == partner {
+			return a, true
 		}
 	}
+	return attrRow{}, false
 }
 
 // addCost counts a new cost record under every model.
