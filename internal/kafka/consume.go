@@ -77,6 +77,11 @@ type Batching struct {
 	// Linger is how long after the first record of a batch Consume waits
 	// for more before calling the handler (0: one poll is one batch).
 	Linger time.Duration
+	// MaxBytes stops the gathering once the batch's keys and values hold
+	// this many bytes (0: no limit), so a run of large records cannot make
+	// a batch of Size of them in memory. A batch may exceed it by the
+	// records of the poll that crossed it.
+	MaxBytes int
 }
 
 // ConsumeOptions configure ConsumeWith.
@@ -133,6 +138,7 @@ func ConsumeWith(ctx context.Context, cl *kgo.Client, log *slog.Logger, opt Cons
 	c := &consumer{cl: cl, log: log, h: h, dead: opt.DeadLetter}
 	var pending []*kgo.Record
 	var first time.Time
+	pendingBytes := 0
 	released := 0 // consecutive releases of a failing batch
 	for {
 		pctx, cancel := ctx, context.CancelFunc(func() {})
@@ -158,18 +164,22 @@ func ConsumeWith(ctx context.Context, cl *kgo.Client, log *slog.Logger, opt Cons
 			first = time.Now()
 		}
 		pending = append(pending, recs...)
+		for _, r := range recs {
+			pendingBytes += len(r.Key) + len(r.Value)
+		}
 		if len(pending) == 0 {
 			cl.AllowRebalance()
 			continue
 		}
-		if len(pending) < size && time.Now().Before(first.Add(opt.Linger)) {
+		full := len(pending) >= size || opt.MaxBytes > 0 && pendingBytes >= opt.MaxBytes
+		if !full && time.Now().Before(first.Add(opt.Linger)) {
 			continue
 		}
 		switch c.handle(ctx, pending, held) {
 		case handled:
 			c.commit(ctx, pending)
 			released = 0
-			pending = nil
+			pending, pendingBytes = nil, 0
 			cl.AllowRebalance()
 		case stopped:
 			cl.AllowRebalance()
@@ -178,7 +188,7 @@ func ConsumeWith(ctx context.Context, cl *kgo.Client, log *slog.Logger, opt Cons
 			// Release the partitions: rewind them so the batch is polled
 			// again, let a rebalance through, wait, and start over.
 			c.rewind(pending)
-			pending = nil
+			pending, pendingBytes = nil, 0
 			cl.AllowRebalance()
 			backoff := min(time.Second<<min(released, 10), maxBackoff)
 			released++

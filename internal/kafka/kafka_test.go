@@ -1,6 +1,7 @@
 package kafka_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -303,5 +304,55 @@ func TestTraceContextInHeaders(t *testing.T) {
 	kafka.SetHeader(r, "traceparent", "x")
 	if v, _ := kafka.Header(r, "traceparent"); v != "x" || len(r.Headers) != 1 {
 		t.Fatalf("SetHeader did not replace: %v", r.Headers)
+	}
+}
+
+// TestConsumeBatchesByteCap: a batch that holds Batching.MaxBytes is
+// handled at once, without waiting for Size records or the linger (an hour
+// here): large records never pile up to a batch of Size of them.
+func TestConsumeBatchesByteCap(t *testing.T) {
+	t.Parallel()
+	cfg := testenv.Config(t)
+	brokers, cl := testenv.Kafka(t, cfg)
+	names := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}
+	topic := names.Topic(schemas.TopicEvents)
+	group := names.Group(cfg.Kafka.GroupPrefix, "byte-cap-test")
+	var recs []*kgo.Record
+	for i := range 3 {
+		recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(i)), Value: bytes.Repeat([]byte("v"), 1000)})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	c, err := kafka.NewClient(cfg.Kafka, brokers, log, append(kafka.ConsumerOptions(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	handled := 0
+	done := make(chan error, 1)
+	go func() {
+		done <- kafka.ConsumeBatches(ctx, c, log, kafka.Batching{Size: 1000, Linger: time.Hour, MaxBytes: 1000}, func(ctx context.Context, rs []*kgo.Record) error {
+			if ctx.Err() != nil {
+				return ctx.Err() // the final flush at the end: not what this test is about
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			handled += len(rs)
+			return nil
+		})
+	}()
+	testenv.Eventually(t, 60*time.Second, "the 3 records handled before the linger (each batch reached MaxBytes)", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return handled == 3
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -250,11 +250,17 @@ func (p *Processor) Run(ctx context.Context) error {
 		g.Go(func() error {
 			defer cl.Close()
 			return kafka.ConsumeBatches(gctx, cl, p.opt.Log.With("component", "attribution", "worker", w),
-				kafka.Batching{Size: b.Size, Linger: b.Linger}, p.handleBatch)
+				kafka.Batching{Size: b.Size, Linger: b.Linger, MaxBytes: maxBatchBytes}, p.handleBatch)
 		})
 	}
 	return g.Wait()
 }
+
+// maxBatchBytes caps the records one batch gathers (keys and values): a
+// batch of batch.size records of up to max_record_bytes each (20,000 of
+// 64 KiB would be 1.3 GB per worker) is cut short at 64 MiB. Typical records
+// of about 500 bytes fill batch.size long before.
+const maxBatchBytes = 64 << 20
 
 // waitLedger loads the ingest ledger, retrying while ClickHouse is
 // unreachable; different model parameters are an error.
