@@ -66,6 +66,7 @@ type Processor struct {
 	// (checkLedgerAgainstLog) and recorded in the ledger.
 	topicIDs map[string]string
 	poison   poisoned // records that cannot be written, to dead-letter (isolate)
+	owners   partitionLocks
 	faults   faults
 	m        metrics
 }

@@ -45,3 +45,22 @@ func LoseRollupAcks(p *Processor, n int) {
 type errLostAck struct{}
 
 func (errLostAck) Error() string { return "test: connection lost after the rollup insert was sent" }
+
+// PauseFirstInsert holds the processor's first batch before its raw
+// inserts (after it decided which records are new): reached is closed when
+// the batch gets there, release lets it go on. Later batches pass.
+func PauseFirstInsert(p *Processor) (reached <-chan struct{}, release func()) {
+	at, gate := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	p.faults.insert = func(_, _ []string) error {
+		first := false
+		once.Do(func() { first = true })
+		if first {
+			close(at)
+			<-gate
+		}
+		return nil
+	}
+	var rel sync.Once
+	return at, func() { rel.Do(func() { close(gate) }) }
+}

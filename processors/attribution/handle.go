@@ -112,7 +112,15 @@ func AttributionID(conversionID, model, partnerID string) string {
 // An error leaves the cache as it was; after an error in step 4 the outcome
 // is unknown, and the next call reloads the ledger (waiting for the insert
 // to finish on the server) before it decides anything.
+//
+// Batches of the same partition number never run at once in one process:
+// after a lost session the old owner of a partition can still be in its
+// batch when the new owner (another worker) polls it again, and both would
+// count the same records from the same ledger end. The later one waits and
+// then finds them counted.
 func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
+	unlock := p.owners.lock(recs)
+	defer unlock()
 	err := p.handle(ctx, recs)
 	if err == nil || !permanent(err) {
 		return err

@@ -112,6 +112,12 @@ func (l *ledger) load(ctx context.Context) error {
 		}
 	}
 	l.mu.Lock()
+	// A batch of another partition may have advanced its end after the
+	// read above (the workers share the ledger): an end only grows, so the
+	// larger of the two is the current one.
+	for k, v := range l.ends {
+		ends[k] = max(ends[k], v)
+	}
 	l.ends, l.recorded, l.topicIDs, l.stale = ends, recorded, ids, false
 	l.mu.Unlock()
 	return nil
