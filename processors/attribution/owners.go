@@ -25,20 +25,20 @@ func (l *partitionLocks) lock(recs []*kgo.Record) (unlock func()) {
 		}
 	}
 	slices.Sort(nums)
-	held := make([]*sync.Mutex, 0, len(nums))
-	for _, n := range nums {
-		l.mu.Lock()
-		if l.m == nil {
-			l.m = map[int32]*sync.Mutex{}
+	held := make([]*sync.Mutex, len(nums))
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[int32]*sync.Mutex{}
+	}
+	for i, n := range nums {
+		if l.m[n] == nil {
+			l.m[n] = &sync.Mutex{}
 		}
-		m := l.m[n]
-		if m == nil {
-			m = &sync.Mutex{}
-			l.m[n] = m
-		}
-		l.mu.Unlock()
+		held[i] = l.m[n]
+	}
+	l.mu.Unlock()
+	for _, m := range held {
 		m.Lock()
-		held = append(held, m)
 	}
 	return func() {
 		for _, m := range slices.Backward(held) {

@@ -17,8 +17,9 @@ import (
 // its batch when the new owner polls the partition again from the last
 // committed offset. The old owner's batch stops before its inserts; the new
 // owner's batch overlaps it. Whatever order they finish in, every record
-// counts once: the rollups equal the oracle to the cent, and the ledger
-// ends where the records end (a third pass finds everything counted).
+// counts once: the rollups and raw tables equal the oracle to the cent, a
+// third pass over the same records changes nothing, and the reconciliation
+// finds roi_daily equal to the raw tables.
 func TestTwoOwnersOfAPartition(t *testing.T) {
 	e := newEnv(t)
 	now := time.Now().UTC()
