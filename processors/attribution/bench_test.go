@@ -54,7 +54,7 @@ func BenchmarkFigures(b *testing.B) {
 }
 
 // TestBenchQuick runs the figures' measurements at small sizes so they
-// cannot rot: six figures with their baselines, and the rollups agree
+// cannot rot: seven figures with their baselines, and the rollups agree
 // with the raw tables (figures checks that).
 func TestBenchQuick(t *testing.T) {
 	if testing.Short() {
@@ -65,8 +65,8 @@ func TestBenchQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(figs) != 6 {
-		t.Fatalf("want 6 figures, got %d", len(figs))
+	if len(figs) != 7 {
+		t.Fatalf("want 7 figures, got %d", len(figs))
 	}
 	for _, f := range figs {
 		if f.Value <= 0 || f.BaselineValue <= 0 {
@@ -93,7 +93,7 @@ func benchROI(b *testing.B, src roi.Source) {
 func BenchmarkROIRollups(b *testing.B) { benchROI(b, roi.Rollups) }
 func BenchmarkROIRaw(b *testing.B)     { benchROI(b, roi.Raw) }
 
-// figures measures the six figures on the brokers and a fresh ClickHouse
+// figures measures the seven figures on the brokers and a fresh ClickHouse
 // database at clickhouseAddr.
 func figures(ctx context.Context, clickhouseAddr string, brokers []string, records, queryRows int) ([]benchtest.Figure, error) {
 	log := slog.New(slog.DiscardHandler)
@@ -611,6 +611,7 @@ func benchQueries(ctx context.Context, base config.ClickHouse, log *slog.Logger,
 	}
 	log.Info("attribution bench: seeded", "rows", n, "took", time.Since(t0))
 	var out []benchtest.Figure
+	var onePartnerRaw time.Duration
 	for _, q := range []struct {
 		name string
 		q    roi.Query
@@ -633,7 +634,25 @@ func benchQueries(ctx context.Context, base config.ClickHouse, log *slog.Logger,
 			Name:  fmt.Sprintf("ROI query, %s, 30 days, rollups (%d attribution rows)", q.name, n+n/10+n/20),
 			Value: ms(fast), Unit: "ms", Baseline: "same figures from raw tables", BaselineValue: ms(slow),
 		})
+		if q.q.PartnerID != "" {
+			onePartnerRaw = slow
+		}
 	}
+	// The floor under any query: a SELECT 1 round trip on the same
+	// connection, timed as the ROI queries are. Its ratio to the one-partner
+	// raw query bounds the speed-up any serving path inside this ClickHouse
+	// can show for one partner (a ratio of 0.05 allows at most 20×).
+	floor, err := timeQuery(func() error {
+		var one uint8
+		return conn.QueryRow(ctx, "SELECT toUInt8(1)").Scan(&one)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("SELECT 1: %w", err)
+	}
+	out = append(out, benchtest.Figure{
+		Name:  "ClickHouse query floor: SELECT 1 round trip (the least any ROI query can take)",
+		Value: ms(floor), Unit: "ms", Baseline: "one partner from raw tables", BaselineValue: ms(onePartnerRaw),
+	})
 	// Untimed: every model (one at a time: the raw tables' GROUP BY id over
 	// every model of 10 M rows does not fit a small server's memory), so
 	// the check covers all of the seed's duplicates and re-attributions,
@@ -697,14 +716,23 @@ func timeLoad(ctx context.Context, conn driver.Conn, q roi.Query, src roi.Source
 	if err != nil {
 		return 0, nil, err
 	}
+	d, err := timeQuery(func() error {
+		_, err := roi.Load(ctx, conn, q, src)
+		return err
+	})
+	return d, res, err
+}
+
+// timeQuery is the median of 7 runs of f.
+func timeQuery(f func() error) (time.Duration, error) {
 	var ds []time.Duration
 	for i := 0; i < 7; i++ {
 		t0 := time.Now()
-		if _, err := roi.Load(ctx, conn, q, src); err != nil {
-			return 0, nil, err
+		if err := f(); err != nil {
+			return 0, err
 		}
 		ds = append(ds, time.Since(t0))
 	}
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	return ds[len(ds)/2], res, nil
+	return ds[len(ds)/2], nil
 }
