@@ -567,7 +567,7 @@ func Default() Config {
 				MaxRecordBytes:          64 << 10,
 				DLQMaxPayloadBytes:      64 << 10,
 				Reconcile:               Reconcile{Interval: 5 * time.Minute, Days: 35},
-				Workers:                 2,
+				Workers:                 3, // one per partition of Kafka.Partitions
 			},
 			Security: Security{Enterprise: Enterprise{MTLS: "enabled", JWTSigningAlgo: "RS256", AuditLogging: "enabled"}},
 			Keys:     Keys{RotationOverlap: 24 * time.Hour},
