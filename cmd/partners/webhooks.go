@@ -127,7 +127,7 @@ func quoteShort(s string) string {
 func (a *app) dlqCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dlq",
-		Short: "List, replay and recover the webhooks dead-letter queue through the admin API",
+		Short: "List, replay and recover the webhooks dead-letter queue through the admin API; read any dead-letter topic from Kafka",
 	}
 	var tenant, endpoint, eventType, reason, status, since, until, format, pageToken string
 	var deliveryIDs []string
@@ -252,7 +252,7 @@ func (a *app) dlqCmd() *cobra.Command {
 	recoverCmd.Flags().StringVar(&recSince, "since", "", "RFC 3339 time or a duration like 6h (required)")
 	_ = recoverCmd.MarkFlagRequired("endpoint")
 	_ = recoverCmd.MarkFlagRequired("since")
-	cmd.AddCommand(list, replay, recoverCmd)
+	cmd.AddCommand(list, replay, recoverCmd, a.dlqReadCmd())
 	return cmd
 }
 
