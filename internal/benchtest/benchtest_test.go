@@ -1,6 +1,11 @@
 package benchtest
 
-import "testing"
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+)
 
 func pkgOf() string { return callerPackage() }
 
@@ -21,7 +26,23 @@ func TestRatio(t *testing.T) {
 	}
 }
 
-// BenchmarkReport exercises Report as make bench does (go test -bench).
-func BenchmarkReport(b *testing.B) {
-	Report(b, Figure{Name: "example", Value: 132_200, Unit: "rec/s", Baseline: "twice as fast", BaselineValue: 264_400})
+// TestReport runs Report as make bench does (a benchmark, figures appended
+// to $PARTNERS_BENCH_OUT) and reads back the JSON line it wrote. It is a
+// test, not a benchmark, so make bench never prints its made-up figure.
+func TestReport(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "figures.jsonl")
+	t.Setenv(OutEnv, out)
+	fig := Figure{Name: "example", Value: 132_200, Unit: "rec/s", Baseline: "twice as fast", BaselineValue: 264_400}
+	testing.Benchmark(func(b *testing.B) { Report(b, fig) })
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec Record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatalf("%v: %q", err, b)
+	}
+	if rec.Suite != "internal/benchtest" || rec.Figure != fig || rec.Ratio() != 0.5 {
+		t.Errorf("wrote %+v, want suite internal/benchtest and %+v", rec, fig)
+	}
 }
