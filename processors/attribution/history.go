@@ -6,7 +6,6 @@ import (
 	"maps"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/shopspring/decimal"
 	"golang.org/x/sync/errgroup"
 
@@ -68,15 +67,8 @@ func (h *history) anchor(c conv) (time.Time, bool) {
 	return orig.At, true
 }
 
-// loadChunkBytes bounds the escaped ids bound into one history query:
-// clickhouse-go writes bound strings into the query text, quoted and
-// escaped, and 18.16's max_query_size is 256 KiB. Identifiers are at most
-// 256 characters (the JSON Schemas), 514 escaped, so a chunk always holds
-// at least one.
-const loadChunkBytes = 96 << 10
-
 // histories returns the committed history of every user, from the cache or,
-// for the misses, from ClickHouse (one query per table per chunk of users).
+// for the misses, from ClickHouse (one query per table).
 func (p *Processor) histories(ctx context.Context, users []string) (map[string]*history, error) {
 	out := make(map[string]*history, len(users))
 	var miss []string
@@ -88,29 +80,32 @@ func (p *Processor) histories(ctx context.Context, users []string) (map[string]*
 		out[u] = newHistory()
 		miss = append(miss, u)
 	}
-	for _, chunk := range chunkByEscaped(miss, loadChunkBytes) {
-		// The two scans are independent; each fills its own maps.
-		tch, cch := map[string][]models.Touch{}, map[string][]conv{}
-		var g errgroup.Group
-		g.Go(func() error { return p.loadTouches(ctx, chunk, tch) })
-		g.Go(func() error { return p.loadConvs(ctx, chunk, cch) })
-		if err := g.Wait(); err != nil {
+	if len(miss) == 0 {
+		return out, nil
+	}
+	// One query per table for every miss of the batch, the users sent as a
+	// set beside it (never as SQL text: any number of ids of any content).
+	// The two scans are independent; each fills its own map.
+	tch, cch := map[string][]models.Touch{}, map[string][]conv{}
+	var g errgroup.Group
+	g.Go(func() error { return p.loadTouches(ctx, miss, tch) })
+	g.Go(func() error { return p.loadConvs(ctx, miss, cch) })
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	for u, ts := range tch {
+		for _, t := range ts {
+			out[u].touches[t.ID] = t
+		}
+	}
+	for u, cs := range cch {
+		for _, c := range cs {
+			out[u].convs[c.ID] = c
+		}
+	}
+	for _, u := range miss {
+		if err := p.attributeAll(out[u]); err != nil {
 			return nil, err
-		}
-		for u, ts := range tch {
-			for _, t := range ts {
-				out[u].touches[t.ID] = t
-			}
-		}
-		for u, cs := range cch {
-			for _, c := range cs {
-				out[u].convs[c.ID] = c
-			}
-		}
-		for _, u := range chunk {
-			if err := p.attributeAll(out[u]); err != nil {
-				return nil, err
-			}
 		}
 	}
 	return out, nil
@@ -132,7 +127,11 @@ func (p *Processor) attributeAll(h *history) error {
 }
 
 func (p *Processor) loadTouches(ctx context.Context, users []string, out map[string][]models.Touch) error {
-	rows, err := p.opt.Conn.Query(ctx, chsql.TouchHistory.SQL, groupSet(users))
+	qctx, err := chsql.WithSets(ctx, chsql.Set{Name: chsql.SetHistoryUsers, Values: users})
+	if err != nil {
+		return err
+	}
+	rows, err := p.opt.Conn.Query(qctx, chsql.TouchHistory.SQL)
 	if err != nil {
 		return fmt.Errorf("load touchpoint history: %w", err)
 	}
@@ -154,7 +153,11 @@ func (p *Processor) loadTouches(ctx context.Context, users []string, out map[str
 }
 
 func (p *Processor) loadConvs(ctx context.Context, users []string, out map[string][]conv) error {
-	rows, err := p.opt.Conn.Query(ctx, chsql.ConversionHistory.SQL, groupSet(users))
+	qctx, err := chsql.WithSets(ctx, chsql.Set{Name: chsql.SetHistoryUsers, Values: users})
+	if err != nil {
+		return err
+	}
+	rows, err := p.opt.Conn.Query(qctx, chsql.ConversionHistory.SQL)
 	if err != nil {
 		return fmt.Errorf("load conversion history: %w", err)
 	}
@@ -192,73 +195,28 @@ func (p *Processor) knownCosts(ctx context.Context, cs []cost) (map[string]bool,
 	if len(ids) == 0 {
 		return known, nil
 	}
-	ps := chunkByEscaped(sortedKeys(partners), loadChunkBytes/4)
-	for _, pchunk := range ps {
-		for _, ichunk := range chunkByEscaped(sortedKeys(ids), loadChunkBytes/2) {
-			rows, err := p.opt.Conn.Query(ctx, chsql.CostHistory.SQL, groupSet(pchunk), groupSet(ichunk))
-			if err != nil {
-				return nil, fmt.Errorf("load cost history: %w", err)
-			}
-			for rows.Next() {
-				var id string
-				var pos []string
-				if err := rows.Scan(&id, &pos); err != nil {
-					rows.Close()
-					return nil, fmt.Errorf("load cost history: %w", err)
-				}
-				if p.led.committedAny(pos) {
-					known[id] = true
-				}
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return nil, fmt.Errorf("load cost history: %w", err)
-			}
+	qctx, err := chsql.WithSets(ctx, chsql.Set{Name: chsql.SetCostPartners, Values: sortedKeys(partners)},
+		chsql.Set{Name: chsql.SetCostIDs, Values: sortedKeys(ids)})
+	if err != nil {
+		return nil, err
+	}
+	rows, err := p.opt.Conn.Query(qctx, chsql.CostHistory.SQL)
+	if err != nil {
+		return nil, fmt.Errorf("load cost history: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var pos []string
+		if err := rows.Scan(&id, &pos); err != nil {
+			return nil, fmt.Errorf("load cost history: %w", err)
 		}
+		if p.led.committedAny(pos) {
+			known[id] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load cost history: %w", err)
 	}
 	return known, nil
-}
-
-// chunkByEscaped cuts ids into chunks whose quoted, escaped length (as
-// clickhouse-go binds them: 'a\'b', ', ' between) stays within max bytes; an
-// id longer than max gets a chunk of its own.
-func chunkByEscaped(ids []string, max int) [][]string {
-	var out [][]string
-	start, size := 0, 0
-	for i, id := range ids {
-		n := escapedLen(id) + 2
-		if i > start && size+n > max {
-			out = append(out, ids[start:i])
-			start, size = i, 0
-		}
-		size += n
-	}
-	if start < len(ids) {
-		out = append(out, ids[start:])
-	}
-	return out
-}
-
-// escapedLen is the length of s as a ClickHouse string literal.
-func escapedLen(s string) int {
-	n := 2
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '\'', '\\', 0:
-			n += 2
-		default:
-			n++
-		}
-	}
-	return n
-}
-
-// groupSet binds ids as a tuple, for "IN ?" (a plain slice binds as an
-// array, which IN does not take on 18.16).
-func groupSet(ids []string) clickhouse.GroupSet {
-	v := make([]any, len(ids))
-	for i, id := range ids {
-		v[i] = id
-	}
-	return clickhouse.GroupSet{Value: v}
 }

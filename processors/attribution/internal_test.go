@@ -9,22 +9,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-func TestChunkByEscaped(t *testing.T) {
-	ids := []string{"a", strings.Repeat("'", 10), "b\\c", "d"}
-	// 'a' = 3+2, 10 quotes = 22+2, 'b\\c' = 6+2, 'd' = 3+2
-	got := chunkByEscaped(ids, 30)
-	want := [][]string{{"a", strings.Repeat("'", 10)}, {"b\\c", "d"}}
-	if !slices.EqualFunc(got, want, slices.Equal) {
-		t.Fatalf("got %q, want %q", got, want)
-	}
-	if got := chunkByEscaped([]string{strings.Repeat("x", 100)}, 10); len(got) != 1 || len(got[0]) != 1 {
-		t.Fatalf("an id longer than the budget gets its own chunk: %q", got)
-	}
-	if n := escapedLen("it's\x00"); n != len(`'it\'s\0'`) {
-		t.Fatalf("escapedLen = %d", n)
-	}
-}
-
 // TestEntriesCountWindows: the entries of a set of days count each member
 // of any window once (day in the window, previous day before it).
 func TestEntriesCountWindows(t *testing.T) {

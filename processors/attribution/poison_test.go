@@ -91,11 +91,12 @@ func TestPoisonNeverStalls(t *testing.T) {
 	}
 }
 
-// TestHistoryQueriesChunked: 1200 users whose ids are 250 quotes and a
-// number — 600 KB of bound ids once escaped, more than twice 18.16's
-// max_query_size — are attributed, and after a restart (empty cache) their
-// histories load from ClickHouse in chunks for their second conversion.
-func TestHistoryQueriesChunked(t *testing.T) {
+// TestHistoryQueriesOfLargeIDs: 1200 users whose ids are 250 quotes and a
+// number — 600 KB of ids once escaped as SQL literals, more than twice
+// 18.16's max_query_size — are attributed, and after a restart (empty cache)
+// their histories load from ClickHouse for their second conversion: the ids
+// travel as an external table beside the query, never in its text.
+func TestHistoryQueriesOfLargeIDs(t *testing.T) {
 	e := newEnv(t)
 	n := e.names
 	tp, cv := n.Topic(schemas.TopicTouchpoints), n.Topic(schemas.TopicConversions)

@@ -187,14 +187,14 @@ var inserts = []chsql.Statement{chsql.InsertTouchpoints, chsql.InsertConversions
 // A statement missing here fails the suite: a new query needs samples.
 func (d dataset) sampleArgs() map[string][]any {
 	from, to := d.day0.AddDate(0, 0, -29).Format(time.DateOnly), d.day0.Format(time.DateOnly)
-	users := clickhouse.GroupSet{Value: []any{"u-1", "u-2", "u-it's"}}
+	users := chsql.Set{Name: chsql.SetHistoryUsers, Values: []string{"u-1", "u-2", "u-it's"}}
 	out := map[string][]any{
 		chsql.ServerVersion.Name:     nil,
 		chsql.AppliedMigrations.Name: nil,
 		chsql.TouchHistory.Name:      {users},
 		chsql.ConversionHistory.Name: {users},
-		chsql.CostHistory.Name: {clickhouse.GroupSet{Value: []any{partnerA, partnerB}},
-			clickhouse.GroupSet{Value: []any{"cost-1", "cost-2", "cost-9"}}},
+		chsql.CostHistory.Name: {chsql.Set{Name: chsql.SetCostPartners, Values: []string{partnerA, partnerB}},
+			chsql.Set{Name: chsql.SetCostIDs, Values: []string{"cost-1", "cost-2", "cost-9"}}},
 		chsql.LedgerState.Name:          nil,
 		chsql.RunningInserts.Name:       {"partners-attribution-rollup-"},
 		chsql.ReconcileExpected.Name:    {from, to},

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -104,6 +105,11 @@ func (e *serverEngine) Insert(ctx context.Context, st chsql.Statement, rows [][]
 }
 
 func (e *serverEngine) Query(ctx context.Context, sql string, args ...any) ([][]string, error) {
+	sets, args := splitSets(args)
+	ctx, err := chsql.WithSets(ctx, sets...)
+	if err != nil {
+		return nil, err
+	}
 	rows, err := e.conn.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err
@@ -132,6 +138,8 @@ func (e *serverEngine) Query(ctx context.Context, sql string, args ...any) ([][]
 // returns the text clickhouse-go actually sent (from system.query_log), so
 // that the other engines run exactly the same statement.
 func (e *serverEngine) boundText(ctx context.Context, sql string, args ...any) (string, error) {
+	sets, args := splitSets(args)
+	sql = inlineSets(sql, sets)
 	if len(args) == 0 {
 		return sql, nil
 	}
@@ -297,4 +305,32 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// splitSets separates the chsql.Sets among a statement's arguments (sent
+// beside the query) from the values bound into it.
+func splitSets(args []any) (sets []chsql.Set, rest []any) {
+	for _, a := range args {
+		if s, ok := a.(chsql.Set); ok {
+			sets = append(sets, s)
+		} else {
+			rest = append(rest, a)
+		}
+	}
+	return sets, rest
+}
+
+// inlineSets writes each set into sql as a subquery over an array literal
+// (`IN name` → `IN (SELECT arrayJoin(['a', 'b']))`): the same rows on an
+// engine that is handed text only (chDB).
+func inlineSets(sql string, sets []chsql.Set) string {
+	for _, s := range sets {
+		lits := make([]string, len(s.Values))
+		for i, v := range s.Values {
+			lits[i] = "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
+		}
+		re := regexp.MustCompile(`\bIN\s+` + regexp.QuoteMeta(s.Name) + `\b`)
+		sql = re.ReplaceAllLiteralString(sql, "IN (SELECT arrayJoin(["+strings.Join(lits, ", ")+"]))")
+	}
+	return sql
 }

@@ -52,27 +52,28 @@ INSERT INTO attributions (id, conversion_id, user_id, partner_id, model, kind,
 const positions = `groupUniqArray(concat(src_topic, '/', toString(src_partition), '@', toString(src_offset)))`
 
 var (
-	// TouchHistory loads the touchpoints of a set of users (IN ? binds a
-	// clickhouse.GroupSet: a plain slice binds as an array, which IN does not
-	// take on 18.16).
+	// TouchHistory loads the touchpoints of a set of users (the Set
+	// SetHistoryUsers, sent beside the query: see Set).
 	TouchHistory = register("attribution.history.touchpoints", `
 SELECT user_id, id, any(partner_id), any(occurred_at), `+positions+`
 FROM touchpoints_by_user
-WHERE user_id IN ?
+WHERE user_id IN `+SetHistoryUsers+`
 GROUP BY user_id, id`)
-	// ConversionHistory loads the conversions of a set of users.
+	// ConversionHistory loads the conversions of a set of users (the Set
+	// SetHistoryUsers).
 	ConversionHistory = register("attribution.history.conversions", `
 SELECT user_id, id, any(kind), any(refund_of), any(amount), any(currency),
     any(amount_base), any(new_customer), any(occurred_at), `+positions+`
 FROM conversions
-WHERE user_id IN ?
+WHERE user_id IN `+SetHistoryUsers+`
 GROUP BY user_id, id`)
-	// CostHistory finds which of a set of cost ids (of a set of partners)
-	// are already stored: duplicates and replays are not counted twice.
+	// CostHistory finds which of a set of cost ids (SetCostIDs, of the
+	// partners in SetCostPartners) are already stored: duplicates and
+	// replays are not counted twice.
 	CostHistory = register("attribution.history.costs", `
 SELECT id, `+positions+`
 FROM costs
-WHERE partner_id IN ? AND id IN ?
+WHERE partner_id IN `+SetCostPartners+` AND id IN `+SetCostIDs+`
 GROUP BY id`)
 )
 
