@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/partners-engine/partners-engine/internal/kafka"
+	"github.com/partners-engine/partners-engine/processors/webhooks"
 	"github.com/partners-engine/partners-engine/schemas"
 )
 
@@ -71,13 +72,9 @@ the admin API's index).`,
 			if limit < 1 || limit > 10_000 {
 				return &exitError{code: exitUsage, err: fmt.Errorf("--limit: must be between 1 and 10000, got %d", limit)}
 			}
-			var from time.Time
-			if since != "" {
-				t, err := timeOrAgo(since, time.Now())
-				if err != nil {
-					return &exitError{code: exitUsage, err: fmt.Errorf("--since: %w", err)}
-				}
-				from = t
+			from, err := webhooks.ParseSince(since, time.Now())
+			if err != nil {
+				return &exitError{code: exitUsage, err: fmt.Errorf("--since: %w", err)}
 			}
 			cfg, err := a.loadClient()
 			if err != nil {
@@ -111,7 +108,11 @@ the admin API's index).`,
 				return nil
 			}
 			if len(lines) == 0 {
-				fmt.Fprintf(a.stdout, "no dead letters in %s%s\n", topic, map[bool]string{true: " since " + from.UTC().Format(time.RFC3339), false: ""}[!from.IsZero()])
+				if from.IsZero() {
+					fmt.Fprintf(a.stdout, "no dead letters in %s\n", topic)
+				} else {
+					fmt.Fprintf(a.stdout, "no dead letters in %s since %s\n", topic, from.UTC().Format(time.RFC3339))
+				}
 				return nil
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
@@ -244,7 +245,18 @@ func readDeadLetters(ctx context.Context, newClient func(...kgo.Opt) (*kgo.Clien
 			}
 			out = append(out, l)
 		})
+		// A DLQ can hold millions of dead letters of up to
+		// dlq_max_payload_bytes each: only the newest limit are kept.
+		if len(out) > 2*limit {
+			out = newest(out, limit)
+		}
 	}
+	return newest(out, limit), nil
+}
+
+// newest sorts dead letters newest first (by timestamp; ties by partition,
+// then by offset, the later first) and keeps the first limit.
+func newest(out []deadLetterLine, limit int) []deadLetterLine {
 	sort.SliceStable(out, func(i, j int) bool {
 		if !out[i].At.Equal(out[j].At) {
 			return out[i].At.After(out[j].At)
@@ -255,26 +267,15 @@ func readDeadLetters(ctx context.Context, newClient func(...kgo.Opt) (*kgo.Clien
 		return out[i].Offset > out[j].Offset
 	})
 	if len(out) > limit {
-		out = out[:limit]
+		// a copy, so the records dropped are not kept alive by the array
+		out = append([]deadLetterLine(nil), out[:limit]...)
 	}
-	return out, nil
+	return out
 }
 
 // idleAfter ends a dead-letter read when no record arrived for this long
 // (the broker answers a fetch at once when it has data).
 const idleAfter = 3 * time.Second
-
-// timeOrAgo parses an RFC 3339 time, or a duration (24h, 90m) before now.
-func timeOrAgo(s string, now time.Time) (time.Time, error) {
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return time.Time{}, fmt.Errorf("want an RFC 3339 time (2026-12-01T00:00:00Z) or a positive duration (24h), got %q", s)
-	}
-	return now.Add(-d), nil
-}
 
 // oneLine folds s onto one line of at most n runes.
 func oneLine(s string, n int) string {

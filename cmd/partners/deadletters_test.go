@@ -127,6 +127,16 @@ func TestDLQRead(t *testing.T) {
 		t.Errorf("--limit 2 keeps the newest two:\n%s", out)
 	}
 
+	// --limit 1: the read keeps only the newest while it goes (4 records
+	// are more than twice the limit), and the newest is still the one kept.
+	out, err = run("--queue", "attribution", "--limit", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || !strings.Contains(lines[1], "unwritable_record") {
+		t.Errorf("--limit 1 keeps the newest:\n%s", out)
+	}
+
 	out, err = run("--queue", "attribution", "--since", base.Add(90*time.Second).UTC().Format(time.RFC3339Nano))
 	if err != nil {
 		t.Fatal(err)
