@@ -116,6 +116,7 @@ func deploy(t *testing.T, prof *Profile, o deployOptions) *deployment {
 		"PARTNERS_LOG_FORMAT":      "json",
 		"PARTNERS_LOG_LEVEL":       "info",
 		"PARTNERS_KAFKA_DATA_DIR":  filepath.Join(d.dir, "kfake-unused"),
+		"PARTNERS_EDGE_SPOOL_DIR":  filepath.Join(d.dir, "edge-spool"),
 		"PARTNERS_ADMIN_LISTEN":    "127.0.0.1:0",
 		"PARTNERS_XDS_LISTEN":      "127.0.0.1:0",
 		"PARTNERS_EXTAUTHZ_LISTEN": "127.0.0.1:0",

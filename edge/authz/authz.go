@@ -42,6 +42,7 @@ import (
 	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/partners-engine/partners-engine/edge/spool"
 	"github.com/partners-engine/partners-engine/internal/apikey"
 	"github.com/partners-engine/partners-engine/internal/grpcx"
 	"github.com/partners-engine/partners-engine/internal/jwks"
@@ -159,7 +160,7 @@ func New(opt Options) (*Server, error) {
 	}
 	s.emit = newEmitter(opt.Producer, opt.Config.Edge.TouchpointBuffer, s.log)
 	if opt.Registerer != nil {
-		cs := append(s.resolver.Collectors(), s.decisions, s.latency, s.issues, s.emit.dropped, s.emit.produced, s.emit.failed)
+		cs := append(append(s.resolver.Collectors(), s.decisions, s.latency, s.issues), s.emit.collectors()...)
 		for _, c := range cs {
 			if err := opt.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("edge metrics: %w", err)
@@ -192,18 +193,57 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	defer cancel()
 	gs := grpc.NewServer(serverOptions(creds)...)
 	authv3.RegisterAuthorizationServer(gs, s)
+	var sp *spool.Spool
+	if sc := s.cfg.Edge.Spool; sc.Dir != "" {
+		sp, err = spool.Open(spool.Options{Dir: sc.Dir, Name: s.names.Prefix, MaxBytes: sc.MaxBytes, MaxAge: sc.MaxAge, Now: s.now})
+		if err != nil {
+			return fmt.Errorf("edge.spool.dir: %w", err)
+		}
+		if n := sp.Size(); n > 0 {
+			s.log.Info("edge spool holds records from an earlier run; replaying", "dir", sp.Dir(), "bytes", n)
+		}
+		s.emit.spool.Store(sp)
+	}
 	done := make(chan struct{})
 	ectx, stopEmitter := context.WithCancel(context.Background())
 	go func() {
 		defer close(done)
 		s.emit.run(ectx, 5*time.Second)
 	}()
-	// In-flight Checks finish and offer their records before the emitter stops.
+	replayDone := make(chan struct{})
+	rctx, stopReplay := context.WithCancel(context.Background())
+	go func() {
+		defer close(replayDone)
+		if sp != nil {
+			s.emit.replay(rctx, sp, SpoolReplayInterval)
+		}
+	}()
+	// In-flight Checks finish and offer their records before the emitter
+	// stops; what the producer then refuses (its context ends 5 s after
+	// the emitter's) reaches the spool before it closes.
 	err = grpcx.Serve(ctx, gs, lis, StopGrace)
 	stopEmitter()
 	<-done
+	stopReplay()
+	<-replayDone
+	if sp != nil {
+		if !s.emit.settle(10 * time.Second) {
+			s.log.Warn("edge: the producer still holds records at shutdown; those it fails from now on are dropped")
+		}
+		s.emit.spool.Store(nil)
+		if cerr := sp.Close(); cerr != nil {
+			s.log.Warn("edge spool close", "err", cerr)
+		}
+		if n := sp.Size(); n > 0 {
+			s.log.Info("edge spool keeps records for the next start", "dir", sp.Dir(), "bytes", n)
+		}
+	}
 	return err
 }
+
+// SpoolReplayInterval is how often the edge retries its spool while Kafka
+// answers (after a failed pass it waits twice as long, up to 10 s).
+var SpoolReplayInterval = time.Second
 
 // serverOptions are the ext_authz gRPC server's options: OTel tracing, a
 // bound on CheckRequest size (Envoy's own header limit is 60 KiB) and the

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,11 +16,14 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/partners-engine/partners-engine/edge/authz"
 	"github.com/partners-engine/partners-engine/internal/apikey"
@@ -116,12 +121,29 @@ func (f *fakeTenants) put(old, t *schemas.Tenant) {
 // sink is a Producer collecting records; block makes Produce hang like a
 // Kafka client whose buffer is full.
 type sink struct {
-	mu    sync.Mutex
-	recs  []*kgo.Record
-	block chan struct{}
+	mu     sync.Mutex
+	recs   []*kgo.Record
+	block  chan struct{}
+	refuse *atomic.Bool   // set: every record fails, as after the producer's retries
+	via    authz.Producer // set: records go to this producer (a real Kafka client); acknowledged ones are collected
 }
 
 func (s *sink) Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
+	if s.via != nil {
+		s.via.Produce(ctx, r, func(r *kgo.Record, err error) {
+			if err == nil {
+				s.mu.Lock()
+				s.recs = append(s.recs, r)
+				s.mu.Unlock()
+			}
+			promise(r, err)
+		})
+		return
+	}
+	if s.refuse != nil && s.refuse.Load() {
+		promise(r, kerr.LeaderNotAvailable)
+		return
+	}
 	if s.block != nil {
 		select {
 		case <-s.block:
@@ -157,6 +179,7 @@ type plugin struct {
 	prom    *prometheus.Registry
 	spans   *tracetest.SpanRecorder
 	now     atomic.Pointer[time.Time]
+	stop    func() // stops serving (as a process stops); also at cleanup
 }
 
 type pluginOpt func(*config.Config, *sink)
@@ -180,13 +203,30 @@ func startPlugin(t *testing.T, opts ...pluginOpt) *plugin {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.client = serve(t, srv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, lis) }()
+	var once sync.Once
+	p.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(p.stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	p.client = authv3.NewAuthorizationClient(conn)
 	return p
-}
-
-func serve(t *testing.T, srv *authz.Server) authv3.AuthorizationClient {
-	t.Helper()
-	return authv3.NewAuthorizationClient(testenv.ServeGRPC(t, srv.Serve))
 }
 
 func (p *plugin) metric(name string, label ...string) float64 {
@@ -658,26 +698,162 @@ func TestTouchpointAndTrace(t *testing.T) {
 	}
 }
 
-// TestKafkaDownNeverDelaysCheck: with the producer stuck, Checks still
-// answer and the overflow is dropped and counted.
+// TestKafkaDownNeverDelaysCheck: with the producer stuck (its buffer full),
+// Checks still answer; the overflow goes to the spool, and once the
+// producer takes records again every touchpoint arrives. Without a spool
+// (edge.spool.dir empty) the overflow is dropped and counted.
 func TestKafkaDownNeverDelaysCheck(t *testing.T) {
-	block := make(chan struct{})
-	defer close(block)
-	p := startPlugin(t, func(cfg *config.Config, s *sink) {
-		cfg.Edge.TouchpointBuffer = 4
-		s.block = block
+	for _, spooled := range []bool{true, false} {
+		t.Run(fmt.Sprintf("spool=%v", spooled), func(t *testing.T) {
+			block := make(chan struct{})
+			p := startPlugin(t, func(cfg *config.Config, s *sink) {
+				cfg.Edge.TouchpointBuffer = 4
+				if !spooled {
+					cfg.Edge.Spool.Dir = ""
+				}
+				s.block = block
+			})
+			key := p.addTenant(tenant("tn_down", schemas.TierStandard, schemas.StatusActive))
+			for i := 0; i < 50; i++ {
+				r := p.check(envoyRequest{path: "/api/v1/partners/x?uid=u" + string(rune('a'+i%26)), headers: bearer(key)})
+				if status(r) != 200 {
+					t.Fatalf("status %d", status(r))
+				}
+			}
+			// 50 offered: one held by the stuck producer, 4 buffered, the rest spooled or dropped.
+			kept, dropped := p.metric("partners_edge_records_spooled_total", "kind", "touchpoint"), p.metric("partners_edge_records_dropped_total", "kind", "touchpoint")
+			if !spooled {
+				close(block)
+				if dropped < 45 || kept != 0 {
+					t.Fatalf("no spool: %v dropped, %v spooled; want >= 45 dropped", dropped, kept)
+				}
+				return
+			}
+			if kept < 45 || dropped != 0 {
+				t.Fatalf("%v spooled, %v dropped; want >= 45 spooled, none dropped", kept, dropped)
+			}
+			close(block)
+			topic := kafka.Names{Prefix: p.cfg.Kafka.TopicPrefix}.Topic(schemas.TopicTouchpoints)
+			testenv.Eventually(t, 20*time.Second, "every touchpoint produced after the outage", func() bool { return len(distinctIDs(p.sink.records(topic))) == 50 })
+			if r := p.metric("partners_edge_records_replayed_total", "kind", "touchpoint"); r != kept {
+				t.Fatalf("replayed %v, spooled %v", r, kept)
+			}
+			testenv.Eventually(t, 10*time.Second, "the spool empty", func() bool { return p.metric("partners_edge_spool_bytes") == 0 })
+		})
+	}
+}
+
+// TestKafkaRefusesThenRestart: records the producer fails (its retries
+// exhausted in a long outage) are spooled; the edge is stopped while Kafka
+// is still down, and the next edge process on the same spool directory
+// produces them once Kafka is back. Nothing is lost, and a full spool
+// drops and counts.
+func TestKafkaRefusesThenRestart(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	var cfg *config.Config
+	p := startPlugin(t, func(c *config.Config, s *sink) {
+		s.refuse = &down
+		cfg = c
 	})
-	key := p.addTenant(tenant("tn_down", schemas.TierStandard, schemas.StatusActive))
-	for i := 0; i < 50; i++ {
-		r := p.check(envoyRequest{path: "/api/v1/partners/x?uid=u" + string(rune('a'+i%26)), headers: bearer(key)})
-		if status(r) != 200 {
+	key := p.addTenant(tenant("tn_refused", schemas.TierStandard, schemas.StatusActive))
+	for i := 0; i < 20; i++ {
+		if r := p.check(envoyRequest{path: fmt.Sprintf("/api/v1/partners/x?uid=u%d", i), headers: bearer(key)}); status(r) != 200 {
 			t.Fatalf("status %d", status(r))
 		}
 	}
-	// 50 offered: one held by the stuck producer, 4 buffered, the rest dropped.
-	if d := p.metric("partners_edge_records_dropped_total", "kind", "touchpoint"); d < 45 {
-		t.Fatalf("%v touchpoints dropped, want >= 45", d)
+	testenv.Eventually(t, 10*time.Second, "the refused touchpoints spooled", func() bool {
+		return p.metric("partners_edge_records_spooled_total", "kind", "touchpoint") >= 20
+	})
+	p.stop()
+
+	// The next process: same spool directory and topic prefix, Kafka back.
+	down.Store(false)
+	q := startPlugin(t, func(c *config.Config, _ *sink) { *c = *cfg })
+	topic := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}.Topic(schemas.TopicTouchpoints)
+	testenv.Eventually(t, 20*time.Second, "the spooled touchpoints produced by the next process", func() bool {
+		return len(distinctIDs(q.sink.records(topic))) == 20
+	})
+	for _, r := range q.sink.records(topic) {
+		var tp schemas.Touchpoint
+		if err := json.Unmarshal(r.Value, &tp); err != nil || tp.PartnerID != "tn_refused" || string(r.Key) != tp.UserID {
+			t.Fatalf("replayed record %q key %q: %v", r.Value, r.Key, err)
+		}
 	}
+
+	// A spool of one record's size holds no more than that.
+	full := startPlugin(t, func(c *config.Config, s *sink) {
+		c.Edge.Spool.MaxBytes = 600
+		s.refuse = &down
+	})
+	down.Store(true)
+	key = full.addTenant(tenant("tn_full", schemas.TierStandard, schemas.StatusActive))
+	for i := 0; i < 10; i++ {
+		full.check(envoyRequest{path: fmt.Sprintf("/api/v1/partners/x?uid=u%d", i), headers: bearer(key)})
+	}
+	testenv.Eventually(t, 10*time.Second, "a full spool drops and counts", func() bool {
+		return full.metric("partners_edge_records_spooled_total", "kind", "touchpoint")+full.metric("partners_edge_records_dropped_total", "kind", "touchpoint") == 10 &&
+			full.metric("partners_edge_records_dropped_total", "kind", "touchpoint") >= 8
+	})
+}
+
+// TestSpoolOnRealKafka: an edge whose Kafka client cannot reach a broker
+// (franz-go fails the records once their delivery timeout passes) spools
+// them; the next edge process, with a client of the real broker, produces
+// every one of them, read back from the topic.
+func TestSpoolOnRealKafka(t *testing.T) {
+	var cfg *config.Config
+	dead, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1"), kgo.RecordDeliveryTimeout(time.Second), kgo.RetryTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	p := startPlugin(t, func(c *config.Config, s *sink) { cfg, s.via = c, dead })
+	key := p.addTenant(tenant("tn_realkafka", schemas.TierStandard, schemas.StatusActive))
+	const n = 15
+	for i := 0; i < n; i++ {
+		if r := p.check(envoyRequest{path: fmt.Sprintf("/api/v1/partners/x?uid=u%d", i), headers: bearer(key)}); status(r) != 200 {
+			t.Fatalf("status %d", status(r))
+		}
+	}
+	testenv.Eventually(t, 20*time.Second, "the touchpoints spooled after the client gave up", func() bool {
+		return p.metric("partners_edge_records_spooled_total", "kind", "touchpoint") >= n
+	})
+	p.stop()
+
+	_, live := testenv.Kafka(t, cfg)
+	defer live.Close()
+	q := startPlugin(t, func(c *config.Config, s *sink) { *c = *cfg; s.via = live })
+	topic := kafka.Names{Prefix: cfg.Kafka.TopicPrefix}.Topic(schemas.TopicTouchpoints)
+	testenv.Eventually(t, 30*time.Second, "the spooled touchpoints acknowledged by the broker", func() bool {
+		return len(distinctIDs(q.sink.records(topic))) == n
+	})
+	rd, err := kgo.NewClient(kgo.SeedBrokers(testenv.Brokers(t)...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var read []*kgo.Record
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for len(distinctIDs(read)) < n && ctx.Err() == nil {
+		fs := rd.PollFetches(ctx)
+		read = append(read, fs.Records()...)
+	}
+	if got := distinctIDs(read); len(got) != n {
+		t.Fatalf("read %d distinct touchpoints from %s, want %d", len(got), topic, n)
+	}
+}
+
+func distinctIDs(recs []*kgo.Record) map[string]bool {
+	out := map[string]bool{}
+	for _, r := range recs {
+		var tp schemas.Touchpoint
+		if json.Unmarshal(r.Value, &tp) == nil {
+			out[tp.ID] = true
+		}
+	}
+	return out
 }
 
 func traceOf(ctx context.Context) string { return trace.SpanContextFromContext(ctx).TraceID().String() }

@@ -512,6 +512,24 @@ type Edge struct {
 	// ServerTLS is the ext_authz server's TLS; with client_ca_file only
 	// Envoys holding a certificate that CA signed may ask it.
 	ServerTLS ServerTLS `yaml:"server_tls"`
+	// Spool keeps the records Kafka cannot take on local disk and replays
+	// them (edge/spool).
+	Spool EdgeSpool `yaml:"spool"`
+}
+
+// EdgeSpool is the edge's local spool of touchpoint and audit records that
+// Kafka could not take (an outage longer than the producer's retries, a
+// producer buffer that stays full, a shutdown while Kafka is down).
+type EdgeSpool struct {
+	// Dir holds the spool; processes sharing it each take a slot of their
+	// own (per Kafka topic prefix), a restarted one the slot of one that
+	// died. Empty: no spool, such records are dropped and counted.
+	Dir string `yaml:"dir"`
+	// MaxBytes bounds the spool on disk; beyond it records are dropped and
+	// counted.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// MaxAge drops spooled records older than this at replay (0: never).
+	MaxAge time.Duration `yaml:"max_age_sec"`
 }
 
 // Default returns the configuration with every default set.
@@ -615,7 +633,8 @@ func Default() Config {
 				KeyPath: "/etc/envoy/grpc/envoy.key"},
 		},
 		Edge: Edge{UserHeader: "x-partner-user-id", UserQueryParam: "uid", TouchpointBuffer: 10_000, MaxAuthHeaderBytes: 4096,
-			JWTHeader: "x-partner-jwt", ReferralHeader: "referer"},
+			JWTHeader: "x-partner-jwt", ReferralHeader: "referer",
+			Spool: EdgeSpool{Dir: ".local/edge-spool", MaxBytes: 1 << 30, MaxAge: 7 * Day}},
 		UI: UI{Enabled: true, SessionIdle: 30 * time.Minute, SessionMax: 8 * time.Hour, PortalLinkTTL: 15 * time.Minute},
 	}
 }

@@ -540,3 +540,14 @@ func (e *Edge) Validate() error {
 	c.Positive(&e.MaxAuthHeaderBytes)
 	return c.Err()
 }
+
+// Validate implements Validator.
+func (s *EdgeSpool) Validate() error {
+	c := Check(s)
+	c.NonNegative(&s.MaxBytes)
+	c.NonNegative(&s.MaxAge)
+	if s.Dir != "" && s.MaxBytes == 0 {
+		c.Fail(&s.MaxBytes, "must be > 0 with a spool dir (empty dir: no spool)")
+	}
+	return c.Err()
+}

@@ -52,6 +52,7 @@ func Config(t testing.TB) *config.Config {
 	cfg.Partner.Webhooks.Timeouts = config.Timeouts{Connect: time.Second, Total: 2 * time.Second}
 	cfg.Partner.Attribution.Batch = config.Batch{Size: 500, Linger: 200 * time.Millisecond}
 	cfg.Listeners = config.Listeners{Admin: "127.0.0.1:0", XDS: "127.0.0.1:0", ExtAuthz: "127.0.0.1:0"}
+	cfg.Edge.Spool.Dir = t.TempDir()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
