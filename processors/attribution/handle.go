@@ -68,7 +68,8 @@ type batch struct {
 	convs   []conv
 	costs   []cost
 	dead    []dead
-	attrs   []attrRow
+	splits  []*split // the attributions the batch writes (their rows, in order)
+	nattrs  int      // rows of splits
 	rollup  rollup
 	ends    map[tp]int64 // source partition → end offset after this batch
 }
@@ -90,8 +91,12 @@ type attrRow struct {
 // AttributionID is the deterministic id of the attribution of a conversion
 // to a partner under a model.
 func AttributionID(conversionID, model, partnerID string) string {
-	h := sha256.Sum256([]byte(conversionID + "\x00" + model + "\x00" + partnerID))
-	return hex.EncodeToString(h[:16])
+	var buf [192]byte // ids of any length: append grows past it
+	b := append(append(append(append(append(buf[:0], conversionID...), 0), model...), 0), partnerID...)
+	h := sha256.Sum256(b)
+	var out [32]byte
+	hex.Encode(out[:], h[:16])
+	return string(out[:])
 }
 
 // Handle attributes and stores one batch: it returns nil only when every
@@ -340,7 +345,8 @@ func (p *Processor) apply(b *batch, hs map[string]*history, knownCosts map[strin
 		old := hs[k.user].attrs[k.id]
 		s = keepPartners(old, s)
 		h.attrs[k.id] = s
-		b.attrs = append(b.attrs, s.rows...)
+		b.splits = append(b.splits, s)
+		b.nattrs += len(s.rows)
 		b.rollup.addSplit(old, s)
 		if pairs := customerChanges(old, s); len(pairs) > 0 {
 			if customerPairs[k.user] == nil {

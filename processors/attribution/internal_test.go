@@ -1,6 +1,8 @@
 package attribution
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -96,5 +98,18 @@ func TestDeadLetterOfCapsThePayload(t *testing.T) {
 	}
 	if d := deadLetterOf(&kgo.Record{Value: []byte("not json")}, codeMalformed, "bad", 1024); string(d.Raw) != "not json" || d.Payload != nil {
 		t.Fatalf("%+v", d)
+	}
+}
+
+// TestAttributionIDStable: the attribution id is stored (the raw table
+// de-duplicates by it across versions), so it never changes: the first 16
+// bytes of SHA-256 over conversion id, model and partner id joined by NUL,
+// in hex — also for ids longer than the function's stack buffer.
+func TestAttributionIDStable(t *testing.T) {
+	for _, c := range [][3]string{{"cv_1", "linear", "tn_a"}, {strings.Repeat("x", 300), "time_decay", strings.Repeat("p", 90)}, {"", "", ""}} {
+		h := sha256.Sum256([]byte(c[0] + "\x00" + c[1] + "\x00" + c[2]))
+		if got, want := AttributionID(c[0], c[1], c[2]), hex.EncodeToString(h[:16]); got != want {
+			t.Fatalf("AttributionID(%.20q…) = %s, want %s", c[0], got, want)
+		}
 	}
 }

@@ -99,7 +99,7 @@ func (p *Processor) insertCosts(ctx context.Context, b *batch, now time.Time) er
 }
 
 func (p *Processor) insertAttrs(ctx context.Context, b *batch, now time.Time) error {
-	n := len(b.attrs)
+	n := b.nattrs
 	if n == 0 {
 		return nil
 	}
@@ -107,9 +107,14 @@ func (p *Processor) insertAttrs(ctx context.Context, b *batch, now time.Time) er
 		id, conv, user, partner, model, kind := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		version, at := make([]uint64, n), make([]time.Time, n)
 		credit, revenue, nc := make([]decimal.Decimal, n), make([]decimal.Decimal, n), make([]decimal.Decimal, n)
-		for i, a := range b.attrs {
-			id[i], conv[i], user[i], partner[i], model[i], kind[i] = a.ID, a.ConversionID, a.UserID, a.PartnerID, a.Model, a.Kind
-			version[i], credit[i], revenue[i], nc[i], at[i] = a.Version, a.Credit, a.Revenue, a.NewCustomer, a.At
+		i := 0
+		for _, s := range b.splits {
+			for j := range s.rows {
+				a := &s.rows[j]
+				id[i], conv[i], user[i], partner[i], model[i], kind[i] = a.ID, a.ConversionID, a.UserID, a.PartnerID, a.Model, a.Kind
+				version[i], credit[i], revenue[i], nc[i], at[i] = a.Version, a.Credit, a.Revenue, a.NewCustomer, a.At
+				i++
+			}
 		}
 		return appendColumns(bt, id, conv, user, partner, model, kind, version, credit, revenue, nc, at, repeat(now, n))
 	}, n)

@@ -170,11 +170,25 @@ func Weights(model string, eligible []Touch, at time.Time, p Params) ([]Weight, 
 func Split(total decimal.Decimal, weights []Weight, places int32) []decimal.Decimal {
 	out := make([]decimal.Decimal, len(weights))
 	neg := total.IsNegative()
-	units := total.Abs().Round(places).Shift(places).BigInt()
-	q, ok := splitUint64(units, weights)
-	if !ok {
-		q = splitBig(units, weights)
+	if u, ok := unitsUint64(total, places); ok && len(weights) <= 64 {
+		var q [64]uint64
+		if zero, ok := splitUint64(u, weights, q[:len(weights)]); ok {
+			for i := range out {
+				if zero {
+					out[i] = decimal.Zero
+					continue
+				}
+				v := int64(q[i]) // ≤ u < 2^63
+				if neg {
+					v = -v
+				}
+				out[i] = decimal.New(v, -places)
+			}
+			return out
+		}
 	}
+	units := total.Abs().Round(places).Shift(places).BigInt()
+	q := splitBig(units, weights)
 	for i := range out {
 		if q == nil {
 			out[i] = decimal.Zero
@@ -187,6 +201,28 @@ func Split(total decimal.Decimal, weights []Weight, places int32) []decimal.Deci
 		out[i] = decimal.NewFromBigInt(v, -places)
 	}
 	return out
+}
+
+// unitsUint64 is |total| in units of 10^−places when that is exact without
+// rounding and below 2^63 (every real amount): no big.Int arithmetic.
+func unitsUint64(total decimal.Decimal, places int32) (uint64, bool) {
+	exp := total.Exponent()
+	if exp > 0 || -exp > places || total.NumDigits() > 18 {
+		return 0, false
+	}
+	c := total.CoefficientInt64()
+	if c < 0 {
+		c = -c
+	}
+	u := uint64(c)
+	for e := places + exp; e > 0; e-- {
+		hi, lo := bits.Mul64(u, 10)
+		if hi != 0 || lo >= 1<<63 {
+			return 0, false
+		}
+		u = lo
+	}
+	return u, true
 }
 
 // scaledWeights returns the weights as integers at one scale (10^k with k
@@ -246,12 +282,13 @@ func splitBig(units *big.Int, weights []Weight) []*big.Int {
 
 // splitUint64 is splitBig in machine words, for the common case (amounts
 // below 2^63 units, weights of at most 12 decimal places whose sum fits 64
-// bits: every real attribution); false when it does not apply.
-func splitUint64(units *big.Int, weights []Weight) ([]*big.Int, bool) {
-	if !units.IsUint64() || len(weights) > 64 {
-		return nil, false
+// bits: every real attribution): it fills q (len(weights) ≤ 64) with the
+// shares of u; zero when the weights sum to 0 (every share 0); false when
+// it does not apply.
+func splitUint64(u uint64, weights []Weight, q []uint64) (zero, ok bool) {
+	if len(weights) > 64 || len(q) != len(weights) {
+		return false, false
 	}
-	u := units.Uint64()
 	k := int32(0)
 	for _, w := range weights {
 		if e := -w.W.Exponent(); e > k {
@@ -259,20 +296,19 @@ func splitUint64(units *big.Int, weights []Weight) ([]*big.Int, bool) {
 		}
 	}
 	if k > 12 {
-		return nil, false
+		return false, false
 	}
 	var ws [64]uint64
 	var sum uint64
 	for i, w := range weights {
-		c := w.W.Coefficient()
-		if c.Sign() < 0 || !c.IsUint64() {
-			return nil, false
+		if w.W.IsNegative() || w.W.NumDigits() > 18 {
+			return false, false
 		}
-		v := c.Uint64()
+		v := uint64(w.W.CoefficientInt64())
 		for e := k + w.W.Exponent(); e > 0; e-- {
 			hi, lo := bits.Mul64(v, 10)
 			if hi != 0 {
-				return nil, false
+				return false, false
 			}
 			v = lo
 		}
@@ -280,19 +316,19 @@ func splitUint64(units *big.Int, weights []Weight) ([]*big.Int, bool) {
 		var carry uint64
 		sum, carry = bits.Add64(sum, v, 0)
 		if carry != 0 {
-			return nil, false
+			return false, false
 		}
 	}
 	if sum == 0 {
-		return nil, true
+		return true, true
 	}
 	n := len(weights)
-	var q, r [64]uint64
+	var r [64]uint64
 	var given uint64
 	for i := range n {
 		hi, lo := bits.Mul64(u, ws[i])
 		if hi >= sum {
-			return nil, false
+			return false, false
 		}
 		q[i], r[i] = bits.Div64(hi, lo, sum)
 		given += q[i]
@@ -311,11 +347,7 @@ func splitUint64(units *big.Int, weights []Weight) ([]*big.Int, bool) {
 	for k := uint64(0); k < left; k++ {
 		q[order[int(k%uint64(n))]]++
 	}
-	out := make([]*big.Int, n)
-	for i := range n {
-		out[i] = new(big.Int).SetUint64(q[i])
-	}
-	return out, true
+	return false, true
 }
 
 // ToBase converts amount in a currency to the base currency with rate (base

@@ -142,23 +142,58 @@ func TestSplitPathsAgree(t *testing.T) {
 		if i%7 == 0 {
 			units = big.NewInt(r.Int64N(100))
 		}
-		fast, ok := splitUint64(units, ws)
+		fast := make([]uint64, len(ws))
+		zero, ok := splitUint64(units.Uint64(), ws, fast)
 		slow := splitBig(units, ws)
 		if !ok {
 			continue
 		}
-		if (fast == nil) != (slow == nil) {
-			t.Fatalf("%v over %v: fast %v slow %v", units, ws, fast, slow)
+		if zero != (slow == nil) {
+			t.Fatalf("%v over %v: fast %v (zero %v) slow %v", units, ws, fast, zero, slow)
+		}
+		if zero {
+			continue
 		}
 		sum := new(big.Int)
 		for j := range fast {
-			if fast[j].Cmp(slow[j]) != 0 {
+			if new(big.Int).SetUint64(fast[j]).Cmp(slow[j]) != 0 {
 				t.Fatalf("%v over %v: share %d fast %v slow %v", units, ws, j, fast[j], slow[j])
 			}
-			sum.Add(sum, fast[j])
+			sum.Add(sum, slow[j])
 		}
-		if fast != nil && sum.Cmp(units) != 0 {
+		if sum.Cmp(units) != 0 {
 			t.Fatalf("%v over %v: shares sum to %v", units, ws, sum)
+		}
+	}
+}
+
+// TestSplitMatchesBigPath: Split (machine words when the amount is exact
+// in units) gives the shares of the big.Int path to the unit, for amounts
+// of every scale and sign, including ones Split must round first.
+func TestSplitMatchesBigPath(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 20_000 {
+		n := 1 + r.IntN(5)
+		ws := make([]Weight, n)
+		for j := range ws {
+			ws[j] = Weight{PartnerID: fmt.Sprint(j), W: decimal.New(r.Int64N(1_000_000_000_000), -int32(r.IntN(13)))}
+		}
+		total := decimal.New(r.Int64N(2_000_000_000)-1_000_000_000, -int32(r.IntN(7)))
+		places := int32(2 + 2*r.IntN(2))
+		got := Split(total, ws, places)
+		units := total.Abs().Round(places).Shift(places).BigInt()
+		want := splitBig(units, ws)
+		for j := range got {
+			w := decimal.Zero
+			if want != nil {
+				w = decimal.NewFromBigInt(want[j], -places)
+				if total.IsNegative() {
+					w = w.Neg()
+				}
+			}
+			if !got[j].Equal(w) {
+				t.Fatalf("Split(%v, %v, %d)[%d] = %v, want %v", total, ws, places, j, got[j], w)
+			}
 		}
 	}
 }
