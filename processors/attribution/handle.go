@@ -357,9 +357,10 @@ func (p *Processor) apply(b *batch, hs map[string]*history, knownCosts map[strin
 			}
 		}
 	}
+	var sc scratch
 	for u, h := range next {
-		b.rollup.addLeads(hs[u], h, leadPartners[u])
-		b.rollup.addCustomers(hs[u], h, customerPairs[u])
+		b.rollup.addLeads(&sc, hs[u], h, leadPartners[u])
+		b.rollup.addCustomers(&sc, hs[u], h, customerPairs[u])
 	}
 	return next, nil
 }
@@ -370,14 +371,15 @@ func (p *Processor) apply(b *batch, hs map[string]*history, knownCosts map[strin
 func customerChanges(old, cur *split) []modelPartner {
 	was := map[modelPartner]bool{}
 	if old != nil {
-		for _, a := range old.rows {
-			if customer(a) {
+		for i := range old.rows {
+			if a := &old.rows[i]; customer(a) {
 				was[modelPartner{a.Model, a.PartnerID}] = true
 			}
 		}
 	}
 	var out []modelPartner
-	for _, a := range cur.rows {
+	for i := range cur.rows {
+		a := &cur.rows[i]
 		mp := modelPartner{a.Model, a.PartnerID}
 		if customer(a) != was[mp] {
 			out = append(out, mp)

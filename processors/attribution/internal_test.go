@@ -4,10 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/shopspring/decimal"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -110,6 +112,40 @@ func TestAttributionIDStable(t *testing.T) {
 		h := sha256.Sum256([]byte(c[0] + "\x00" + c[1] + "\x00" + c[2]))
 		if got, want := AttributionID(c[0], c[1], c[2]), hex.EncodeToString(h[:16]); got != want {
 			t.Fatalf("AttributionID(%.20q…) = %s, want %s", c[0], got, want)
+		}
+	}
+}
+
+// TestMoneyExact: the rollup's sums equal decimal arithmetic for values of
+// any scale and size, the ones beyond machine words included, and sums
+// that would overflow them.
+func TestMoneyExact(t *testing.T) {
+	var big money
+	huge := decimal.New(99_999_999_999_999, 0) // 10^18 units of 10^-4
+	for range 20 {
+		big.add(huge, 1)
+	}
+	if want := huge.Mul(decimal.NewFromInt(20)); !big.dec().Equal(want) {
+		t.Fatalf("20 × %v = %v, want %v", huge, big.dec(), want)
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	for range 2000 {
+		var m money
+		want := decimal.Zero
+		for range 1 + r.IntN(20) {
+			x := decimal.New(r.Int64N(2_000_000_000)-1_000_000_000, -int32(r.IntN(7)))
+			switch r.IntN(10) {
+			case 0:
+				x = x.Mul(decimal.New(1, 12)) // beyond int64 at 10^-4
+			case 1:
+				x = decimal.New(99_999_999_999_999-r.Int64N(10), 0) // ~10^18 units: a few of them overflow int64
+			}
+			sign := int64(1 - 2*r.IntN(2))
+			m.add(x, sign)
+			want = want.Add(x.Mul(decimal.NewFromInt(sign)))
+		}
+		if !m.dec().Equal(want) || m.zero() != want.IsZero() {
+			t.Fatalf("money sum %v (zero %v), want %v", m.dec(), m.zero(), want)
 		}
 	}
 }

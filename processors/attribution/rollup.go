@@ -44,13 +44,59 @@ type rollKey struct {
 }
 
 type rollVal struct {
-	revenue, conversions, newCustomers, cost decimal.Decimal
+	revenue, conversions, newCustomers, cost money
 	customers, leads, attributions, costs    int64
 }
 
 func (v *rollVal) zero() bool {
-	return v.revenue.IsZero() && v.conversions.IsZero() && v.newCustomers.IsZero() && v.cost.IsZero() &&
+	return v.revenue.zero() && v.conversions.zero() && v.newCustomers.zero() && v.cost.zero() &&
 		v.customers == 0 && v.leads == 0 && v.attributions == 0 && v.costs == 0
+}
+
+// money is a sum of decimals: in machine words at the rollup's scale
+// (10^−4, every amount and credit the processor computes), with a decimal
+// for whatever does not fit one (more places, or beyond int64) — so adding
+// an attribution row costs no big.Int arithmetic and stays exact.
+type money struct {
+	u int64           // units of 10^−4
+	d decimal.Decimal // the rest
+}
+
+const moneyPlaces = 4
+
+// add adds sign·x.
+func (m *money) add(x decimal.Decimal, sign int64) {
+	if exp := x.Exponent(); exp <= 0 && exp >= -moneyPlaces && x.NumDigits() <= 14 {
+		// |coefficient| < 10^14 and ≤ 4 shifts: |v| < 10^18, no overflow.
+		v := x.CoefficientInt64()
+		for e := moneyPlaces + exp; e > 0; e-- {
+			v *= 10
+		}
+		if s := m.u + sign*v; (s > m.u) == (sign*v > 0) || sign*v == 0 {
+			m.u = s
+			return
+		}
+	}
+	if sign < 0 {
+		x = x.Neg()
+	}
+	m.d = m.d.Add(x)
+}
+
+func (m money) zero() bool {
+	if m.d.IsZero() {
+		return m.u == 0
+	}
+	return m.dec().IsZero()
+}
+
+// dec is the sum as a decimal.
+func (m money) dec() decimal.Decimal {
+	v := decimal.New(m.u, -moneyPlaces)
+	if !m.d.IsZero() {
+		v = v.Add(m.d)
+	}
+	return v
 }
 
 type rollup map[rollKey]*rollVal
@@ -77,16 +123,16 @@ func (r rollup) addSplit(old, cur *split) {
 			continue
 		}
 		v := r.at(rollKey{model: a.Model, day: dayOf(a.At), partner: a.PartnerID})
+		v.revenue.add(a.Revenue, 1)
+		v.conversions.add(a.Credit, 1)
+		v.newCustomers.add(a.NewCustomer, 1)
 		if !had {
-			v.revenue = v.revenue.Add(a.Revenue)
-			v.conversions = v.conversions.Add(a.Credit)
-			v.newCustomers = v.newCustomers.Add(a.NewCustomer)
 			v.attributions++
 			continue
 		}
-		v.revenue = v.revenue.Add(a.Revenue.Sub(o.Revenue))
-		v.conversions = v.conversions.Add(a.Credit.Sub(o.Credit))
-		v.newCustomers = v.newCustomers.Add(a.NewCustomer.Sub(o.NewCustomer))
+		v.revenue.add(o.Revenue, -1)
+		v.conversions.add(o.Credit, -1)
+		v.newCustomers.add(o.NewCustomer, -1)
 	}
 }
 
@@ -110,16 +156,17 @@ func (r rollup) addCost(c cost) {
 	d := dayOf(c.OccurredAt)
 	for _, m := range models.All {
 		v := r.at(rollKey{model: m, day: d, partner: c.PartnerID})
-		v.cost = v.cost.Add(c.AmountBase)
+		v.cost.add(c.AmountBase, 1)
 		v.costs++
 	}
 }
 
 // addLeads adds the change of a user's lead entries (per partner, the days
 // of a touch) from old to cur, for the partners that got a touch.
-func (r rollup) addLeads(old, cur *history, partners map[string]bool) {
+func (r rollup) addLeads(sc *scratch, old, cur *history, partners map[string]bool) {
 	for partner := range partners {
-		diffEntries(touchDays(old, partner), touchDays(cur, partner), func(d, prev day, n int64) {
+		sc.a, sc.b = touchDays(sc.a[:0], old, partner), touchDays(sc.b[:0], cur, partner)
+		sc.diff(func(d, prev day, n int64) {
 			for _, m := range models.All {
 				r.at(rollKey{model: m, day: d, partner: partner, prev: prev}).leads += n
 			}
@@ -130,16 +177,29 @@ func (r rollup) addLeads(old, cur *history, partners map[string]bool) {
 // addCustomers adds the change of a user's customer entries (per model and
 // partner, the days of a credited non-refund conversion) from old to cur,
 // for the (model, partner) pairs whose credit changed.
-func (r rollup) addCustomers(old, cur *history, pairs map[modelPartner]bool) {
+func (r rollup) addCustomers(sc *scratch, old, cur *history, pairs map[modelPartner]bool) {
 	for mp := range pairs {
-		diffEntries(customerDays(old, mp), customerDays(cur, mp), func(d, prev day, n int64) {
+		sc.a, sc.b = customerDays(sc.a[:0], old, mp), customerDays(sc.b[:0], cur, mp)
+		sc.diff(func(d, prev day, n int64) {
 			r.at(rollKey{model: mp.model, day: d, partner: mp.partner, prev: prev}).customers += n
 		})
 	}
 }
 
-func touchDays(h *history, partner string) []day {
-	var out []day
+// scratch holds the day lists of addLeads and addCustomers between users
+// (a batch computes thousands; none outlives its call).
+type scratch struct {
+	a, b   []day
+	ea, eb [][2]day
+}
+
+// diff is diffEntries of the day lists a (old) and b (cur), in place.
+func (sc *scratch) diff(add func(d, prev day, n int64)) {
+	sc.ea, sc.eb = entriesInto(sc.ea[:0], sc.a), entriesInto(sc.eb[:0], sc.b)
+	diffSorted(sc.ea, sc.eb, add)
+}
+
+func touchDays(out []day, h *history, partner string) []day {
 	for _, t := range h.touches {
 		if t.PartnerID == partner {
 			out = append(out, dayOf(t.At))
@@ -148,11 +208,10 @@ func touchDays(h *history, partner string) []day {
 	return out
 }
 
-func customerDays(h *history, mp modelPartner) []day {
-	var out []day
+func customerDays(out []day, h *history, mp modelPartner) []day {
 	for _, s := range h.attrs {
-		for _, a := range s.rows {
-			if a.Model == mp.model && a.PartnerID == mp.partner && customer(a) {
+		for i := range s.rows {
+			if a := &s.rows[i]; a.Model == mp.model && a.PartnerID == mp.partner && customer(a) {
 				out = append(out, dayOf(a.At))
 			}
 		}
@@ -162,7 +221,7 @@ func customerDays(h *history, mp modelPartner) []day {
 
 // customer reports whether an attribution row makes its user a customer of
 // its partner: credited, and not a refund.
-func customer(a attrRow) bool { return a.Kind != schemas.ConversionRefund && a.Credit.IsPositive() }
+func customer(a *attrRow) bool { return a.Kind != schemas.ConversionRefund && a.Credit.IsPositive() }
 
 // diffEntries calls add(day, previous day, ±1) for every entry of the
 // distinct days cur that old lacks (+1) and of old that cur lacks (−1). An
@@ -170,7 +229,11 @@ func customer(a attrRow) bool { return a.Kind != schemas.ConversionRefund && a.C
 // first): the distinct members of a window [a, b] are the entries with
 // a ≤ day ≤ b and previous day < a.
 func diffEntries(old, cur []day, add func(d, prev day, n int64)) {
-	o, c := entries(old), entries(cur)
+	diffSorted(entries(old), entries(cur), add)
+}
+
+// diffSorted is diffEntries of two sorted entry lists.
+func diffSorted(o, c [][2]day, add func(d, prev day, n int64)) {
 	i, j := 0, 0
 	for i < len(o) || j < len(c) {
 		switch {
@@ -190,14 +253,15 @@ func diffEntries(old, cur []day, add func(d, prev day, n int64)) {
 func less(a, b [2]day) bool { return a[0] < b[0] || (a[0] == b[0] && a[1] < b[1]) }
 
 // entries returns the entries of days, sorted.
-func entries(days []day) [][2]day {
-	ds := slices.Clone(days)
-	slices.Sort(ds)
-	ds = slices.Compact(ds)
-	out := make([][2]day, len(ds))
+func entries(days []day) [][2]day { return entriesInto(nil, slices.Clone(days)) }
+
+// entriesInto appends the entries of days to out; it sorts days in place.
+func entriesInto(out [][2]day, days []day) [][2]day {
+	slices.Sort(days)
+	days = slices.Compact(days)
 	var prev day
-	for i, d := range ds {
-		out[i] = [2]day{d, prev}
+	for _, d := range days {
+		out = append(out, [2]day{d, prev})
 		prev = d
 	}
 	return out

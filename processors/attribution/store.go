@@ -181,8 +181,8 @@ func (p *Processor) insertRollup(ctx context.Context, b *batch, params bool, top
 	var r rollCols
 	for _, k := range keys {
 		v := b.rollup[k]
-		r.add(k.model, k.day.time(), k.partner, k.prev.time(), "", v.revenue, v.conversions, v.newCustomers,
-			v.customers, v.cost, v.leads, v.attributions, v.costs, 0)
+		r.add(k.model, k.day.time(), k.partner, k.prev.time(), "", v.revenue.dec(), v.conversions.dec(), v.newCustomers.dec(),
+			v.customers, v.cost.dec(), v.leads, v.attributions, v.costs, 0)
 	}
 	for _, tp := range srcs {
 		r.add("", epoch, "", epoch, srcKey(tp.topic, tp.partition), zeroDec, zeroDec, zeroDec, 0, zeroDec, 0, 0, 0,
