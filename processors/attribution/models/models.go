@@ -32,7 +32,9 @@ import (
 	"math"
 	"math/big"
 	"math/bits"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -147,18 +149,37 @@ func Weights(model string, eligible []Touch, at time.Time, p Params) ([]Weight, 
 	default:
 		return nil, fmt.Errorf("unknown attribution model %q", model)
 	}
-	sum := map[string]decimal.Decimal{}
+	// Summed per partner: a handful of partners, so a scan of out beats a
+	// map (a map for many touches); a partner's first weight is taken as
+	// is, only further ones are added.
+	var index map[string]int
+	if n > 32 {
+		index = make(map[string]int)
+	}
+	out := make([]Weight, 0, min(n, 8))
 	for i, t := range eligible {
-		if per[i].IsZero() {
-			per[i] = decimal.Zero
+		w := per[i]
+		if w.IsZero() {
+			w = decimal.Zero
 		}
-		sum[t.PartnerID] = sum[t.PartnerID].Add(per[i])
+		j := -1
+		if index != nil {
+			if k, ok := index[t.PartnerID]; ok {
+				j = k
+			}
+		} else {
+			j = slices.IndexFunc(out, func(x Weight) bool { return x.PartnerID == t.PartnerID })
+		}
+		if j < 0 {
+			if index != nil {
+				index[t.PartnerID] = len(out)
+			}
+			out = append(out, Weight{PartnerID: t.PartnerID, W: w})
+			continue
+		}
+		out[j].W = out[j].W.Add(w)
 	}
-	out := make([]Weight, 0, len(sum))
-	for pid, w := range sum {
-		out = append(out, Weight{PartnerID: pid, W: w})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].PartnerID < out[j].PartnerID })
+	slices.SortFunc(out, func(a, b Weight) int { return strings.Compare(a.PartnerID, b.PartnerID) })
 	return out, nil
 }
 

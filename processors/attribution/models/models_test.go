@@ -197,3 +197,65 @@ func TestSplitMatchesBigPath(t *testing.T) {
 		}
 	}
 }
+
+// TestWeightsSumPerPartner: the per-partner sums equal a plain map sum of
+// the per-touch weights (the definition), for few and many touches.
+func TestWeightsSumPerPartner(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	p := Params{Lookback: 30 * 24 * time.Hour, HalfLife: 7 * 24 * time.Hour}
+	for range 500 {
+		n := 1 + r.IntN(60)
+		var ts []Touch
+		for i := range n {
+			ts = append(ts, Touch{ID: fmt.Sprint("t", i), PartnerID: fmt.Sprint("p", r.IntN(1+r.IntN(40))), At: at.Add(-time.Duration(r.Int64N(int64(p.Lookback))))})
+		}
+		el := Eligible(ts, at, p.Lookback)
+		for _, m := range All {
+			ws, err := Weights(m, el, at, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The definition: each touch's weight alone (Weights of one
+			// touch under linear is 1; under the model, its share of the
+			// per-touch weights), summed per partner.
+			per, err := perTouch(m, el, at, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]decimal.Decimal{}
+			for i, tc := range el {
+				want[tc.PartnerID] = want[tc.PartnerID].Add(per[i])
+			}
+			if len(ws) != len(want) {
+				t.Fatalf("%s: %d partners, want %d", m, len(ws), len(want))
+			}
+			for i, w := range ws {
+				if i > 0 && ws[i-1].PartnerID >= w.PartnerID {
+					t.Fatalf("%s: partners not ordered: %v", m, ws)
+				}
+				if !w.W.Equal(want[w.PartnerID]) {
+					t.Fatalf("%s: %s weighs %v, want %v", m, w.PartnerID, w.W, want[w.PartnerID])
+				}
+			}
+		}
+	}
+}
+
+// perTouch is Weights' per-touch weights, read back through Weights of
+// single-partner touch lists: every touch renamed to its own partner.
+func perTouch(m string, el []Touch, at time.Time, p Params) ([]decimal.Decimal, error) {
+	own := make([]Touch, len(el))
+	for i, t := range el {
+		own[i] = Touch{ID: t.ID, PartnerID: fmt.Sprintf("%06d", i), At: t.At}
+	}
+	ws, err := Weights(m, own, at, p)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]decimal.Decimal, len(ws))
+	for i, w := range ws {
+		out[i] = w.W
+	}
+	return out, nil
+}
