@@ -1,7 +1,6 @@
 package attribution
 
 import (
-	"regexp"
 	"time"
 	"unicode/utf8"
 
@@ -20,13 +19,81 @@ import (
 // encoding/json — which also writes the reason of a record that fails.
 // TestFastDecodeAgreesWithSchema holds the two paths to that.
 
-var (
-	reTrace    = regexp.MustCompile(`^[0-9a-f]{32}$`)
-	reCurrency = regexp.MustCompile(`^[A-Z]{3}$`)
-	reAmount   = regexp.MustCompile(`^-?[0-9]{1,14}(\.[0-9]{1,4})?$`)
-	reCost     = regexp.MustCompile(`^[0-9]{1,14}(\.[0-9]{1,4})?$`)
-	reDateTime = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$`)
-)
+// The formats of the schemas' patterns, matched by hand (a regexp per
+// field of every record cost more than the rest of the decode; the
+// patterns are in fastdecode_test.go, which holds these to them):
+//
+//	trace id   ^[0-9a-f]{32}$
+//	currency   ^[A-Z]{3}$
+//	amount     ^-?[0-9]{1,14}(\.[0-9]{1,4})?$   (cost: no sign)
+//	date-time  ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$
+
+func isTraceID(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func isCurrency(s string) bool {
+	return len(s) == 3 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z' && s[2] >= 'A' && s[2] <= 'Z'
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// digitsFrom returns the end of the run of digits of s starting at i.
+func digitsFrom(s string, i int) int {
+	for i < len(s) && isDigit(s[i]) {
+		i++
+	}
+	return i
+}
+
+// isAmount matches the amount pattern; signed allows a leading '-'.
+func isAmount(s string, signed bool) bool {
+	i := 0
+	if signed && len(s) > 0 && s[0] == '-' {
+		i++
+	}
+	j := digitsFrom(s, i)
+	if j-i < 1 || j-i > 14 {
+		return false
+	}
+	if j == len(s) {
+		return true
+	}
+	if s[j] != '.' {
+		return false
+	}
+	k := digitsFrom(s, j+1)
+	return k == len(s) && k-(j+1) >= 1 && k-(j+1) <= 4
+}
+
+func isDateTime(s string) bool {
+	if len(s) < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' {
+		return false
+	}
+	for _, i := range [...]int{0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18} {
+		if !isDigit(s[i]) {
+			return false
+		}
+	}
+	i := 19
+	if s[i] == '.' {
+		j := digitsFrom(s, i+1)
+		if j == i+1 {
+			return false
+		}
+		i = j
+	}
+	z := s[i:]
+	return z == "Z" || len(z) == 6 && (z[0] == '+' || z[0] == '-') && isDigit(z[1]) && isDigit(z[2]) && z[3] == ':' && isDigit(z[4]) && isDigit(z[5])
+}
 
 // plain reports whether doc has no \u escape and no control character
 // inside a string: fastjson and encoding/json differ on broken escapes (a
@@ -55,17 +122,16 @@ func plain(doc []byte) bool {
 
 // fields walks the members of an object, calling f for each; false when a
 // key repeats or f refuses.
-func fields(o *fastjson.Object, f func(key string, v *fastjson.Value) bool) bool {
+func fields(o *fastjson.Object, f func(key []byte, v *fastjson.Value) bool) bool {
 	ok := true
-	var seen [16]string
+	var seen [16][]byte // the parser's bytes, valid while it visits
 	n := 0
-	o.Visit(func(k []byte, v *fastjson.Value) {
+	o.Visit(func(key []byte, v *fastjson.Value) {
 		if !ok {
 			return
 		}
-		key := string(k)
 		for _, s := range seen[:min(n, len(seen))] {
-			if s == key {
+			if string(s) == string(key) {
 				ok = false
 				return
 			}
@@ -101,16 +167,16 @@ func str(v *fastjson.Value, min, max int) (string, bool) {
 
 func dateTime(v *fastjson.Value) (time.Time, bool) {
 	s, ok := str(v, 1, 64)
-	if !ok || !reDateTime.MatchString(s) {
+	if !ok || !isDateTime(s) {
 		return time.Time{}, false
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	return t, err == nil
 }
 
-func decimalOf(v *fastjson.Value, re *regexp.Regexp) (decimal.Decimal, bool) {
+func decimalOf(v *fastjson.Value, signed bool) (decimal.Decimal, bool) {
 	s, ok := str(v, 1, 32)
-	if !ok || !re.MatchString(s) {
+	if !ok || !isAmount(s, signed) {
 		return decimal.Decimal{}, false
 	}
 	d, err := decimal.NewFromString(s)
@@ -120,7 +186,7 @@ func decimalOf(v *fastjson.Value, re *regexp.Regexp) (decimal.Decimal, bool) {
 // fastFields parses doc as one JSON object of plain text and visits its
 // fields (see fields); false when doc is not such an object or visit
 // refused a field.
-func fastFields(p *fastjson.Parser, doc []byte, visit func(k string, v *fastjson.Value) bool) bool {
+func fastFields(p *fastjson.Parser, doc []byte, visit func(k []byte, v *fastjson.Value) bool) bool {
 	if !plain(doc) {
 		return false
 	}
@@ -142,9 +208,9 @@ func fastTouch(p *fastjson.Parser, doc []byte) (schemas.Touchpoint, bool) {
 	var t schemas.Touchpoint
 	var have int
 	const need = 1<<6 - 1
-	ok := fastFields(p, doc, func(k string, v *fastjson.Value) bool {
+	ok := fastFields(p, doc, func(k []byte, v *fastjson.Value) bool {
 		var ok bool
-		switch k {
+		switch string(k) {
 		case "schema_version":
 			t.SchemaVersion, ok = version(v)
 			have |= 1
@@ -176,7 +242,7 @@ func fastTouch(p *fastjson.Parser, doc []byte) (schemas.Touchpoint, bool) {
 			t.Region, ok = str(v, 0, 64)
 		case "trace_id":
 			t.TraceID, ok = str(v, 32, 32)
-			ok = ok && reTrace.MatchString(t.TraceID)
+			ok = ok && isTraceID(t.TraceID)
 		}
 		return ok
 	})
@@ -187,9 +253,9 @@ func fastConversion(p *fastjson.Parser, doc []byte) (schemas.Conversion, bool) {
 	var c schemas.Conversion
 	var have int
 	const need = 1<<7 - 1
-	ok := fastFields(p, doc, func(k string, v *fastjson.Value) bool {
+	ok := fastFields(p, doc, func(k []byte, v *fastjson.Value) bool {
 		var ok bool
-		switch k {
+		switch string(k) {
 		case "schema_version":
 			c.SchemaVersion, ok = version(v)
 			have |= 1
@@ -204,11 +270,11 @@ func fastConversion(p *fastjson.Parser, doc []byte) (schemas.Conversion, bool) {
 			ok = ok && (c.Kind == schemas.ConversionPurchase || c.Kind == schemas.ConversionSignup || c.Kind == schemas.ConversionRefund)
 			have |= 8
 		case "amount":
-			c.Amount, ok = decimalOf(v, reAmount)
+			c.Amount, ok = decimalOf(v, true)
 			have |= 16
 		case "currency":
 			c.Currency, ok = str(v, 3, 3)
-			ok = ok && reCurrency.MatchString(c.Currency)
+			ok = ok && isCurrency(c.Currency)
 			have |= 32
 		case "occurred_at":
 			c.OccurredAt, ok = dateTime(v)
@@ -235,9 +301,9 @@ func fastCost(p *fastjson.Parser, doc []byte) (schemas.Cost, bool) {
 	var c schemas.Cost
 	var have int
 	const need = 1<<6 - 1
-	ok := fastFields(p, doc, func(k string, v *fastjson.Value) bool {
+	ok := fastFields(p, doc, func(k []byte, v *fastjson.Value) bool {
 		var ok bool
-		switch k {
+		switch string(k) {
 		case "schema_version":
 			c.SchemaVersion, ok = version(v)
 			have |= 1
@@ -248,11 +314,11 @@ func fastCost(p *fastjson.Parser, doc []byte) (schemas.Cost, bool) {
 			c.PartnerID, ok = str(v, 1, 256)
 			have |= 4
 		case "amount":
-			c.Amount, ok = decimalOf(v, reCost)
+			c.Amount, ok = decimalOf(v, false)
 			have |= 8
 		case "currency":
 			c.Currency, ok = str(v, 3, 3)
-			ok = ok && reCurrency.MatchString(c.Currency)
+			ok = ok && isCurrency(c.Currency)
 			have |= 16
 		case "occurred_at":
 			c.OccurredAt, ok = dateTime(v)

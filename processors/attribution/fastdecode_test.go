@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -197,4 +198,53 @@ func FuzzFastDecode(f *testing.F) {
 			checkFast(t, kind, doc)
 		}
 	})
+}
+
+// TestFormatsMatchSchemaPatterns: the hand-written matchers of the fast
+// path accept exactly what the schemas' patterns accept, on the edge cases
+// and on 200 000 random strings over the patterns' alphabet.
+func TestFormatsMatchSchemaPatterns(t *testing.T) {
+	cases := []struct {
+		name  string
+		re    *regexp.Regexp
+		match func(string) bool
+		alpha string
+		max   int
+		seeds []string
+	}{
+		{"trace", regexp.MustCompile(`^[0-9a-f]{32}$`), isTraceID, "0123456789abcdefAZ-", 34,
+			[]string{"0af7651916cd43dd8448eb211c80319c", "0AF7651916cd43dd8448eb211c80319c", ""}},
+		{"currency", regexp.MustCompile(`^[A-Z]{3}$`), isCurrency, "ABZaz1", 4, []string{"EUR", "eur", "EURO"}},
+		{"amount", regexp.MustCompile(`^-?[0-9]{1,14}(\.[0-9]{1,4})?$`), func(s string) bool { return isAmount(s, true) }, "0123456789.-+e", 22,
+			[]string{"-0.5", "12345678901234.1234", "123456789012345", "1.", ".5", "-", "1.12345", "--1"}},
+		{"cost", regexp.MustCompile(`^[0-9]{1,14}(\.[0-9]{1,4})?$`), func(s string) bool { return isAmount(s, false) }, "0123456789.-", 22,
+			[]string{"-1", "0", "0.0001"}},
+		{"date-time", regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$`), isDateTime,
+			"0123456789-T:Z+.z ", 32,
+			[]string{"2026-03-01T12:00:00Z", "2026-03-01T12:00:00.123456789+05:30", "2026-03-01T12:00:00.Z", "2026-03-01 12:00:00Z", "2026-03-01T12:00:00+0530", "2026-03-01T12:00:00z"}},
+	}
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, c := range cases {
+		check := func(s string) {
+			if got, want := c.match(s), c.re.MatchString(s); got != want {
+				t.Fatalf("%s: %q matched %v, the pattern says %v", c.name, s, got, want)
+			}
+		}
+		for _, s := range c.seeds {
+			check(s)
+			for i := range len(s) { // every one-byte change of a seed
+				for _, b := range []byte(c.alpha) {
+					check(s[:i] + string(b) + s[i+1:])
+				}
+				check(s[:i] + s[i+1:])
+			}
+		}
+		for range 40_000 {
+			b := make([]byte, r.IntN(c.max+1))
+			for i := range b {
+				b[i] = c.alpha[r.IntN(len(c.alpha))]
+			}
+			check(string(b))
+		}
+	}
 }
