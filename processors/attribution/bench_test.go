@@ -544,18 +544,18 @@ SELECT
   hex(MD5(concat(toString(intDiv(number, 5)), '/', toString(number % 5)))) AS id,
   concat('c', toString(intDiv(number, 5))),
   concat('u', toString(intDiv(number, 5) % 150000)),
-  `+zipfPartner("intDiv(number, 5)")+`,
+  ` + zipfPartner("intDiv(number, 5)") + `,
   ['first_touch', 'last_touch', 'linear', 'time_decay', 'position_based'][number % 5 + 1],
   'purchase', toUInt64(__VERSION__), toDecimal64(1, 4), toDecimal64(intDiv(number, 5) % 50000, 4) / 100,
   toDecimal64(intDiv(number, 5) % 3 = 0, 4),
   toDateTime(__AT__ - intDiv(number, 5) % (90 * 86400)), now()
 FROM numbers(__ROWS__) WHERE __FILTER__`
 	cost := `INSERT INTO costs (id, partner_id, amount, currency, amount_base, category, occurred_at, ingested_at)
-SELECT concat('k', toString(number)), `+zipfPartner("number")+`, toDecimal64(number % 1000, 4), 'USD',
+SELECT concat('k', toString(number)), ` + zipfPartner("number") + `, toDecimal64(number % 1000, 4), 'USD',
   toDecimal64(number % 1000, 4), 'fee', toDateTime(__AT__ - number % (90 * 86400)), now()
 FROM numbers(__ROWS__) WHERE __FILTER__`
 	touch := `INSERT INTO touchpoints (id, user_id, partner_id, source, utm_source, utm_medium, utm_campaign, referrer, region, trace_id, occurred_at, ingested_at)
-SELECT concat('t', toString(number)), concat('u', toString(number % 150000)), `+zipfPartner("number % 150000")+`, 'utm',
+SELECT concat('t', toString(number)), concat('u', toString(number % 150000)), ` + zipfPartner("number % 150000") + `, 'utm',
   '', '', '', '', '', '', toDateTime(__AT__ - number % (90 * 86400)), now()
 FROM numbers(__ROWS__) WHERE __FILTER__`
 	// n and asOf are ints, not input: they are formatted into the text
